@@ -1,0 +1,50 @@
+//! The core of cache-toolkit: one engine trait, one TTL type, one error enum and one key rule,
+//! shared by every backend.
+//!
+//! Application code usually depends on a backend crate (`cache-local`, `cache-redis`,
+//! `cache-memcached`) and on `cache-serializer` for typed values; this crate is what they all
+//! speak. Authors of new backends implement [`CacheEngine`] and prove it with the conformance kit
+//! in `cache-tests`.
+//!
+//! # What lives here
+//!
+//! | item | what it is |
+//! |---|---|
+//! | [`CacheEngine`] | the object-safe engine trait: bytes in, bytes out |
+//! | [`Ttl`], [`Expiry`], [`DEFAULT_TTL`] | how long an entry lives (300 s by default) |
+//! | [`CacheError`], [`Result`] | the meaning-based error enum and its `is_transient()` |
+//! | [`Capabilities`] | limits and sharing an engine declares, for users and the kit |
+//! | [`key`] | the portable key rule and prefix-free namespaces |
+//! | [`counter`] | the decimal counter syntax of `increment` |
+//! | [`clock`] | the system clock and a manual clock for tests |
+//!
+//! # Example
+//!
+//! A function written against the trait works with every engine:
+//!
+//! ```
+//! use std::time::Duration;
+//! use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
+//!
+//! fn visit(cache: &dyn CacheEngine, page: &str) -> Result<i64, CacheError> {
+//!     let key = format!("visits:{page}");
+//!     let count = cache.increment(&key, 1)?;
+//!     cache.touch(&key, Ttl::After(Duration::from_secs(3600)))?;
+//!     Ok(count)
+//! }
+//! # let _ = visit;
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod counter;
+mod engine;
+mod error;
+pub mod key;
+pub mod ttl;
+
+pub use bytes::Bytes;
+pub use engine::{Capabilities, CacheEngine};
+pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Result};
+pub use ttl::{DEFAULT_TTL, Expiry, Ttl};
