@@ -43,9 +43,7 @@ pub fn parse_counter(bytes: &[u8]) -> Option<i64> {
         if !b.is_ascii_digit() {
             return None;
         }
-        value = value
-            .checked_mul(10)?
-            .checked_sub(i64::from(b - b'0'))?;
+        value = value.checked_mul(10)?.checked_sub(i64::from(b - b'0'))?;
     }
     if negative {
         Some(value)
@@ -100,7 +98,18 @@ mod tests {
 
     #[test]
     fn rejects_non_redis_syntax() {
-        for bad in [&b""[..], b"-", b" 1", b"1 ", b"1.0", b"0x10", b"00", b"-01", b"abc", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"-",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"0x10",
+            b"00",
+            b"-01",
+            b"abc",
+            b"\xff",
+        ] {
             assert_eq!(parse_counter(bad), None, "{bad:?}");
         }
     }

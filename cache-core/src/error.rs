@@ -129,7 +129,9 @@ pub enum CacheError {
     },
 
     /// The bytes under a key were written for another type, schema or codec.
-    #[error("value under key {key} was written for another schema (expected {expected}, found {found})")]
+    #[error(
+        "value under key {key} was written for another schema (expected {expected}, found {found})"
+    )]
     SchemaMismatch {
         /// The key holding the value.
         key: KeyDisplay,
@@ -200,10 +202,7 @@ impl CacheError {
     }
 
     /// Builds [`CacheError::Serialization`] with a message and a source.
-    pub fn serialization(
-        message: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn serialization(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self::Serialization {
             message: message.into(),
             source: Some(source.into()),
@@ -245,7 +244,10 @@ impl fmt::Display for KeyProblem {
         match self {
             Self::Empty => f.write_str("keys must not be empty"),
             Self::TooLong { len, max } => {
-                write!(f, "{len} bytes is longer than the {max} bytes this engine allows")
+                write!(
+                    f,
+                    "{len} bytes is longer than the {max} bytes this engine allows"
+                )
             }
             Self::ForbiddenChar { ch, at } => write!(
                 f,

@@ -133,7 +133,16 @@ mod tests {
 
     #[test]
     fn forbidden_characters() {
-        for key in ["a b", "a\tb", "a\r\nb", "a\0b", "a\u{7f}b", "a\u{85}b", "a\u{a0}b", "a\u{2028}b"] {
+        for key in [
+            "a b",
+            "a\tb",
+            "a\r\nb",
+            "a\0b",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "a\u{a0}b",
+            "a\u{2028}b",
+        ] {
             let err = check_key(key, 0).unwrap_err();
             assert!(
                 matches!(

@@ -45,6 +45,6 @@ pub mod key;
 pub mod ttl;
 
 pub use bytes::Bytes;
-pub use engine::{Capabilities, CacheEngine};
+pub use engine::{CacheEngine, Capabilities};
 pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Result};
 pub use ttl::{DEFAULT_TTL, Expiry, Ttl};

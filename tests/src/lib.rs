@@ -1,1 +1,245 @@
-//! kit
+//! The conformance kit: the behaviours every cache-toolkit engine must show, ours and third
+//! parties'.
+//!
+//! Each behaviour is a `pub fn` in [`behaviours`] that takes an [`EngineFactory`] and panics with
+//! a message naming what went wrong. The [`conformance_suite!`] macro expands into one `#[test]`
+//! per behaviour, so each failure is reported on its own:
+//!
+//! ```no_run
+//! use cache_local::InMemoryEngine;
+//! use cache_tests::TestContext;
+//!
+//! fn engine(ctx: &TestContext) -> InMemoryEngine {
+//!     InMemoryEngine::builder()
+//!         .clock(ctx.clock())
+//!         .default_ttl(ctx.default_ttl())
+//!         .build()
+//!         .expect("valid settings")
+//! }
+//!
+//! cache_tests::conformance_suite!(engine);
+//! # fn main() {}
+//! ```
+//!
+//! # The factory and its context
+//!
+//! The factory receives a [`TestContext`] and must build an engine that:
+//! - uses [`TestContext::default_ttl`] as its default TTL (2 s, so remote engines can show it
+//!   expiring);
+//! - lives in [`TestContext::namespace`], when the engine has namespaces: the kit builds several
+//!   engines in distinct namespaces (`ns` and `ns:b`, say) and checks that they share nothing;
+//!   engines built from contexts of one test share one store (one server);
+//! - optionally takes [`TestContext::clock`]: if the factory asks for the manual clock, the kit
+//!   moves it instead of sleeping; if not, the kit sleeps for real.
+//!
+//! # What is checked, and how it is chosen
+//!
+//! Optional behaviours are chosen from [`Capabilities`], never from the backend's name: engines
+//! that share entries across threads must show exactly one `add` winner and no lost `increment`
+//! under threads; per-thread engines must show the per-thread equivalent. TTL checks wait
+//! `ttl + ttl_resolution` plus a margin; value-size checks use `max_value_size`; key-length checks
+//! use `max_key_len`.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_core::clock::{Clock, ManualClock};
+use cache_core::{CacheEngine, Capabilities};
+
+pub mod behaviours;
+
+pub use cache_core;
+
+/// What the kit hands to a factory: a fresh namespace, the default TTL to configure, and a
+/// manual clock the factory may use.
+#[derive(Debug, Clone)]
+pub struct TestContext {
+    namespace: String,
+    clock: Arc<ManualClock>,
+    clock_taken: Arc<AtomicBool>,
+}
+
+impl TestContext {
+    /// A context with a fresh random namespace (`kit-` and 12 hex digits) and its own clock.
+    pub fn new() -> Self {
+        Self {
+            namespace: format!("kit-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            clock: Arc::new(ManualClock::new()),
+            clock_taken: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A context in the namespace `self.namespace() + suffix`, sharing this one's clock: for a
+    /// second engine on the same store.
+    pub fn sibling(&self, suffix: &str) -> Self {
+        Self {
+            namespace: format!("{}{suffix}", self.namespace),
+            clock: Arc::clone(&self.clock),
+            clock_taken: Arc::clone(&self.clock_taken),
+        }
+    }
+
+    /// The namespace the engine must live in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The default TTL the engine must be configured with: 2 seconds.
+    pub fn default_ttl(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    /// The manual clock. A factory that takes it tells the kit to move it instead of sleeping.
+    pub fn clock(&self) -> Arc<ManualClock> {
+        self.clock_taken.store(true, Ordering::SeqCst);
+        Arc::clone(&self.clock)
+    }
+
+    /// Whether the factory took the manual clock.
+    pub fn uses_manual_clock(&self) -> bool {
+        self.clock_taken.load(Ordering::SeqCst)
+    }
+
+    /// Lets `duration` pass for the engine: moves the manual clock, or sleeps.
+    pub fn pass(&self, duration: Duration) {
+        if self.uses_manual_clock() {
+            self.clock.advance(duration);
+        } else {
+            std::thread::sleep(duration);
+        }
+    }
+
+    /// The engine's current time, for measuring how long ago something happened.
+    pub fn now(&self) -> Instant {
+        if self.uses_manual_clock() {
+            self.clock.now()
+        } else {
+            Instant::now()
+        }
+    }
+
+    /// How long to wait beyond `ttl + resolution` before expecting an entry gone: nothing with
+    /// the manual clock, a scheduling margin when sleeping.
+    pub fn margin(&self) -> Duration {
+        if self.uses_manual_clock() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(250)
+        }
+    }
+}
+
+impl Default for TestContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds engines for the kit. Implemented for every `Fn(&TestContext) -> E` where `E` is an
+/// engine.
+pub trait EngineFactory {
+    /// Builds an engine for `ctx`.
+    fn make(&self, ctx: &TestContext) -> Arc<dyn CacheEngine>;
+}
+
+impl<E, F> EngineFactory for F
+where
+    E: CacheEngine + 'static,
+    F: Fn(&TestContext) -> E,
+{
+    fn make(&self, ctx: &TestContext) -> Arc<dyn CacheEngine> {
+        Arc::new(self(ctx))
+    }
+}
+
+/// Turns a closure into an [`EngineFactory`], fixing its argument type for inference.
+pub fn factory<E, F>(f: F) -> F
+where
+    E: CacheEngine + 'static,
+    F: Fn(&TestContext) -> E,
+{
+    f
+}
+
+/// An engine with its context and capabilities, as the behaviours use them.
+#[derive(Debug)]
+pub struct Harness {
+    /// The context the engine was built with.
+    pub ctx: TestContext,
+    /// The engine.
+    pub engine: Arc<dyn CacheEngine>,
+    /// Its capabilities, read once.
+    pub caps: Capabilities,
+}
+
+impl Harness {
+    /// Builds an engine in a fresh context.
+    pub fn new(factory: &dyn EngineFactory) -> Self {
+        Self::with_context(factory, TestContext::new())
+    }
+
+    /// Builds an engine for `ctx`.
+    pub fn with_context(factory: &dyn EngineFactory, ctx: TestContext) -> Self {
+        let engine = factory.make(&ctx);
+        let caps = engine.capabilities();
+        Self { ctx, engine, caps }
+    }
+
+    /// How long to wait after setting `ttl` before the entry must be gone.
+    pub fn expiry_wait(&self, ttl: Duration) -> Duration {
+        ttl + self.caps.ttl_resolution + self.ctx.margin()
+    }
+}
+
+/// Expands into one `#[test]` per behaviour of the kit, each building engines with `$factory`
+/// (a function or closure taking `&TestContext` and returning an engine).
+///
+/// The tests are put in a module named `conformance` (or the name given first), which imports
+/// everything from the module where the macro is called.
+///
+/// ```no_run
+/// # use cache_local::ThreadLocalEngine;
+/// cache_tests::conformance_suite!(thread_local_kit, |ctx: &cache_tests::TestContext| {
+///     ThreadLocalEngine::builder()
+///         .clock(ctx.clock())
+///         .default_ttl(ctx.default_ttl())
+///         .build()
+///         .expect("valid settings")
+/// });
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($module:ident, $factory:expr) => {
+        $crate::conformance_suite!(@module $module, $factory;
+            miss, round_trip, overwrite_is_never_stale, delete_then_delete_again,
+            exists_follows_entries, ttl_expiry, ttl_never, ttl_default, sub_second_ttl,
+            zero_ttl_removes, ttl_out_of_range, empty_and_binary_values, largest_value,
+            unicode_keys, invalid_keys_rejected, clear_removes_own_entries,
+            clear_is_scoped_to_namespace, namespaces_are_isolated, get_many_order_and_holes,
+            set_many_stores_all_or_nothing, delete_many_counts, add_semantics,
+            add_is_atomic_under_threads, increment_semantics, increment_keeps_ttl,
+            increment_loses_nothing_under_threads, touch_semantics, concurrency_smoke,
+            close_is_final
+        );
+    };
+    ($factory:expr) => {
+        $crate::conformance_suite!(conformance, $factory);
+    };
+    (@module $module:ident, $factory:expr; $($name:ident),* $(,)?) => {
+        #[allow(unused_imports)]
+        mod $module {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let factory = $crate::factory($factory);
+                    $crate::behaviours::$name(&factory);
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,282 @@
+//! Pieces shared by the two local engines: entries, weights, time and configuration.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::clock::Clock;
+use cache_core::key::MAX_KEY_LEN;
+use cache_core::{Bytes, CacheError, Expiry, KeyDisplay, Result, Ttl};
+
+/// The longest TTL a local engine accepts: 100 years of 365 days.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The default entry bound of both local engines: 300 entries.
+pub const DEFAULT_MAX_CAPACITY: u64 = 300;
+
+/// How much longer than asked a local entry may live: deadlines are kept in whole milliseconds.
+pub(crate) const TTL_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// quick_cache keeps this share of a shard for entries that proved hot; an entry heavier than it
+/// is not admitted, so it bounds the largest entry. Set explicitly so our bound stays exact.
+pub(crate) const HOT_ALLOCATION: f64 = 0.97;
+
+/// Deadlines are milliseconds since the engine was built; this one means "never".
+pub(crate) const NEVER: u64 = u64::MAX;
+
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) value: Bytes,
+    pub(crate) deadline: u64,
+}
+
+impl Entry {
+    #[inline]
+    pub(crate) fn is_expired(&self, timer: &Timer) -> bool {
+        self.deadline != NEVER && timer.now_ms() >= self.deadline
+    }
+}
+
+/// Weighs entries so that one quick_cache weight bound enforces both our bounds.
+///
+/// Without a byte bound every entry weighs 1 and the capacity is `max_capacity`. With a byte
+/// bound `B` and an entry bound `C`, an entry of `b` bytes weighs `max(b * C, B)` against a
+/// capacity of `C * B`: the sum of weights staying within `C * B` implies both `count <= C`
+/// (each entry weighs at least `B`) and `bytes <= B` (each weighs at least `b * C`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EntryWeighter {
+    per_byte: u64,
+    floor: u64,
+}
+
+impl quick_cache::Weighter<String, Entry> for EntryWeighter {
+    #[inline]
+    fn weight(&self, key: &String, entry: &Entry) -> u64 {
+        self.weigh(key.len(), entry.value.len())
+    }
+}
+
+impl EntryWeighter {
+    #[inline]
+    pub(crate) fn weigh(&self, key_len: usize, value_len: usize) -> u64 {
+        let bytes = (key_len as u64).saturating_add(value_len as u64);
+        bytes.saturating_mul(self.per_byte).max(self.floor)
+    }
+}
+
+/// Reads the engine's clock as whole milliseconds since the engine was built.
+#[derive(Clone)]
+pub(crate) struct Timer {
+    origin: Instant,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl Timer {
+    pub(crate) fn new(clock: Option<Arc<dyn Clock>>) -> Self {
+        let origin = match &clock {
+            Some(clock) => clock.now(),
+            None => Instant::now(),
+        };
+        Self { origin, clock }
+    }
+
+    #[inline]
+    fn elapsed(&self) -> Duration {
+        let now = match &self.clock {
+            Some(clock) => clock.now(),
+            None => Instant::now(),
+        };
+        now.saturating_duration_since(self.origin)
+    }
+
+    #[inline]
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.elapsed().as_millis()).unwrap_or(NEVER - 1)
+    }
+
+    /// The deadline of an entry stored now for `ttl`, rounded up to the next millisecond so the
+    /// entry never lives shorter than asked and at most 1 ms longer.
+    pub(crate) fn deadline(&self, ttl: Duration) -> Option<u64> {
+        if ttl > MAX_TTL {
+            return None;
+        }
+        let at = self.elapsed().checked_add(ttl)?;
+        let ms = cache_core::ttl::ceil_millis(at)?;
+        (ms < NEVER).then_some(ms)
+    }
+}
+
+/// Validated settings common to both local engines.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) backend: &'static str,
+    pub(crate) max_capacity: u64,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) default_ttl: Ttl,
+    pub(crate) timer: Timer,
+    pub(crate) shards: usize,
+    pub(crate) weighter: EntryWeighter,
+    pub(crate) weight_capacity: u64,
+    /// The largest value accepted, when a byte bound is set.
+    pub(crate) max_value_size: Option<usize>,
+}
+
+impl Settings {
+    pub(crate) fn new(
+        backend: &'static str,
+        max_capacity: u64,
+        max_bytes: Option<u64>,
+        default_ttl: Ttl,
+        clock: Option<Arc<dyn Clock>>,
+        shards: usize,
+    ) -> Result<Self> {
+        if max_capacity == 0 {
+            return Err(CacheError::invalid_config(
+                "max_capacity must be at least 1",
+            ));
+        }
+        match default_ttl.resolve(Ttl::Default) {
+            Expiry::Now => {
+                return Err(CacheError::invalid_config(
+                    "default_ttl must not be zero: nothing would be kept",
+                ));
+            }
+            Expiry::After(d) if d > MAX_TTL => {
+                return Err(CacheError::invalid_config(format!(
+                    "default_ttl of {d:?} is longer than the longest local TTL ({MAX_TTL:?})"
+                )));
+            }
+            _ => {}
+        }
+        let shards = shards.max(1) as u64;
+        let per_shard_entries = max_capacity / shards;
+        if per_shard_entries == 0 {
+            return Err(CacheError::invalid_config(format!(
+                "max_capacity {max_capacity} is smaller than the {shards} shards"
+            )));
+        }
+        // Each shard gets an equal, whole share, so the sum never exceeds the bound.
+        let (weighter, weight_capacity, max_value_size) = match max_bytes {
+            None => (
+                EntryWeighter {
+                    per_byte: 0,
+                    floor: 1,
+                },
+                per_shard_entries * shards,
+                None,
+            ),
+            Some(bytes) => {
+                let total = max_capacity.checked_mul(bytes).ok_or_else(|| {
+                    CacheError::invalid_config(format!(
+                        "max_capacity {max_capacity} times max_bytes {bytes} overflows 64 bits"
+                    ))
+                })?;
+                let per_shard = total / shards;
+                let hot_target = hot_target(per_shard);
+                let largest_entry = hot_target / max_capacity;
+                let max_value = largest_entry
+                    .checked_sub(MAX_KEY_LEN as u64)
+                    .filter(|v| *v > 0);
+                let Some(max_value) = max_value else {
+                    return Err(CacheError::invalid_config(format!(
+                        "max_bytes {bytes} leaves no room for a value once a {MAX_KEY_LEN}-byte \
+                         key is counted (each of the {shards} shards holds {largest_entry} bytes)"
+                    )));
+                };
+                if hot_target < bytes {
+                    return Err(CacheError::invalid_config(format!(
+                        "max_capacity {max_capacity} is too small for {shards} shards with a byte bound"
+                    )));
+                }
+                (
+                    EntryWeighter {
+                        per_byte: max_capacity,
+                        floor: bytes,
+                    },
+                    per_shard * shards,
+                    Some(usize::try_from(max_value).unwrap_or(usize::MAX)),
+                )
+            }
+        };
+        Ok(Self {
+            backend,
+            max_capacity,
+            max_bytes,
+            default_ttl,
+            timer: Timer::new(clock),
+            shards: shards as usize,
+            weighter,
+            weight_capacity,
+            max_value_size,
+        })
+    }
+
+    pub(crate) fn options(&self) -> Result<quick_cache::Options> {
+        quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(usize::try_from(self.max_capacity).unwrap_or(usize::MAX))
+            .weight_capacity(self.weight_capacity)
+            .hot_allocation(HOT_ALLOCATION)
+            .shards(self.shards)
+            .build()
+            .map_err(|e| CacheError::invalid_config(format!("cache options: {e}")))
+    }
+
+    /// The deadline for `ttl`, or `None` when the value must not be kept.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidTtl` beyond [`MAX_TTL`].
+    #[inline]
+    pub(crate) fn deadline(&self, ttl: Ttl) -> Result<Option<u64>> {
+        match ttl.resolve(self.default_ttl) {
+            Expiry::Never => Ok(Some(NEVER)),
+            Expiry::Now => Ok(None),
+            Expiry::After(d) => match self.timer.deadline(d) {
+                Some(deadline) => Ok(Some(deadline)),
+                None => Err(CacheError::InvalidTtl {
+                    backend: self.backend,
+                    ttl: d,
+                    max: MAX_TTL,
+                }),
+            },
+        }
+    }
+
+    /// Refuses a value that could never be admitted.
+    #[inline]
+    pub(crate) fn check_value(&self, key: &str, value: &Bytes) -> Result<()> {
+        match self.max_value_size {
+            Some(limit) if value.len() > limit => Err(CacheError::ValueTooLarge {
+                backend: self.backend,
+                key: KeyDisplay::new(key),
+                size: value.len(),
+                limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn capabilities(&self, shared: bool) -> cache_core::Capabilities {
+        let mut caps = cache_core::Capabilities::default();
+        caps.backend = self.backend;
+        caps.shared_across_threads = shared;
+        caps.shared_across_processes = false;
+        caps.ttl_resolution = TTL_RESOLUTION;
+        caps.max_ttl = MAX_TTL;
+        caps.max_value_size = self.max_value_size;
+        caps.max_key_len = MAX_KEY_LEN;
+        caps.default_ttl = match self.default_ttl {
+            Ttl::Default => Ttl::After(cache_core::DEFAULT_TTL),
+            other => other,
+        };
+        caps
+    }
+}
+
+/// quick_cache's admission limit for one shard, computed as it does.
+fn hot_target(shard_weight: u64) -> u64 {
+    ((shard_weight as f64 * HOT_ALLOCATION) as u64).clamp(shard_weight.min(1), shard_weight)
+}
+
+pub(crate) fn closed(backend: &'static str) -> CacheError {
+    CacheError::Closed { backend }
+}

@@ -1,0 +1,42 @@
+//! Both local engines pass the whole conformance kit.
+
+use cache_local::{InMemoryEngine, ThreadLocalEngine};
+use cache_tests::TestContext;
+
+fn in_memory(ctx: &TestContext) -> InMemoryEngine {
+    InMemoryEngine::builder()
+        .clock(ctx.clock())
+        .default_ttl(ctx.default_ttl())
+        .build()
+        .expect("valid settings")
+}
+
+fn in_memory_byte_bounded(ctx: &TestContext) -> InMemoryEngine {
+    InMemoryEngine::builder()
+        .max_capacity(1_000)
+        .max_bytes(4 << 20)
+        .clock(ctx.clock())
+        .default_ttl(ctx.default_ttl())
+        .build()
+        .expect("valid settings")
+}
+
+fn in_memory_real_clock(ctx: &TestContext) -> InMemoryEngine {
+    InMemoryEngine::builder()
+        .default_ttl(ctx.default_ttl())
+        .build()
+        .expect("valid settings")
+}
+
+fn thread_local(ctx: &TestContext) -> ThreadLocalEngine {
+    ThreadLocalEngine::builder()
+        .clock(ctx.clock())
+        .default_ttl(ctx.default_ttl())
+        .build()
+        .expect("valid settings")
+}
+
+cache_tests::conformance_suite!(in_memory_kit, in_memory);
+cache_tests::conformance_suite!(in_memory_byte_bounded_kit, in_memory_byte_bounded);
+cache_tests::conformance_suite!(in_memory_real_clock_kit, in_memory_real_clock);
+cache_tests::conformance_suite!(thread_local_kit, thread_local);
