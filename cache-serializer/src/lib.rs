@@ -1,1 +1,66 @@
-//! s
+//! Typed values over any cache-toolkit engine.
+//!
+//! [`TypedCache`] stores serde types as bytes in any [`CacheEngine`](cache_core::CacheEngine),
+//! bincode by default, and knows when the bytes under a key were written for another type or
+//! another version of the type.
+//!
+//! ```
+//! use std::time::Duration;
+//! use serde::{Deserialize, Serialize};
+//! use cache_core::Ttl;
+//! use cache_local::InMemoryEngine;
+//! use cache_serializer::TypedCache;
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! struct Profile { id: u64, name: String, tags: Vec<String> }
+//!
+//! # fn main() -> cache_core::Result<()> {
+//! let cache = TypedCache::new(InMemoryEngine::new());
+//! let profile = cache.get_or_set_with("profile:7", Ttl::After(Duration::from_secs(60)), || {
+//!     Profile { id: 7, name: "Grace".into(), tags: vec!["admiral".into()] } // a slow query, say
+//! })?;
+//! assert_eq!(cache.get::<Profile>("profile:7")?, Some(profile));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Envelope and fingerprints
+//!
+//! Every value carries an 11-byte envelope: a magic byte, the envelope version, the codec id and
+//! a 64-bit [fingerprint](fingerprint) of the type's serde shape (names, field order, field types,
+//! enum variants; never the module path or `TypeId`). A value whose shape differs from the
+//! reader's is a miss by default and [`CacheError::SchemaMismatch`](cache_core::CacheError) in
+//! strict mode. Types whose shape cannot be traced need a schema name
+//! ([`TypedCacheBuilder::schema`]); without one, using them is a clear
+//! [`CacheError::UnknownSchema`](cache_core::CacheError) error.
+//!
+//! # Codecs
+//!
+//! | codec | feature | notes |
+//! |---|---|---|
+//! | [`Bincode`] | always | compact and fast; bincode 2.0.1, decoding bounded |
+//! | `Json` | `json` | readable; larger and slower |
+//!
+//! bincode's project has stopped (RUSTSEC-2025-0141 marks 2.0.1 unmaintained, with no safe
+//! upgrade); it is kept behind the [`Codec`] trait so another format can replace it.
+//!
+//! # Single-flight
+//!
+//! [`TypedCache::get_or_set_with`] runs the loader once when many threads ask for the same missing
+//! key; the others wait for its value. A failing loader's error reaches every waiter and is not
+//! cached.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod codec;
+mod envelope;
+pub mod fingerprint;
+mod flight;
+mod shape;
+mod typed;
+
+#[cfg(feature = "json")]
+pub use codec::Json;
+pub use codec::{Bincode, Codec};
+pub use fingerprint::Fingerprint;
+pub use typed::{CacheStats, LoadError, TypedCache, TypedCacheBuilder};

@@ -1,7 +1,7 @@
 //! A small reference engine for the kit's own tests, with faults that can be switched on to
 //! prove that the kit catches them.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

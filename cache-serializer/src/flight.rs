@@ -1,0 +1,111 @@
+//! Single-flight: one loader per key at a time, shared by every caller waiting for it.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use cache_core::Bytes;
+
+/// What a finished load left for its waiters.
+#[derive(Clone)]
+pub(crate) enum Outcome {
+    /// The encoded value (envelope included).
+    Value(Bytes),
+    /// The loader's error, as an `Arc<E>` behind `Any`.
+    LoaderError(Arc<dyn Any + Send + Sync>),
+    /// The leader gave up (it panicked, or failed before loading): waiters try again.
+    Abandoned,
+}
+
+#[derive(Default)]
+pub(crate) struct Flight {
+    outcome: Mutex<Option<Outcome>>,
+    done: Condvar,
+}
+
+impl Flight {
+    pub(crate) fn wait(&self) -> Outcome {
+        let mut outcome = lock(&self.outcome);
+        loop {
+            if let Some(outcome) = outcome.as_ref() {
+                return outcome.clone();
+            }
+            outcome = self
+                .done
+                .wait(outcome)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The protected state is always consistent between statements, so a poisoned lock is safe.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Default)]
+pub(crate) struct Flights {
+    in_flight: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+pub(crate) enum Role<'a> {
+    Leader(LeaderGuard<'a>),
+    Waiter(Arc<Flight>),
+}
+
+impl Flights {
+    /// Joins the load of `key`, or starts one. `on_wait` runs under the lock when joining, so a
+    /// count it keeps is exact when the leader looks at it.
+    pub(crate) fn join(&self, key: &str, on_wait: impl FnOnce()) -> Role<'_> {
+        let mut map = lock(&self.in_flight);
+        if let Some(flight) = map.get(key) {
+            on_wait();
+            return Role::Waiter(Arc::clone(flight));
+        }
+        let flight = Arc::new(Flight::default());
+        map.insert(key.to_owned(), Arc::clone(&flight));
+        Role::Leader(LeaderGuard {
+            flights: self,
+            key: key.to_owned(),
+            flight,
+            finished: false,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.in_flight).len()
+    }
+}
+
+/// Held by the caller that runs the loader. Dropping it without [`finish`](Self::finish) (a
+/// panic, an early return) releases the waiters with [`Outcome::Abandoned`].
+pub(crate) struct LeaderGuard<'a> {
+    flights: &'a Flights,
+    key: String,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+impl LeaderGuard<'_> {
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.release(outcome);
+        self.finished = true;
+    }
+
+    fn release(&self, outcome: Outcome) {
+        // Leave the map first: callers that come after this find the cache, not the flight.
+        lock(&self.flights.in_flight).remove(&self.key);
+        *lock(&self.flight.outcome) = Some(outcome);
+        self.flight.done.notify_all();
+    }
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.release(Outcome::Abandoned);
+        }
+    }
+}
