@@ -1,0 +1,184 @@
+//! `get_or_set_with` runs the loader once for many callers of the same missing key.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cache_core::Ttl;
+use cache_local::InMemoryEngine;
+use cache_serializer::{LoadError, TypedCache};
+
+const CALLERS: usize = 16;
+
+/// Waits until `cond` holds; panics after a generous ceiling so a bug fails instead of hanging.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn the_loader_runs_once_for_concurrent_callers() {
+    let cache = TypedCache::new(InMemoryEngine::new());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CALLERS));
+    let results: Vec<String> = thread::scope(|s| {
+        let handles: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let cache = cache.clone();
+                let runs = Arc::clone(&runs);
+                let barrier = Arc::clone(&barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    cache
+                        .get_or_set_with("cold", Ttl::Default, || {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            // Hold the load until every other caller is waiting for it, so a
+                            // second load could only come from a broken single-flight.
+                            wait_until("all callers to wait", || {
+                                cache.stats().coalesced_waits == (CALLERS - 1) as u64
+                            });
+                            "loaded once".to_string()
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(results.iter().all(|r| r == "loaded once"), "{results:?}");
+    assert_eq!(cache.stats().loads, 1);
+    assert_eq!(
+        cache.get::<String>("cold").unwrap().as_deref(),
+        Some("loaded once")
+    );
+    assert_eq!(cache.loads_in_flight(), 0);
+}
+
+#[test]
+fn a_loader_error_reaches_every_waiter_and_is_not_cached() {
+    let cache = TypedCache::new(InMemoryEngine::new());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CALLERS));
+    let errors: Vec<Arc<String>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let cache = cache.clone();
+                let runs = Arc::clone(&runs);
+                let barrier = Arc::clone(&barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let result = cache.try_get_or_set_with::<u64, String, _>(
+                        "failing",
+                        Ttl::Default,
+                        || {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            wait_until("all callers to wait", || {
+                                cache.stats().coalesced_waits == (CALLERS - 1) as u64
+                            });
+                            Err("database down".to_string())
+                        },
+                    );
+                    match result {
+                        Err(LoadError::Loader(e)) => e,
+                        other => panic!("expected the loader's error, got {other:?}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(
+        errors
+            .iter()
+            .all(|e| Arc::ptr_eq(e, &errors[0]) && **e == "database down")
+    );
+    assert_eq!(
+        cache.get::<u64>("failing").unwrap(),
+        None,
+        "an error must not be cached"
+    );
+    // The next call loads again.
+    let value = cache
+        .try_get_or_set_with::<u64, String, _>("failing", Ttl::Default, || Ok(7))
+        .unwrap();
+    assert_eq!(value, 7);
+}
+
+#[test]
+fn a_panicking_loader_releases_the_waiters() {
+    let cache = TypedCache::new(InMemoryEngine::new());
+    let (leader_started, started) = std::sync::mpsc::channel();
+    let panicking = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            cache.get_or_set_with("boom", Ttl::Default, || -> u32 {
+                leader_started.send(()).unwrap();
+                wait_until("the waiters", || cache.stats().coalesced_waits == 3);
+                panic!("loader panicked on purpose");
+            })
+        })
+    };
+    started.recv().unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                cache
+                    .get_or_set_with("boom", Ttl::Default, || 99u32)
+                    .unwrap()
+            })
+        })
+        .collect();
+    assert!(
+        panicking.join().is_err(),
+        "the panic reaches the loader's caller"
+    );
+    for waiter in waiters {
+        assert_eq!(waiter.join().unwrap(), 99);
+    }
+    assert_eq!(cache.loads_in_flight(), 0);
+}
+
+#[test]
+fn other_keys_load_at_the_same_time() {
+    let cache = TypedCache::new(InMemoryEngine::new());
+    // Each loader waits for the other to start: with one global lock this would time out.
+    let both_started = Arc::new(Barrier::new(2));
+    thread::scope(|s| {
+        for key in ["left", "right"] {
+            let cache = cache.clone();
+            let both_started = Arc::clone(&both_started);
+            s.spawn(move || {
+                cache
+                    .get_or_set_with(key, Ttl::Default, || {
+                        both_started.wait();
+                        key.len()
+                    })
+                    .unwrap()
+            });
+        }
+    });
+    assert_eq!(cache.get::<usize>("left").unwrap(), Some(4));
+    assert_eq!(cache.get::<usize>("right").unwrap(), Some(5));
+}
+
+#[test]
+fn a_hit_never_runs_the_loader() {
+    let cache = TypedCache::new(InMemoryEngine::new());
+    cache.set("warm", &5u8, Ttl::Default).unwrap();
+    let value = cache
+        .get_or_set_with("warm", Ttl::Default, || -> u8 {
+            panic!("loader ran on a hit")
+        })
+        .unwrap();
+    assert_eq!(value, 5);
+}
