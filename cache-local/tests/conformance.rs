@@ -1,5 +1,7 @@
 //! Both local engines pass the whole conformance kit.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use cache_local::{InMemoryEngine, ThreadLocalEngine};
 use cache_tests::TestContext;
 

@@ -1,5 +1,7 @@
 //! Behaviour specific to the local engines: bounds, eviction, expiry sweeps, sharing, freeing.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;

@@ -27,7 +27,7 @@
 //! # Envelope and fingerprints
 //!
 //! Every value carries an 11-byte envelope: a magic byte, the envelope version, the codec id and
-//! a 64-bit [fingerprint](fingerprint) of the type's serde shape (names, field order, field types,
+//! a 64-bit [`fingerprint`] of the type's serde shape (names, field order, field types,
 //! enum variants; never the module path or `TypeId`). A value whose shape differs from the
 //! reader's is a miss by default and [`CacheError::SchemaMismatch`](cache_core::CacheError) in
 //! strict mode. Types whose shape cannot be traced need a schema name

@@ -1,6 +1,8 @@
 //! Bytes this library did not write, or that were corrupted, are a miss (or a typed error in
 //! strict mode): never a panic, an abort or a large allocation.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
 use cache_local::InMemoryEngine;
 use cache_serializer::TypedCache;

@@ -1,6 +1,8 @@
 //! A value written by one build and read by another build whose type changed is a miss (or
 //! `SchemaMismatch` in strict mode), never a wrongly decoded value.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use std::collections::BTreeMap;
 
 use cache_core::{CacheEngine, CacheError, Ttl};
@@ -292,7 +294,7 @@ fn an_untraceable_type_needs_a_schema_name() {
 
     let named = TypedCache::builder(InMemoryEngine::new())
         .schema::<Loose>("loose/1")
-        .codec(JsonIfAvailable::default())
+        .codec(TestJson)
         .build();
     named
         .set("loose", &Loose::Text("x".into()), Ttl::Default)
@@ -305,9 +307,9 @@ fn an_untraceable_type_needs_a_schema_name() {
 
 /// Untagged enums need a self-describing codec to round-trip; bincode is not one.
 #[derive(Debug, Default)]
-struct JsonIfAvailable;
+struct TestJson;
 
-impl cache_serializer::Codec for JsonIfAvailable {
+impl cache_serializer::Codec for TestJson {
     const ID: u8 = 200;
     const NAME: &'static str = "test-json";
     fn encode<T: Serialize + ?Sized>(

@@ -1,5 +1,7 @@
 //! `get_or_set_with` runs the loader once for many callers of the same missing key.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;

@@ -1,5 +1,7 @@
 //! The rest of the typed API over both local engines.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use std::time::Duration;
 
 use cache_core::{CacheError, Ttl};

@@ -1,1 +1,6 @@
-//! Examples live in `examples/`.
+//! Runnable examples for cache-toolkit (`cargo run --example quickstart`).
+//!
+//! This crate also compiles and runs the code blocks of the repository's README as doctests, so
+//! the README cannot drift from the API.
+#![doc = include_str!("../../README.md")]
+#![forbid(unsafe_code)]

@@ -50,14 +50,17 @@ use cache_core::clock::{Clock, ManualClock};
 use cache_core::{CacheEngine, Capabilities};
 
 pub mod behaviours;
+mod reference;
 
 pub use cache_core;
+pub use reference::ReferenceEngine;
 
 /// What the kit hands to a factory: a fresh namespace, the default TTL to configure, and a
 /// manual clock the factory may use.
 #[derive(Debug, Clone)]
 pub struct TestContext {
     namespace: String,
+    root: Arc<str>,
     clock: Arc<ManualClock>,
     clock_taken: Arc<AtomicBool>,
 }
@@ -65,8 +68,10 @@ pub struct TestContext {
 impl TestContext {
     /// A context with a fresh random namespace (`kit-` and 12 hex digits) and its own clock.
     pub fn new() -> Self {
+        let namespace = format!("kit-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         Self {
-            namespace: format!("kit-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            root: Arc::from(namespace.as_str()),
+            namespace,
             clock: Arc::new(ManualClock::new()),
             clock_taken: Arc::new(AtomicBool::new(false)),
         }
@@ -77,6 +82,17 @@ impl TestContext {
     pub fn sibling(&self, suffix: &str) -> Self {
         Self {
             namespace: format!("{}{suffix}", self.namespace),
+            root: Arc::clone(&self.root),
+            clock: Arc::clone(&self.clock),
+            clock_taken: Arc::clone(&self.clock_taken),
+        }
+    }
+
+    /// The context this one and its siblings came from (same clock, the first namespace).
+    pub fn root(&self) -> Self {
+        Self {
+            namespace: self.root.to_string(),
+            root: Arc::clone(&self.root),
             clock: Arc::clone(&self.clock),
             clock_taken: Arc::clone(&self.clock_taken),
         }
