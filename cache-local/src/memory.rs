@@ -49,7 +49,8 @@ type Store =
 /// # Example
 ///
 /// ```
-/// /// use cache_core::{Bytes, CacheEngine, Ttl};
+/// use std::time::Duration;
+/// use cache_core::{Bytes, CacheEngine, Ttl};
 /// use cache_local::InMemoryEngine;
 ///
 /// # fn main() -> cache_core::Result<()> {
