@@ -51,6 +51,7 @@ use cache_core::{CacheEngine, Capabilities};
 
 pub mod behaviours;
 mod reference;
+pub mod servers;
 
 pub use cache_core;
 pub use reference::ReferenceEngine;
@@ -214,7 +215,9 @@ impl Harness {
 /// (a function or closure taking `&TestContext` and returning an engine).
 ///
 /// The tests are put in a module named `conformance` (or the name given first), which imports
-/// everything from the module where the macro is called.
+/// everything from the module where the macro is called. With `require = expr`, each test first
+/// evaluates `expr` and returns early (passing) when it is false: for engines whose server may be
+/// missing outside CI (see [`servers::OrSkip`]).
 ///
 /// ```no_run
 /// # use cache_local::ThreadLocalEngine;
@@ -229,8 +232,8 @@ impl Harness {
 /// ```
 #[macro_export]
 macro_rules! conformance_suite {
-    ($module:ident, $factory:expr) => {
-        $crate::conformance_suite!(@module $module, $factory;
+    ($module:ident, $factory:expr, require = $require:expr) => {
+        $crate::conformance_suite!(@module $module, $factory, $require;
             miss, round_trip, overwrite_is_never_stale, delete_then_delete_again,
             exists_follows_entries, ttl_expiry, ttl_never, ttl_default, sub_second_ttl,
             zero_ttl_removes, ttl_out_of_range, empty_and_binary_values, largest_value,
@@ -242,16 +245,22 @@ macro_rules! conformance_suite {
             close_is_final
         );
     };
-    ($factory:expr) => {
-        $crate::conformance_suite!(conformance, $factory);
+    ($module:ident, $factory:expr) => {
+        $crate::conformance_suite!($module, $factory, require = true);
     };
-    (@module $module:ident, $factory:expr; $($name:ident),* $(,)?) => {
+    ($factory:expr) => {
+        $crate::conformance_suite!(conformance, $factory, require = true);
+    };
+    (@module $module:ident, $factory:expr, $require:expr; $($name:ident),* $(,)?) => {
         #[allow(unused_imports)]
         mod $module {
             use super::*;
             $(
                 #[test]
                 fn $name() {
+                    if !$require {
+                        return;
+                    }
                     let factory = $crate::factory($factory);
                     $crate::behaviours::$name(&factory);
                 }

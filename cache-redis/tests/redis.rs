@@ -1,0 +1,194 @@
+//! Redis-specific promises, against real `redis-server` processes started by the harness.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::time::{Duration, Instant};
+
+use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
+use cache_redis::RedisEngine;
+use cache_tests::servers::{OrSkip, ServerKind, TestServer};
+
+fn server() -> Option<TestServer> {
+    TestServer::start(ServerKind::Redis, &[]).or_skip()
+}
+
+fn admin(server: &TestServer) -> redis::Connection {
+    redis::Client::open(server.url()).unwrap().get_connection().unwrap()
+}
+
+fn v(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn engine(server: &TestServer, namespace: Option<&str>) -> RedisEngine {
+    let mut builder = RedisEngine::builder().url(server.url());
+    if let Some(ns) = namespace {
+        builder = builder.namespace(ns);
+    }
+    builder.build().unwrap()
+}
+
+#[test]
+fn clear_leaves_other_namespaces_and_plain_keys() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    redis::cmd("SET").arg("outside").arg("canary").exec(&mut raw).unwrap();
+    let app = engine(&server, Some("app"));
+    let app_b = engine(&server, Some("app:b"));
+    let glob = engine(&server, Some("a*"));
+    for i in 0..1_200 {
+        app.set(&format!("k{i}"), v("x"), Ttl::Default).unwrap();
+    }
+    app_b.set("k", v("keep"), Ttl::Default).unwrap();
+    glob.set("k", v("glob"), Ttl::Default).unwrap();
+    app.clear().unwrap();
+    assert_eq!(app.get("k0").unwrap(), None);
+    assert_eq!(app.get("k1199").unwrap(), None);
+    assert_eq!(app_b.get("k").unwrap(), Some(v("keep")));
+    assert_eq!(glob.get("k").unwrap(), Some(v("glob")));
+    let outside: Option<String> = redis::cmd("GET").arg("outside").query(&mut raw).unwrap();
+    assert_eq!(outside.as_deref(), Some("canary"));
+    // A namespace with glob characters matches only itself.
+    glob.clear().unwrap();
+    assert_eq!(app_b.get("k").unwrap(), Some(v("keep")));
+    assert_eq!(glob.get("k").unwrap(), None);
+}
+
+#[test]
+fn keys_are_stored_under_the_escaped_namespace_with_millisecond_ttls() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    let app = engine(&server, Some("app"));
+    app.set("user:1", v("ada"), Ttl::After(Duration::from_micros(1_500))).unwrap();
+    app.set("forever", v("x"), Ttl::After(Duration::from_secs(60))).unwrap();
+    app.set("forever", v("y"), Ttl::Never).unwrap();
+    let pttl: i64 = redis::cmd("PTTL").arg("app:forever").query(&mut raw).unwrap();
+    assert_eq!(pttl, -1, "Never clears the earlier TTL");
+    app.set("ttl", v("x"), Ttl::After(Duration::from_millis(1_500))).unwrap();
+    let pttl: i64 = redis::cmd("PTTL").arg("app:ttl").query(&mut raw).unwrap();
+    assert!((1_400..=1_500).contains(&pttl), "PX in milliseconds: {pttl}");
+    let nested = engine(&server, Some("app:v2"));
+    nested.set("k", v("x"), Ttl::Default).unwrap();
+    let exists: u64 = redis::cmd("EXISTS").arg("app%3Av2:k").query(&mut raw).unwrap();
+    assert_eq!(exists, 1);
+}
+
+#[test]
+fn clear_without_namespace_flushes_only_its_database() {
+    let Some(server) = server() else { return };
+    let db0 = RedisEngine::builder().url(format!("{}/0", server.url())).build().unwrap();
+    let db1 = RedisEngine::builder().url(format!("{}/1", server.url())).build().unwrap();
+    db0.set("k", v("zero"), Ttl::Default).unwrap();
+    db1.set("k", v("one"), Ttl::Default).unwrap();
+    db0.clear().unwrap();
+    assert_eq!(db0.get("k").unwrap(), None);
+    assert_eq!(db1.get("k").unwrap(), Some(v("one")));
+}
+
+#[test]
+fn a_restricted_acl_user_can_use_its_namespace() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "tenant", "on", ">tenant-pw", "~tenant:*", "+@all", "-@dangerous"][..])
+        .exec(&mut raw)
+        .unwrap();
+    redis::cmd("SET").arg("other:secret").arg("canary").exec(&mut raw).unwrap();
+    let url = server.url().replace("redis://", "redis://tenant:tenant-pw@");
+    let tenant = RedisEngine::builder().url(&url).namespace("tenant").build().unwrap();
+    tenant.set("a", v("1"), Ttl::Default).unwrap();
+    assert_eq!(tenant.increment("n", 2).unwrap(), 2);
+    assert!(tenant.add("b", v("2"), Ttl::Default).unwrap());
+    assert!(tenant.touch("a", Ttl::Never).unwrap());
+    assert_eq!(tenant.get_many(&["a", "b"]).unwrap().len(), 2);
+    tenant.clear().unwrap();
+    assert_eq!(tenant.get("a").unwrap(), None);
+    // Outside its namespace the ACL refuses, with a distinct error.
+    let outside = RedisEngine::builder().url(&url).build().unwrap();
+    let err = outside.get("other:secret").unwrap_err();
+    assert!(matches!(err, CacheError::PermissionDenied { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    let err = outside.clear().unwrap_err();
+    assert!(matches!(err, CacheError::PermissionDenied { .. }), "FLUSHDB is @dangerous: {err:?}");
+    let secret: Option<String> = redis::cmd("GET").arg("other:secret").query(&mut raw).unwrap();
+    assert_eq!(secret.as_deref(), Some("canary"));
+}
+
+#[test]
+fn a_wrong_password_is_an_authentication_error_without_the_password() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "someone", "on", ">right-pw", "~*", "+@all"][..])
+        .exec(&mut raw)
+        .unwrap();
+    let url = server.url().replace("redis://", "redis://someone:wrong-pw-42@");
+    let start = Instant::now();
+    let err = RedisEngine::connect(&url).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(matches!(err, CacheError::Authentication { .. }), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("wrong-pw-42"), "{shown}");
+    let engine = RedisEngine::builder().url(&url).build().unwrap();
+    assert!(!format!("{engine:?}").contains("wrong-pw-42"));
+}
+
+#[test]
+fn a_dead_server_fails_fast_naming_the_address() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let start = Instant::now();
+    let err = RedisEngine::connect(&format!("redis://127.0.0.1:{port}")).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(matches!(err, CacheError::Connection { .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.is_transient());
+}
+
+#[test]
+fn operations_recover_after_a_server_restart() {
+    let Some(server) = server() else { return };
+    let cache = engine(&server, Some("restart"));
+    cache.set("before", v("x"), Ttl::Default).unwrap();
+    // Several pooled connections, all of which die with the server.
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let cache = cache.clone();
+            s.spawn(move || cache.set(&format!("warm{i}"), v("x"), Ttl::Default).unwrap());
+        }
+    });
+    server.stop();
+    let start = Instant::now();
+    let err = cache.get("before").unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    server.restart().unwrap();
+    let start = Instant::now();
+    loop {
+        match cache.set("after", v("y"), Ttl::Default) {
+            Ok(()) => break,
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(3), "still failing: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cache.get("after").unwrap(), Some(v("y")));
+    assert_eq!(cache.get("before").unwrap(), None, "the restarted server keeps nothing");
+}
+
+#[test]
+fn relaxed_keys_are_an_opt_in() {
+    let Some(server) = server() else { return };
+    let strict = engine(&server, Some("keys"));
+    assert!(matches!(strict.set("with space", v("x"), Ttl::Default), Err(CacheError::InvalidKey { .. })));
+    let relaxed = RedisEngine::builder()
+        .url(server.url())
+        .namespace("keys")
+        .relaxed_keys(true)
+        .build()
+        .unwrap();
+    relaxed.set("with space\r\n", v("x"), Ttl::Default).unwrap();
+    assert_eq!(relaxed.get("with space\r\n").unwrap(), Some(v("x")));
+    assert!(matches!(relaxed.get(""), Err(CacheError::InvalidKey { .. })));
+}

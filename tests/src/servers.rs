@@ -1,0 +1,419 @@
+//! Real `redis-server` and `memcached` processes for tests, on free loopback ports.
+//!
+//! [`TestServer::redis`] and [`TestServer::memcached`] start a server as a child process, wait
+//! until it accepts connections, and stop it when dropped. Each server runs under a small shell
+//! wrapper that reads the test process's end of a pipe: when the test process exits, even without
+//! running destructors (a `static` server, a panic in another thread), the pipe closes and the
+//! wrapper stops the server, so no server outlives its tests.
+//!
+//! Environment:
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `CACHE_TESTS_REDIS_URL` | use this Redis instead of starting one (restart tests are skipped) |
+//! | `CACHE_TESTS_MEMCACHED_ADDR` | use this memcached (`host:port`) instead of starting one |
+//! | `CACHE_TESTS_REDIS_SERVER`, `CACHE_TESTS_MEMCACHED_BIN` | the binaries to run (default: from `PATH`) |
+//! | `CI` | when `true`, a missing binary fails the test instead of skipping it |
+//!
+//! A test never flushes or relies on a server it did not start: with an external server, tests
+//! work only in their own random namespaces.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `redis-server`.
+    Redis,
+    /// `memcached`.
+    Memcached,
+}
+
+impl ServerKind {
+    fn binary_var(self) -> &'static str {
+        match self {
+            Self::Redis => "CACHE_TESTS_REDIS_SERVER",
+            Self::Memcached => "CACHE_TESTS_MEMCACHED_BIN",
+        }
+    }
+
+    fn default_binary(self) -> &'static str {
+        match self {
+            Self::Redis => "redis-server",
+            Self::Memcached => "memcached",
+        }
+    }
+
+    fn external_var(self) -> &'static str {
+        match self {
+            Self::Redis => "CACHE_TESTS_REDIS_URL",
+            Self::Memcached => "CACHE_TESTS_MEMCACHED_ADDR",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Self::Redis => "redis-server",
+            Self::Memcached => "memcached",
+        }
+    }
+}
+
+/// A server for tests: started by the harness, or named by the environment.
+#[derive(Debug)]
+pub struct TestServer {
+    kind: ServerKind,
+    port: u16,
+    host: String,
+    external: Option<String>,
+    extra_args: Vec<String>,
+    process: Mutex<Option<Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    wrapper: Child,
+    /// Kept open: the wrapper stops the server when this end closes.
+    _lifeline: ChildStdin,
+    pid: u32,
+}
+
+/// Why a test server is not available.
+#[derive(Debug)]
+pub enum Unavailable {
+    /// The binary is not installed; the message says how to install it.
+    Missing(String),
+    /// It was found but did not start.
+    Failed(String),
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing(m) | Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl TestServer {
+    /// Starts a `redis-server` (`--save '' --appendonly no`) on a free loopback port, or uses
+    /// `CACHE_TESTS_REDIS_URL`.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when the binary is missing or the server does not start.
+    pub fn redis() -> Result<Self, Unavailable> {
+        Self::start(ServerKind::Redis, &[])
+    }
+
+    /// Starts a `memcached` on a free loopback port, or uses `CACHE_TESTS_MEMCACHED_ADDR`.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when the binary is missing or the server does not start.
+    pub fn memcached() -> Result<Self, Unavailable> {
+        Self::start(ServerKind::Memcached, &[])
+    }
+
+    /// Starts a server of `kind` with extra command-line arguments (never an external one).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when the binary is missing or the server does not start.
+    pub fn start(kind: ServerKind, extra_args: &[&str]) -> Result<Self, Unavailable> {
+        if extra_args.is_empty() {
+            if let Ok(external) = std::env::var(kind.external_var()) {
+                return Ok(Self {
+                    kind,
+                    port: 0,
+                    host: String::new(),
+                    external: Some(external),
+                    extra_args: Vec::new(),
+                    process: Mutex::new(None),
+                });
+            }
+        }
+        let binary = find_binary(kind)?;
+        let _ = binary;
+        let server = Self {
+            kind,
+            port: free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?,
+            host: "127.0.0.1".into(),
+            external: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            process: Mutex::new(None),
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// A server of `kind` shared by every test of this process, started on first use.
+    ///
+    /// Returns `None` (after printing how to install the binary) when the binary is missing
+    /// outside CI.
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot be started, and in CI (`CI=true`) when the binary is missing.
+    pub fn shared(kind: ServerKind) -> Option<Arc<TestServer>> {
+        static REDIS: OnceLock<Option<Arc<TestServer>>> = OnceLock::new();
+        static MEMCACHED: OnceLock<Option<Arc<TestServer>>> = OnceLock::new();
+        let cell = match kind {
+            ServerKind::Redis => &REDIS,
+            ServerKind::Memcached => &MEMCACHED,
+        };
+        cell.get_or_init(|| Self::start(kind, &[]).map(Arc::new).or_skip())
+            .clone()
+    }
+
+    /// The kind of server.
+    pub fn kind(&self) -> ServerKind {
+        self.kind
+    }
+
+    /// `host:port` of the server.
+    pub fn address(&self) -> String {
+        match &self.external {
+            Some(external) => external
+                .trim_start_matches("redis://")
+                .trim_start_matches("memcached://")
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// A URL for the server: `redis://127.0.0.1:PORT` or `memcached://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        match (&self.external, self.kind) {
+            (Some(external), ServerKind::Redis) => external.clone(),
+            (_, ServerKind::Redis) => format!("redis://{}", self.address()),
+            (_, ServerKind::Memcached) => format!("memcached://{}", self.address()),
+        }
+    }
+
+    /// Whether the harness started this server (and so may stop, restart or flush it).
+    pub fn is_owned(&self) -> bool {
+        self.external.is_none()
+    }
+
+    /// The server's process id, when the harness started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().as_ref().map(|r| r.pid)
+    }
+
+    /// Stops the server (killing it), keeping its port for [`restart`](Self::restart).
+    pub fn stop(&self) {
+        if let Some(mut running) = self.lock().take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &running.pid.to_string()])
+                .status();
+            let _ = running.wrapper.kill();
+            let _ = running.wrapper.wait();
+            wait_until_closed(&self.address(), Duration::from_secs(5));
+        }
+    }
+
+    /// Starts the server again on the same port after [`stop`](Self::stop).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when it does not come back.
+    pub fn restart(&self) -> Result<(), Unavailable> {
+        self.stop();
+        self.launch()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...) to the server process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .status();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        self.process.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn launch(&self) -> Result<(), Unavailable> {
+        if !self.is_owned() {
+            return Ok(());
+        }
+        let binary = find_binary(self.kind)?;
+        let port = self.port.to_string();
+        let mut args: Vec<String> = match self.kind {
+            ServerKind::Redis => [
+                "--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            ServerKind::Memcached => ["-p", &port, "-l", "127.0.0.1", "-U", "0", "-m", "64"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        args.extend(self.extra_args.iter().cloned());
+        // The wrapper starts the server, prints its pid, and stops it when stdin closes.
+        let script = r#"bin="$1"; shift; "$bin" "$@" >/dev/null 2>&1 & child=$!; echo "$child"; cat >/dev/null; kill -9 "$child" 2>/dev/null; wait "$child" 2>/dev/null"#;
+        let mut wrapper = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("cache-tests-server")
+            .arg(&binary)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Unavailable::Failed(format!("cannot run sh to start {}: {e}", binary.display())))?;
+        let lifeline = wrapper
+            .stdin
+            .take()
+            .ok_or_else(|| Unavailable::Failed("no stdin pipe to the server wrapper".into()))?;
+        let mut first_line = String::new();
+        if let Some(stdout) = wrapper.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut first_line);
+        }
+        let pid: u32 = first_line
+            .trim()
+            .parse()
+            .map_err(|_| Unavailable::Failed(format!("{} did not start", binary.display())))?;
+        *self.lock() = Some(Running {
+            wrapper,
+            _lifeline: lifeline,
+            pid,
+        });
+        if wait_until_ready(self.kind, &self.address(), Duration::from_secs(10)) {
+            Ok(())
+        } else {
+            self.stop();
+            Err(Unavailable::Failed(format!(
+                "{} {} did not accept connections on {} within 10 s",
+                binary.display(),
+                args.join(" "),
+                self.address()
+            )))
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Turns an unavailable server into a loud skip outside CI and a failure in CI.
+pub trait OrSkip<T> {
+    /// `Some(server)`, or `None` after printing why the test is skipped.
+    ///
+    /// # Panics
+    ///
+    /// In CI (`CI=true`) when the server is missing, and whenever it failed to start.
+    fn or_skip(self) -> Option<T>;
+}
+
+impl<T> OrSkip<T> for Result<T, Unavailable> {
+    fn or_skip(self) -> Option<T> {
+        match self {
+            Ok(server) => Some(server),
+            Err(Unavailable::Missing(message)) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                    panic!("{message} (CI=true: server tests must run, not be skipped)");
+                }
+                eprintln!("\n*** SKIPPED: {message} ***\n");
+                None
+            }
+            Err(Unavailable::Failed(message)) => panic!("test server failed: {message}"),
+        }
+    }
+}
+
+fn find_binary(kind: ServerKind) -> Result<PathBuf, Unavailable> {
+    let name = std::env::var(kind.binary_var()).unwrap_or_else(|_| kind.default_binary().into());
+    let candidate = Path::new(&name);
+    if candidate.components().count() > 1 {
+        return if candidate.is_file() {
+            Ok(candidate.to_path_buf())
+        } else {
+            Err(missing(kind, &name))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(&name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| missing(kind, &name))
+}
+
+fn missing(kind: ServerKind, name: &str) -> Unavailable {
+    Unavailable::Missing(format!(
+        "`{name}` was not found, so the {kind:?} server tests were skipped; install it with \
+         `sudo apt-get install {}` (or run scripts/test, which does), or set {} to a running server",
+        kind.package(),
+        kind.external_var()
+    ))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn wait_until_ready(kind: ServerKind, address: &str, within: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if probe(kind, address) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn wait_until_closed(address: &str, within: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        let open = address
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_ok());
+        if !open {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a ping the server must answer.
+fn probe(kind: ServerKind, address: &str) -> bool {
+    let Some(addr) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let (request, expected): (&[u8], &str) = match kind {
+        ServerKind::Redis => (b"PING\r\n", "+PONG"),
+        ServerKind::Memcached => (b"version\r\n", "VERSION"),
+    };
+    if stream.write_all(request).is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with(expected)
+}
