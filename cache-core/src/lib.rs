@@ -17,6 +17,7 @@
 //! | [`key`] | the portable key rule and prefix-free namespaces |
 //! | [`counter`] | the decimal counter syntax of `increment` |
 //! | [`clock`] | the system clock and a manual clock for tests |
+//! | [`config`] | parsing of engines' environment variables, URL redaction |
 //!
 //! # Example
 //!
@@ -38,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod config;
 pub mod counter;
 mod engine;
 mod error;

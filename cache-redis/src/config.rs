@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use cache_core::config::{parse_millis, parse_number, parse_ttl, redact_url as redact};
 use cache_core::{CacheError, Result, Ttl};
 
 /// The URL `RedisEngine::new()` uses: `redis://127.0.0.1:6379`.
@@ -142,11 +143,10 @@ impl RedisEngineBuilder {
             self.default_ttl = parse_ttl("CACHE_REDIS_DEFAULT_TTL", &ttl)?;
         }
         if let Some(ms) = lookup("CACHE_REDIS_TIMEOUT_MS") {
-            self.timeout = Duration::from_millis(parse_number("CACHE_REDIS_TIMEOUT_MS", &ms)?);
+            self.timeout = parse_millis("CACHE_REDIS_TIMEOUT_MS", &ms)?;
         }
         if let Some(ms) = lookup("CACHE_REDIS_CONNECT_TIMEOUT_MS") {
-            self.connect_timeout =
-                Duration::from_millis(parse_number("CACHE_REDIS_CONNECT_TIMEOUT_MS", &ms)?);
+            self.connect_timeout = parse_millis("CACHE_REDIS_CONNECT_TIMEOUT_MS", &ms)?;
         }
         if let Some(size) = lookup("CACHE_REDIS_POOL_SIZE") {
             self.pool_size = usize::try_from(parse_number("CACHE_REDIS_POOL_SIZE", &size)?)
@@ -156,52 +156,16 @@ impl RedisEngineBuilder {
     }
 }
 
-pub(crate) fn parse_number(name: &str, text: &str) -> Result<u64> {
-    text.trim().parse().map_err(|_| {
-        CacheError::invalid_config(format!("{name} must be a whole number, got {text:?}"))
-    })
-}
-
-/// `never`, or a number of seconds (fractions allowed).
-pub(crate) fn parse_ttl(name: &str, text: &str) -> Result<Ttl> {
-    let text = text.trim();
-    if text.eq_ignore_ascii_case("never") {
-        return Ok(Ttl::Never);
-    }
-    let secs: f64 = text.parse().map_err(|_| {
-        CacheError::invalid_config(format!("{name} must be `never` or seconds, got {text:?}"))
-    })?;
-    Duration::try_from_secs_f64(secs)
-        .map(Ttl::After)
-        .map_err(|_| CacheError::invalid_config(format!("{name} is out of range: {text:?}")))
-}
-
-/// The URL with any password replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            let hidden = if credentials.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
-        }
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn redaction_hides_passwords() {
-        assert_eq!(redact("redis://app:s3cret@host:6379/2"), "redis://app:***@host:6379/2");
+        assert_eq!(
+            redact("redis://app:s3cret@host:6379/2"),
+            "redis://app:***@host:6379/2"
+        );
         assert_eq!(redact("redis://:s3cret@host"), "redis://:***@host");
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
         assert!(!redact("rediss://u:p%40ss@h/0").contains("p%40ss"));
@@ -221,10 +185,12 @@ mod tests {
         assert_eq!(b.namespace.as_deref(), Some("svc"));
         assert_eq!(b.default_ttl, Ttl::After(Duration::from_millis(1500)));
         assert_eq!(b.timeout, Duration::from_millis(250));
-        let bad = RedisEngineBuilder::default().from_lookup(|n| {
-            (n == "CACHE_REDIS_POOL_SIZE").then(|| "many".to_string())
-        });
-        assert!(bad.unwrap_err().to_string().contains("CACHE_REDIS_POOL_SIZE"));
-        assert_eq!(parse_ttl("X", "never").unwrap(), Ttl::Never);
+        let bad = RedisEngineBuilder::default()
+            .from_lookup(|n| (n == "CACHE_REDIS_POOL_SIZE").then(|| "many".to_string()));
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("CACHE_REDIS_POOL_SIZE")
+        );
     }
 }

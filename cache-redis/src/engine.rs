@@ -11,7 +11,9 @@ use cache_core::{
 };
 use redis::{Connection, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind};
 
-use crate::config::{RedisEngineBuilder, redact};
+use cache_core::config::redact_url as redact;
+
+use crate::config::RedisEngineBuilder;
 
 const BACKEND: &str = "redis";
 /// The longest TTL accepted: 100 years. Longer ones (`Duration::MAX`) are refused, not clamped.
@@ -166,7 +168,9 @@ impl RedisEngine {
     ///
     /// `Connection`, `Timeout`, `Authentication`, `Closed`.
     pub fn ping(&self) -> Result<()> {
-        self.run("PING", Retry::Idempotent, |c| redis::cmd("PING").query::<()>(c))
+        self.run("PING", Retry::Idempotent, |c| {
+            redis::cmd("PING").query::<()>(c)
+        })
     }
 
     /// The namespace, if any.
@@ -225,7 +229,9 @@ impl RedisEngine {
                 max: MAX_TTL,
             }),
             // Rounded up, so never shorter than asked and never zero.
-            Expiry::After(d) => Ok(Some(cache_core::ttl::ceil_millis(d).unwrap_or(u64::MAX).max(1))),
+            Expiry::After(d) => Ok(Some(
+                cache_core::ttl::ceil_millis(d).unwrap_or(u64::MAX).max(1),
+            )),
         }
     }
 
@@ -306,7 +312,11 @@ impl RedisEngine {
     fn error(&self, e: RedisError, operation: &'static str, after: Duration) -> CacheError {
         let address = self.inner.address.clone();
         if e.is_timeout() {
-            return CacheError::Timeout { backend: BACKEND, address, after };
+            return CacheError::Timeout {
+                backend: BACKEND,
+                address,
+                after,
+            };
         }
         let code = e.code().unwrap_or_default().to_string();
         if e.kind() == ErrorKind::AuthenticationFailed || code == "WRONGPASS" || code == "NOAUTH" {
@@ -330,7 +340,10 @@ impl RedisEngine {
                 source: Some(Box::new(e)),
             };
         }
-        CacheError::Backend { backend: BACKEND, source: Box::new(e) }
+        CacheError::Backend {
+            backend: BACKEND,
+            source: Box::new(e),
+        }
     }
 
     fn set_command(key: &str, value: &[u8], ms: Option<u64>) -> redis::Cmd {
@@ -367,8 +380,9 @@ impl fmt::Debug for RedisEngine {
 impl CacheEngine for RedisEngine {
     fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let key = self.key(key)?;
-        let value: Option<Vec<u8>> =
-            self.run("GET", Retry::Idempotent, |c| redis::cmd("GET").arg(&key).query(c))?;
+        let value: Option<Vec<u8>> = self.run("GET", Retry::Idempotent, |c| {
+            redis::cmd("GET").arg(&key).query(c)
+        })?;
         Ok(value.map(Bytes::from))
     }
 
@@ -387,14 +401,16 @@ impl CacheEngine for RedisEngine {
 
     fn delete(&self, key: &str) -> Result<bool> {
         let key = self.key(key)?;
-        let removed: u64 = self.run("DEL", Retry::Once, |c| redis::cmd("DEL").arg(&key).query(c))?;
+        let removed: u64 =
+            self.run("DEL", Retry::Once, |c| redis::cmd("DEL").arg(&key).query(c))?;
         Ok(removed > 0)
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
         let key = self.key(key)?;
-        let found: u64 =
-            self.run("EXISTS", Retry::Idempotent, |c| redis::cmd("EXISTS").arg(&key).query(c))?;
+        let found: u64 = self.run("EXISTS", Retry::Idempotent, |c| {
+            redis::cmd("EXISTS").arg(&key).query(c)
+        })?;
         Ok(found > 0)
     }
 
@@ -440,13 +456,17 @@ impl CacheEngine for RedisEngine {
         if full.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<Vec<u8>>> =
-            self.run("MGET", Retry::Idempotent, |c| redis::cmd("MGET").arg(&full).query(c))?;
+        let values: Vec<Option<Vec<u8>>> = self.run("MGET", Retry::Idempotent, |c| {
+            redis::cmd("MGET").arg(&full).query(c)
+        })?;
         Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
     }
 
     fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        let keys = entries.iter().map(|(k, _)| self.key(k)).collect::<Result<Vec<_>>>()?;
+        let keys = entries
+            .iter()
+            .map(|(k, _)| self.key(k))
+            .collect::<Result<Vec<_>>>()?;
         for (key, value) in entries {
             self.check_value(key, value)?;
         }
@@ -473,7 +493,9 @@ impl CacheEngine for RedisEngine {
         if full.is_empty() {
             return Ok(0);
         }
-        self.run("DEL", Retry::Once, |c| redis::cmd("DEL").arg(&full).query(c))
+        self.run("DEL", Retry::Once, |c| {
+            redis::cmd("DEL").arg(&full).query(c)
+        })
     }
 
     fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
@@ -515,11 +537,19 @@ impl CacheEngine for RedisEngine {
             CacheError::Backend { source, .. } => {
                 let text = source.to_string();
                 if text.contains("overflow") {
-                    CacheError::Overflow { key: KeyDisplay::new(key), delta }
+                    CacheError::Overflow {
+                        key: KeyDisplay::new(key),
+                        delta,
+                    }
                 } else if text.contains("not an integer") {
-                    CacheError::NotANumber { key: KeyDisplay::new(key) }
+                    CacheError::NotANumber {
+                        key: KeyDisplay::new(key),
+                    }
                 } else {
-                    CacheError::Backend { backend: BACKEND, source }
+                    CacheError::Backend {
+                        backend: BACKEND,
+                        source,
+                    }
                 }
             }
             other => other,
@@ -599,7 +629,10 @@ mod tests {
 
     #[test]
     fn bad_urls_are_config_errors() {
-        let err = RedisEngine::builder().url("http://nope").build().unwrap_err();
+        let err = RedisEngine::builder()
+            .url("http://nope")
+            .build()
+            .unwrap_err();
         assert!(matches!(err, CacheError::InvalidConfig { .. }), "{err}");
         let err = RedisEngine::builder()
             .url("redis://user:hunter2@127.0.0.1:1/0")

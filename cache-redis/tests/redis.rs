@@ -13,7 +13,10 @@ fn server() -> Option<TestServer> {
 }
 
 fn admin(server: &TestServer) -> redis::Connection {
-    redis::Client::open(server.url()).unwrap().get_connection().unwrap()
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }
 
 fn v(s: &str) -> Bytes {
@@ -32,7 +35,11 @@ fn engine(server: &TestServer, namespace: Option<&str>) -> RedisEngine {
 fn clear_leaves_other_namespaces_and_plain_keys() {
     let Some(server) = server() else { return };
     let mut raw = admin(&server);
-    redis::cmd("SET").arg("outside").arg("canary").exec(&mut raw).unwrap();
+    redis::cmd("SET")
+        .arg("outside")
+        .arg("canary")
+        .exec(&mut raw)
+        .unwrap();
     let app = engine(&server, Some("app"));
     let app_b = engine(&server, Some("app:b"));
     let glob = engine(&server, Some("a*"));
@@ -59,25 +66,43 @@ fn keys_are_stored_under_the_escaped_namespace_with_millisecond_ttls() {
     let Some(server) = server() else { return };
     let mut raw = admin(&server);
     let app = engine(&server, Some("app"));
-    app.set("user:1", v("ada"), Ttl::After(Duration::from_micros(1_500))).unwrap();
-    app.set("forever", v("x"), Ttl::After(Duration::from_secs(60))).unwrap();
+    app.set("user:1", v("ada"), Ttl::After(Duration::from_micros(1_500)))
+        .unwrap();
+    app.set("forever", v("x"), Ttl::After(Duration::from_secs(60)))
+        .unwrap();
     app.set("forever", v("y"), Ttl::Never).unwrap();
-    let pttl: i64 = redis::cmd("PTTL").arg("app:forever").query(&mut raw).unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("app:forever")
+        .query(&mut raw)
+        .unwrap();
     assert_eq!(pttl, -1, "Never clears the earlier TTL");
-    app.set("ttl", v("x"), Ttl::After(Duration::from_millis(1_500))).unwrap();
+    app.set("ttl", v("x"), Ttl::After(Duration::from_millis(1_500)))
+        .unwrap();
     let pttl: i64 = redis::cmd("PTTL").arg("app:ttl").query(&mut raw).unwrap();
-    assert!((1_400..=1_500).contains(&pttl), "PX in milliseconds: {pttl}");
+    assert!(
+        (1_400..=1_500).contains(&pttl),
+        "PX in milliseconds: {pttl}"
+    );
     let nested = engine(&server, Some("app:v2"));
     nested.set("k", v("x"), Ttl::Default).unwrap();
-    let exists: u64 = redis::cmd("EXISTS").arg("app%3Av2:k").query(&mut raw).unwrap();
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg("app%3Av2:k")
+        .query(&mut raw)
+        .unwrap();
     assert_eq!(exists, 1);
 }
 
 #[test]
 fn clear_without_namespace_flushes_only_its_database() {
     let Some(server) = server() else { return };
-    let db0 = RedisEngine::builder().url(format!("{}/0", server.url())).build().unwrap();
-    let db1 = RedisEngine::builder().url(format!("{}/1", server.url())).build().unwrap();
+    let db0 = RedisEngine::builder()
+        .url(format!("{}/0", server.url()))
+        .build()
+        .unwrap();
+    let db1 = RedisEngine::builder()
+        .url(format!("{}/1", server.url()))
+        .build()
+        .unwrap();
     db0.set("k", v("zero"), Ttl::Default).unwrap();
     db1.set("k", v("one"), Ttl::Default).unwrap();
     db0.clear().unwrap();
@@ -90,12 +115,32 @@ fn a_restricted_acl_user_can_use_its_namespace() {
     let Some(server) = server() else { return };
     let mut raw = admin(&server);
     redis::cmd("ACL")
-        .arg(&["SETUSER", "tenant", "on", ">tenant-pw", "~tenant:*", "+@all", "-@dangerous"][..])
+        .arg(
+            &[
+                "SETUSER",
+                "tenant",
+                "on",
+                ">tenant-pw",
+                "~tenant:*",
+                "+@all",
+                "-@dangerous",
+            ][..],
+        )
         .exec(&mut raw)
         .unwrap();
-    redis::cmd("SET").arg("other:secret").arg("canary").exec(&mut raw).unwrap();
-    let url = server.url().replace("redis://", "redis://tenant:tenant-pw@");
-    let tenant = RedisEngine::builder().url(&url).namespace("tenant").build().unwrap();
+    redis::cmd("SET")
+        .arg("other:secret")
+        .arg("canary")
+        .exec(&mut raw)
+        .unwrap();
+    let url = server
+        .url()
+        .replace("redis://", "redis://tenant:tenant-pw@");
+    let tenant = RedisEngine::builder()
+        .url(&url)
+        .namespace("tenant")
+        .build()
+        .unwrap();
     tenant.set("a", v("1"), Ttl::Default).unwrap();
     assert_eq!(tenant.increment("n", 2).unwrap(), 2);
     assert!(tenant.add("b", v("2"), Ttl::Default).unwrap());
@@ -106,11 +151,20 @@ fn a_restricted_acl_user_can_use_its_namespace() {
     // Outside its namespace the ACL refuses, with a distinct error.
     let outside = RedisEngine::builder().url(&url).build().unwrap();
     let err = outside.get("other:secret").unwrap_err();
-    assert!(matches!(err, CacheError::PermissionDenied { .. }), "{err:?}");
+    assert!(
+        matches!(err, CacheError::PermissionDenied { .. }),
+        "{err:?}"
+    );
     assert!(!err.is_transient());
     let err = outside.clear().unwrap_err();
-    assert!(matches!(err, CacheError::PermissionDenied { .. }), "FLUSHDB is @dangerous: {err:?}");
-    let secret: Option<String> = redis::cmd("GET").arg("other:secret").query(&mut raw).unwrap();
+    assert!(
+        matches!(err, CacheError::PermissionDenied { .. }),
+        "FLUSHDB is @dangerous: {err:?}"
+    );
+    let secret: Option<String> = redis::cmd("GET")
+        .arg("other:secret")
+        .query(&mut raw)
+        .unwrap();
     assert_eq!(secret.as_deref(), Some("canary"));
 }
 
@@ -122,7 +176,9 @@ fn a_wrong_password_is_an_authentication_error_without_the_password() {
         .arg(&["SETUSER", "someone", "on", ">right-pw", "~*", "+@all"][..])
         .exec(&mut raw)
         .unwrap();
-    let url = server.url().replace("redis://", "redis://someone:wrong-pw-42@");
+    let url = server
+        .url()
+        .replace("redis://", "redis://someone:wrong-pw-42@");
     let start = Instant::now();
     let err = RedisEngine::connect(&url).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2));
@@ -141,9 +197,16 @@ fn a_dead_server_fails_fast_naming_the_address() {
     };
     let start = Instant::now();
     let err = RedisEngine::connect(&format!("redis://127.0.0.1:{port}")).unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(matches!(err, CacheError::Connection { .. }), "{err:?}");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(err.is_transient());
 }
 
@@ -156,7 +219,11 @@ fn operations_recover_after_a_server_restart() {
     std::thread::scope(|s| {
         for i in 0..4 {
             let cache = cache.clone();
-            s.spawn(move || cache.set(&format!("warm{i}"), v("x"), Ttl::Default).unwrap());
+            s.spawn(move || {
+                cache
+                    .set(&format!("warm{i}"), v("x"), Ttl::Default)
+                    .unwrap()
+            });
         }
     });
     server.stop();
@@ -169,19 +236,29 @@ fn operations_recover_after_a_server_restart() {
     loop {
         match cache.set("after", v("y"), Ttl::Default) {
             Ok(()) => break,
-            Err(e) => assert!(start.elapsed() < Duration::from_secs(3), "still failing: {e}"),
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "still failing: {e}"
+            ),
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(cache.get("after").unwrap(), Some(v("y")));
-    assert_eq!(cache.get("before").unwrap(), None, "the restarted server keeps nothing");
+    assert_eq!(
+        cache.get("before").unwrap(),
+        None,
+        "the restarted server keeps nothing"
+    );
 }
 
 #[test]
 fn relaxed_keys_are_an_opt_in() {
     let Some(server) = server() else { return };
     let strict = engine(&server, Some("keys"));
-    assert!(matches!(strict.set("with space", v("x"), Ttl::Default), Err(CacheError::InvalidKey { .. })));
+    assert!(matches!(
+        strict.set("with space", v("x"), Ttl::Default),
+        Err(CacheError::InvalidKey { .. })
+    ));
     let relaxed = RedisEngine::builder()
         .url(server.url())
         .namespace("keys")
@@ -190,5 +267,8 @@ fn relaxed_keys_are_an_opt_in() {
         .unwrap();
     relaxed.set("with space\r\n", v("x"), Ttl::Default).unwrap();
     assert_eq!(relaxed.get("with space\r\n").unwrap(), Some(v("x")));
-    assert!(matches!(relaxed.get(""), Err(CacheError::InvalidKey { .. })));
+    assert!(matches!(
+        relaxed.get(""),
+        Err(CacheError::InvalidKey { .. })
+    ));
 }

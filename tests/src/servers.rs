@@ -214,6 +214,7 @@ impl TestServer {
         if let Some(mut running) = self.lock().take() {
             let _ = Command::new("kill")
                 .args(["-KILL", &running.pid.to_string()])
+                .stderr(Stdio::null())
                 .status();
             let _ = running.wrapper.kill();
             let _ = running.wrapper.wait();
@@ -252,16 +253,35 @@ impl TestServer {
         let port = self.port.to_string();
         let mut args: Vec<String> = match self.kind {
             ServerKind::Redis => [
-                "--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
             ]
             .iter()
             .map(|s| s.to_string())
             .collect(),
-            ServerKind::Memcached => ["-p", &port, "-l", "127.0.0.1", "-U", "0", "-m", "64"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            ServerKind::Memcached => {
+                let mut args: Vec<String> = ["-p", &port, "-l", "127.0.0.1", "-U", "0", "-m", "64"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                // memcached refuses to run as root without naming a user to run as.
+                if running_as_root() {
+                    args.extend(["-u".to_string(), "root".to_string()]);
+                }
+                args
+            }
         };
         args.extend(self.extra_args.iter().cloned());
         // The wrapper starts the server, prints its pid, and stops it when stdin closes.
@@ -276,7 +296,9 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| Unavailable::Failed(format!("cannot run sh to start {}: {e}", binary.display())))?;
+            .map_err(|e| {
+                Unavailable::Failed(format!("cannot run sh to start {}: {e}", binary.display()))
+            })?;
         let lifeline = wrapper
             .stdin
             .take()
@@ -365,6 +387,13 @@ fn missing(kind: ServerKind, name: &str) -> Unavailable {
         kind.package(),
         kind.external_var()
     ))
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
 fn free_port() -> std::io::Result<u16> {

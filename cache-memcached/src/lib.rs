@@ -1,0 +1,107 @@
+//! A memcached engine for cache-toolkit.
+//!
+//! [`MemcachedEngine`] implements [`cache_core::CacheEngine`] on a memcached server, speaking
+//! the meta protocol through the `memcache` crate's protocol layer (`memcache::exp`) with its own
+//! connection pool, and passes the conformance kit against a real `memcached`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use cache_core::{Bytes, CacheEngine, Ttl};
+//! use cache_memcached::MemcachedEngine;
+//!
+//! # fn main() -> cache_core::Result<()> {
+//! let cache = MemcachedEngine::builder()
+//!     .server("memcached://127.0.0.1:11211")
+//!     .namespace("sessions")
+//!     .default_ttl(Duration::from_secs(900))
+//!     .build()?;
+//! cache.set("s:42", Bytes::from_static(b"token"), Ttl::Default)?;
+//! cache.clear()?; // forgets sessions' entries in O(1); never flush_all
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Servers
+//!
+//! `memcached://host[:port]`, `memcache://host[:port]` or `host[:port]`; the port defaults to
+//! 11211. One server per engine in this release (the builder already takes a list).
+//!
+//! # Defaults and environment
+//!
+//! | setting | default | variable for [`MemcachedEngine::from_env`] |
+//! |---|---|---|
+//! | server | `127.0.0.1:11211` | `CACHE_MEMCACHED_SERVERS` (comma-separated) |
+//! | namespace | none | `CACHE_MEMCACHED_NAMESPACE` |
+//! | default TTL | 300 s | `CACHE_MEMCACHED_DEFAULT_TTL` (seconds, or `never`) |
+//! | operation timeout | 1 s | `CACHE_MEMCACHED_TIMEOUT_MS` |
+//! | connect timeout | 1 s | `CACHE_MEMCACHED_CONNECT_TIMEOUT_MS` |
+//! | idle connections kept | 8 | `CACHE_MEMCACHED_POOL_SIZE` |
+//! | server item size limit | 1 MiB | `CACHE_MEMCACHED_ITEM_SIZE_LIMIT` |
+//! | generation refresh | 1 s | (builder only) |
+//!
+//! # TTLs
+//!
+//! memcached's clock ticks in whole seconds, so an expiration of `n` seconds lives between
+//! `n - 1` and `n` seconds. The engine sends `ceil(d) + 1` seconds for `Ttl::After(d)`: the entry
+//! lives at least `d` and less than 2 s longer, which is the declared
+//! [`ttl_resolution`](cache_core::Capabilities::ttl_resolution). `0` (never) is never sent for a
+//! short TTL. Beyond 30 days memcached reads the number as a Unix time, so the engine sends one:
+//! a 31-day TTL works. What does not fit memcached's expiration, a signed 32-bit Unix time (past
+//! January 2038), is `InvalidTtl`: a larger number would be read as already expired. `Ttl::Never` is `0`; `Ttl::After(Duration::ZERO)` deletes the key. Absolute
+//! times use this machine's clock: keep it in step with the server's.
+//!
+//! # Namespaces and clear
+//!
+//! With a [`namespace`](MemcachedEngineBuilder::namespace), every key is
+//! `namespace:GENERATION:key`, where the generation is 16 random hex digits stored under
+//! `namespace:generation`. `clear()` writes a new random generation: the old entries become
+//! unreachable at once and expire or are evicted on their own. It is O(1) and never runs
+//! `flush_all`. A random seed (not a counter) means that if the generation key is evicted, the new
+//! one cannot bring cleared entries back.
+//!
+//! Reading the generation on every operation would double the round trips, so each engine keeps
+//! it for [`generation_refresh`](MemcachedEngineBuilder::generation_refresh) (1 s): `clear()`
+//! takes effect at once for the engine that called it, and **within 1 s for other engines and
+//! processes** (writes they make in that window land in the old generation and are cleared with
+//! it).
+//!
+//! **Without a namespace, `clear()` runs `flush_all`: every entry on the server goes.**
+//!
+//! # Keys and values
+//!
+//! Keys are checked before any I/O with the portable key rule, counting the namespace and the
+//! generation (`max_key_len` in the capabilities says what is left). The `memcache` crate writes
+//! keys raw into the ASCII protocol (a key holding `\r\n` could inject a second command); here
+//! such keys are `InvalidKey` and never reach the wire. [`hash_keys`](MemcachedEngineBuilder::hash_keys)
+//! instead stores such keys under their SHA-256, with the original key kept in the value and
+//! compared on every read.
+//!
+//! Values larger than the item limit minus 512 bytes of room for memcached's header and the key
+//! are refused with `ValueTooLarge` **before** anything is sent, so the previous value under the
+//! key stays (a raw oversized `set` in memcached would fail *and* remove it).
+//!
+//! # Counters
+//!
+//! memcached's `incr`/`decr` are unsigned and stop at zero; `increment` instead runs a
+//! compare-and-swap loop (`mg` with CAS, `ms` with `C`) that follows Redis's signed 64-bit
+//! arithmetic exactly, keeps the counter's remaining TTL (to the second), and creates a missing
+//! counter atomically with the default TTL.
+//!
+//! # Timeouts and failures
+//!
+//! Connecting and every operation are bounded (1 s by default): a dead or frozen server fails
+//! fast with `Connection` or `Timeout`. A connection that saw a transport or protocol error is
+//! dropped, never reused. After a server restart, the first operation on a stale pooled
+//! connection drops the pool and runs once more on a fresh connection when the request surely
+//! did not arrive or running it twice is harmless.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod engine;
+
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GENERATION_REFRESH, DEFAULT_ITEM_SIZE_LIMIT,
+    DEFAULT_POOL_SIZE, DEFAULT_SERVER, DEFAULT_TIMEOUT, MemcachedEngineBuilder,
+};
+pub use engine::MemcachedEngine;
