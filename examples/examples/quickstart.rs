@@ -1,18 +1,23 @@
-//! Quickstart: typed values in the in-memory engine, a TTL expiring, and a single-flight load.
+//! Quickstart: typed values in a cache, a TTL expiring, and a single-flight load.
 //!
 //! ```text
-//! cargo run --example quickstart
+//! cargo run --example quickstart                                   # in-memory, no server
+//! cargo run --example quickstart -- redis://127.0.0.1:6379         # a Redis server
+//! cargo run --example quickstart -- memcached://127.0.0.1:11211    # a memcached server
 //! ```
 //!
-//! No server is needed.
+//! With a server, everything happens under the namespace `quickstart`, which is cleared at the
+//! end; nothing else on the server is touched.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cache_core::Ttl;
+use cache_core::{CacheEngine, Ttl};
 use cache_local::InMemoryEngine;
+use cache_memcached::MemcachedEngine;
+use cache_redis::RedisEngine;
 use cache_serializer::TypedCache;
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +28,46 @@ struct User {
     roles: Vec<String>,
 }
 
+/// The engine named by the first argument: none for in-memory, or a server URL.
+fn engine() -> Result<(Box<dyn CacheEngine>, String), Box<dyn std::error::Error>> {
+    let Some(url) = std::env::args().nth(1) else {
+        return Ok((
+            Box::new(InMemoryEngine::new()),
+            "the in-memory engine".into(),
+        ));
+    };
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let engine = RedisEngine::builder()
+            .url(&url)
+            .namespace("quickstart")
+            .build()?;
+        engine.ping()?;
+        Ok((
+            Box::new(engine),
+            format!("Redis at {url} (namespace `quickstart`)"),
+        ))
+    } else if url.starts_with("memcached://") || url.starts_with("memcache://") {
+        let engine = MemcachedEngine::builder()
+            .server(&url)
+            .namespace("quickstart")
+            .build()?;
+        engine.ping()?;
+        Ok((
+            Box::new(engine),
+            format!("memcached at {url} (namespace `quickstart`)"),
+        ))
+    } else {
+        Err(format!("unknown URL {url:?}: use redis://host:port or memcached://host:port").into())
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // 1. A bounded in-memory engine (300 entries, 300 s default TTL) with typed values on top.
-    let cache = TypedCache::new(InMemoryEngine::new());
+    let (engine, what) = engine()?;
+    println!("using {what}");
+    let resolution = engine.capabilities().ttl_resolution;
+
+    // 1. Typed values on top of the engine.
+    let cache = TypedCache::new(engine);
     let ada = User {
         id: 1,
         name: "Ada Lovelace".into(),
@@ -41,20 +83,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(wrong, None);
     println!("read as another type it is a miss: {wrong:?}");
 
-    // 2. A TTL expiring.
-    cache.set(
-        "session:42",
-        &"token-abc".to_string(),
-        Ttl::After(Duration::from_millis(500)),
-    )?;
+    // 2. A TTL expiring (after the TTL plus the engine's declared resolution).
+    let ttl = Duration::from_millis(500);
+    cache.set("session:42", &"token-abc".to_string(), Ttl::After(ttl))?;
     println!(
         "set session:42 with a 500 ms TTL; now: {:?}",
         cache.get::<String>("session:42")?
     );
-    thread::sleep(Duration::from_millis(600));
+    let wait = ttl + resolution + Duration::from_millis(100);
+    thread::sleep(wait);
     let expired = cache.get::<String>("session:42")?;
     assert_eq!(expired, None);
-    println!("600 ms later it has expired: {expired:?}");
+    println!("{wait:?} later it has expired: {expired:?}");
 
     // 3. A single-flight load: eight threads ask for the same missing key at once; the slow
     //    loader runs once and every thread gets its value.
@@ -84,5 +124,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed()
     );
     println!("stats: {:?}", cache.stats());
+    cache.clear()?;
     Ok(())
 }
