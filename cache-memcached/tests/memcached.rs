@@ -396,3 +396,24 @@ fn clear_without_namespace_flushes_the_server() {
     engine(&server, None).clear().unwrap();
     assert_eq!(raw.get("anything"), None);
 }
+
+#[test]
+fn a_frozen_server_times_out_and_the_engine_recovers() {
+    let Some(server) = server(&[]) else { return };
+    let cache = MemcachedEngine::builder()
+        .server(server.url())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    cache.set("k", v("x"), Ttl::Default).unwrap();
+    server.signal("STOP");
+    let start = Instant::now();
+    let err = cache.get("k").unwrap_err();
+    let waited = start.elapsed();
+    server.signal("CONT");
+    assert!(matches!(err, CacheError::Timeout { .. }), "{err:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    cache.set("other", v("y"), Ttl::Default).unwrap();
+    assert_eq!(cache.get("k").unwrap(), Some(v("x")));
+    assert_eq!(cache.get("other").unwrap(), Some(v("y")));
+}

@@ -272,3 +272,26 @@ fn relaxed_keys_are_an_opt_in() {
         Err(CacheError::InvalidKey { .. })
     ));
 }
+
+#[test]
+fn a_frozen_server_times_out_and_the_engine_recovers() {
+    let Some(server) = server() else { return };
+    let cache = RedisEngine::builder()
+        .url(server.url())
+        .namespace("frozen")
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    cache.set("k", v("x"), Ttl::Default).unwrap();
+    server.signal("STOP");
+    let start = Instant::now();
+    let err = cache.get("k").unwrap_err();
+    let waited = start.elapsed();
+    server.signal("CONT");
+    assert!(matches!(err, CacheError::Timeout { .. }), "{err:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    // The timed-out connection is not reused: its late reply must not answer the next request.
+    cache.set("other", v("y"), Ttl::Default).unwrap();
+    assert_eq!(cache.get("k").unwrap(), Some(v("x")));
+    assert_eq!(cache.get("other").unwrap(), Some(v("y")));
+}

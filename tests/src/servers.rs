@@ -354,7 +354,13 @@ impl<T> OrSkip<T> for Result<T, Unavailable> {
                 if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
                     panic!("{message} (CI=true: server tests must run, not be skipped)");
                 }
-                eprintln!("\n*** SKIPPED: {message} ***\n");
+                // Once per process, and past the test harness's capture of `eprintln!`, so that
+                // the skip is seen even when every test passes.
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {message} ***\n");
+                }
                 None
             }
             Err(Unavailable::Failed(message)) => panic!("test server failed: {message}"),
