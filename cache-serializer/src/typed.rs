@@ -296,9 +296,23 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Ok(Bytes::from(out))
     }
 
-    /// Decodes bytes read under `key`; `Ok(None)` for a mismatch or undecodable bytes unless
-    /// strict. Counts the outcome.
-    fn decode<T: DeserializeOwned + 'static>(
+    /// Decodes bytes read under `key` (the key is only used in messages): the value, or
+    /// `Ok(None)` for a value of another schema or undecodable bytes (errors in strict mode).
+    /// Counts the outcome in [`stats`](Self::stats).
+    ///
+    /// # Errors
+    ///
+    /// `UnknownSchema`; in strict mode `SchemaMismatch` and `Serialization`.
+    pub fn decode<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<Option<T>> {
+        let fingerprint = self.fingerprint::<T>()?;
+        self.decode_with(key, bytes, fingerprint)
+    }
+
+    fn decode_with<T: DeserializeOwned + 'static>(
         &self,
         key: &str,
         bytes: &[u8],
@@ -359,7 +373,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     pub fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
         let fingerprint = self.fingerprint::<T>()?;
         match self.shared.engine.get(key)? {
-            Some(bytes) => self.decode(key, &bytes, fingerprint),
+            Some(bytes) => self.decode_with(key, &bytes, fingerprint),
             None => {
                 bump(&self.shared.stats.misses);
                 Ok(None)
@@ -423,7 +437,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         keys.iter()
             .zip(values)
             .map(|(key, bytes)| match bytes {
-                Some(bytes) => self.decode(key, &bytes, fingerprint),
+                Some(bytes) => self.decode_with(key, &bytes, fingerprint),
                 None => {
                     bump(&self.shared.stats.misses);
                     Ok(None)
@@ -510,7 +524,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             {
                 Role::Waiter(flight) => match flight.wait() {
                     Outcome::Value(bytes) => {
-                        if let Some(value) = self.decode(key, &bytes, fingerprint)? {
+                        if let Some(value) = self.decode_with(key, &bytes, fingerprint)? {
                             return Ok(value);
                         }
                         // The leader loaded another type under this key: load our own.

@@ -1,0 +1,325 @@
+//! Comparisons 5-7: the remote engines against their raw clients, `redis-benchmark` and a raw
+//! memcached socket loop, each on one connection.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Instant;
+
+use cache_core::{Bytes, CacheEngine, Ttl};
+use cache_memcached::MemcachedEngine;
+use cache_redis::RedisEngine;
+use cache_serializer::TypedCache;
+use cache_tests::servers::TestServer;
+use serde::{Deserialize, Serialize};
+
+use crate::measure::{interleave, rate};
+use crate::{Goal, Plan, Row};
+
+/// About 64 bytes once encoded with its envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Small {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) scores: [u16; 8],
+    pub(crate) active: bool,
+}
+
+pub(crate) fn small() -> Small {
+    Small {
+        id: 4_242_424_242,
+        name: "a name of some length".into(),
+        scores: [1, 2, 300, 4_000, 5, 60, 7, 8],
+        active: true,
+    }
+}
+
+fn timed(ops: usize, mut f: impl FnMut(usize)) -> f64 {
+    let start = Instant::now();
+    for i in 0..ops {
+        f(i);
+    }
+    rate(ops, start.elapsed())
+}
+
+fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// Pins the benchmark to CPU 0 and the servers to CPU 1. Unpinned, a round trip on loopback was
+/// 3-4x faster when the scheduler happened to put client and server on one core than when a
+/// wake-up crossed cores, and it chose differently per connection: ratios between two clients
+/// then measured the scheduler, not the clients. Pinned, every contender crosses cores, as a
+/// client and its server on different machines would.
+fn pin(servers: &[&TestServer]) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return false;
+    }
+    let taskset = |cpu: &str, pid: u32| {
+        Command::new("taskset")
+            .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut ok = taskset("0", std::process::id());
+    for server in servers {
+        ok &= server.pid().is_some_and(|pid| taskset("1", pid));
+    }
+    ok
+}
+
+pub(crate) fn run(
+    plan: &Plan,
+    redis: &TestServer,
+    memcached: &TestServer,
+    rows: &mut Vec<Row>,
+) -> Result<(), String> {
+    let ops = plan.remote_ops;
+    if !pin(&[redis, memcached]) {
+        eprintln!(
+            "warning: could not pin the benchmark and the servers to separate CPUs (taskset); remote ratios may be noisy"
+        );
+    }
+    // 5. TypedCache over Redis / the raw redis crate, get and set of the same bytes.
+    let engine = RedisEngine::builder()
+        .url(redis.url())
+        .namespace("bench")
+        .pool_size(1)
+        .build()
+        .map_err(fail("redis engine"))?;
+    let typed = TypedCache::new(engine.clone());
+    let encoded = typed.encode(&small()).map_err(fail("encode"))?;
+    let mut raw = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .map_err(fail("raw redis"))?;
+    typed
+        .set("small", &small(), Ttl::Never)
+        .map_err(fail("set"))?;
+    let raw_key = "bench:small";
+
+    let get = interleave(
+        plan.rounds,
+        &mut [
+            &mut || {
+                timed(ops, |_| {
+                    std::hint::black_box(typed.get::<Small>("small").ok().flatten());
+                })
+            },
+            &mut || {
+                timed(ops, |_| {
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(raw_key)
+                        .query(&mut raw)
+                        .ok()
+                        .flatten();
+                    std::hint::black_box(v);
+                })
+            },
+            &mut || redis_benchmark(redis, "get", encoded.len(), ops).unwrap_or(f64::NAN),
+        ],
+    );
+    let value = small();
+    let set = interleave(
+        plan.rounds,
+        &mut [
+            &mut || {
+                timed(ops, |_| {
+                    let _ = typed.set("small", &value, Ttl::Never);
+                })
+            },
+            &mut || {
+                timed(ops, |_| {
+                    let _: redis::RedisResult<()> = redis::cmd("SET")
+                        .arg(raw_key)
+                        .arg(&encoded[..])
+                        .query(&mut raw);
+                })
+            },
+            &mut || redis_benchmark(redis, "set", encoded.len(), ops).unwrap_or(f64::NAN),
+        ],
+    );
+    rows.push(Row::rate(
+        5,
+        &format!(
+            "TypedCache<Redis> get of a {} B struct / raw redis crate",
+            encoded.len()
+        ),
+        get[0],
+        get[1],
+        Goal::AtLeast(0.93),
+    ));
+    rows.push(Row::rate(
+        5,
+        "TypedCache<Redis> set / raw redis crate",
+        set[0],
+        set[1],
+        Goal::AtLeast(0.93),
+    ));
+    rows.push(Row::rate(
+        5,
+        "TypedCache<Redis> get / redis-benchmark -c 1 -P 1",
+        get[0],
+        get[2],
+        Goal::AtLeast(0.95),
+    ));
+    rows.push(Row::rate(
+        5,
+        "TypedCache<Redis> set / redis-benchmark -c 1 -P 1",
+        set[0],
+        set[2],
+        Goal::AtLeast(0.95),
+    ));
+
+    // 6. get_many of 16 keys / 16 single gets, per key.
+    let mc = MemcachedEngine::builder()
+        .server(memcached.url())
+        .namespace("bench")
+        .pool_size(1)
+        .build()
+        .map_err(fail("memcached engine"))?;
+    let keys: Vec<String> = (0..16).map(|i| format!("many:{i}")).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let payload = Bytes::from(vec![0x33; 64]);
+    for key in &keys {
+        engine
+            .set(key, payload.clone(), Ttl::Never)
+            .map_err(fail("redis set"))?;
+        mc.set(key, payload.clone(), Ttl::Never)
+            .map_err(fail("memcached set"))?;
+    }
+    for (name, engine, goal) in [
+        ("Redis", &engine as &dyn CacheEngine, 10.0),
+        ("Memcached", &mc as &dyn CacheEngine, 8.0),
+    ] {
+        let r = interleave(
+            plan.rounds,
+            &mut [
+                &mut || {
+                    16.0 * timed(ops / 16, |_| {
+                        std::hint::black_box(engine.get_many(&key_refs).ok());
+                    })
+                },
+                &mut || {
+                    timed(ops, |i| {
+                        std::hint::black_box(engine.get(key_refs[i % 16]).ok());
+                    })
+                },
+            ],
+        );
+        rows.push(Row::rate(
+            6,
+            &format!("{name} get_many(16) / 16 single gets, per key"),
+            r[0],
+            r[1],
+            Goal::AtLeast(goal),
+        ));
+    }
+
+    // 7. MemcachedEngine get / a raw text-protocol socket loop.
+    mc.set("one", payload.clone(), Ttl::Never)
+        .map_err(fail("memcached set"))?;
+    let wire_key = {
+        // The engine's wire key: `bench:<generation>:one`, read from the server.
+        let mut raw = Raw::connect(&memcached.address())?;
+        let generation = raw.get("bench:generation")?.ok_or("no generation")?;
+        format!("bench:{}:one", String::from_utf8_lossy(&generation))
+    };
+    let mut socket = Raw::connect(&memcached.address())?;
+    let r = interleave(
+        plan.rounds,
+        &mut [
+            &mut || {
+                timed(ops, |_| {
+                    std::hint::black_box(mc.get("one").ok().flatten());
+                })
+            },
+            &mut || {
+                timed(ops, |_| {
+                    std::hint::black_box(socket.get(&wire_key).ok().flatten());
+                })
+            },
+        ],
+    );
+    rows.push(Row::rate(
+        7,
+        "MemcachedEngine get / raw text-protocol socket loop",
+        r[0],
+        r[1],
+        Goal::AtLeast(0.6),
+    ));
+    Ok(())
+}
+
+/// Requests per second reported by `redis-benchmark -c 1 -P 1` for one test.
+fn redis_benchmark(server: &TestServer, test: &str, size: usize, requests: usize) -> Option<f64> {
+    let address = server.address();
+    let (host, port) = address.rsplit_once(':')?;
+    // On the benchmark's CPU, like the other clients.
+    let out = Command::new("taskset")
+        .args(["-c", "0", "redis-benchmark"])
+        .args([
+            "-h", host, "-p", port, "-c", "1", "-P", "1", "--csv", "-t", test,
+        ])
+        .args(["-n", &requests.to_string(), "-d", &size.to_string()])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps",...: the second column of the data line.
+    text.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with(&format!("\"{test}")))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+}
+
+/// A raw memcached text-protocol connection: the physical limit of one connection.
+struct Raw {
+    reader: BufReader<TcpStream>,
+    line: String,
+    request: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(address: &str) -> Result<Self, String> {
+        let stream = TcpStream::connect(address).map_err(fail("raw memcached"))?;
+        stream.set_nodelay(true).map_err(fail("nodelay"))?;
+        Ok(Self {
+            reader: BufReader::new(stream),
+            line: String::new(),
+            request: Vec::new(),
+        })
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.request.clear();
+        self.request.extend_from_slice(b"get ");
+        self.request.extend_from_slice(key.as_bytes());
+        self.request.extend_from_slice(b"\r\n");
+        self.reader
+            .get_mut()
+            .write_all(&self.request)
+            .map_err(fail("write"))?;
+        self.line.clear();
+        self.reader
+            .read_line(&mut self.line)
+            .map_err(fail("read"))?;
+        if self.line.starts_with("END") {
+            return Ok(None);
+        }
+        let len: usize = self
+            .line
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or("bad VALUE line")?;
+        let mut data = vec![0; len + 2];
+        self.reader.read_exact(&mut data).map_err(fail("read"))?;
+        data.truncate(len);
+        self.line.clear();
+        self.reader
+            .read_line(&mut self.line)
+            .map_err(fail("read"))?;
+        Ok(Some(data))
+    }
+}

@@ -1,0 +1,106 @@
+//! The table, docs/BENCHMARKS.md and the chart.
+
+use std::fmt::Write;
+
+use crate::{Goal, Row};
+
+pub(crate) fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| # | comparison | ours | baseline | ratio | goal | met |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.3} | {} | {} |",
+            r.id,
+            r.name,
+            r.show(r.ours),
+            r.show(r.baseline),
+            r.ratio(),
+            r.goal,
+            match r.met() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "-",
+            }
+        );
+    }
+    out
+}
+
+fn command(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub(crate) fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "- CPU: {cpu}, {cores} cores\n- kernel: {}\n- rustc: {}\n- redis-server: {}\n- memcached: {}\n",
+        command("uname", &["-sr"]),
+        command("rustc", &["--version"]),
+        command("redis-server", &["--version"]),
+        command("memcached", &["-V"]),
+    )
+}
+
+/// A horizontal bar chart of each ratio against its goal (1.0 = goal reached).
+pub(crate) fn svg(rows: &[Row]) -> String {
+    let shown: Vec<&Row> = rows.iter().filter(|r| r.goal != Goal::None).collect();
+    let (left, width, bar_h, gap) = (430.0, 360.0, 18.0, 8.0);
+    let height = 60.0 + shown.len() as f64 * (bar_h + gap);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">cache-toolkit: measured ratio / goal (right of the line = goal met)</text>\n",
+        w = left + width + 80.0
+    );
+    let scale = width / 2.0; // 2.0 x goal at the right edge
+    let goal_x = left + scale;
+    for (i, r) in shown.iter().enumerate() {
+        let y = 40.0 + i as f64 * (bar_h + gap);
+        let score = r.score().clamp(0.0, 2.0);
+        let color = if r.met() == Some(true) {
+            "#2e7d32"
+        } else {
+            "#c62828"
+        };
+        let label = r
+            .name
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let _ = writeln!(
+            out,
+            "<text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{label}</text>\n\
+             <rect x=\"{left}\" y=\"{y}\" width=\"{bw:.1}\" height=\"{bar_h}\" fill=\"{color}\"/>\n\
+             <text x=\"{vx:.1}\" y=\"{ty}\">{ratio:.2} (goal {goal})</text>",
+            tx = left - 6.0,
+            ty = y + 13.0,
+            bw = score * scale,
+            vx = left + score * scale + 4.0,
+            ratio = r.ratio(),
+            goal = r.goal,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<line x1=\"{goal_x}\" y1=\"30\" x2=\"{goal_x}\" y2=\"{}\" stroke=\"black\" stroke-dasharray=\"4,3\"/>\n</svg>",
+        height - 10.0
+    );
+    out
+}
