@@ -127,6 +127,8 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
             &mut || hits_block(&o, &hot, 2, ops),
             &mut || hits_block(&q, &hot, 2, ops),
             &mut || hits_block(&m, &hot, 2, ops),
+            &mut || hits_block(&o, &hot, 1, ops),
+            &mut || hits_block(&q, &hot, 1, ops),
         ],
     );
     rows.push(Row::rate(
@@ -143,6 +145,13 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
         r[2],
         Goal::AtLeast(3.0),
     ));
+    rows.push(Row::rate(
+        1,
+        "(reference) same, 1 thread / quick_cache",
+        r[3],
+        r[4],
+        Goal::None,
+    ));
     drop((o, q, m));
 
     // 2. Get-or-insert on Zipf 1.0, fresh caches each block.
@@ -154,6 +163,7 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
             &mut || get_or_insert_block(&ours(), &keys, &stream, 2, ops),
             &mut || get_or_insert_block(&quick_cache(), &keys, &stream, 2, ops),
             &mut || get_or_insert_block(&ours(), &keys, &stream, 1, ops),
+            &mut || get_or_insert_block(&quick_cache(), &keys, &stream, 1, ops),
         ],
     );
     rows.push(Row::rate(
@@ -169,6 +179,13 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
         r[0],
         r[2],
         Goal::AtLeast(1.3),
+    ));
+    rows.push(Row::rate(
+        2,
+        "(reference) quick_cache get-or-insert, 2 threads / 1 thread",
+        r[1],
+        r[3],
+        Goal::None,
     ));
 
     // 3. Hit ratio, one thread, after a warm-up.

@@ -72,6 +72,32 @@ pub fn shape_of<T: DeserializeOwned>() -> Result<String, String> {
     Ok(text)
 }
 
+/// Hashes `TypeId`s, which are already hashes, by passing their bits through: a SipHash of the
+/// key was a visible share of a small value's encode + decode.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct TypeIdHasher(u64);
+
+impl std::hash::Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_ne_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(5) ^ n;
+    }
+}
+
+/// A map keyed by `TypeId`.
+pub(crate) type TypeMap<V> = HashMap<TypeId, V, std::hash::BuildHasherDefault<TypeIdHasher>>;
+
 /// The fingerprint of `T`'s serde shape, computed once per type and process.
 ///
 /// # Errors
@@ -79,9 +105,9 @@ pub fn shape_of<T: DeserializeOwned>() -> Result<String, String> {
 /// Why the shape cannot be traced.
 pub fn fingerprint_of<T: DeserializeOwned + 'static>() -> Result<Fingerprint, String> {
     thread_local! {
-        static LOCAL: RefCell<HashMap<TypeId, Fingerprint>> = RefCell::new(HashMap::new());
+        static LOCAL: RefCell<TypeMap<Fingerprint>> = RefCell::new(TypeMap::default());
     }
-    static GLOBAL: OnceLock<RwLock<HashMap<TypeId, Result<Fingerprint, String>>>> = OnceLock::new();
+    static GLOBAL: OnceLock<RwLock<TypeMap<Result<Fingerprint, String>>>> = OnceLock::new();
 
     let id = TypeId::of::<T>();
     if let Some(fp) = LOCAL.with(|local| local.borrow().get(&id).copied()) {

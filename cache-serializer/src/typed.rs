@@ -1,7 +1,6 @@
 //! [`TypedCache`]: serde values over any engine.
 
 use std::any::TypeId;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
 use crate::envelope::{self, Refusal};
-use crate::fingerprint::{Fingerprint, fingerprint_of};
+use crate::fingerprint::{Fingerprint, TypeMap, fingerprint_of};
 use crate::flight::{Flights, Outcome, Role};
 
 /// Stores serde values as bytes in any [`CacheEngine`], and knows when bytes under a key were
@@ -58,7 +57,7 @@ struct Shared<E, C> {
     engine: E,
     codec: C,
     strict: bool,
-    schemas: HashMap<TypeId, Fingerprint>,
+    schemas: TypeMap<Fingerprint>,
     stats: Counters,
     flights: Flights,
 }
@@ -158,7 +157,7 @@ pub struct TypedCacheBuilder<E, C = Bincode> {
     engine: E,
     codec: C,
     strict: bool,
-    schemas: HashMap<TypeId, Fingerprint>,
+    schemas: TypeMap<Fingerprint>,
 }
 
 impl<E: fmt::Debug, C: Codec> fmt::Debug for TypedCacheBuilder<E, C> {
@@ -228,7 +227,7 @@ impl<E: CacheEngine> TypedCache<E> {
             engine,
             codec: Bincode,
             strict: false,
-            schemas: HashMap::new(),
+            schemas: TypeMap::default(),
         }
     }
 }
@@ -280,10 +279,23 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// `UnknownSchema`, or `Serialization` when the codec refuses the value.
     pub fn encode<T: Serialize + DeserializeOwned + 'static>(&self, value: &T) -> Result<Bytes> {
+        thread_local! {
+            /// The size of this thread's last encoded value.
+            static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        }
         let fingerprint = self.fingerprint::<T>()?;
-        let mut out = Vec::with_capacity(64);
+        // Values tend to keep their size: allocate what the last one took, so the buffer usually
+        // ends exactly full and `Bytes::from` takes it as is. Growing a small buffer reallocated
+        // several times for 1 KiB, and `Bytes::from(Vec)` allocates again whenever the capacity
+        // exceeds the length.
+        let hint = LAST_LEN
+            .with(std::cell::Cell::get)
+            .clamp(envelope::HEADER_LEN + 8, 1 << 20);
+        let mut out = Vec::with_capacity(hint);
         envelope::write_header(&mut out, C::ID, fingerprint);
-        self.shared.codec.encode(value, &mut out).map_err(|e| {
+        let encoded = self.shared.codec.encode(value, &mut out);
+        LAST_LEN.with(|last| last.set(out.len()));
+        encoded.map_err(|e| {
             CacheError::serialization(
                 format!(
                     "cannot encode a `{}` with {}",
