@@ -58,11 +58,34 @@ pub fn check_key(key: &str, prefix_len: usize) -> Result<()> {
             },
         ));
     }
-    // Most keys are ASCII: check bytes first and only decode characters when needed.
-    if key.bytes().all(|b| b > b' ' && b < 0x7f) {
+    // Most keys are printable ASCII: check that eight bytes at a time, and decode characters only
+    // when some byte is a space, a control byte, DEL or non-ASCII.
+    if is_plain_ascii(key.as_bytes()) {
         return Ok(());
     }
     check_chars(key)
+}
+
+/// Whether every byte is printable ASCII without space (0x21..=0x7e).
+#[inline]
+fn is_plain_ascii(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // A byte below 0x21 sets its high bit in `low`; one at 0x7f or above sets it in `high`
+        // (a carry out of a 0xff byte can only flag a neighbour too: false alarms fall back to
+        // the exact check, and no bad byte goes unflagged).
+        let low = w.wrapping_sub(ONES * 0x21) & !w & HIGHS;
+        let high = (w.wrapping_add(ONES) | w) & HIGHS;
+        if low | high != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| b > b' ' && b < 0x7f)
 }
 
 #[cold]
@@ -190,5 +213,26 @@ mod tests {
         assert!(namespace_prefix("").is_err());
         assert!(namespace_prefix("a b").is_err());
         assert!(namespace_prefix(&"n".repeat(MAX_NAMESPACE_LEN + 1)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::is_plain_ascii;
+
+    /// The word-at-a-time check agrees with the byte-at-a-time rule for every byte value in
+    /// every position of a 16-byte key.
+    #[test]
+    fn word_check_matches_the_byte_rule() {
+        for bad in 0..=255u8 {
+            for at in 0..16 {
+                let mut key = *b"abcdefghijklmnop";
+                key[at] = bad;
+                let expected = key.iter().all(|&b| b > b' ' && b < 0x7f);
+                assert_eq!(is_plain_ascii(&key), expected, "byte {bad:#x} at {at}");
+            }
+        }
+        assert!(is_plain_ascii(b""));
+        assert!(is_plain_ascii(b"~!"));
     }
 }

@@ -160,10 +160,21 @@ impl Timer {
     /// The deadline of an entry stored now for `ttl`, rounded up so the entry never lives
     /// shorter than asked.
     pub(crate) fn deadline(&self, ttl: Duration) -> Option<u64> {
+        self.deadline_at(self.elapsed(), ttl)
+    }
+
+    /// The current time in milliseconds and the deadline for `ttl` from it, from one clock read.
+    pub(crate) fn now_and_deadline(&self, ttl: Duration) -> (u64, Option<u64>) {
+        let elapsed = self.elapsed();
+        let now = u64::try_from(elapsed.as_millis()).unwrap_or(NEVER - 1);
+        (now, self.deadline_at(elapsed, ttl))
+    }
+
+    fn deadline_at(&self, elapsed: Duration, ttl: Duration) -> Option<u64> {
         if ttl > MAX_TTL {
             return None;
         }
-        let at = self.elapsed().checked_add(ttl)?;
+        let at = elapsed.checked_add(ttl)?;
         let margin = match &self.kind {
             TimerKind::Coarse { tick_ms, .. } => tick_ms + 1,
             _ => 0,
@@ -301,6 +312,24 @@ impl Settings {
     /// # Errors
     ///
     /// `InvalidTtl` beyond [`MAX_TTL`].
+    /// Like [`deadline`](Self::deadline), also returning the current time when the clock was
+    /// read for it, so the caller need not read it again.
+    #[inline]
+    pub(crate) fn deadline_and_now(&self, ttl: Ttl) -> Result<(Option<u64>, Option<u64>)> {
+        match ttl.resolve(self.default_ttl) {
+            Expiry::Never => Ok((Some(NEVER), None)),
+            Expiry::Now => Ok((None, None)),
+            Expiry::After(d) => match self.timer.now_and_deadline(d) {
+                (now, Some(deadline)) => Ok((Some(deadline), Some(now))),
+                (_, None) => Err(CacheError::InvalidTtl {
+                    backend: self.backend,
+                    ttl: d,
+                    max: MAX_TTL,
+                }),
+            },
+        }
+    }
+
     #[inline]
     pub(crate) fn deadline(&self, ttl: Ttl) -> Result<Option<u64>> {
         match ttl.resolve(self.default_ttl) {

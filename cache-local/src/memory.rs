@@ -214,10 +214,16 @@ impl InMemoryEngine {
         Ok(&self.inner)
     }
 
-    fn checked_entry(&self, key: &str, value: &Bytes, ttl: Ttl) -> Result<Option<u64>> {
+    /// Checks a write and returns its deadline and, when the clock was read for it, the time.
+    fn checked_entry(
+        &self,
+        key: &str,
+        value: &Bytes,
+        ttl: Ttl,
+    ) -> Result<(Option<u64>, Option<u64>)> {
         check_key(key, 0)?;
         self.inner.settings.check_value(key, value)?;
-        self.inner.settings.deadline(ttl)
+        self.inner.settings.deadline_and_now(ttl)
     }
 }
 
@@ -253,13 +259,13 @@ impl Inner {
         }
     }
 
-    fn insert(&self, key: &str, value: Bytes, deadline: Option<u64>) {
+    fn insert(&self, key: &str, value: Bytes, deadline: Option<u64>, now: Option<u64>) {
         match deadline {
             None => {
                 self.store.remove(key);
             }
             Some(deadline) => {
-                self.sweeper.before_insert(&self.store, &self.settings);
+                self.sweeper.before_insert(&self.store, &self.settings, now);
                 self.sweeper.note(deadline);
                 self.store.insert(key.into(), Entry { value, deadline });
             }
@@ -281,8 +287,8 @@ impl CacheEngine for InMemoryEngine {
 
     fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
         let inner = self.open()?;
-        let deadline = self.checked_entry(key, &value, ttl)?;
-        inner.insert(key, value, deadline);
+        let (deadline, now) = self.checked_entry(key, &value, ttl)?;
+        inner.insert(key, value, deadline, now);
         Ok(())
     }
 
@@ -335,7 +341,7 @@ impl CacheEngine for InMemoryEngine {
         }
         let deadline = inner.settings.deadline(ttl)?;
         for (key, value) in entries {
-            inner.insert(key, value.clone(), deadline);
+            inner.insert(key, value.clone(), deadline, None);
         }
         Ok(())
     }
@@ -359,7 +365,7 @@ impl CacheEngine for InMemoryEngine {
 
     fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
         let inner = self.open()?;
-        let deadline = self.checked_entry(key, &value, ttl)?;
+        let (deadline, _) = self.checked_entry(key, &value, ttl)?;
         let timer = &inner.settings.timer;
         loop {
             let result = inner.store.entry(key, None, |_, e| {
@@ -494,12 +500,12 @@ impl Sweeper {
     }
 
     #[inline]
-    fn before_insert(&self, store: &Store, settings: &Settings) {
+    fn before_insert(&self, store: &Store, settings: &Settings, now: Option<u64>) {
         let earliest = self.earliest.load(Ordering::Relaxed);
         if earliest == NEVER {
             return;
         }
-        let now = settings.timer.now_ms();
+        let now = now.unwrap_or_else(|| settings.timer.now_ms());
         if now < earliest {
             return;
         }
