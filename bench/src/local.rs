@@ -202,7 +202,11 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
             ours,
             ideal,
             "hit ratio",
-            Goal::AtLeast(if s == 1.0 { 0.97 } else { 0.0 }),
+            if s == 1.0 {
+                Goal::AtLeast(0.97)
+            } else {
+                Goal::None
+            },
         ));
         rows.push(Row::plain(
             3,

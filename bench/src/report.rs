@@ -58,16 +58,22 @@ pub(crate) fn machine() -> String {
     )
 }
 
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// A horizontal bar chart of each ratio against its goal (1.0 = goal reached).
 pub(crate) fn svg(rows: &[Row]) -> String {
     let shown: Vec<&Row> = rows.iter().filter(|r| r.goal != Goal::None).collect();
-    let (left, width, bar_h, gap) = (430.0, 360.0, 18.0, 8.0);
+    let (left, width, bar_h, gap) = (500.0, 360.0, 18.0, 8.0);
     let height = 60.0 + shown.len() as f64 * (bar_h + gap);
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">cache-toolkit: measured ratio / goal (right of the line = goal met)</text>\n",
-        w = left + width + 80.0
+        w = left + width + 160.0
     );
     let scale = width / 2.0; // 2.0 x goal at the right edge
     let goal_x = left + scale;
@@ -79,11 +85,8 @@ pub(crate) fn svg(rows: &[Row]) -> String {
         } else {
             "#c62828"
         };
-        let label = r
-            .name
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;");
+        let label = escape(&r.name);
+        let goal = escape(&r.goal.to_string());
         let _ = writeln!(
             out,
             "<text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{label}</text>\n\
@@ -94,7 +97,6 @@ pub(crate) fn svg(rows: &[Row]) -> String {
             bw = score * scale,
             vx = left + score * scale + 4.0,
             ratio = r.ratio(),
-            goal = r.goal,
         );
     }
     let _ = writeln!(
@@ -103,4 +105,38 @@ pub(crate) fn svg(rows: &[Row]) -> String {
         height - 10.0
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_is_well_formed_xml() {
+        let rows = vec![Row::plain(
+            8,
+            "a <tricky> & name",
+            1.0,
+            1.0,
+            "ns/op",
+            Goal::AtMost(1.1),
+        )];
+        let svg = svg(&rows);
+        // Every `<` opens a tag and every `&` starts an entity.
+        for (i, _) in svg.match_indices('<') {
+            let next = svg[i + 1..].chars().next().unwrap_or(' ');
+            assert!(
+                next.is_ascii_alphabetic() || next == '/',
+                "stray '<' at {i}: {svg}"
+            );
+        }
+        for (i, _) in svg.match_indices('&') {
+            assert!(
+                ["&amp;", "&lt;", "&gt;"]
+                    .iter()
+                    .any(|e| svg[i..].starts_with(e)),
+                "stray '&' at {i}"
+            );
+        }
+    }
 }

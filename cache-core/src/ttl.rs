@@ -103,9 +103,10 @@ impl Ttl {
 /// assert_eq!(ceil_millis(Duration::MAX), None);
 /// ```
 pub fn ceil_millis(d: Duration) -> Option<u64> {
-    let nanos = d.as_nanos();
-    let millis = nanos.div_ceil(1_000_000);
-    u64::try_from(millis).ok()
+    // u64 arithmetic: a u128 division showed up on every write of the local engines.
+    d.as_secs()
+        .checked_mul(1_000)?
+        .checked_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)))
 }
 
 /// Rounds `d` up to a whole number of seconds, never to zero for a non-zero `d`.
@@ -155,6 +156,11 @@ mod tests {
         assert_eq!(ceil_millis(Duration::from_nanos(1)), Some(1));
         assert_eq!(ceil_secs(Duration::from_nanos(1)), Some(1));
         assert_eq!(ceil_millis(Duration::ZERO), Some(0));
+        assert_eq!(ceil_millis(Duration::new(2, 1)), Some(2_001));
+        assert_eq!(
+            ceil_millis(Duration::new(u64::MAX / 1_000, 999_999_999)),
+            None
+        );
         assert_eq!(ceil_secs(Duration::MAX), None);
     }
 }

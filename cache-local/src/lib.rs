@@ -16,7 +16,7 @@
 //! | `default_ttl` | 300 s |
 //! | clock | the system clock; a `ManualClock` in tests |
 //! | longest TTL | 100 years ([`MAX_TTL`]) |
-//! | TTL resolution | 1 ms |
+//! | TTL resolution | `2 * kernel tick + 2 ms` (10 ms on a 250 Hz kernel); 1 ms with a manual clock |
 //!
 //! # Example
 //!

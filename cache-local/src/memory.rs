@@ -22,7 +22,9 @@ type Store =
 /// A bounded in-memory cache shared by every thread that holds it.
 ///
 /// Cloning the engine (or wrapping it in an `Arc`) shares the same entries. Entries have
-/// per-entry TTLs with millisecond resolution; expired entries are never returned.
+/// per-entry TTLs; expired entries are never returned. The clock is the kernel's coarse
+/// monotonic clock, so an entry may live up to two kernel ticks plus 2 ms longer than its TTL
+/// (10 ms on a 250 Hz kernel; see [`Capabilities::ttl_resolution`]), never shorter.
 ///
 /// # Bounds and eviction
 ///

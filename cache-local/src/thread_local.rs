@@ -24,8 +24,8 @@ type Store = Cache<String, Entry, EntryWeighter, DefaultHashBuilder>;
 /// its own private, bounded store (the bound applies per thread). There is no locking between
 /// threads on the hot path; use it for per-thread memoisation where sharing is not wanted.
 ///
-/// - Same TTL rules as every engine (millisecond resolution), same key rule, same eviction policy
-///   as [`InMemoryEngine`](crate::InMemoryEngine).
+/// - Same TTL rules, clock, key rule and eviction policy as
+///   [`InMemoryEngine`](crate::InMemoryEngine).
 /// - [`clear`](CacheEngine::clear) clears **the calling thread's** entries only.
 /// - [`close`](CacheEngine::close) frees every thread's entries and closes the engine for all.
 /// - An entry is never visible to another thread, including a new thread that takes over an
