@@ -241,8 +241,14 @@ fn write_docs(table: &str, rows: &[Row], seconds: f64) {
          the median of the blocks. Absolute numbers drift 20-40 % between runs on these machines; the\n\
          ratios are what to read. Baselines run on their own fast paths (their default hashers, `Bytes`\n\
          values of the same sizes).\n\n\
+         On these 2-vCPU machines the two-thread local comparisons fall into one of two modes for\n\
+         minutes at a time, depending on how the host places the vCPUs: in one, quick_cache itself\n\
+         scales 1.25x from one thread to two; in the other it drops to about 0.42x, and so does\n\
+         every ratio that depends on cross-core traffic (our hits ratio was 0.93 in the first mode\n\
+         and 0.70 in the second). The reference rows show which mode a run was in.\n\n\
          ![ratios against goals](benchmarks.svg)\n\n\
          {table}\n\
+         {}\
          ## Machine\n\n{}\n\
          ## Workloads\n\n\
          - Local: 100k keys, capacity 10k, Zipf s = 0.8 and 1.0 from a fixed-seed SplitMix64, 64-byte values;\n\
@@ -253,6 +259,7 @@ fn write_docs(table: &str, rows: &[Row], seconds: f64) {
          ## Rerun\n\n\
          ```sh\ncargo run -p cache-bench --release            # full run, rewrites this file and the chart\n\
          cargo run -p cache-bench --release -- --quick # under a minute, prints the table only\n```\n",
+        report::unmet_notes(rows),
         report::machine()
     );
     let written = std::fs::write(format!("{root}/BENCHMARKS.md"), doc)
