@@ -49,6 +49,12 @@
 //! [`TypedCache::get_or_set_with`] runs the loader once when many threads ask for the same missing
 //! key; the others wait for its value. A failing loader's error reaches every waiter and is not
 //! cached.
+//! # Failing open
+//!
+//! By default every backend error is returned (fail closed). With
+//! [`TypedCacheBuilder::fail_open`], a failing backend makes reads miss and writes skip, counted
+//! in [`CacheStats`] and reported to [`TypedCacheBuilder::on_backend_error`], so a dead cache
+//! server slows a service down instead of taking it down.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -63,4 +69,4 @@ mod typed;
 pub use codec::Json;
 pub use codec::{Bincode, Codec};
 pub use fingerprint::Fingerprint;
-pub use typed::{CacheStats, LoadError, TypedCache, TypedCacheBuilder};
+pub use typed::{CacheStats, FailureHook, LoadError, TypedCache, TypedCacheBuilder};

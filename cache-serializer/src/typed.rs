@@ -53,10 +53,15 @@ pub struct TypedCache<E, C = Bincode> {
     shared: Arc<Shared<E, C>>,
 }
 
+/// Called with every backend failure (see [`TypedCacheBuilder::on_backend_error`]).
+pub type FailureHook = Arc<dyn Fn(&CacheError) + Send + Sync>;
+
 struct Shared<E, C> {
     engine: E,
     codec: C,
     strict: bool,
+    fail_open: bool,
+    on_failure: Option<FailureHook>,
     schemas: TypeMap<Fingerprint>,
     stats: Counters,
     flights: Flights,
@@ -100,6 +105,10 @@ pub struct CacheStats {
     pub loads: u64,
     /// Callers that waited for another caller's loader instead of running their own.
     pub coalesced_waits: u64,
+    /// Reads whose backend failure became a miss (fail-open mode).
+    pub failed_open_reads: u64,
+    /// Writes whose backend failure was skipped (fail-open mode).
+    pub failed_open_writes: u64,
 }
 
 #[derive(Default)]
@@ -111,6 +120,8 @@ struct Counters {
     decode_failures: AtomicU64,
     loads: AtomicU64,
     coalesced_waits: AtomicU64,
+    failed_open_reads: AtomicU64,
+    failed_open_writes: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -157,6 +168,8 @@ pub struct TypedCacheBuilder<E, C = Bincode> {
     engine: E,
     codec: C,
     strict: bool,
+    fail_open: bool,
+    on_failure: Option<FailureHook>,
     schemas: TypeMap<Fingerprint>,
 }
 
@@ -178,6 +191,8 @@ impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C> {
             engine: self.engine,
             codec,
             strict: self.strict,
+            fail_open: self.fail_open,
+            on_failure: self.on_failure,
             schemas: self.schemas,
         }
     }
@@ -186,6 +201,24 @@ impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C> {
     /// undecodable bytes are [`CacheError::Serialization`], instead of misses. Default: off.
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;
+        self
+    }
+
+    /// Fail open: when the backend fails (`Connection`, `Timeout`, `Closed`, `Authentication`,
+    /// `PermissionDenied`, `Backend`), reads return misses and writes are skipped, counted in
+    /// [`CacheStats::failed_open_reads`] and [`CacheStats::failed_open_writes`], so a dead cache
+    /// slows a service down instead of taking it down. Mistakes in the call itself (`InvalidKey`,
+    /// `InvalidTtl`, `ValueTooLarge`, schema errors) are still returned.
+    ///
+    /// Default: off (fail closed), so errors are never hidden unless asked for.
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
+    /// Calls `hook` with every backend failure, in both modes: for logs and metrics.
+    pub fn on_backend_error(mut self, hook: impl Fn(&CacheError) + Send + Sync + 'static) -> Self {
+        self.on_failure = Some(Arc::new(hook));
         self
     }
 
@@ -207,6 +240,8 @@ impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C> {
                 engine: self.engine,
                 codec: self.codec,
                 strict: self.strict,
+                fail_open: self.fail_open,
+                on_failure: self.on_failure,
                 schemas: self.schemas,
                 stats: Counters::default(),
                 flights: Flights::default(),
@@ -227,6 +262,8 @@ impl<E: CacheEngine> TypedCache<E> {
             engine,
             codec: Bincode,
             strict: false,
+            fail_open: false,
+            on_failure: None,
             schemas: TypeMap::default(),
         }
     }
@@ -250,6 +287,8 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             decode_failures: load(&c.decode_failures),
             loads: load(&c.loads),
             coalesced_waits: load(&c.coalesced_waits),
+            failed_open_reads: load(&c.failed_open_reads),
+            failed_open_writes: load(&c.failed_open_writes),
         }
     }
 
@@ -376,6 +415,46 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         }
     }
 
+    /// Reports a backend failure to the hook and, in fail-open mode, turns it into `fallback`.
+    fn absorb<T>(
+        &self,
+        result: Result<T>,
+        counter: &AtomicU64,
+        fallback: impl FnOnce() -> T,
+    ) -> Result<T> {
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let backend = matches!(
+            error,
+            CacheError::Connection { .. }
+                | CacheError::Timeout { .. }
+                | CacheError::Closed { .. }
+                | CacheError::Authentication { .. }
+                | CacheError::PermissionDenied { .. }
+                | CacheError::Backend { .. }
+        );
+        if backend {
+            if let Some(hook) = &self.shared.on_failure {
+                hook(&error);
+            }
+            if self.shared.fail_open {
+                bump(counter);
+                return Ok(fallback());
+            }
+        }
+        Err(error)
+    }
+
+    fn read<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+        self.absorb(result, &self.shared.stats.failed_open_reads, fallback)
+    }
+
+    fn write<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+        self.absorb(result, &self.shared.stats.failed_open_writes, fallback)
+    }
+
     /// Reads the `T` under `key`.
     ///
     /// # Errors
@@ -384,7 +463,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// `Serialization`.
     pub fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
         let fingerprint = self.fingerprint::<T>()?;
-        match self.shared.engine.get(key)? {
+        match self.read(self.shared.engine.get(key), || None)? {
             Some(bytes) => self.decode_with(key, &bytes, fingerprint),
             None => {
                 bump(&self.shared.stats.misses);
@@ -406,7 +485,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         ttl: Ttl,
     ) -> Result<()> {
         let bytes = self.encode(value)?;
-        self.shared.engine.set(key, bytes, ttl)?;
+        self.write(self.shared.engine.set(key, bytes, ttl), || ())?;
         bump(&self.shared.stats.sets);
         Ok(())
     }
@@ -417,7 +496,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        self.shared.engine.delete(key)
+        self.write(self.shared.engine.delete(key), || false)
     }
 
     /// Whether an entry is stored under `key`, whatever its type.
@@ -426,7 +505,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn exists(&self, key: &str) -> Result<bool> {
-        self.shared.engine.exists(key)
+        self.read(self.shared.engine.exists(key), || false)
     }
 
     /// Removes every entry of the engine (see [`CacheEngine::clear`]).
@@ -435,7 +514,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn clear(&self) -> Result<()> {
-        self.shared.engine.clear()
+        self.write(self.shared.engine.clear(), || ())
     }
 
     /// Reads several `T`s, in the order of `keys`.
@@ -445,7 +524,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// As [`get`](Self::get).
     pub fn get_many<T: DeserializeOwned + 'static>(&self, keys: &[&str]) -> Result<Vec<Option<T>>> {
         let fingerprint = self.fingerprint::<T>()?;
-        let values = self.shared.engine.get_many(keys)?;
+        let values = self.read(self.shared.engine.get_many(keys), || vec![None; keys.len()])?;
         keys.iter()
             .zip(values)
             .map(|(key, bytes)| match bytes {
@@ -472,7 +551,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             .iter()
             .map(|(key, value)| Ok((*key, self.encode(value)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.shared.engine.set_many(&encoded, ttl)?;
+        self.write(self.shared.engine.set_many(&encoded, ttl), || ())?;
         self.shared
             .stats
             .sets
@@ -568,7 +647,8 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                     match load() {
                         Ok(value) => {
                             let bytes = self.encode(&value)?;
-                            let stored = self.shared.engine.set(key, bytes.clone(), ttl);
+                            let stored =
+                                self.write(self.shared.engine.set(key, bytes.clone(), ttl), || ());
                             guard.finish(Outcome::Value(bytes));
                             stored?;
                             bump(&stats.sets);
