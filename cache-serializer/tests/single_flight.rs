@@ -184,3 +184,63 @@ fn a_hit_never_runs_the_loader() {
         .unwrap();
     assert_eq!(value, 5);
 }
+
+/// 64 callers of one cold key with a 100 ms loader: the loader runs once; when it fails, its error
+/// reaches every caller and nothing is cached.
+#[test]
+fn sixty_four_callers_one_slow_loader() {
+    const MANY: usize = 64;
+    let cache = TypedCache::new(InMemoryEngine::new());
+    for failing in [false, true] {
+        let key = if failing { "cold-failing" } else { "cold" };
+        let runs = Arc::new(AtomicUsize::new(0));
+        let waits_before = cache.stats().coalesced_waits;
+        let barrier = Arc::new(Barrier::new(MANY));
+        let results: Vec<Result<u64, String>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..MANY)
+                .map(|_| {
+                    let (cache, runs, barrier) =
+                        (cache.clone(), Arc::clone(&runs), Arc::clone(&barrier));
+                    s.spawn(move || {
+                        barrier.wait();
+                        cache
+                            .try_get_or_set_with::<u64, String, _>(key, Ttl::Default, || {
+                                runs.fetch_add(1, Ordering::SeqCst);
+                                thread::sleep(Duration::from_millis(100));
+                                wait_until("all callers to wait", || {
+                                    cache.stats().coalesced_waits - waits_before
+                                        == (MANY - 1) as u64
+                                });
+                                if failing {
+                                    Err("backend down".to_string())
+                                } else {
+                                    Ok(7)
+                                }
+                            })
+                            .map_err(|e| match e {
+                                LoadError::Loader(e) => (*e).clone(),
+                                LoadError::Cache(e) => e.to_string(),
+                            })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "failing={failing}");
+        if failing {
+            assert!(
+                results
+                    .iter()
+                    .all(|r| r == &Err("backend down".to_string())),
+                "{results:?}"
+            );
+            assert_eq!(
+                cache.get::<u64>(key).unwrap(),
+                None,
+                "an error is not cached"
+            );
+        } else {
+            assert!(results.iter().all(|r| r == &Ok(7)), "{results:?}");
+        }
+    }
+}
