@@ -52,6 +52,7 @@ use cache_core::{CacheEngine, Capabilities};
 pub mod behaviours;
 mod reference;
 pub mod servers;
+pub mod soak;
 
 pub use cache_core;
 pub use reference::ReferenceEngine;
