@@ -295,3 +295,41 @@ fn a_frozen_server_times_out_and_the_engine_recovers() {
     assert_eq!(cache.get("k").unwrap(), Some(v("x")));
     assert_eq!(cache.get("other").unwrap(), Some(v("y")));
 }
+
+#[test]
+fn connections_killed_by_the_server_are_replaced() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    let cache = engine(&server, Some("killed"));
+    for round in 0..3 {
+        // Fill the pool with several live connections, then have the server cut them all.
+        std::thread::scope(|s| {
+            for i in 0..4 {
+                let cache = cache.clone();
+                s.spawn(move || cache.set(&format!("k{i}"), v(&format!("v{i}")), Ttl::Default).unwrap());
+            }
+        });
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"][..])
+            .query(&mut raw)
+            .unwrap();
+        assert!(killed >= 1, "round {round}: nothing to kill");
+        // An idempotent read is retried once on a fresh connection; a later request never gets
+        // another request's reply.
+        let start = Instant::now();
+        for i in 0..4 {
+            loop {
+                match cache.get(&format!("k{i}")) {
+                    Ok(value) => {
+                        assert_eq!(value, Some(v(&format!("v{i}"))), "round {round}: k{i}");
+                        break;
+                    }
+                    Err(e) => {
+                        assert!(e.is_transient(), "{e:?}");
+                        assert!(start.elapsed() < Duration::from_secs(3), "still failing: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
