@@ -30,6 +30,8 @@ pub struct RedisEngineBuilder {
     pub(crate) pool_size: usize,
     pub(crate) max_value_size: usize,
     pub(crate) relaxed_keys: bool,
+    pub(crate) tls_root_certificate: Option<Vec<u8>>,
+    pub(crate) danger_accept_invalid_certs: bool,
 }
 
 impl Default for RedisEngineBuilder {
@@ -43,6 +45,8 @@ impl Default for RedisEngineBuilder {
             pool_size: DEFAULT_POOL_SIZE,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             relaxed_keys: false,
+            tls_root_certificate: None,
+            danger_accept_invalid_certs: false,
         }
     }
 }
@@ -58,6 +62,14 @@ impl fmt::Debug for RedisEngineBuilder {
             .field("pool_size", &self.pool_size)
             .field("max_value_size", &self.max_value_size)
             .field("relaxed_keys", &self.relaxed_keys)
+            .field(
+                "tls_root_certificate",
+                &self.tls_root_certificate.as_ref().map(|_| "set"),
+            )
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
             .finish()
     }
 }
@@ -113,6 +125,21 @@ impl RedisEngineBuilder {
     /// portable between engines.
     pub fn relaxed_keys(mut self, relaxed: bool) -> Self {
         self.relaxed_keys = relaxed;
+        self
+    }
+
+    /// Trusts the CA certificate(s) in `pem` (PEM format) for `rediss://` URLs, instead of the
+    /// system's and the webpki roots. Needs the `tls` feature.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Accepts any server certificate on `rediss://` URLs: **no protection against a
+    /// man-in-the-middle**. For tests only. This is the only way to turn verification off: a URL
+    /// fragment such as `#insecure` is refused. Needs the `tls` feature.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.danger_accept_invalid_certs = accept;
         self
     }
 

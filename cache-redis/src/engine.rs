@@ -62,7 +62,30 @@ impl RedisEngineBuilder {
     /// `InvalidConfig` for a URL that cannot be parsed (or `rediss://` without the `tls`
     /// feature), an invalid namespace, zero timeouts, or a zero or too long default TTL.
     pub fn build(self) -> Result<RedisEngine> {
-        let info = self.url.as_str().into_connection_info().map_err(|e| {
+        if self.url.contains('#') {
+            return Err(CacheError::invalid_config(format!(
+                "Redis URL {} has a fragment: fragments are not accepted (insecure TLS is only \
+                 RedisEngineBuilder::danger_accept_invalid_certs)",
+                redact(&self.url)
+            )));
+        }
+        let tls = self.url.starts_with("rediss://");
+        if (self.tls_root_certificate.is_some() || self.danger_accept_invalid_certs) && !tls {
+            return Err(CacheError::invalid_config(
+                "TLS settings need a rediss:// URL",
+            ));
+        }
+        if cfg!(not(feature = "tls")) && tls {
+            return Err(CacheError::invalid_config(
+                "rediss:// URLs need the `tls` feature of cache-redis",
+            ));
+        }
+        let url = if self.danger_accept_invalid_certs {
+            format!("{}#insecure", self.url)
+        } else {
+            self.url.clone()
+        };
+        let info = url.as_str().into_connection_info().map_err(|e| {
             CacheError::invalid_config(format!(
                 "cannot use Redis URL {}: {}",
                 redact(&self.url),
@@ -71,7 +94,7 @@ impl RedisEngineBuilder {
         })?;
         let db = info.redis_settings().db();
         let address = format!("{}/{db}", info.addr());
-        let client = redis::Client::open(info.clone()).map_err(|e| {
+        let client = open_client(info, self.tls_root_certificate).map_err(|e| {
             CacheError::invalid_config(format!(
                 "cannot use Redis URL {}: {}",
                 redact(&self.url),
@@ -604,6 +627,37 @@ impl CacheEngine for RedisEngine {
         };
         caps
     }
+}
+
+#[cfg(feature = "tls")]
+fn open_client(
+    info: redis::ConnectionInfo,
+    root_certificate: Option<Vec<u8>>,
+) -> redis::RedisResult<redis::Client> {
+    match root_certificate {
+        Some(root_cert) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn open_client(
+    info: redis::ConnectionInfo,
+    root_certificate: Option<Vec<u8>>,
+) -> redis::RedisResult<redis::Client> {
+    if root_certificate.is_some() {
+        return Err(redis::RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "a TLS root certificate needs the `tls` feature of cache-redis",
+        )));
+    }
+    redis::Client::open(info)
 }
 
 /// Escapes Redis glob characters so a prefix matches only itself.

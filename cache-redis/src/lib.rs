@@ -27,6 +27,11 @@
 //! `redis://127.0.0.1`, `redis://:secret@cache.internal:6380/2`,
 //! `redis://app:secret@cache.internal/0`. Passwords never appear in `Debug` or in errors.
 //!
+//! With `rediss://`, the server certificate is checked against the system's and webpki's roots,
+//! or against [`tls_root_certificate`](RedisEngineBuilder::tls_root_certificate). Turning the
+//! check off takes [`danger_accept_invalid_certs`](RedisEngineBuilder::danger_accept_invalid_certs):
+//! URL fragments such as `#insecure` are refused, so a URL from configuration can never do it.
+//!
 //! # Defaults and environment
 //!
 //! | setting | default | variable for [`RedisEngine::from_env`] |

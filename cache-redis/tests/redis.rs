@@ -306,7 +306,11 @@ fn connections_killed_by_the_server_are_replaced() {
         std::thread::scope(|s| {
             for i in 0..4 {
                 let cache = cache.clone();
-                s.spawn(move || cache.set(&format!("k{i}"), v(&format!("v{i}")), Ttl::Default).unwrap());
+                s.spawn(move || {
+                    cache
+                        .set(&format!("k{i}"), v(&format!("v{i}")), Ttl::Default)
+                        .unwrap()
+                });
             }
         });
         let killed: u64 = redis::cmd("CLIENT")
@@ -326,7 +330,10 @@ fn connections_killed_by_the_server_are_replaced() {
                     }
                     Err(e) => {
                         assert!(e.is_transient(), "{e:?}");
-                        assert!(start.elapsed() < Duration::from_secs(3), "still failing: {e}");
+                        assert!(
+                            start.elapsed() < Duration::from_secs(3),
+                            "still failing: {e}"
+                        );
                     }
                 }
             }

@@ -1,0 +1,209 @@
+//! TLS (`rediss://`) against a `redis-server` with a self-signed CA made by the test.
+
+#![cfg(feature = "tls")]
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
+use cache_redis::RedisEngine;
+use cache_tests::servers::{OrSkip, ServerKind, TestServer};
+
+/// A CA and a server certificate for 127.0.0.1, made with the `openssl` command.
+struct Certificates {
+    dir: PathBuf,
+}
+
+impl Certificates {
+    fn make() -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "cache-redis-tls-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output();
+            match out {
+                Ok(o) if o.status.success() => true,
+                Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+                Err(_) => false,
+            }
+        };
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let made = run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cache-tests CA",
+        ]) && run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]) && run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        if !made {
+            assert!(
+                std::env::var("CI").is_err(),
+                "the openssl command is needed for the TLS tests"
+            );
+            eprintln!(
+                "*** SKIPPED: the openssl command is missing; install it to run the TLS tests ***"
+            );
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(Path::new(&self.path("ca.crt"))).unwrap()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tls_needs_the_ca_and_insecure_mode_only_from_the_builder() {
+    let Some(certs) = Certificates::make() else {
+        return;
+    };
+    let tls_port = free_port().to_string();
+    let (cert, key, ca) = (
+        certs.path("server.crt"),
+        certs.path("server.key"),
+        certs.path("ca.crt"),
+    );
+    let Some(_server) = TestServer::start(
+        ServerKind::Redis,
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
+    .or_skip() else {
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+
+    // Without the CA the self-signed certificate is refused.
+    let unknown_ca = RedisEngine::builder().url(&url).build().unwrap();
+    let err = unknown_ca.ping().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheError::Connection { .. } | CacheError::Backend { .. }
+        ),
+        "{err:?}"
+    );
+
+    // With the CA it works.
+    let trusted = RedisEngine::builder()
+        .url(&url)
+        .tls_root_certificate(certs.ca_pem())
+        .namespace("tls")
+        .build()
+        .unwrap();
+    trusted
+        .set("k", Bytes::from_static(b"secret"), Ttl::Default)
+        .unwrap();
+    assert_eq!(
+        trusted.get("k").unwrap(),
+        Some(Bytes::from_static(b"secret"))
+    );
+
+    // Insecure mode never comes from a URL...
+    let err = RedisEngine::builder()
+        .url(format!("{url}/#insecure"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, CacheError::InvalidConfig { .. }), "{err:?}");
+    // ...only from the explicit builder setting.
+    let insecure = RedisEngine::builder()
+        .url(&url)
+        .danger_accept_invalid_certs(true)
+        .namespace("tls")
+        .build()
+        .unwrap();
+    assert_eq!(
+        insecure.get("k").unwrap(),
+        Some(Bytes::from_static(b"secret"))
+    );
+
+    // TLS settings on a plain URL are a configuration mistake.
+    let err = RedisEngine::builder()
+        .url("redis://127.0.0.1:1")
+        .tls_root_certificate(certs.ca_pem())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, CacheError::InvalidConfig { .. }), "{err:?}");
+}
