@@ -340,3 +340,49 @@ fn connections_killed_by_the_server_are_replaced() {
         }
     }
 }
+
+#[test]
+fn bad_keys_never_reach_the_server() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    redis::cmd("SET")
+        .arg("victim")
+        .arg("canary")
+        .exec(&mut raw)
+        .unwrap();
+    let cache = engine(&server, None);
+    let calls = |raw: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
+        // Every command but the INFO calls of this test.
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let before = calls(&mut raw);
+    for key in ["", "a b", "x\r\nDEL victim", "nul\0", &"k".repeat(251)] {
+        assert!(matches!(cache.get(key), Err(CacheError::InvalidKey { .. })));
+        assert!(matches!(
+            cache.set(key, v("x"), Ttl::Default),
+            Err(CacheError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            cache.delete(key),
+            Err(CacheError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            cache.increment(key, 1),
+            Err(CacheError::InvalidKey { .. })
+        ));
+    }
+    assert_eq!(calls(&mut raw), before, "a command reached the server");
+    let canary: Option<String> = redis::cmd("GET").arg("victim").query(&mut raw).unwrap();
+    assert_eq!(canary.as_deref(), Some("canary"));
+}
