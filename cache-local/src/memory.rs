@@ -199,13 +199,26 @@ impl InMemoryEngine {
         self.inner.store.len() as u64
     }
 
-    /// The bytes of keys plus values held now, counting expired entries not yet removed.
+    /// The bytes of keys plus values held, counting expired entries not yet removed, found by
+    /// walking the entries. Under concurrent writes the walk is not a snapshot (it can see an entry
+    /// that replaced one it already counted), so use [`bytes_bound_in_use`](Self::bytes_bound_in_use)
+    /// to check the bound.
     pub fn weighted_bytes(&self) -> u64 {
         self.inner
             .store
             .iter()
             .map(|(k, e)| (k.len() + e.value.len()) as u64)
             .sum()
+    }
+
+    /// How much of the byte bound is in use, from the store's own accounting (each shard read
+    /// under its lock): never less than the bytes held, and never more than
+    /// [`max_bytes`](InMemoryEngineBuilder::max_bytes). Each entry counts at least
+    /// `max_bytes / max_capacity` bytes, so this is an upper bound. `None` without a byte bound.
+    pub fn bytes_bound_in_use(&self) -> Option<u64> {
+        let settings = &self.inner.settings;
+        settings.max_bytes?;
+        Some(self.inner.store.weight() / settings.max_capacity)
     }
 
     #[inline]
