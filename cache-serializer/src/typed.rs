@@ -455,6 +455,18 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         self.absorb(result, &self.shared.stats.failed_open_writes, fallback)
     }
 
+    /// Counts `count` values as stored when the write succeeded; a failed write is absorbed or
+    /// returned like any other and counts nothing.
+    fn stored(&self, result: Result<()>, count: u64) -> Result<()> {
+        match result {
+            Ok(()) => {
+                self.shared.stats.sets.fetch_add(count, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => self.write(Err(e), || ()),
+        }
+    }
+
     /// Reads the `T` under `key`.
     ///
     /// # Errors
@@ -485,8 +497,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         ttl: Ttl,
     ) -> Result<()> {
         let bytes = self.encode(value)?;
-        self.write(self.shared.engine.set(key, bytes, ttl), || ())?;
-        bump(&self.shared.stats.sets);
+        self.stored(self.shared.engine.set(key, bytes, ttl), 1)?;
         Ok(())
     }
 
@@ -551,12 +562,10 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             .iter()
             .map(|(key, value)| Ok((*key, self.encode(value)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.write(self.shared.engine.set_many(&encoded, ttl), || ())?;
-        self.shared
-            .stats
-            .sets
-            .fetch_add(encoded.len() as u64, Ordering::Relaxed);
-        Ok(())
+        self.stored(
+            self.shared.engine.set_many(&encoded, ttl),
+            encoded.len() as u64,
+        )
     }
 
     /// Returns the `T` under `key`, or runs `load`, stores its value for `ttl` and returns it.
@@ -648,10 +657,9 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                         Ok(value) => {
                             let bytes = self.encode(&value)?;
                             let stored =
-                                self.write(self.shared.engine.set(key, bytes.clone(), ttl), || ());
+                                self.stored(self.shared.engine.set(key, bytes.clone(), ttl), 1);
                             guard.finish(Outcome::Value(bytes));
                             stored?;
-                            bump(&stats.sets);
                             return Ok(value);
                         }
                         Err(error) => {
