@@ -417,3 +417,18 @@ fn a_frozen_server_times_out_and_the_engine_recovers() {
     assert_eq!(cache.get("k").unwrap(), Some(v("x")));
     assert_eq!(cache.get("other").unwrap(), Some(v("y")));
 }
+
+#[test]
+fn faults_between_engine_and_server_are_survived() {
+    let Some(server) = server(&[]) else { return };
+    cache_tests::proxy::survives_faults(&server.address(), |address| {
+        std::sync::Arc::new(
+            MemcachedEngine::builder()
+                .server(address)
+                .namespace("proxy")
+                .timeout(Duration::from_millis(500))
+                .build()
+                .unwrap(),
+        )
+    });
+}

@@ -386,3 +386,18 @@ fn bad_keys_never_reach_the_server() {
     let canary: Option<String> = redis::cmd("GET").arg("victim").query(&mut raw).unwrap();
     assert_eq!(canary.as_deref(), Some("canary"));
 }
+
+#[test]
+fn faults_between_engine_and_server_are_survived() {
+    let Some(server) = server() else { return };
+    cache_tests::proxy::survives_faults(&server.address(), |address| {
+        std::sync::Arc::new(
+            RedisEngine::builder()
+                .url(format!("redis://{address}"))
+                .namespace("proxy")
+                .timeout(Duration::from_millis(500))
+                .build()
+                .unwrap(),
+        )
+    });
+}

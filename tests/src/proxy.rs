@@ -1,0 +1,249 @@
+//! A TCP proxy on loopback that injects faults between an engine and its server.
+//!
+//! ```no_run
+//! use cache_tests::proxy::{Fault, FaultProxy};
+//!
+//! let proxy = FaultProxy::start("127.0.0.1:6379").expect("a free port");
+//! // Point the engine at proxy.address() ...
+//! proxy.set(Fault::TruncateReplies);
+//! // ... operations now fail with a typed error ...
+//! proxy.set(Fault::None);
+//! ```
+//!
+//! Each client connection gets its own connection to the server and two forwarding threads.
+//! Faults apply to replies (server to client) as they pass, so a fault can hit in the middle of
+//! a reply. Connections are closed when the proxy is dropped.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the proxy does to replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Forward everything.
+    None = 0,
+    /// Hold every reply for 2 s before forwarding it (longer than the engines' 1 s timeout).
+    DelayReplies = 1,
+    /// Forward the first half of a reply, then close the connection.
+    TruncateReplies = 2,
+    /// Close the connection as soon as a request arrives, before any reply.
+    CutConnections = 3,
+}
+
+impl Fault {
+    fn from_u8(n: u8) -> Self {
+        match n {
+            1 => Self::DelayReplies,
+            2 => Self::TruncateReplies,
+            3 => Self::CutConnections,
+            _ => Self::None,
+        }
+    }
+}
+
+/// A proxy in front of one server; see the [module docs](self).
+#[derive(Debug)]
+pub struct FaultProxy {
+    address: String,
+    fault: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port in front of `server` (`host:port`).
+    ///
+    /// # Errors
+    ///
+    /// When no port can be bound.
+    pub fn start(server: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?.to_string();
+        let fault = Arc::new(AtomicU8::new(Fault::None as u8));
+        let stop = Arc::new(AtomicBool::new(false));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let server = server.to_string();
+        {
+            let (fault, stop, streams) =
+                (Arc::clone(&fault), Arc::clone(&stop), Arc::clone(&streams));
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    let Ok(upstream) = TcpStream::connect(&server) else {
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    };
+                    if let (Ok(c), Ok(u)) = (client.try_clone(), upstream.try_clone()) {
+                        let mut held = streams.lock().unwrap_or_else(|p| p.into_inner());
+                        held.push(c);
+                        held.push(u);
+                    }
+                    spawn_pump(&client, &upstream, None, &fault);
+                    spawn_pump(&upstream, &client, Some(()), &fault);
+                }
+            });
+        }
+        Ok(Self {
+            address,
+            fault,
+            stop,
+            streams,
+        })
+    }
+
+    /// `host:port` to point an engine at.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sets the fault for the data that passes from now on.
+    pub fn set(&self, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect_timeout(
+            &self
+                .address
+                .parse()
+                .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into()),
+            Duration::from_millis(100),
+        );
+        for stream in self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Copies `from` to `to`; `replies` marks the server-to-client direction, where faults apply.
+fn spawn_pump(from: &TcpStream, to: &TcpStream, replies: Option<()>, fault: &Arc<AtomicU8>) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    let fault = Arc::clone(fault);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let current = Fault::from_u8(fault.load(Ordering::SeqCst));
+            if replies.is_none() {
+                if current == Fault::CutConnections {
+                    break;
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                continue;
+            }
+            match current {
+                Fault::None | Fault::CutConnections => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Fault::DelayReplies => {
+                    std::thread::sleep(Duration::from_secs(2));
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Fault::TruncateReplies => {
+                    let _ = to.write_all(&buf[..n.div_ceil(2)]);
+                    break;
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+/// Checks that an engine behind a [`FaultProxy`] survives each fault: while it lasts, operations
+/// fail with a typed error within a few seconds; after it ends, operations succeed again within
+/// 3 s and every key reads back its own value (a late or partial reply never answers a later
+/// request).
+///
+/// `engine_at` builds an engine (with an operation timeout of at most 1 s) for a server address.
+///
+/// # Panics
+///
+/// When the engine hangs, returns a wrong value, or does not recover.
+pub fn survives_faults(
+    server: &str,
+    engine_at: impl Fn(&str) -> std::sync::Arc<dyn cache_core::CacheEngine>,
+) {
+    use cache_core::{Bytes, CacheError, Ttl};
+    use std::time::Instant;
+
+    let proxy = FaultProxy::start(server).unwrap_or_else(|e| panic!("proxy: {e}"));
+    let engine = engine_at(proxy.address());
+    let value = |i: usize| Bytes::from(format!("value-{i}"));
+    for i in 0..4 {
+        engine
+            .set(&format!("fault-{i}"), value(i), Ttl::Default)
+            .unwrap_or_else(|e| panic!("set through the proxy: {e}"));
+    }
+    for fault in [
+        Fault::TruncateReplies,
+        Fault::CutConnections,
+        Fault::DelayReplies,
+    ] {
+        proxy.set(fault);
+        let start = Instant::now();
+        match engine.get("fault-0") {
+            Err(
+                CacheError::Connection { .. }
+                | CacheError::Timeout { .. }
+                | CacheError::Backend { .. },
+            ) => {}
+            other => {
+                panic!("{fault:?}: expected a connection, timeout or backend error, got {other:?}")
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{fault:?}: took {:?}",
+            start.elapsed()
+        );
+        proxy.set(Fault::None);
+        let start = Instant::now();
+        for i in (0..4).rev() {
+            loop {
+                match engine.get(&format!("fault-{i}")) {
+                    Ok(got) => {
+                        assert_eq!(
+                            got,
+                            Some(value(i)),
+                            "{fault:?}: fault-{i} got another reply"
+                        );
+                        break;
+                    }
+                    Err(e) => assert!(
+                        start.elapsed() < Duration::from_secs(3),
+                        "{fault:?}: not recovered after 3 s: {e}"
+                    ),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
