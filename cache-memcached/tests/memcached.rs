@@ -340,82 +340,12 @@ fn counters_are_signed_and_exact() {
 }
 
 #[test]
-fn a_dead_server_fails_fast_naming_the_address() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let start = Instant::now();
-    let err = MemcachedEngine::connect(&format!("127.0.0.1:{port}")).unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(2));
-    assert!(matches!(err, CacheError::Connection { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&format!("127.0.0.1:{port}")),
-        "{err}"
-    );
-}
-
-#[test]
-fn operations_recover_after_a_server_restart() {
-    let Some(server) = server(&[]) else { return };
-    let cache = engine(&server, Some("restart"));
-    std::thread::scope(|s| {
-        for i in 0..4 {
-            let cache = cache.clone();
-            s.spawn(move || {
-                cache
-                    .set(&format!("warm{i}"), v("x"), Ttl::Default)
-                    .unwrap()
-            });
-        }
-    });
-    server.stop();
-    let start = Instant::now();
-    assert!(cache.get("warm0").unwrap_err().is_transient());
-    assert!(start.elapsed() < Duration::from_secs(3));
-    server.restart().unwrap();
-    let start = Instant::now();
-    loop {
-        match cache.set("after", v("y"), Ttl::Default) {
-            Ok(()) => break,
-            Err(e) => assert!(
-                start.elapsed() < Duration::from_secs(3),
-                "still failing: {e}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(cache.get("after").unwrap(), Some(v("y")));
-}
-
-#[test]
 fn clear_without_namespace_flushes_the_server() {
     let Some(server) = server(&[]) else { return };
     let mut raw = Raw::new(&server);
     raw.set("anything", "x");
     engine(&server, None).clear().unwrap();
     assert_eq!(raw.get("anything"), None);
-}
-
-#[test]
-fn a_frozen_server_times_out_and_the_engine_recovers() {
-    let Some(server) = server(&[]) else { return };
-    let cache = MemcachedEngine::builder()
-        .server(server.url())
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    cache.set("k", v("x"), Ttl::Default).unwrap();
-    server.signal("STOP");
-    let start = Instant::now();
-    let err = cache.get("k").unwrap_err();
-    let waited = start.elapsed();
-    server.signal("CONT");
-    assert!(matches!(err, CacheError::Timeout { .. }), "{err:?}");
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
-    cache.set("other", v("y"), Ttl::Default).unwrap();
-    assert_eq!(cache.get("k").unwrap(), Some(v("x")));
-    assert_eq!(cache.get("other").unwrap(), Some(v("y")));
 }
 
 #[test]
@@ -431,4 +361,29 @@ fn faults_between_engine_and_server_are_survived() {
                 .unwrap(),
         )
     });
+}
+
+#[test]
+fn a_dead_server_fails_fast_naming_the_address() {
+    cache_tests::faults::dead_server_fails_fast(MemcachedEngine::connect);
+}
+
+#[test]
+fn operations_recover_after_a_server_restart() {
+    let Some(server) = server(&[]) else { return };
+    cache_tests::faults::survives_restart(
+        &server,
+        std::sync::Arc::new(engine(&server, Some("restart"))),
+    );
+}
+
+#[test]
+fn a_frozen_server_times_out_and_the_engine_recovers() {
+    let Some(server) = server(&[]) else { return };
+    let engine = MemcachedEngine::builder()
+        .server(server.url())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    cache_tests::faults::survives_freeze(&server, std::sync::Arc::new(engine));
 }

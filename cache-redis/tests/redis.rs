@@ -190,68 +190,6 @@ fn a_wrong_password_is_an_authentication_error_without_the_password() {
 }
 
 #[test]
-fn a_dead_server_fails_fast_naming_the_address() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let start = Instant::now();
-    let err = RedisEngine::connect(&format!("redis://127.0.0.1:{port}")).unwrap_err();
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(matches!(err, CacheError::Connection { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&format!("127.0.0.1:{port}")),
-        "{err}"
-    );
-    assert!(err.is_transient());
-}
-
-#[test]
-fn operations_recover_after_a_server_restart() {
-    let Some(server) = server() else { return };
-    let cache = engine(&server, Some("restart"));
-    cache.set("before", v("x"), Ttl::Default).unwrap();
-    // Several pooled connections, all of which die with the server.
-    std::thread::scope(|s| {
-        for i in 0..4 {
-            let cache = cache.clone();
-            s.spawn(move || {
-                cache
-                    .set(&format!("warm{i}"), v("x"), Ttl::Default)
-                    .unwrap()
-            });
-        }
-    });
-    server.stop();
-    let start = Instant::now();
-    let err = cache.get("before").unwrap_err();
-    assert!(err.is_transient(), "{err:?}");
-    assert!(start.elapsed() < Duration::from_secs(3));
-    server.restart().unwrap();
-    let start = Instant::now();
-    loop {
-        match cache.set("after", v("y"), Ttl::Default) {
-            Ok(()) => break,
-            Err(e) => assert!(
-                start.elapsed() < Duration::from_secs(3),
-                "still failing: {e}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(cache.get("after").unwrap(), Some(v("y")));
-    assert_eq!(
-        cache.get("before").unwrap(),
-        None,
-        "the restarted server keeps nothing"
-    );
-}
-
-#[test]
 fn relaxed_keys_are_an_opt_in() {
     let Some(server) = server() else { return };
     let strict = engine(&server, Some("keys"));
@@ -271,29 +209,6 @@ fn relaxed_keys_are_an_opt_in() {
         relaxed.get(""),
         Err(CacheError::InvalidKey { .. })
     ));
-}
-
-#[test]
-fn a_frozen_server_times_out_and_the_engine_recovers() {
-    let Some(server) = server() else { return };
-    let cache = RedisEngine::builder()
-        .url(server.url())
-        .namespace("frozen")
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    cache.set("k", v("x"), Ttl::Default).unwrap();
-    server.signal("STOP");
-    let start = Instant::now();
-    let err = cache.get("k").unwrap_err();
-    let waited = start.elapsed();
-    server.signal("CONT");
-    assert!(matches!(err, CacheError::Timeout { .. }), "{err:?}");
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
-    // The timed-out connection is not reused: its late reply must not answer the next request.
-    cache.set("other", v("y"), Ttl::Default).unwrap();
-    assert_eq!(cache.get("k").unwrap(), Some(v("x")));
-    assert_eq!(cache.get("other").unwrap(), Some(v("y")));
 }
 
 #[test]
@@ -400,4 +315,32 @@ fn faults_between_engine_and_server_are_survived() {
                 .unwrap(),
         )
     });
+}
+
+#[test]
+fn a_dead_server_fails_fast_naming_the_address() {
+    cache_tests::faults::dead_server_fails_fast(|address| {
+        RedisEngine::connect(&format!("redis://{address}"))
+    });
+}
+
+#[test]
+fn operations_recover_after_a_server_restart() {
+    let Some(server) = server() else { return };
+    cache_tests::faults::survives_restart(
+        &server,
+        std::sync::Arc::new(engine(&server, Some("restart"))),
+    );
+}
+
+#[test]
+fn a_frozen_server_times_out_and_the_engine_recovers() {
+    let Some(server) = server() else { return };
+    let engine = RedisEngine::builder()
+        .url(server.url())
+        .namespace("frozen")
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    cache_tests::faults::survives_freeze(&server, std::sync::Arc::new(engine));
 }

@@ -50,6 +50,7 @@ use cache_core::clock::{Clock, ManualClock};
 use cache_core::{CacheEngine, Capabilities};
 
 pub mod behaviours;
+pub mod faults;
 pub mod proxy;
 mod reference;
 pub mod servers;
