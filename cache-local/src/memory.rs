@@ -418,35 +418,55 @@ impl CacheEngine for InMemoryEngine {
     fn increment(&self, key: &str, delta: i64) -> Result<i64> {
         let inner = self.open()?;
         check_key(key, 0)?;
-        let timer = &inner.settings.timer;
+        let settings = &inner.settings;
         loop {
+            // A counter that grows (`9` to `10`) is re-inserted through a placeholder instead of
+            // being changed in place: quick_cache re-weighs an entry changed in place but evicts
+            // nothing for it, so in-place growth could break the byte bound.
+            let mut grown = None;
             let result = inner.store.entry(key, None, |_, e| {
-                if e.is_expired(timer) {
+                if e.is_expired(&settings.timer) {
                     return EntryAction::ReplaceWithGuard;
                 }
-                match apply_increment(key, Some(&e.value), delta) {
-                    Ok(n) => {
-                        e.value = format_counter(n);
-                        EntryAction::Retain(Ok(n))
-                    }
-                    Err(err) => EntryAction::Retain(Err(err)),
+                let next = match apply_increment(key, Some(&e.value), delta) {
+                    Ok(n) => n,
+                    Err(err) => return EntryAction::Retain(Err(err)),
+                };
+                let value = format_counter(next);
+                if value.len() <= e.value.len() {
+                    e.value = value;
+                    return EntryAction::Retain(Ok(next));
                 }
+                if let Err(err) = settings.check_value(key, &value) {
+                    return EntryAction::Retain(Err(err));
+                }
+                grown = Some((next, value));
+                EntryAction::ReplaceWithGuard
             });
-            let guard = match result {
-                EntryResult::Retained(outcome) => return outcome,
-                EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => guard,
-                EntryResult::Removed(..) | EntryResult::Timeout => continue,
+            let (guard, entry, outcome) = match (result, grown) {
+                (EntryResult::Retained(outcome), _) => return outcome,
+                (EntryResult::Replaced(guard, old), Some((next, value))) => {
+                    let entry = Entry {
+                        value,
+                        deadline: old.deadline,
+                    };
+                    (guard, entry, next)
+                }
+                (EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _), _) => {
+                    let Some(deadline) = inner.default_deadline()? else {
+                        return Ok(delta);
+                    };
+                    let value = format_counter(delta);
+                    settings.check_value(key, &value)?;
+                    inner.sweeper.note(deadline);
+                    (guard, Entry { value, deadline }, delta)
+                }
+                (EntryResult::Removed(..) | EntryResult::Timeout, _) => continue,
             };
-            let Some(deadline) = inner.default_deadline()? else {
-                return Ok(delta);
-            };
-            inner.sweeper.note(deadline);
-            let entry = Entry {
-                value: format_counter(delta),
-                deadline,
-            };
+            // The insert fails only if a concurrent set or delete replaced our placeholder: the
+            // counter was not changed, so look again.
             if guard.insert(entry).is_ok() {
-                return Ok(delta);
+                return Ok(outcome);
             }
         }
     }

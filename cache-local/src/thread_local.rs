@@ -169,6 +169,17 @@ impl ThreadLocalEngine {
         self.slot().map_or(0, |slot| slot.store.len() as u64)
     }
 
+    /// The bytes of keys plus values the calling thread holds, counting expired entries not yet
+    /// removed: never more than [`max_bytes`](ThreadLocalEngineBuilder::max_bytes).
+    pub fn weighted_bytes(&self) -> u64 {
+        self.slot().map_or(0, |slot| {
+            slot.store
+                .iter()
+                .map(|(k, e)| (k.len() + e.value.len()) as u64)
+                .sum()
+        })
+    }
+
     /// The calling thread's slot, emptied first if another thread filled it.
     #[inline]
     fn slot(&self) -> Result<MutexGuard<'_, Slot>> {
@@ -376,17 +387,14 @@ impl CacheEngine for ThreadLocalEngine {
         let mut slot = self.slot()?;
         let current = slot.live(key, settings);
         let next = apply_increment(key, current.as_deref(), delta)?;
-        match current {
-            Some(_) => {
-                if let Some(mut entry) = slot.store.peek_mut(key) {
-                    entry.value = format_counter(next);
-                }
-            }
-            None => {
-                let deadline = settings.deadline(Ttl::Default)?;
-                slot.insert(key, format_counter(next), deadline, settings);
-            }
-        }
+        let value = format_counter(next);
+        settings.check_value(key, &value)?;
+        // Re-inserted rather than changed in place, so that growth goes through the bounds.
+        let deadline = match slot.store.peek(key) {
+            Some(entry) if current.is_some() => Some(entry.deadline),
+            _ => settings.deadline(Ttl::Default)?,
+        };
+        slot.insert(key, value, deadline, settings);
         Ok(next)
     }
 

@@ -493,3 +493,56 @@ fn debug_output_names_the_settings() {
     let text = format!("{:?}", ThreadLocalEngine::new());
     assert!(text.contains("ThreadLocalEngine"), "{text}");
 }
+
+/// Growing a counter in place (`"0"` to `"-9223372036854775808"`) goes through the same bound as
+/// a `set`: the byte bound holds, as the store's own accounting and a walk of the entries see it.
+#[test]
+fn increment_respects_the_byte_bound() {
+    const MAX_BYTES: u64 = 1 << 20;
+    let engine = InMemoryEngine::builder()
+        .max_capacity(200_000)
+        .max_bytes(MAX_BYTES)
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..100_000).map(|i| format!("counter-{i:06}")).collect();
+    for key in &keys {
+        engine.set(key, Bytes::from_static(b"0"), Ttl::Never).unwrap();
+    }
+    // Only counters still held: growing them in place must evict others.
+    let held: Vec<&String> = keys.iter().filter(|k| engine.exists(k).unwrap()).collect();
+    assert!(held.len() > 10_000, "{} held", held.len());
+    for key in held {
+        match engine.increment(key, i64::MIN) {
+            Ok(n) => assert!(n == i64::MIN || n == 0, "{key}: {n}"),
+            Err(e) => panic!("{key}: {e}"),
+        }
+    }
+    let in_use = engine.bytes_bound_in_use().unwrap();
+    let walked = engine.weighted_bytes();
+    assert!(in_use <= MAX_BYTES, "bytes_bound_in_use {in_use} > {MAX_BYTES}");
+    assert!(walked <= MAX_BYTES, "weighted_bytes {walked} > {MAX_BYTES}");
+    engine.set("one-more", value(10), Ttl::Never).unwrap();
+    assert!(engine.weighted_bytes() <= MAX_BYTES);
+}
+
+/// The same for the per-thread engine.
+#[test]
+fn increment_respects_the_byte_bound_per_thread() {
+    const MAX_BYTES: u64 = 1 << 20;
+    let engine = ThreadLocalEngine::builder()
+        .max_capacity(200_000)
+        .max_bytes(MAX_BYTES)
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..100_000).map(|i| format!("counter-{i:06}")).collect();
+    for key in &keys {
+        engine.set(key, Bytes::from_static(b"0"), Ttl::Never).unwrap();
+    }
+    let held: Vec<&String> = keys.iter().filter(|k| engine.exists(k).unwrap()).collect();
+    assert!(held.len() > 10_000, "{} held", held.len());
+    for key in held {
+        engine.increment(key, i64::MIN).unwrap();
+    }
+    let walked = engine.weighted_bytes();
+    assert!(walked <= MAX_BYTES, "weighted_bytes {walked} > {MAX_BYTES}");
+}
