@@ -51,6 +51,7 @@ use cache_core::{CacheEngine, Capabilities};
 
 pub mod behaviours;
 pub mod faults;
+pub mod hostile;
 pub mod proxy;
 mod reference;
 pub mod servers;

@@ -16,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,12 @@ pub enum Fault {
     TruncateReplies = 2,
     /// Close the connection as soon as a request arrives, before any reply.
     CutConnections = 3,
+    /// Forward replies one byte every 400 ms.
+    TrickleReplies = 4,
+    /// Forward requests to the server (which carries them out) but close the client's
+    /// connection instead of forwarding the reply: the request may have been applied, and the
+    /// engine cannot know.
+    DropReplies = 5,
 }
 
 impl Fault {
@@ -40,6 +46,8 @@ impl Fault {
             1 => Self::DelayReplies,
             2 => Self::TruncateReplies,
             3 => Self::CutConnections,
+            4 => Self::TrickleReplies,
+            5 => Self::DropReplies,
             _ => Self::None,
         }
     }
@@ -50,8 +58,23 @@ impl Fault {
 pub struct FaultProxy {
     address: String,
     fault: Arc<AtomicU8>,
+    slow: Arc<Mutex<Option<Slow>>>,
     stop: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+/// Replies to requests holding `pattern` are held for `delay`.
+#[derive(Debug, Clone)]
+struct Slow {
+    pattern: Vec<u8>,
+    delay: Duration,
+}
+
+/// What the two pumps of one proxied connection share.
+#[derive(Debug, Default)]
+struct Link {
+    /// The last request held the slow pattern: hold the next reply this many milliseconds.
+    hold_next_reply_ms: AtomicU64,
 }
 
 impl FaultProxy {
@@ -64,12 +87,17 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let address = listener.local_addr()?.to_string();
         let fault = Arc::new(AtomicU8::new(Fault::None as u8));
+        let slow: Arc<Mutex<Option<Slow>>> = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
         let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
         let server = server.to_string();
         {
-            let (fault, stop, streams) =
-                (Arc::clone(&fault), Arc::clone(&stop), Arc::clone(&streams));
+            let (fault, slow, stop, streams) = (
+                Arc::clone(&fault),
+                Arc::clone(&slow),
+                Arc::clone(&stop),
+                Arc::clone(&streams),
+            );
             std::thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -85,17 +113,35 @@ impl FaultProxy {
                         held.push(c);
                         held.push(u);
                     }
-                    spawn_pump(&client, &upstream, None, &fault);
-                    spawn_pump(&upstream, &client, Some(()), &fault);
+                    let link = Arc::new(Link::default());
+                    let pumps = Pumps {
+                        fault: Arc::clone(&fault),
+                        slow: Arc::clone(&slow),
+                        link,
+                    };
+                    spawn_pump(&client, &upstream, Direction::Requests, pumps.clone());
+                    spawn_pump(&upstream, &client, Direction::Replies, pumps);
                 }
             });
         }
         Ok(Self {
             address,
             fault,
+            slow,
             stop,
             streams,
         })
+    }
+
+    /// From now on, holds each reply to a request that contains `pattern` for `delay` before
+    /// forwarding it (other replies pass at once). A request seen before the next call keeps
+    /// the delay it was seen with. For engines that send one request at a time
+    /// per connection: a request's reply is the next data from the server on its connection.
+    pub fn delay_replies_to(&self, pattern: &[u8], delay: Duration) {
+        *self.slow.lock().unwrap_or_else(|p| p.into_inner()) = Some(Slow {
+            pattern: pattern.to_vec(),
+            delay,
+        });
     }
 
     /// `host:port` to point an engine at.
@@ -131,12 +177,31 @@ impl Drop for FaultProxy {
     }
 }
 
-/// Copies `from` to `to`; `replies` marks the server-to-client direction, where faults apply.
-fn spawn_pump(from: &TcpStream, to: &TcpStream, replies: Option<()>, fault: &Arc<AtomicU8>) {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Requests,
+    Replies,
+}
+
+/// What the pumps of one connection read: the proxy's settings and their shared link.
+#[derive(Clone)]
+struct Pumps {
+    fault: Arc<AtomicU8>,
+    slow: Arc<Mutex<Option<Slow>>>,
+    link: Arc<Link>,
+}
+
+impl Pumps {
+    fn slow(&self) -> Option<Slow> {
+        self.slow.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Copies `from` to `to`; faults apply to replies (server to client).
+fn spawn_pump(from: &TcpStream, to: &TcpStream, direction: Direction, pumps: Pumps) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
-    let fault = Arc::clone(fault);
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -144,15 +209,28 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, replies: Option<()>, fault: &Arc
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let current = Fault::from_u8(fault.load(Ordering::SeqCst));
-            if replies.is_none() {
+            let current = Fault::from_u8(pumps.fault.load(Ordering::SeqCst));
+            if direction == Direction::Requests {
                 if current == Fault::CutConnections {
                     break;
+                }
+                if let Some(slow) = pumps.slow() {
+                    if buf[..n]
+                        .windows(slow.pattern.len().max(1))
+                        .any(|w| w == slow.pattern.as_slice())
+                    {
+                        let ms = u64::try_from(slow.delay.as_millis()).unwrap_or(u64::MAX);
+                        pumps.link.hold_next_reply_ms.store(ms, Ordering::SeqCst);
+                    }
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
                 continue;
+            }
+            let hold = pumps.link.hold_next_reply_ms.swap(0, Ordering::SeqCst);
+            if hold > 0 {
+                std::thread::sleep(Duration::from_millis(hold));
             }
             match current {
                 Fault::None | Fault::CutConnections => {
@@ -170,6 +248,20 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, replies: Option<()>, fault: &Arc
                     let _ = to.write_all(&buf[..n.div_ceil(2)]);
                     break;
                 }
+                Fault::TrickleReplies => {
+                    let mut failed = false;
+                    for byte in &buf[..n] {
+                        if to.write_all(std::slice::from_ref(byte)).is_err() {
+                            failed = true;
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(400));
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+                Fault::DropReplies => break,
             }
         }
         let _ = to.shutdown(Shutdown::Both);
