@@ -72,10 +72,12 @@ pub enum CacheError {
     },
 
     /// The server could not be reached, or the connection broke.
-    #[error("{backend}: cannot reach {address}")]
+    #[error("{backend}: {operation} could not reach {address}")]
     Connection {
         /// The engine that failed.
         backend: &'static str,
+        /// The operation that failed (`get`, `set_many`, `connect`, ...).
+        operation: &'static str,
         /// The server address, without credentials.
         address: String,
         /// The underlying I/O or driver error.
@@ -83,15 +85,38 @@ pub enum CacheError {
         source: Option<BoxError>,
     },
 
-    /// The server did not answer within the configured time.
-    #[error("{backend}: no answer from {address} within {after:?}")]
+    /// The operation did not end within its deadline (or no connection was free in time).
+    #[error("{backend}: {operation} got no answer from {address} within {after:?}")]
     Timeout {
         /// The engine that failed.
         backend: &'static str,
+        /// The operation that failed (`get`, `set_many`, `connect`, ...).
+        operation: &'static str,
         /// The server address, without credentials.
         address: String,
         /// The configured bound that was exceeded.
         after: Duration,
+    },
+
+    /// The server refused to store a value although the request was valid (out of memory,
+    /// say). For a bulk write, the other entries may have been stored: the batch may be partly
+    /// applied, and a server may drop a refused key's previous value (memcached does).
+    #[error(
+        "{backend}: the server refused to store key {key} in {operation}{}",
+        if *partly_applied { " (the batch may be partly applied)" } else { "" }
+    )]
+    Refused {
+        /// The engine that failed.
+        backend: &'static str,
+        /// The operation that failed.
+        operation: &'static str,
+        /// The first key refused.
+        key: KeyDisplay,
+        /// Whether other entries of the same call may have been stored.
+        partly_applied: bool,
+        /// The server's reason.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The server refused the credentials.
@@ -191,6 +216,52 @@ impl CacheError {
     /// the same error.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Connection { .. } | Self::Timeout { .. })
+    }
+
+    /// Whether the error is the cache's failure rather than the caller's mistake: the server
+    /// could not be reached or did not answer, refused the credentials, a command or a value,
+    /// answered with something unusable, or the engine was closed.
+    ///
+    /// Invalid keys, TTLs and values, values of another schema, counters that are not numbers
+    /// and configuration errors are the caller's: the same call fails the same way on a healthy
+    /// cache. This is the one classification behind fail-open: a failure of the cache may be
+    /// turned into a miss, a mistake of the caller never is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_core::{CacheError, KeyProblem};
+    ///
+    /// let timeout = CacheError::Timeout {
+    ///     backend: "redis",
+    ///     operation: "get",
+    ///     address: "10.0.0.7:6379".into(),
+    ///     after: Duration::from_millis(500),
+    /// };
+    /// assert!(timeout.is_backend_failure());
+    /// assert!(!CacheError::invalid_key("", KeyProblem::Empty).is_backend_failure());
+    /// ```
+    pub fn is_backend_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Connection { .. }
+                | Self::Timeout { .. }
+                | Self::Refused { .. }
+                | Self::Authentication { .. }
+                | Self::PermissionDenied { .. }
+                | Self::Closed { .. }
+                | Self::Backend { .. }
+        )
+    }
+
+    /// The operation a transport or server error names (`get`, `set_many`, ...), if any.
+    pub fn operation(&self) -> Option<&'static str> {
+        match self {
+            Self::Connection { operation, .. }
+            | Self::Timeout { operation, .. }
+            | Self::Refused { operation, .. }
+            | Self::PermissionDenied { operation, .. } => Some(operation),
+            _ => None,
+        }
     }
 
     /// Builds [`CacheError::InvalidKey`] for `key`.
@@ -322,11 +393,28 @@ mod tests {
     fn transient_errors() {
         let timeout = CacheError::Timeout {
             backend: "redis",
+            operation: "get",
             address: "127.0.0.1:6379".into(),
             after: Duration::from_secs(1),
         };
         assert!(timeout.is_transient());
+        assert!(timeout.is_backend_failure());
+        assert_eq!(timeout.operation(), Some("get"));
+        assert_eq!(
+            timeout.to_string(),
+            "redis: get got no answer from 127.0.0.1:6379 within 1s"
+        );
         assert!(!CacheError::invalid_key("", KeyProblem::Empty).is_transient());
+        assert!(!CacheError::invalid_key("", KeyProblem::Empty).is_backend_failure());
+        let refused = CacheError::Refused {
+            backend: "memcached",
+            operation: "set_many",
+            key: KeyDisplay::new("big"),
+            partly_applied: true,
+            source: None,
+        };
+        assert!(refused.is_backend_failure() && !refused.is_transient());
+        assert!(refused.to_string().contains("partly applied"), "{refused}");
     }
 
     #[test]

@@ -150,9 +150,163 @@ pub fn namespace_prefix(namespace: &str) -> Result<String> {
     Ok(prefix)
 }
 
+/// Where an engine's keys live: the prefix of its namespace, any bytes the engine adds after
+/// it, and the room left for the caller's keys.
+///
+/// An engine builds one when it is built and runs every key through it. Its
+/// [`max_key_len`](Self::max_key_len) is the value for
+/// [`Capabilities::max_key_len`](crate::Capabilities::max_key_len): a backend that declared the
+/// full 250 bytes while adding a prefix would accept keys its server refuses, and fail the kit.
+///
+/// ```
+/// use cache_core::key::KeySpace;
+///
+/// // An engine that stores `app:` + 17 bytes of its own (a generation, say) + the key.
+/// let space = KeySpace::new(Some("app")).unwrap().reserve(17).unwrap();
+/// assert_eq!(space.prefix(), "app:");
+/// assert_eq!(space.max_key_len(), 250 - 4 - 17);
+/// assert!(space.check(&"k".repeat(229)).is_ok());
+/// assert!(space.check(&"k".repeat(230)).is_err());
+///
+/// let plain = KeySpace::new(None).unwrap();
+/// assert_eq!(plain.prefixed("user:1").unwrap(), "user:1");
+/// assert_eq!(KeySpace::new(Some("a:b")).unwrap().prefixed("k").unwrap(), "a%3Ab:k");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpace {
+    namespace: Option<String>,
+    prefix: String,
+    reserved: usize,
+    max_total: usize,
+    relaxed: bool,
+}
+
+impl KeySpace {
+    /// The key space of `namespace` (none: keys are stored as given) under the portable key
+    /// rule.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::InvalidConfig`] for a namespace [`namespace_prefix`] refuses.
+    pub fn new(namespace: Option<&str>) -> Result<Self> {
+        let prefix = match namespace {
+            Some(ns) => namespace_prefix(ns)?,
+            None => String::new(),
+        };
+        Ok(Self {
+            namespace: namespace.map(str::to_string),
+            prefix,
+            reserved: 0,
+            max_total: MAX_KEY_LEN,
+            relaxed: false,
+        })
+    }
+
+    /// Counts `bytes` the engine adds to every key besides the namespace prefix (a generation,
+    /// a tag), so that [`max_key_len`](Self::max_key_len) leaves room for them.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::InvalidConfig`] when no room would be left for a key.
+    pub fn reserve(mut self, bytes: usize) -> Result<Self> {
+        self.reserved = self.reserved.saturating_add(bytes);
+        if self.prefix_len() >= self.max_total {
+            return Err(CacheError::invalid_config(format!(
+                "the namespace prefix and {} reserved bytes leave no room for keys of at most \
+                 {} bytes",
+                self.reserved, self.max_total
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Accepts any non-empty key (whitespace and control characters too) of up to `max_total`
+    /// bytes with its prefix, for servers that store such keys: keys are no longer portable
+    /// between engines.
+    pub fn relaxed(mut self, max_total: usize) -> Self {
+        self.relaxed = true;
+        self.max_total = max_total;
+        self
+    }
+
+    /// The namespace, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The escaped namespace prefix (`app:`), empty without a namespace.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The bytes added in front of every key: the prefix plus the reserved bytes.
+    pub fn prefix_len(&self) -> usize {
+        self.prefix.len() + self.reserved
+    }
+
+    /// The longest key a caller may use: what the engine declares as
+    /// [`Capabilities::max_key_len`](crate::Capabilities::max_key_len).
+    pub fn max_key_len(&self) -> usize {
+        self.max_total.saturating_sub(self.prefix_len())
+    }
+
+    /// Checks `key` against the rule of this key space.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::InvalidKey`] saying what is wrong.
+    #[inline]
+    pub fn check(&self, key: &str) -> Result<()> {
+        if !self.relaxed {
+            return check_key(key, self.prefix_len());
+        }
+        if key.is_empty() {
+            return Err(CacheError::invalid_key(key, KeyProblem::Empty));
+        }
+        if key.len() > self.max_key_len() {
+            return Err(CacheError::invalid_key(
+                key,
+                KeyProblem::TooLong {
+                    len: key.len(),
+                    max: self.max_key_len(),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `key` and returns it behind the namespace prefix (without the reserved bytes,
+    /// which the engine adds itself).
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check).
+    #[inline]
+    pub fn prefixed(&self, key: &str) -> Result<String> {
+        self.check(key)?;
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        Ok(full)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_spaces_count_prefix_and_reserved_bytes() {
+        let space = KeySpace::new(Some("n")).unwrap();
+        assert_eq!(space.max_key_len(), 248);
+        assert!(KeySpace::new(Some("n")).unwrap().reserve(248).is_err());
+        let relaxed = KeySpace::new(Some("n")).unwrap().relaxed(1000);
+        assert!(relaxed.check("with space\r\n").is_ok());
+        assert!(relaxed.check("").is_err());
+        assert!(relaxed.check(&"k".repeat(998)).is_ok());
+        assert!(relaxed.check(&"k".repeat(999)).is_err());
+        assert!(KeySpace::new(Some("")).is_err());
+    }
 
     #[test]
     fn forbidden_characters() {

@@ -506,7 +506,9 @@ fn increment_respects_the_byte_bound() {
         .unwrap();
     let keys: Vec<String> = (0..100_000).map(|i| format!("counter-{i:06}")).collect();
     for key in &keys {
-        engine.set(key, Bytes::from_static(b"0"), Ttl::Never).unwrap();
+        engine
+            .set(key, Bytes::from_static(b"0"), Ttl::Never)
+            .unwrap();
     }
     // Only counters still held: growing them in place must evict others.
     let held: Vec<&String> = keys.iter().filter(|k| engine.exists(k).unwrap()).collect();
@@ -519,7 +521,10 @@ fn increment_respects_the_byte_bound() {
     }
     let in_use = engine.bytes_bound_in_use().unwrap();
     let walked = engine.weighted_bytes();
-    assert!(in_use <= MAX_BYTES, "bytes_bound_in_use {in_use} > {MAX_BYTES}");
+    assert!(
+        in_use <= MAX_BYTES,
+        "bytes_bound_in_use {in_use} > {MAX_BYTES}"
+    );
     assert!(walked <= MAX_BYTES, "weighted_bytes {walked} > {MAX_BYTES}");
     engine.set("one-more", value(10), Ttl::Never).unwrap();
     assert!(engine.weighted_bytes() <= MAX_BYTES);
@@ -536,7 +541,9 @@ fn increment_respects_the_byte_bound_per_thread() {
         .unwrap();
     let keys: Vec<String> = (0..100_000).map(|i| format!("counter-{i:06}")).collect();
     for key in &keys {
-        engine.set(key, Bytes::from_static(b"0"), Ttl::Never).unwrap();
+        engine
+            .set(key, Bytes::from_static(b"0"), Ttl::Never)
+            .unwrap();
     }
     let held: Vec<&String> = keys.iter().filter(|k| engine.exists(k).unwrap()).collect();
     assert!(held.len() > 10_000, "{} held", held.len());

@@ -3,18 +3,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use cache_core::config::{parse_millis, parse_number, parse_ttl};
-use cache_core::{CacheError, Result, Ttl};
+use cache_core::config::parse_number;
+use cache_core::{CacheError, Result};
+use cache_remote::RemoteOptions;
 
 /// The server `MemcachedEngine::new()` uses: `127.0.0.1:11211`.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:11211";
-/// Default bound on one operation (request and reply): 1 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default bound on opening a connection: 1 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default number of idle connections kept for reuse: 8.
-pub const DEFAULT_POOL_SIZE: usize = 8;
-/// Default item size limit of the server (`memcached -I`): 1 MiB.
+/// Default item size limit of the server (`memcached -I`): 1 MiB. The engine also learns the
+/// server's own limit when it connects, and uses the smaller.
 pub const DEFAULT_ITEM_SIZE_LIMIT: usize = 1024 * 1024;
 /// Default bound on how long another engine may keep using a namespace's generation after a
 /// `clear()`: 1 s.
@@ -26,11 +22,7 @@ pub const DEFAULT_GENERATION_REFRESH: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct MemcachedEngineBuilder {
     pub(crate) servers: Vec<String>,
-    pub(crate) namespace: Option<String>,
-    pub(crate) default_ttl: Ttl,
-    pub(crate) timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) pool_size: usize,
+    pub(crate) options: RemoteOptions,
     pub(crate) item_size_limit: usize,
     pub(crate) hash_keys: bool,
     pub(crate) generation_refresh: Duration,
@@ -40,11 +32,7 @@ impl Default for MemcachedEngineBuilder {
     fn default() -> Self {
         Self {
             servers: vec![DEFAULT_SERVER.into()],
-            namespace: None,
-            default_ttl: Ttl::Default,
-            timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            pool_size: DEFAULT_POOL_SIZE,
+            options: RemoteOptions::default(),
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
             hash_keys: false,
             generation_refresh: DEFAULT_GENERATION_REFRESH,
@@ -56,11 +44,7 @@ impl fmt::Debug for MemcachedEngineBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemcachedEngineBuilder")
             .field("servers", &self.servers)
-            .field("namespace", &self.namespace)
-            .field("default_ttl", &self.default_ttl)
-            .field("timeout", &self.timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("pool_size", &self.pool_size)
+            .field("options", &self.options)
             .field("item_size_limit", &self.item_size_limit)
             .field("hash_keys", &self.hash_keys)
             .field("generation_refresh", &self.generation_refresh)
@@ -83,39 +67,11 @@ impl MemcachedEngineBuilder {
         self
     }
 
-    /// Puts every key under this namespace; `clear()` then forgets exactly the namespace's
-    /// entries in O(1) (see the crate docs) and never flushes the server.
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
+    cache_remote::remote_builder_setters!();
 
-    /// The TTL that `Ttl::Default` stands for; default 300 s.
-    pub fn default_ttl(mut self, ttl: impl Into<Ttl>) -> Self {
-        self.default_ttl = ttl.into();
-        self
-    }
-
-    /// The longest one operation may take, request and reply; default 1 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The longest opening a connection may take; default 1 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How many idle connections are kept for reuse; default 8.
-    pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
-        self
-    }
-
-    /// The server's item size limit (`memcached -I`); default 1 MiB. Values that cannot fit are
-    /// refused with `ValueTooLarge` before anything is sent.
+    /// The item size limit (`memcached -I`); default 1 MiB. The engine also learns the server's
+    /// own limit (`stats settings`) on every new connection and uses the smaller, so values the
+    /// server would refuse are refused with `ValueTooLarge` before anything is sent.
     pub fn item_size_limit(mut self, bytes: usize) -> Self {
         self.item_size_limit = bytes;
         self
@@ -161,24 +117,7 @@ impl MemcachedEngineBuilder {
                 .map(String::from)
                 .collect();
         }
-        if let Some(namespace) = lookup("CACHE_MEMCACHED_NAMESPACE") {
-            self.namespace = Some(namespace);
-        }
-        if let Some(ttl) = lookup("CACHE_MEMCACHED_DEFAULT_TTL") {
-            self.default_ttl = parse_ttl("CACHE_MEMCACHED_DEFAULT_TTL", &ttl)?;
-        }
-        if let Some(ms) = lookup("CACHE_MEMCACHED_TIMEOUT_MS") {
-            self.timeout = parse_millis("CACHE_MEMCACHED_TIMEOUT_MS", &ms)?;
-        }
-        if let Some(ms) = lookup("CACHE_MEMCACHED_CONNECT_TIMEOUT_MS") {
-            self.connect_timeout = parse_millis("CACHE_MEMCACHED_CONNECT_TIMEOUT_MS", &ms)?;
-        }
-        if let Some(size) = lookup("CACHE_MEMCACHED_POOL_SIZE") {
-            self.pool_size = to_usize(
-                "CACHE_MEMCACHED_POOL_SIZE",
-                parse_number("CACHE_MEMCACHED_POOL_SIZE", &size)?,
-            )?;
-        }
+        self.options.read_env("CACHE_MEMCACHED", &lookup)?;
         if let Some(size) = lookup("CACHE_MEMCACHED_ITEM_SIZE_LIMIT") {
             self.item_size_limit = to_usize(
                 "CACHE_MEMCACHED_ITEM_SIZE_LIMIT",
@@ -248,12 +187,14 @@ mod tests {
             .from_lookup(|name| match name {
                 "CACHE_MEMCACHED_SERVERS" => Some("a:1, b:2".into()),
                 "CACHE_MEMCACHED_DEFAULT_TTL" => Some("never".into()),
+                "CACHE_MEMCACHED_MAX_CONNECTIONS" => Some("7".into()),
                 "CACHE_MEMCACHED_ITEM_SIZE_LIMIT" => Some("2097152".into()),
                 _ => None,
             })
             .unwrap();
         assert_eq!(b.servers, vec!["a:1", "b:2"]);
-        assert_eq!(b.default_ttl, Ttl::Never);
+        assert_eq!(b.options.default_ttl, cache_core::Ttl::Never);
+        assert_eq!(b.options.client.max_connections, 7);
         assert_eq!(b.item_size_limit, 2 << 20);
     }
 }

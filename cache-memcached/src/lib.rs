@@ -97,11 +97,18 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod backend;
 mod config;
 mod engine;
+mod generation;
+mod keys;
+mod ops;
 
+pub use cache_remote::blocking::PoolState;
+pub use cache_remote::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_TIMEOUT,
+};
 pub use config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GENERATION_REFRESH, DEFAULT_ITEM_SIZE_LIMIT,
-    DEFAULT_POOL_SIZE, DEFAULT_SERVER, DEFAULT_TIMEOUT, MemcachedEngineBuilder,
+    DEFAULT_GENERATION_REFRESH, DEFAULT_ITEM_SIZE_LIMIT, DEFAULT_SERVER, MemcachedEngineBuilder,
 };
 pub use engine::MemcachedEngine;

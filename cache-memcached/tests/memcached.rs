@@ -67,6 +67,31 @@ impl Raw {
         Some(String::from_utf8_lossy(&data[..len]).into_owned())
     }
 
+    /// The generation of namespace `ns` (stored under a binary key no caller's key can be).
+    fn generation(&mut self, ns: &str) -> Option<String> {
+        use base64::Engine as _;
+        // The key starts with the raw byte 0xff, which no UTF-8 text holds.
+        let key = base64::engine::general_purpose::STANDARD
+            .encode([&[0xffu8][..], format!("generation:{ns}:").as_bytes()].concat());
+        self.send(&format!("mg {key} b v\r\n"));
+        let header = self.line();
+        if header.starts_with("EN") {
+            return None;
+        }
+        let len: usize = header.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut data = vec![0; len + 2];
+        self.0.read_exact(&mut data).unwrap();
+        Some(String::from_utf8_lossy(&data[..len]).into_owned())
+    }
+
+    fn delete_generation(&mut self, ns: &str) {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .encode([&[0xffu8][..], format!("generation:{ns}:").as_bytes()].concat());
+        self.send(&format!("md {key} b\r\n"));
+        assert_eq!(self.line(), "HD");
+    }
+
     fn stats(&mut self) -> HashMap<String, u64> {
         self.send("stats\r\n");
         let mut stats = HashMap::new();
@@ -212,16 +237,15 @@ fn an_evicted_generation_never_brings_cleared_entries_back() {
         .build()
         .unwrap();
     cache.set("k", v("old"), Ttl::Default).unwrap();
-    let first = raw.get("gen:generation").unwrap();
+    let first = raw.generation("gen").unwrap();
     assert_eq!(first.len(), 16);
     cache.clear().unwrap();
     // The generation key is evicted (here: deleted); the next one is random, not first + 1 or
     // a reset counter, so the old entries stay unreachable.
-    raw.send("delete gen:generation\r\n");
-    assert_eq!(raw.line(), "DELETED");
+    raw.delete_generation("gen");
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(cache.get("k").unwrap(), None);
-    let reseeded = raw.get("gen:generation").unwrap();
+    let reseeded = raw.generation("gen").unwrap();
     assert_ne!(reseeded, first);
     assert_eq!(
         raw.get(&format!("gen:{first}:k")).as_deref(),
@@ -386,4 +410,262 @@ fn a_frozen_server_times_out_and_the_engine_recovers() {
         .build()
         .unwrap();
     cache_tests::faults::survives_freeze(&server, std::sync::Arc::new(engine));
+}
+
+/// Reads `keys` (each stored holding its own name) and returns those that came back holding
+/// something else: another key's value is the one failure no caller can work around.
+fn wrong_values(cache: &MemcachedEngine, keys: &[String]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for key in keys {
+        match cache.get(key) {
+            Ok(Some(value)) if value != key.as_bytes() => {
+                wrong.push(format!("{key} = {:?}", String::from_utf8_lossy(&value)));
+            }
+            Ok(_) => {}
+            // A healthy server answers every read: an error here is a reply meant for another
+            // request.
+            Err(e) => wrong.push(format!("{key}: {e}")),
+        }
+    }
+    wrong
+}
+
+/// A value over the server's own item limit (`-I 64k`, learned on connect although the engine is
+/// left at its 1 MiB default) is refused with `ValueTooLarge` before anything is sent, so the
+/// batch changes nothing and no later reply is shifted.
+#[test]
+fn a_value_over_the_servers_item_limit_is_refused_before_sending() {
+    let Some(server) = server(&["-I", "64k", "-o", "slab_chunk_max=32768"]) else {
+        return;
+    };
+    let cache = engine(&server, None);
+    let keys: Vec<String> = (0..10).map(|i| format!("key{i}")).collect();
+    for key in &keys {
+        cache.set(key, v(key), Ttl::Default).unwrap();
+    }
+    let result = cache.set_many(
+        &[
+            ("big", Bytes::from(vec![b'x'; 200 * 1024])),
+            ("key0", v("changed")),
+            ("key1", v("changed")),
+        ],
+        Ttl::Default,
+    );
+    let wrong = [wrong_values(&cache, &keys), wrong_values(&cache, &keys)].concat();
+    assert!(wrong.is_empty(), "{} wrong values: {wrong:?}", wrong.len());
+    assert!(
+        matches!(result, Err(CacheError::ValueTooLarge { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        cache.get("key0").unwrap(),
+        Some(v("key0")),
+        "nothing changed"
+    );
+    assert!(cache.capabilities().max_value_size.unwrap() < 64 * 1024);
+    let single = cache.set("key2", Bytes::from(vec![b'x'; 100 * 1024]), Ttl::Default);
+    assert!(
+        matches!(single, Err(CacheError::ValueTooLarge { .. })),
+        "{single:?}"
+    );
+    assert_eq!(
+        cache.get("key2").unwrap(),
+        Some(v("key2")),
+        "old value kept"
+    );
+}
+
+/// A full server that refuses new items (`-M`) refuses some items of a batch, which no engine can
+/// foresee: the call fails (saying the batch may be partly applied) and every later read gets its
+/// own key's value or a miss, never another key's.
+#[test]
+fn a_full_server_refusing_items_never_shifts_replies() {
+    let Some(server) = server(&["-m", "8", "-M"]) else {
+        return;
+    };
+    let cache = engine(&server, Some("full"));
+    let keys: Vec<String> = (0..20).map(|i| format!("key{i}")).collect();
+    // Stored first, so that overwriting them later needs no new memory and succeeds.
+    for key in &keys {
+        cache.set(key, v(key), Ttl::Never).unwrap();
+    }
+    let filler = Bytes::from(vec![b'f'; 30_000]);
+    let mut filled = 0;
+    while cache
+        .set(&format!("filler{filled}"), filler.clone(), Ttl::Never)
+        .is_ok()
+    {
+        filled += 1;
+        assert!(filled < 10_000, "the server never filled up");
+    }
+    for round in 0..5 {
+        let mut entries: Vec<(&str, Bytes)> = keys.iter().map(|k| (k.as_str(), v(k))).collect();
+        entries.insert(round * 4, ("big", filler.clone()));
+        let result = cache.set_many(&entries, Ttl::Default);
+        if let Err(e) = &result {
+            assert!(
+                e.to_string().contains("partly") || matches!(e, CacheError::Backend { .. }),
+                "{e}"
+            );
+        }
+        let wrong = wrong_values(&cache, &keys);
+        assert!(wrong.is_empty(), "round {round}: {wrong:?}");
+    }
+}
+
+/// A value this library did not write, stored under the key a namespace's generation would have
+/// (here through an engine without a namespace, with a valid key), neither hangs namespaced
+/// operations nor reaches the engine's internal key space.
+#[test]
+fn a_poisoned_generation_key_never_hangs_an_operation() {
+    let Some(server) = server(&[]) else { return };
+    let plain = engine(&server, None);
+    plain
+        .set("poisoned:generation", v("hello"), Ttl::Default)
+        .unwrap();
+    let namespaced: std::sync::Arc<dyn CacheEngine> = std::sync::Arc::new(
+        MemcachedEngine::builder()
+            .server(server.url())
+            .namespace("poisoned")
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let outcome = cache_tests::hostile::timed(namespaced.clone(), "get", Duration::from_secs(10));
+    let took = outcome.took.expect("get still running after 10 s");
+    assert!(took < Duration::from_millis(1_500), "took {took:?}");
+    assert!(matches!(outcome.result, Some(Ok(()))), "{outcome:?}");
+    namespaced.set("k", v("x"), Ttl::Default).unwrap();
+    assert_eq!(namespaced.get("k").unwrap(), Some(v("x")));
+    assert_eq!(
+        plain.get("poisoned:generation").unwrap(),
+        Some(v("hello")),
+        "a user's key is never an internal one"
+    );
+}
+
+/// A generation refresh that started before a `clear()` and ended after it never brings the
+/// cleared generation back for the engine that cleared. A proxy holds the replies to reads, so
+/// that a refresh reads the old generation before the clear and stores it after.
+#[test]
+fn a_clear_is_never_undone_by_a_concurrent_refresh() {
+    let Some(server) = server(&[]) else { return };
+    let proxy = cache_tests::proxy::FaultProxy::start(&server.address()).unwrap();
+    let refresh = Duration::from_millis(200);
+    let cache = MemcachedEngine::builder()
+        .server(proxy.address())
+        .namespace("race")
+        .generation_refresh(refresh)
+        .build()
+        .unwrap();
+    let mut undone = 0;
+    let rounds = 5;
+    for _ in 0..rounds {
+        // The set reads the server's generation afresh, and that is the one the refresh below
+        // reads again (before the clear replaces it).
+        std::thread::sleep(refresh + Duration::from_millis(50));
+        cache.set("k", v("old"), Ttl::Default).unwrap();
+        std::thread::sleep(refresh + Duration::from_millis(50));
+        // The refresh's first read (`mg`) is slow; the clear's write of the generation is not.
+        proxy.delay_replies_to(b"mg ", Duration::from_millis(300));
+        std::thread::scope(|s| {
+            // A refresh: the generation is stale, so this read fetches it, slowly.
+            s.spawn(|| cache.get("other"));
+            std::thread::sleep(Duration::from_millis(50));
+            proxy.delay_replies_to(b"no such request", Duration::ZERO);
+            cache.clear().unwrap();
+        });
+        if cache.get("k").unwrap().is_some() {
+            undone += 1;
+        }
+    }
+    assert_eq!(undone, 0, "{undone} of {rounds} clears undone by a refresh");
+}
+
+/// At the server's connection limit (`-c`), a refused connection is a transient `Connection`
+/// error, never a `Backend` one.
+#[test]
+fn the_servers_connection_limit_gives_transient_errors() {
+    // One worker thread: memcached needs fewer descriptors and so accepts a small `-c`.
+    let Some(server) = server(&["-t", "1", "-c", "32"]) else {
+        return;
+    };
+    let cache = MemcachedEngine::builder()
+        .server(server.url())
+        .max_connections(64)
+        .build()
+        .unwrap();
+    let errors = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..48 {
+            let (cache, errors) = (&cache, &errors);
+            s.spawn(move || {
+                for i in 0..200 {
+                    if let Err(e) = cache.set(&format!("t{t}-{i}"), v("x"), Ttl::Default) {
+                        errors.lock().unwrap().push(e);
+                    }
+                }
+            });
+        }
+    });
+    let errors = errors.into_inner().unwrap();
+    let not_transient: Vec<String> = errors
+        .iter()
+        .filter(|e| !e.is_transient())
+        .map(|e| format!("{e:?}"))
+        .collect();
+    assert!(
+        not_transient.is_empty(),
+        "{} of {} errors not transient, first: {:?}",
+        not_transient.len(),
+        errors.len(),
+        not_transient.first()
+    );
+}
+
+#[test]
+fn open_connections_never_exceed_the_bound() {
+    let Some(server) = server(&[]) else { return };
+    let raw = std::sync::Mutex::new(Raw::new(&server));
+    let connections = || raw.lock().unwrap().stats()["curr_connections"];
+    let baseline = connections();
+    let bound = 8;
+    let engine = MemcachedEngine::builder()
+        .server(server.url())
+        .namespace("bound")
+        .max_connections(bound)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    cache_tests::faults::connection_bound_holds(
+        std::sync::Arc::new(engine.clone()),
+        bound,
+        baseline,
+        connections,
+    );
+    assert!(
+        engine.pool_state().peak <= bound,
+        "{:?}",
+        engine.pool_state()
+    );
+}
+
+#[test]
+fn an_increment_is_never_applied_twice() {
+    let Some(server) = server(&[]) else { return };
+    let direct = engine(&server, Some("once"));
+    cache_tests::faults::increment_is_never_applied_twice(
+        &server.address(),
+        b"ms ",
+        |address| {
+            std::sync::Arc::new(
+                MemcachedEngine::builder()
+                    .server(address)
+                    .namespace("once")
+                    .build()
+                    .unwrap(),
+            )
+        },
+        &direct,
+    );
 }

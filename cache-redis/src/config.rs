@@ -1,19 +1,13 @@
 //! Configuration: URL, builder, environment.
 
 use std::fmt;
-use std::time::Duration;
 
-use cache_core::config::{parse_millis, parse_number, parse_ttl, redact_url as redact};
-use cache_core::{CacheError, Result, Ttl};
+use cache_core::config::redact_url as redact;
+use cache_core::{CacheError, Result};
+use cache_remote::RemoteOptions;
 
 /// The URL `RedisEngine::new()` uses: `redis://127.0.0.1:6379`.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-/// Default bound on one operation (request and reply): 1 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default bound on opening a connection, handshake included: 1 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default number of idle connections kept for reuse: 8.
-pub const DEFAULT_POOL_SIZE: usize = 8;
 /// Default largest value: 512 MiB, Redis's `proto-max-bulk-len`.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
 
@@ -23,11 +17,7 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
 #[derive(Clone)]
 pub struct RedisEngineBuilder {
     pub(crate) url: String,
-    pub(crate) namespace: Option<String>,
-    pub(crate) default_ttl: Ttl,
-    pub(crate) timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) pool_size: usize,
+    pub(crate) options: RemoteOptions,
     pub(crate) max_value_size: usize,
     pub(crate) relaxed_keys: bool,
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
@@ -38,11 +28,7 @@ impl Default for RedisEngineBuilder {
     fn default() -> Self {
         Self {
             url: DEFAULT_URL.into(),
-            namespace: None,
-            default_ttl: Ttl::Default,
-            timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            pool_size: DEFAULT_POOL_SIZE,
+            options: RemoteOptions::default(),
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             relaxed_keys: false,
             tls_root_certificate: None,
@@ -55,11 +41,7 @@ impl fmt::Debug for RedisEngineBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisEngineBuilder")
             .field("url", &redact(&self.url))
-            .field("namespace", &self.namespace)
-            .field("default_ttl", &self.default_ttl)
-            .field("timeout", &self.timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("pool_size", &self.pool_size)
+            .field("options", &self.options)
             .field("max_value_size", &self.max_value_size)
             .field("relaxed_keys", &self.relaxed_keys)
             .field(
@@ -82,39 +64,11 @@ impl RedisEngineBuilder {
         self
     }
 
-    /// Puts every key under this namespace; `clear()` then removes exactly the namespace's keys.
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    /// The TTL that `Ttl::Default` stands for; default 300 s.
-    pub fn default_ttl(mut self, ttl: impl Into<Ttl>) -> Self {
-        self.default_ttl = ttl.into();
-        self
-    }
-
-    /// The longest one operation may take, request and reply; default 1 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The longest opening a connection may take, handshake included; default 1 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How many idle connections are kept for reuse; default 8. More connections are opened when
-    /// more threads need one at once; the extra ones are closed after use.
-    pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
-        self
-    }
+    cache_remote::remote_builder_setters!();
 
     /// The largest value accepted, in bytes; default 512 MiB (Redis's own limit). Larger values
-    /// are refused with `ValueTooLarge` before anything is sent.
+    /// are refused with `ValueTooLarge` before anything is sent, and a reply announcing a
+    /// larger value is refused before it is read (the connection is dropped).
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = bytes;
         self
@@ -163,24 +117,89 @@ impl RedisEngineBuilder {
         if let Some(url) = lookup("CACHE_REDIS_URL") {
             self.url = url;
         }
-        if let Some(namespace) = lookup("CACHE_REDIS_NAMESPACE") {
-            self.namespace = Some(namespace);
-        }
-        if let Some(ttl) = lookup("CACHE_REDIS_DEFAULT_TTL") {
-            self.default_ttl = parse_ttl("CACHE_REDIS_DEFAULT_TTL", &ttl)?;
-        }
-        if let Some(ms) = lookup("CACHE_REDIS_TIMEOUT_MS") {
-            self.timeout = parse_millis("CACHE_REDIS_TIMEOUT_MS", &ms)?;
-        }
-        if let Some(ms) = lookup("CACHE_REDIS_CONNECT_TIMEOUT_MS") {
-            self.connect_timeout = parse_millis("CACHE_REDIS_CONNECT_TIMEOUT_MS", &ms)?;
-        }
-        if let Some(size) = lookup("CACHE_REDIS_POOL_SIZE") {
-            self.pool_size = usize::try_from(parse_number("CACHE_REDIS_POOL_SIZE", &size)?)
-                .map_err(|_| CacheError::invalid_config("CACHE_REDIS_POOL_SIZE is too large"))?;
-        }
+        self.options.read_env("CACHE_REDIS", &lookup)?;
         Ok(self)
     }
+}
+
+/// A password that never shows in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A parsed Redis URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerUrl {
+    /// The host as written (an IPv6 literal keeps its brackets).
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) db: u32,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<Secret>,
+    pub(crate) tls: bool,
+}
+
+impl ServerUrl {
+    /// `host:port`, to connect to and to name in errors.
+    pub(crate) fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Parses `redis://[user][:password@]host[:port][/db]` or `rediss://...`.
+pub(crate) fn parse_url(text: &str) -> Result<ServerUrl> {
+    let bad = |why: &str| {
+        CacheError::invalid_config(format!("cannot use Redis URL {}: {why}", redact(text)))
+    };
+    if text.contains('#') {
+        return Err(bad("fragments are not accepted (insecure TLS is only \
+             RedisEngineBuilder::danger_accept_invalid_certs)"));
+    }
+    let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+    let tls = match url.scheme() {
+        "redis" => false,
+        "rediss" => true,
+        other => {
+            return Err(bad(&format!(
+                "the scheme must be redis:// or rediss://, not {other}://"
+            )));
+        }
+    };
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(host) => host.to_string(),
+        None => return Err(bad("no host")),
+    };
+    if url.query().is_some() {
+        return Err(bad("query parameters are not accepted"));
+    }
+    let db = match url.path().trim_start_matches('/') {
+        "" => 0,
+        db => db
+            .parse()
+            .map_err(|_| bad("the path must be a database number (/0)"))?,
+    };
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| bad("credentials must be UTF-8 once percent-decoded"))
+    };
+    let username = Some(decode(url.username())?).filter(|u| !u.is_empty());
+    let password = url.password().map(decode).transpose()?.map(Secret);
+    Ok(ServerUrl {
+        host,
+        port: url.port().unwrap_or(6379),
+        db,
+        username,
+        password,
+        tls,
+    })
 }
 
 #[cfg(test)]
@@ -188,14 +207,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_hides_passwords() {
+    fn url_forms() {
+        let plain = parse_url("redis://127.0.0.1").unwrap();
+        assert_eq!(plain.address(), "127.0.0.1:6379");
         assert_eq!(
-            redact("redis://app:s3cret@host:6379/2"),
-            "redis://app:***@host:6379/2"
+            (plain.db, plain.tls, plain.password.is_none()),
+            (0, false, true)
         );
-        assert_eq!(redact("redis://:s3cret@host"), "redis://:***@host");
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-        assert!(!redact("rediss://u:p%40ss@h/0").contains("p%40ss"));
+        let full = parse_url("rediss://app:p%40ss%2Bw@cache.internal:6380/2").unwrap();
+        assert_eq!(full.address(), "cache.internal:6380");
+        assert_eq!(full.username.as_deref(), Some("app"));
+        assert_eq!(full.password, Some(Secret("p@ss+w".into())));
+        assert_eq!((full.db, full.tls), (2, true));
+        let only_password = parse_url("redis://:secret@h/").unwrap();
+        assert_eq!(only_password.username, None);
+        assert_eq!(only_password.password, Some(Secret("secret".into())));
+        assert_eq!(
+            parse_url("redis://[::1]:7000").unwrap().address(),
+            "[::1]:7000"
+        );
+    }
+
+    #[test]
+    fn bad_urls_name_the_problem_without_the_password() {
+        for bad in [
+            "http://h",
+            "redis://",
+            "redis://h/x",
+            "redis://h?protocol=resp3",
+            "redis://u:hunter2@h#insecure",
+            "not a url",
+        ] {
+            let err = parse_url(bad).unwrap_err();
+            assert!(
+                matches!(err, CacheError::InvalidConfig { .. }),
+                "{bad}: {err}"
+            );
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug() {
+        let url = parse_url("redis://u:hunter2@h").unwrap();
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let builder = RedisEngineBuilder::default().url("redis://u:hunter2@h");
+        assert!(!format!("{builder:?}").contains("hunter2"));
     }
 
     #[test]
@@ -203,21 +260,22 @@ mod tests {
         let vars = |name: &str| match name {
             "CACHE_REDIS_URL" => Some("redis://10.0.0.1:7000/3".to_string()),
             "CACHE_REDIS_NAMESPACE" => Some("svc".to_string()),
-            "CACHE_REDIS_DEFAULT_TTL" => Some("1.5".to_string()),
             "CACHE_REDIS_TIMEOUT_MS" => Some("250".to_string()),
             _ => None,
         };
         let b = RedisEngineBuilder::default().from_lookup(vars).unwrap();
         assert_eq!(b.url, "redis://10.0.0.1:7000/3");
-        assert_eq!(b.namespace.as_deref(), Some("svc"));
-        assert_eq!(b.default_ttl, Ttl::After(Duration::from_millis(1500)));
-        assert_eq!(b.timeout, Duration::from_millis(250));
+        assert_eq!(b.options.namespace.as_deref(), Some("svc"));
+        assert_eq!(
+            b.options.client.timeout,
+            std::time::Duration::from_millis(250)
+        );
         let bad = RedisEngineBuilder::default()
-            .from_lookup(|n| (n == "CACHE_REDIS_POOL_SIZE").then(|| "many".to_string()));
+            .from_lookup(|n| (n == "CACHE_REDIS_MAX_CONNECTIONS").then(|| "many".to_string()));
         assert!(
             bad.unwrap_err()
                 .to_string()
-                .contains("CACHE_REDIS_POOL_SIZE")
+                .contains("CACHE_REDIS_MAX_CONNECTIONS")
         );
     }
 }

@@ -68,11 +68,16 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod backend;
 mod config;
 mod engine;
+mod ops;
+#[cfg(feature = "tls")]
+mod tls;
 
-pub use config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT,
-    DEFAULT_URL, RedisEngineBuilder,
+pub use cache_remote::blocking::PoolState;
+pub use cache_remote::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_TIMEOUT,
 };
+pub use config::{DEFAULT_MAX_VALUE_SIZE, DEFAULT_URL, RedisEngineBuilder};
 pub use engine::RedisEngine;

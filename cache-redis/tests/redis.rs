@@ -344,3 +344,60 @@ fn a_frozen_server_times_out_and_the_engine_recovers() {
         .unwrap();
     cache_tests::faults::survives_freeze(&server, std::sync::Arc::new(engine));
 }
+
+fn connected_clients(raw: &std::sync::Mutex<redis::Connection>) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut *raw.lock().unwrap())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn open_connections_never_exceed_the_bound() {
+    let Some(server) = server() else { return };
+    let raw = std::sync::Mutex::new(admin(&server));
+    let baseline = connected_clients(&raw);
+    let bound = 8;
+    let engine = RedisEngine::builder()
+        .url(server.url())
+        .namespace("bound")
+        .max_connections(bound)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    cache_tests::faults::connection_bound_holds(
+        std::sync::Arc::new(engine.clone()),
+        bound,
+        baseline,
+        || connected_clients(&raw),
+    );
+    assert!(
+        engine.pool_state().peak <= bound,
+        "{:?}",
+        engine.pool_state()
+    );
+}
+
+#[test]
+fn an_increment_is_never_applied_twice() {
+    let Some(server) = server() else { return };
+    let direct = engine(&server, Some("once"));
+    cache_tests::faults::increment_is_never_applied_twice(
+        &server.address(),
+        b"INCRBY",
+        |address| std::sync::Arc::new(engine_at(address, "once")),
+        &direct,
+    );
+}
+
+fn engine_at(address: &str, namespace: &str) -> RedisEngine {
+    RedisEngine::builder()
+        .url(format!("redis://{address}"))
+        .namespace(namespace)
+        .build()
+        .unwrap()
+}

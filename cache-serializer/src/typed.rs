@@ -426,16 +426,9 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        let backend = matches!(
-            error,
-            CacheError::Connection { .. }
-                | CacheError::Timeout { .. }
-                | CacheError::Closed { .. }
-                | CacheError::Authentication { .. }
-                | CacheError::PermissionDenied { .. }
-                | CacheError::Backend { .. }
-        );
-        if backend {
+        // The one classification of backend failures (cache-core's): a caller's mistake is
+        // never absorbed.
+        if error.is_backend_failure() {
             if let Some(hook) = &self.shared.on_failure {
                 hook(&error);
             }

@@ -73,7 +73,7 @@ fn failing_open_turns_a_dead_server_into_misses() {
     assert_eq!(stats.sets, 0, "nothing was stored: {stats:?}");
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 10);
-    assert!(seen[0].contains("cannot reach 127.0.0.1"), "{}", seen[0]);
+    assert!(seen[0].contains("could not reach 127.0.0.1"), "{}", seen[0]);
 }
 
 #[test]

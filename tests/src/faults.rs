@@ -127,3 +127,112 @@ pub fn survives_freeze(server: &TestServer, engine: Arc<dyn CacheEngine>) {
     assert_eq!(engine.get("k").ok().flatten(), Some(value("x")));
     assert_eq!(engine.get("other").ok().flatten(), Some(value("y")));
 }
+
+/// 256 threads share `engine`, whose connection bound is `bound`, each running sets and gets:
+/// every operation succeeds, and the server never counts more than `bound` connections from it.
+/// `connections` asks the server how many client connections it has (Redis
+/// `connected_clients`, memcached `curr_connections`) and `baseline` is its answer before the
+/// engine connected (its own connection included).
+///
+/// # Panics
+///
+/// When an operation fails or the server sees more connections than the bound.
+pub fn connection_bound_holds(
+    engine: Arc<dyn CacheEngine>,
+    bound: usize,
+    baseline: u64,
+    connections: impl Fn() -> u64 + Sync,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let stop = AtomicBool::new(false);
+    let peak = AtomicU64::new(0);
+    let errors = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(connections().saturating_sub(baseline), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let workers: Vec<_> = (0..256)
+            .map(|t| {
+                let (engine, errors) = (Arc::clone(&engine), &errors);
+                s.spawn(move || {
+                    for i in 0..20 {
+                        let key = format!("bound-{t}-{i}");
+                        let result = engine
+                            .set(&key, value("x"), Ttl::Default)
+                            .and_then(|()| engine.get(&key));
+                        match result {
+                            Ok(Some(_)) => {}
+                            Ok(None) => errors
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(format!("{key}: a miss right after the set")),
+                            Err(e) => errors
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(format!("{key}: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            let _ = worker.join();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        errors.is_empty(),
+        "{} of 5120 operations failed, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(
+        peak <= bound as u64,
+        "the server saw {peak} connections from an engine bounded to {bound}"
+    );
+}
+
+/// Through a proxy that lets the request carrying the counter's write (the first request that
+/// contains `write_pattern`, such as `INCRBY` or `ms `) reach the server but drops its reply,
+/// closing the connection, an `increment` fails and is applied exactly once: the engine never
+/// sends a non-idempotent request again once it may have arrived. `engine_at` builds an engine
+/// for a server address; `direct` is an engine on the server itself, in the same namespace.
+///
+/// # Panics
+///
+/// When the increment succeeds through the proxy, or was applied twice (or not at all).
+pub fn increment_is_never_applied_twice(
+    server: &str,
+    write_pattern: &[u8],
+    engine_at: impl Fn(&str) -> Arc<dyn CacheEngine>,
+    direct: &dyn CacheEngine,
+) {
+    use crate::proxy::FaultProxy;
+
+    let proxy = FaultProxy::start(server).unwrap_or_else(|e| panic!("proxy: {e}"));
+    let engine = engine_at(proxy.address());
+    direct
+        .set("once", value("10"), Ttl::Default)
+        .unwrap_or_else(|e| panic!("set: {e}"));
+    // A pooled connection, so that the failure looks like one that died while idle: the case
+    // in which engines may retry.
+    engine
+        .get("once")
+        .unwrap_or_else(|e| panic!("get through the proxy: {e}"));
+    proxy.drop_replies_to(write_pattern);
+    let result = engine.increment("once", 1);
+    proxy.delay_replies_to(b"no request has this", Duration::ZERO);
+    assert!(result.is_err(), "the reply was dropped, yet: {result:?}");
+    let stored = direct.get("once").unwrap_or_else(|e| panic!("get: {e}"));
+    assert_eq!(
+        stored.as_deref(),
+        Some(&b"11"[..]),
+        "the increment must be applied exactly once"
+    );
+}

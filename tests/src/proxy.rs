@@ -63,11 +63,12 @@ pub struct FaultProxy {
     streams: Arc<Mutex<Vec<TcpStream>>>,
 }
 
-/// Replies to requests holding `pattern` are held for `delay`.
+/// Replies to requests holding `pattern` are held for `delay`, or dropped (the connection
+/// closed instead) when `delay` is `None`.
 #[derive(Debug, Clone)]
 struct Slow {
     pattern: Vec<u8>,
-    delay: Duration,
+    delay: Option<Duration>,
 }
 
 /// What the two pumps of one proxied connection share.
@@ -75,6 +76,8 @@ struct Slow {
 struct Link {
     /// The last request held the slow pattern: hold the next reply this many milliseconds.
     hold_next_reply_ms: AtomicU64,
+    /// The last request held the pattern of replies to drop.
+    drop_next_reply: AtomicBool,
 }
 
 impl FaultProxy {
@@ -140,7 +143,17 @@ impl FaultProxy {
     pub fn delay_replies_to(&self, pattern: &[u8], delay: Duration) {
         *self.slow.lock().unwrap_or_else(|p| p.into_inner()) = Some(Slow {
             pattern: pattern.to_vec(),
-            delay,
+            delay: Some(delay),
+        });
+    }
+
+    /// From now on, forwards each request that contains `pattern` to the server (which acts on
+    /// it) but closes the client's connection instead of forwarding its reply: the engine
+    /// cannot know whether the request was applied.
+    pub fn drop_replies_to(&self, pattern: &[u8]) {
+        *self.slow.lock().unwrap_or_else(|p| p.into_inner()) = Some(Slow {
+            pattern: pattern.to_vec(),
+            delay: None,
         });
     }
 
@@ -219,14 +232,22 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, direction: Direction, pumps: Pum
                         .windows(slow.pattern.len().max(1))
                         .any(|w| w == slow.pattern.as_slice())
                     {
-                        let ms = u64::try_from(slow.delay.as_millis()).unwrap_or(u64::MAX);
-                        pumps.link.hold_next_reply_ms.store(ms, Ordering::SeqCst);
+                        match slow.delay {
+                            Some(delay) => {
+                                let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                                pumps.link.hold_next_reply_ms.store(ms, Ordering::SeqCst);
+                            }
+                            None => pumps.link.drop_next_reply.store(true, Ordering::SeqCst),
+                        }
                     }
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
                 continue;
+            }
+            if pumps.link.drop_next_reply.swap(false, Ordering::SeqCst) {
+                break;
             }
             let hold = pumps.link.hold_next_reply_ms.swap(0, Ordering::SeqCst);
             if hold > 0 {

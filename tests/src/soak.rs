@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_core::{Bytes, CacheEngine, Ttl};
+use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
 
 /// How long a soak runs: `CACHE_SOAK_SECS` (default 20 s).
 pub fn duration() -> Duration {
@@ -22,6 +22,19 @@ pub struct SoakReport {
     pub operations: u64,
     /// Times `check` was called while the threads ran.
     pub checks: u64,
+    /// Writes the server refused ([`CacheError::Refused`]), in [`run_refusing`].
+    pub refused: u64,
+    /// Values read under a key that were written for another: always 0 in a report (the soak
+    /// fails at the first).
+    pub wrong_values: u64,
+}
+
+/// What the threads of a soak do besides the mixed operations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Workload {
+    /// In 1 % of bulk writes, one more entry of this many bytes: an item a full server refuses
+    /// while storing the others, which no engine can foresee.
+    refused_item: Option<usize>,
 }
 
 /// Runs `threads` threads of random operations on 64 keys for `duration`.
@@ -40,17 +53,56 @@ pub fn run(
     duration: Duration,
     check: impl Fn() -> Option<String> + Sync,
 ) -> SoakReport {
+    soak(engine, threads, duration, check, Workload::default())
+}
+
+/// Like [`run`] against a server that refuses some writes (a full memcached started with `-M`,
+/// a Redis at `maxmemory` with `noeviction`): in 1 % of bulk writes, one entry of `big_item`
+/// bytes that the server refuses while it stores the others. Writes may fail with
+/// [`CacheError::Refused`] (counted); every other operation must succeed, and every value read
+/// must be its key's: a refused item must never shift the replies of later requests.
+///
+/// # Panics
+///
+/// As [`run`], and on any error but a refusal.
+pub fn run_refusing(
+    engine: Arc<dyn CacheEngine>,
+    threads: usize,
+    duration: Duration,
+    big_item: usize,
+) -> SoakReport {
+    soak(
+        engine,
+        threads,
+        duration,
+        || None,
+        Workload {
+            refused_item: Some(big_item),
+        },
+    )
+}
+
+fn soak(
+    engine: Arc<dyn CacheEngine>,
+    threads: usize,
+    duration: Duration,
+    check: impl Fn() -> Option<String> + Sync,
+    workload: Workload,
+) -> SoakReport {
+    let refused = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let progress: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
     let start = Instant::now();
     let checks = std::thread::scope(|s| {
         for (t, done) in progress.iter().enumerate() {
             let engine = Arc::clone(&engine);
-            let stop = &stop;
+            let (stop, refused) = (&stop, &refused);
             s.spawn(move || {
                 let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ (t as u64 + 1);
                 while !stop.load(Ordering::Relaxed) {
-                    step(&*engine, &mut seed, t);
+                    if step(&*engine, &mut seed, t, workload) {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -80,6 +132,8 @@ pub fn run(
     SoakReport {
         operations: progress.iter().map(|p| p.load(Ordering::Relaxed)).sum(),
         checks,
+        refused: refused.load(Ordering::Relaxed),
+        wrong_values: 0,
     }
 }
 
@@ -94,7 +148,9 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
-fn step(engine: &dyn CacheEngine, seed: &mut u64, thread: usize) {
+/// One random operation; `true` when it was a write the server refused (allowed only with a
+/// refused-item workload).
+fn step(engine: &dyn CacheEngine, seed: &mut u64, thread: usize, workload: Workload) -> bool {
     let r = next(seed);
     let key = format!("soak-{}", r % 64);
     let counter = format!("soak-n-{}", r % 4);
@@ -112,31 +168,29 @@ fn step(engine: &dyn CacheEngine, seed: &mut u64, thread: usize) {
         if let Some(v) = v {
             assert!(
                 v.starts_with(format!("{k}#").as_bytes()),
-                "value {v:?} read under {k}"
+                "wrong value: {v:?} read under {k}"
             );
         }
     };
+    // Writes may be refused by a full server in a refusing workload; nothing else may fail.
+    let write = |op: &str, result: cache_core::Result<()>| match result {
+        Ok(()) => false,
+        Err(CacheError::Refused { .. }) if workload.refused_item.is_some() => true,
+        Err(e) => fail(op, &e),
+    };
     match r % 10 {
-        0 | 1 => engine
-            .set(&key, value(), ttl)
-            .unwrap_or_else(|e| fail("set", &e)),
-        2 | 3 => owned(&key, &engine.get(&key).unwrap_or_else(|e| fail("get", &e))),
-        4 => drop(engine.delete(&key).unwrap_or_else(|e| fail("delete", &e))),
-        5 => drop(
-            engine
-                .add(&key, value(), ttl)
-                .unwrap_or_else(|e| fail("add", &e)),
-        ),
-        6 => drop(
-            engine
-                .increment(&counter, 1)
-                .unwrap_or_else(|e| fail("increment", &e)),
-        ),
-        7 => drop(
-            engine
-                .touch(&key, ttl)
-                .unwrap_or_else(|e| fail("touch", &e)),
-        ),
+        0 | 1 => write("set", engine.set(&key, value(), ttl)),
+        2 | 3 => {
+            owned(&key, &engine.get(&key).unwrap_or_else(|e| fail("get", &e)));
+            false
+        }
+        4 => {
+            let _: bool = engine.delete(&key).unwrap_or_else(|e| fail("delete", &e));
+            false
+        }
+        5 => write("add", engine.add(&key, value(), ttl).map(drop)),
+        6 => write("increment", engine.increment(&counter, 1).map(drop)),
+        7 => write("touch", engine.touch(&key, ttl).map(drop)),
         8 => {
             let other = format!("soak-{}", (r >> 8) % 64);
             let keys = [key.as_str(), other.as_str()];
@@ -146,13 +200,29 @@ fn step(engine: &dyn CacheEngine, seed: &mut u64, thread: usize) {
             for (k, v) in keys.iter().zip(&values) {
                 owned(k, v);
             }
+            false
         }
         _ => {
-            let entries = [(key.as_str(), value())];
-            engine
-                .set_many(&entries, ttl)
-                .unwrap_or_else(|e| fail("set_many", &e));
+            let other = format!("soak-{}", (r >> 8) % 64);
+            let mut entries = vec![
+                (key.as_str(), value()),
+                (other.as_str(), {
+                    let mut v = format!("{other}#{thread}#").into_bytes();
+                    v.resize(v.len() + (r as usize >> 16) % 256, b'.');
+                    Bytes::from(v)
+                }),
+            ];
+            let big = format!("soak-big-{}", (r >> 32) % 1_000_000);
+            if let Some(size) = workload.refused_item {
+                if (r >> 40) % 100 == 0 {
+                    let mut v = format!("{big}#{thread}#").into_bytes();
+                    v.resize(size, b'!');
+                    entries.insert(((r >> 48) % 3) as usize, (big.as_str(), Bytes::from(v)));
+                }
+            }
+            let refused = write("set_many", engine.set_many(&entries, ttl));
             let _: bool = engine.exists(&key).unwrap_or_else(|e| fail("exists", &e));
+            refused
         }
     }
 }

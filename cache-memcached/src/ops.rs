@@ -1,0 +1,691 @@
+//! Every operation as an exchange: the meta commands it sends and what it makes of the
+//! replies. The blocking engine runs these; an async one would run the same.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cache_core::counter::{apply_increment, format_counter};
+use cache_core::{Bytes, CacheError, KeyDisplay, Result, Ttl};
+use cache_remote::meta::{self, Code, ErrorKind, Key, Meta, Reply};
+use cache_remote::{
+    BoxExchange, Exchange, ExchangeExt, ProtocolError, ReplyLimits, Request, Step, batches, ready,
+    single,
+};
+
+use crate::generation::{Generation, random_generation, with_generation};
+use crate::keys::{
+    BACKEND, ITEM_OVERHEAD, Keys, WireKey, check_size, expiration_for_secs, exptime, payload,
+    unwrap_payload,
+};
+
+/// The most commands of one batch of a bulk operation.
+pub(crate) const BATCH_KEYS: usize = 512;
+/// The most value bytes of one batch of a bulk write (a batch holds at least one entry).
+pub(crate) const BATCH_BYTES: usize = 1 << 20;
+/// Rounds of the compare-and-swap loop of `increment` before giving up.
+const CAS_ATTEMPTS: usize = 1_000;
+
+/// A reply memcached sent as an error line, kept as the source of a `CacheError`.
+#[derive(Debug)]
+struct ServerError(String);
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server replied: SERVER_ERROR {}", self.0)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// What every operation needs: keys, the generation, TTLs and the value limit.
+#[derive(Debug)]
+pub(crate) struct Commands {
+    pub(crate) keys: Keys,
+    pub(crate) generation: Option<Generation>,
+    pub(crate) default_ttl: Ttl,
+    /// The item size limit configured on the builder.
+    item_size_limit: usize,
+    /// The server's, learned on connect (0 until then).
+    learned_item_size: Arc<AtomicUsize>,
+}
+
+fn first(replies: Vec<Reply>) -> Option<Reply> {
+    replies.into_iter().next()
+}
+
+fn request(bytes: Vec<u8>, commands: usize, limits: ReplyLimits) -> Request {
+    Request::new(bytes, commands, limits)
+}
+
+impl Commands {
+    pub(crate) fn new(
+        keys: Keys,
+        generation: Option<Generation>,
+        default_ttl: Ttl,
+        item_size_limit: usize,
+        learned_item_size: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            keys,
+            generation,
+            default_ttl,
+            item_size_limit,
+            learned_item_size,
+        }
+    }
+
+    fn learned(&self) -> Option<usize> {
+        Some(self.learned_item_size.load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
+    /// The largest value accepted: the smaller of the configured and the server's item
+    /// limits, less room for the item's header, key and envelope.
+    pub(crate) fn max_value_size(&self) -> usize {
+        let limit = self.learned().map_or(self.item_size_limit, |server| {
+            server.min(self.item_size_limit)
+        });
+        limit.saturating_sub(ITEM_OVERHEAD)
+    }
+
+    /// Replies hold at most one item: never more than the larger of the two limits.
+    fn limits(&self) -> ReplyLimits {
+        let item = self.learned().map_or(self.item_size_limit, |server| {
+            server.max(self.item_size_limit)
+        });
+        ReplyLimits::scalar(item)
+    }
+
+    fn generation(&self) -> Option<&Generation> {
+        self.generation.as_ref()
+    }
+
+    fn unexpected(&self, reply: Option<Reply>, operation: &'static str) -> CacheError {
+        match reply {
+            Some(Reply::Error {
+                kind: ErrorKind::Server,
+                message,
+            }) => CacheError::Backend {
+                backend: BACKEND,
+                source: Box::new(ServerError(message)),
+            },
+            other => CacheError::Backend {
+                backend: BACKEND,
+                source: Box::new(ProtocolError::Unexpected(format!(
+                    "{operation} got {other:?}"
+                ))),
+            },
+        }
+    }
+
+    /// What a write's reply other than `HD` means: memcached refused the value (out of
+    /// memory, too large), or something unexpected.
+    fn write_failure(
+        &self,
+        reply: Option<Reply>,
+        operation: &'static str,
+        key: &str,
+        partly_applied: bool,
+    ) -> CacheError {
+        match reply {
+            Some(Reply::Error {
+                kind: ErrorKind::Server,
+                message,
+            }) => CacheError::Refused {
+                backend: BACKEND,
+                operation,
+                key: KeyDisplay::new(key),
+                partly_applied,
+                source: Some(Box::new(ServerError(message))),
+            },
+            other => self.unexpected(other, operation),
+        }
+    }
+
+    fn push_set(
+        &self,
+        bytes: &mut Vec<u8>,
+        wire: &WireKey,
+        value: &[u8],
+        exptime: u32,
+        opaque: u32,
+    ) {
+        let (stored, flags) = payload(wire, value);
+        let ttl = meta::flag(b'T', i64::from(exptime));
+        let client_flags = meta::flag(b'F', flags);
+        let all: &[&[u8]] = if flags == 0 {
+            &[&ttl]
+        } else {
+            &[&ttl, &client_flags]
+        };
+        meta::push_set(bytes, Key::Text(&wire.key), &stored, all, opaque);
+    }
+
+    pub(crate) fn ping(&self) -> impl Exchange<Reply, Output = ()> + '_ {
+        single(
+            request(b"mn\r\n".to_vec(), 1, self.limits()),
+            move |replies| match first(replies) {
+                Some(Reply::Status { code: Code::Mn, .. }) => Ok(()),
+                other => Err(self.unexpected(other, "ping")),
+            },
+        )
+    }
+
+    pub(crate) fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> Result<impl Exchange<Reply, Output = Option<Bytes>> + 'a> {
+        self.keys.check(key)?;
+        let limits = self.limits();
+        Ok(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let wire = self.keys.wire(generation, key);
+                let mut bytes = Vec::with_capacity(wire.key.len() + 16);
+                meta::push_get(&mut bytes, Key::Text(&wire.key), &[b"v", b"f"], 0);
+                single(request(bytes, 1, limits), move |replies| {
+                    match first(replies) {
+                        Some(Reply::Value { data, flags }) => {
+                            Ok(unwrap_payload(&wire, flags.number(b'f'), data))
+                        }
+                        Some(Reply::Status { code: Code::En, .. }) => Ok(None),
+                        other => Err(self.unexpected(other, "get")),
+                    }
+                })
+            },
+        ))
+    }
+
+    pub(crate) fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Ttl,
+    ) -> Result<impl Exchange<Reply, Output = ()> + 'a> {
+        let hashed = self.keys.check(key)?;
+        let exptime = exptime(ttl, self.default_ttl)?;
+        check_size(key, hashed, value, self.max_value_size())?;
+        let limits = self.limits();
+        Ok(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let wire = self.keys.wire(generation, key);
+                let mut bytes = Vec::with_capacity(wire.key.len() + value.len() + 32);
+                match exptime {
+                    Some(exptime) => self.push_set(&mut bytes, &wire, value, exptime, 0),
+                    None => meta::push_delete(&mut bytes, Key::Text(&wire.key), &[], 0),
+                }
+                single(request(bytes, 1, limits), move |replies| {
+                    match first(replies) {
+                        Some(Reply::Status {
+                            code: Code::Hd | Code::Nf,
+                            ..
+                        }) => Ok(()),
+                        other => Err(self.write_failure(other, "set", key, false)),
+                    }
+                })
+            },
+        ))
+    }
+
+    pub(crate) fn delete<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> Result<impl Exchange<Reply, Output = bool> + 'a> {
+        self.keys.check(key)?;
+        let limits = self.limits();
+        Ok(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let wire = self.keys.wire(generation, key);
+                let mut bytes = Vec::with_capacity(wire.key.len() + 16);
+                meta::push_delete(&mut bytes, Key::Text(&wire.key), &[], 0);
+                single(
+                    request(bytes, 1, limits).not_idempotent(),
+                    move |replies| match first(replies) {
+                        Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
+                        Some(Reply::Status { code: Code::Nf, .. }) => Ok(false),
+                        other => Err(self.unexpected(other, "delete")),
+                    },
+                )
+            },
+        ))
+    }
+
+    pub(crate) fn exists<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> Result<impl Exchange<Reply, Output = bool> + 'a> {
+        self.keys.check(key)?;
+        let limits = self.limits();
+        Ok(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let wire = self.keys.wire(generation, key);
+                // A hashed key is checked against the original key stored with the value.
+                let flags: &[&[u8]] = if wire.hashed_from.is_some() {
+                    &[b"v", b"f"]
+                } else {
+                    &[]
+                };
+                let mut bytes = Vec::with_capacity(wire.key.len() + 16);
+                meta::push_get(&mut bytes, Key::Text(&wire.key), flags, 0);
+                single(request(bytes, 1, limits), move |replies| {
+                    match first(replies) {
+                        Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
+                        Some(Reply::Value { data, flags }) => {
+                            Ok(unwrap_payload(&wire, flags.number(b'f'), data).is_some())
+                        }
+                        Some(Reply::Status { code: Code::En, .. }) => Ok(false),
+                        other => Err(self.unexpected(other, "exists")),
+                    }
+                })
+            },
+        ))
+    }
+
+    /// A new random generation for a namespace (O(1), never `flush_all`); `flush_all`
+    /// without one.
+    pub(crate) fn clear(&self) -> BoxExchange<'_, Reply, ()> {
+        let limits = self.limits();
+        let Some(generation) = self.generation() else {
+            return Box::new(single(
+                request(b"flush_all\r\n".to_vec(), 1, limits),
+                move |replies| match first(replies) {
+                    Some(Reply::Status { code: Code::Ok, .. }) => Ok(()),
+                    other => Err(self.unexpected(other, "clear")),
+                },
+            ));
+        };
+        let fresh = random_generation();
+        let mut bytes = Vec::with_capacity(96);
+        meta::push_set(&mut bytes, generation.key(), fresh.as_bytes(), &[b"T0"], 0);
+        Box::new(single(
+            request(bytes, 1, limits),
+            move |replies| match first(replies) {
+                Some(Reply::Status { code: Code::Hd, .. }) => {
+                    generation.cleared(fresh);
+                    Ok(())
+                }
+                other => Err(self.unexpected(other, "clear")),
+            },
+        ))
+    }
+
+    pub(crate) fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> Result<BoxExchange<'a, Reply, Vec<Option<Bytes>>>> {
+        self.keys.check_all(keys.iter().copied())?;
+        if keys.is_empty() {
+            return Ok(Box::new(ready(Vec::new())));
+        }
+        let limits = self.limits();
+        Ok(Box::new(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let wires: Vec<WireKey> =
+                    keys.iter().map(|k| self.keys.wire(generation, k)).collect();
+                let requests = wires
+                    .chunks(BATCH_KEYS)
+                    .map(|chunk| {
+                        let mut bytes = Vec::with_capacity(chunk.len() * 32);
+                        for (i, wire) in chunk.iter().enumerate() {
+                            meta::push_get(
+                                &mut bytes,
+                                Key::Text(&wire.key),
+                                &[b"v", b"f"],
+                                Meta::opaque_for(i),
+                            );
+                        }
+                        request(bytes, chunk.len(), limits)
+                    })
+                    .collect();
+                let mut wires = wires.into_iter();
+                batches(
+                    requests,
+                    Vec::with_capacity(keys.len()),
+                    move |values: &mut Vec<Option<Bytes>>, replies| {
+                        for reply in replies {
+                            let Some(wire) = wires.next() else {
+                                return Err(self.unexpected(Some(reply), "get_many"));
+                            };
+                            values.push(match reply {
+                                Reply::Value { data, flags } => {
+                                    unwrap_payload(&wire, flags.number(b'f'), data)
+                                }
+                                Reply::Status { code: Code::En, .. } => None,
+                                other => return Err(self.unexpected(Some(other), "get_many")),
+                            });
+                        }
+                        Ok(())
+                    },
+                )
+            },
+        )))
+    }
+
+    pub(crate) fn set_many<'a>(
+        &'a self,
+        entries: &'a [(&'a str, Bytes)],
+        ttl: Ttl,
+    ) -> Result<BoxExchange<'a, Reply, ()>> {
+        let exptime = exptime(ttl, self.default_ttl)?;
+        let limit = self.max_value_size();
+        for (key, value) in entries {
+            let hashed = self.keys.check(key)?;
+            check_size(key, hashed, value, limit)?;
+        }
+        if entries.is_empty() {
+            return Ok(Box::new(ready(())));
+        }
+        let limits = self.limits();
+        let many = entries.len() > 1;
+        Ok(Box::new(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let mut requests = Vec::new();
+                let mut start = 0;
+                while start < entries.len() {
+                    let mut bytes = Vec::new();
+                    let mut size = 0;
+                    let mut end = start;
+                    while end < entries.len()
+                        && end - start < BATCH_KEYS
+                        && (end == start || size + entries[end].1.len() <= BATCH_BYTES)
+                    {
+                        let (key, value) = &entries[end];
+                        let wire = self.keys.wire(generation, key);
+                        let opaque = Meta::opaque_for(end - start);
+                        match exptime {
+                            Some(exptime) => {
+                                self.push_set(&mut bytes, &wire, value, exptime, opaque)
+                            }
+                            None => {
+                                meta::push_delete(&mut bytes, Key::Text(&wire.key), &[], opaque)
+                            }
+                        }
+                        size += value.len();
+                        end += 1;
+                    }
+                    requests.push(request(bytes, end - start, limits));
+                    start = end;
+                }
+                let mut index = 0;
+                batches(requests, (), move |_: &mut (), replies: Vec<Reply>| {
+                    let mut refused = None;
+                    for reply in replies {
+                        let key = entries.get(index).map_or("", |(k, _)| *k);
+                        index += 1;
+                        match reply {
+                            Reply::Status {
+                                code: Code::Hd | Code::Nf,
+                                ..
+                            } => {}
+                            // Later items of the batch were still read (and may have been stored):
+                            // report the first refusal once every reply is in.
+                            other => {
+                                refused.get_or_insert_with(|| {
+                                    self.write_failure(Some(other), "set_many", key, many)
+                                });
+                            }
+                        }
+                    }
+                    refused.map_or(Ok(()), Err)
+                })
+            },
+        )))
+    }
+
+    pub(crate) fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> Result<BoxExchange<'a, Reply, u64>> {
+        self.keys.check_all(keys.iter().copied())?;
+        if keys.is_empty() {
+            return Ok(Box::new(ready(0)));
+        }
+        let limits = self.limits();
+        Ok(Box::new(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let requests = keys
+                    .chunks(BATCH_KEYS)
+                    .map(|chunk| {
+                        let mut bytes = Vec::with_capacity(chunk.len() * 32);
+                        for (i, key) in chunk.iter().enumerate() {
+                            let wire = self.keys.wire(generation, key);
+                            meta::push_delete(
+                                &mut bytes,
+                                Key::Text(&wire.key),
+                                &[],
+                                Meta::opaque_for(i),
+                            );
+                        }
+                        request(bytes, chunk.len(), limits).not_idempotent()
+                    })
+                    .collect();
+                batches(
+                    requests,
+                    0u64,
+                    move |removed: &mut u64, replies: Vec<Reply>| {
+                        for reply in replies {
+                            match reply {
+                                Reply::Status { code: Code::Hd, .. } => *removed += 1,
+                                Reply::Status { code: Code::Nf, .. } => {}
+                                other => return Err(self.unexpected(Some(other), "delete_many")),
+                            }
+                        }
+                        Ok(())
+                    },
+                )
+            },
+        )))
+    }
+
+    pub(crate) fn add<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Ttl,
+    ) -> Result<BoxExchange<'a, Reply, bool>> {
+        let hashed = self.keys.check(key)?;
+        let exptime = exptime(ttl, self.default_ttl)?;
+        check_size(key, hashed, value, self.max_value_size())?;
+        let Some(exptime) = exptime else {
+            // Nothing would be kept: report whether the key was free, store nothing.
+            return Ok(Box::new(self.exists(key)?.map_output(|found| !found)));
+        };
+        let limits = self.limits();
+        Ok(Box::new(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let wire = self.keys.wire(generation, key);
+                let (stored, flags) = payload(&wire, value);
+                let ttl = meta::flag(b'T', i64::from(exptime));
+                let client_flags = meta::flag(b'F', flags);
+                let mut bytes = Vec::with_capacity(wire.key.len() + stored.len() + 32);
+                meta::push_set(
+                    &mut bytes,
+                    Key::Text(&wire.key),
+                    &stored,
+                    &[&ttl, &client_flags, b"ME"],
+                    0,
+                );
+                single(
+                    request(bytes, 1, limits).not_idempotent(),
+                    move |replies| match first(replies) {
+                        Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
+                        Some(Reply::Status { code: Code::Ns, .. }) => Ok(false),
+                        other => Err(self.write_failure(other, "add", key, false)),
+                    },
+                )
+            },
+        )))
+    }
+
+    /// memcached's `incr` is unsigned and stops at zero: Redis's signed arithmetic is
+    /// emulated exactly with a compare-and-swap loop that keeps the remaining TTL.
+    pub(crate) fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+    ) -> Result<impl Exchange<Reply, Output = i64> + 'a> {
+        let hashed = self.keys.check(key)?;
+        let default_exptime = exptime(Ttl::Default, self.default_ttl)?.unwrap_or(0);
+        // The longest counter ("-9223372036854775808") must fit.
+        check_size(key, hashed, &[b'0'; 20], self.max_value_size())?;
+        let limits = self.limits();
+        Ok(with_generation(
+            self.generation(),
+            limits,
+            move |generation| Increment {
+                commands: self,
+                wire: self.keys.wire(generation, key),
+                key,
+                delta,
+                default_exptime,
+                limits,
+                attempts: 0,
+                writing: None,
+            },
+        ))
+    }
+
+    pub(crate) fn touch<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Ttl,
+    ) -> Result<BoxExchange<'a, Reply, bool>> {
+        self.keys.check(key)?;
+        let Some(exptime) = exptime(ttl, self.default_ttl)? else {
+            return Ok(Box::new(self.delete(key)?));
+        };
+        let limits = self.limits();
+        Ok(Box::new(with_generation(
+            self.generation(),
+            limits,
+            move |generation| {
+                let wire = self.keys.wire(generation, key);
+                let touch = meta::flag(b'T', i64::from(exptime));
+                let mut bytes = Vec::with_capacity(wire.key.len() + 24);
+                meta::push_get(&mut bytes, Key::Text(&wire.key), &[&touch], 0);
+                single(request(bytes, 1, limits), move |replies| {
+                    match first(replies) {
+                        Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
+                        Some(Reply::Status { code: Code::En, .. }) => Ok(false),
+                        other => Err(self.unexpected(other, "touch")),
+                    }
+                })
+            },
+        )))
+    }
+}
+
+/// The compare-and-swap loop of `increment`: read the value, its CAS and its remaining TTL;
+/// write the new value if nobody wrote in between (or create it with `add`); else read again.
+struct Increment<'a> {
+    commands: &'a Commands,
+    wire: WireKey,
+    key: &'a str,
+    delta: i64,
+    default_exptime: u32,
+    limits: ReplyLimits,
+    attempts: usize,
+    /// The new value, while its write is in flight.
+    writing: Option<i64>,
+}
+
+impl Increment<'_> {
+    fn read(&mut self) -> Result<Step<i64>> {
+        self.attempts += 1;
+        if self.attempts > CAS_ATTEMPTS {
+            return Err(CacheError::Backend {
+                backend: BACKEND,
+                source: format!("increment lost {CAS_ATTEMPTS} compare-and-swap races in a row")
+                    .into(),
+            });
+        }
+        self.writing = None;
+        let mut bytes = Vec::with_capacity(self.wire.key.len() + 24);
+        meta::push_get(
+            &mut bytes,
+            Key::Text(&self.wire.key),
+            &[b"v", b"f", b"c", b"t"],
+            0,
+        );
+        Ok(Step::Send(request(bytes, 1, self.limits)))
+    }
+
+    fn write(&mut self, next: i64, flags: &[&[u8]]) -> Step<i64> {
+        let (stored, client_flags) = payload(&self.wire, &format_counter(next));
+        let client_flags = meta::flag(b'F', client_flags);
+        let mut all: Vec<&[u8]> = flags.to_vec();
+        all.push(&client_flags);
+        let mut bytes = Vec::with_capacity(self.wire.key.len() + 64);
+        meta::push_set(&mut bytes, Key::Text(&self.wire.key), &stored, &all, 0);
+        self.writing = Some(next);
+        Step::Send(request(bytes, 1, self.limits).not_idempotent())
+    }
+}
+
+impl Exchange<Reply> for Increment<'_> {
+    type Output = i64;
+
+    fn start(&mut self) -> Result<Step<i64>> {
+        self.read()
+    }
+
+    fn next(&mut self, replies: Vec<Reply>) -> Result<Step<i64>> {
+        let reply = first(replies);
+        if let Some(next) = self.writing.take() {
+            return match reply {
+                Some(Reply::Status { code: Code::Hd, .. }) => Ok(Step::Done(next)),
+                // Someone else wrote or created it first: read again.
+                Some(Reply::Status {
+                    code: Code::Ex | Code::Ns | Code::Nf,
+                    ..
+                }) => self.read(),
+                other => Err(self
+                    .commands
+                    .write_failure(other, "increment", self.key, false)),
+            };
+        }
+        match reply {
+            Some(Reply::Value { data, flags }) => {
+                let Some(current) = unwrap_payload(&self.wire, flags.number(b'f'), data) else {
+                    // Another key's value under the same hash: not a counter of this key.
+                    return Err(CacheError::NotANumber {
+                        key: KeyDisplay::new(self.key),
+                    });
+                };
+                let next = apply_increment(self.key, Some(&current), self.delta)?;
+                let Some(cas) = flags.number(b'c') else {
+                    return Err(self.commands.unexpected(None, "increment"));
+                };
+                let exptime = match flags.number(b't') {
+                    None | Some(-1) => 0,
+                    Some(secs) => {
+                        expiration_for_secs(u64::try_from(secs.max(1)).unwrap_or(1)).unwrap_or(0)
+                    }
+                };
+                let ttl = meta::flag(b'T', i64::from(exptime));
+                let cas = meta::flag(b'C', cas);
+                Ok(self.write(next, &[&ttl, &cas]))
+            }
+            Some(Reply::Status { code: Code::En, .. }) => {
+                let next = apply_increment(self.key, None, self.delta)?;
+                let ttl = meta::flag(b'T', i64::from(self.default_exptime));
+                Ok(self.write(next, &[&ttl, b"ME"]))
+            }
+            other => Err(self.commands.unexpected(other, "increment")),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The Redis engine against hostile servers: replies no real server sends. Each operation must
+//! end within its deadline plus a margin, and memory must stay bounded. The checks measure the
+//! whole process's memory, so this file's tests run one at a time.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cache_core::CacheEngine;
+use cache_redis::RedisEngine;
+use cache_tests::hostile::{Dialect, Misbehaviour, every_operation_ends_in_time};
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+const MARGIN: Duration = Duration::from_millis(400);
+/// The engine's value limit in these tests, and the memory the process may grow by.
+const VALUE_LIMIT: usize = 1 << 20;
+const MEMORY_BOUND: u64 = 64 << 20;
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn engine_at(address: &str) -> Arc<dyn CacheEngine> {
+    Arc::new(
+        RedisEngine::builder()
+            .url(format!("redis://{address}"))
+            .namespace("hostile")
+            .timeout(TIMEOUT)
+            .max_value_size(VALUE_LIMIT)
+            .build()
+            .expect("valid settings"),
+    )
+}
+
+fn check(misbehaviour: Misbehaviour) {
+    let _serial = one_at_a_time();
+    every_operation_ends_in_time(
+        Dialect::Redis,
+        misbehaviour,
+        TIMEOUT,
+        MARGIN,
+        MEMORY_BOUND,
+        engine_at,
+    );
+}
+
+#[test]
+fn a_server_that_never_answers() {
+    check(Misbehaviour::NeverAnswer);
+}
+
+#[test]
+fn a_trickled_reply() {
+    check(Misbehaviour::Trickle {
+        every: Duration::from_millis(400),
+    });
+}
+
+#[test]
+fn an_oversized_bulk_reply() {
+    check(Misbehaviour::OversizedValue {
+        announced: 2_147_483_647,
+    });
+}
+
+#[test]
+fn an_endless_array() {
+    check(Misbehaviour::EndlessArray { announced: 1 << 40 });
+}
+
+#[test]
+fn a_deep_array() {
+    check(Misbehaviour::DeepArray { depth: 1_000_000 });
+}
+
+#[test]
+fn an_endless_line() {
+    check(Misbehaviour::EndlessLine);
+}

@@ -1,0 +1,150 @@
+//! What a backend supplies to the transports, and how transport failures become errors.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use cache_core::CacheError;
+
+use crate::exchange::BoxExchange;
+use crate::protocol::{Decode, ProtocolError};
+
+/// The reply type of a backend's protocol.
+pub type ReplyOf<B> = <<B as Backend>::Decoder as Decode>::Reply;
+
+/// A remote backend as the transports see it: where to connect, how to read its replies, and
+/// what to say on every new connection. How to build requests and read their results lives in
+/// the backend's exchanges, which both transports run unchanged.
+pub trait Backend: Send + Sync + Debug + 'static {
+    /// The protocol's reply decoder.
+    type Decoder: Decode;
+
+    /// The backend's short name (`"redis"`), for errors.
+    fn name(&self) -> &'static str;
+
+    /// The decoder.
+    fn decoder(&self) -> &Self::Decoder;
+
+    /// Where to connect: `host:port`. Also named in errors, so it holds no credentials.
+    fn address(&self) -> &str;
+
+    /// The exchange run on every new connection before it is used (authentication, choosing
+    /// a database, learning the server's limits), if any.
+    fn handshake(&self) -> Option<BoxExchange<'static, ReplyOf<Self>, ()>>;
+
+    /// TLS settings, when connections must be wrapped in TLS.
+    #[cfg(feature = "tls")]
+    fn tls(&self) -> Option<&TlsSettings> {
+        None
+    }
+}
+
+/// How to wrap a connection in TLS (rustls).
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The client configuration: roots, and whether certificates are checked at all.
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+/// Why a connection can no longer be used.
+#[derive(Debug)]
+pub enum Broken {
+    /// The deadline passed before the whole reply arrived.
+    Timeout,
+    /// The server closed the connection.
+    Closed,
+    /// A socket or TLS error.
+    Io(std::io::Error),
+    /// A reply that cannot be trusted.
+    Protocol(ProtocolError),
+}
+
+impl Broken {
+    /// Whether the connection may have died while it sat idle (the server restarted or cut
+    /// it): the error came from the socket, not from a slow or misbehaving server.
+    pub fn is_dead_socket(&self) -> bool {
+        match self {
+            Self::Closed => true,
+            Self::Io(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            Self::Timeout | Self::Protocol(_) => false,
+        }
+    }
+
+    /// The error a caller sees.
+    pub fn into_error(
+        self,
+        backend: &'static str,
+        operation: &'static str,
+        address: &str,
+        budget: Duration,
+    ) -> CacheError {
+        match self {
+            Self::Timeout => CacheError::Timeout {
+                backend,
+                operation,
+                address: address.to_string(),
+                after: budget,
+            },
+            Self::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                CacheError::Timeout {
+                    backend,
+                    operation,
+                    address: address.to_string(),
+                    after: budget,
+                }
+            }
+            Self::Closed => CacheError::Connection {
+                backend,
+                operation,
+                address: address.to_string(),
+                source: Some("the server closed the connection".into()),
+            },
+            Self::Io(e) => CacheError::Connection {
+                backend,
+                operation,
+                address: address.to_string(),
+                source: Some(Box::new(e)),
+            },
+            Self::Protocol(e @ ProtocolError::Refused(_)) => CacheError::Connection {
+                backend,
+                operation,
+                address: address.to_string(),
+                source: Some(Box::new(e)),
+            },
+            Self::Protocol(e) => CacheError::Backend {
+                backend,
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+/// How an exchange failed on a connection.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Every reply was read; the operation failed (an error reply, a bad counter). The
+    /// connection is in a known state and can be reused.
+    Reply(CacheError),
+    /// The connection broke or cannot be trusted.
+    Broken {
+        /// Why.
+        why: Broken,
+        /// Whether any byte of the request in flight was written.
+        sent: bool,
+        /// Whether every request before it (if any) may be sent again: then running the whole
+        /// exchange again cannot apply anything twice.
+        before_idempotent: bool,
+        /// Whether the request in flight may be sent again.
+        idempotent: bool,
+    },
+}

@@ -1,0 +1,127 @@
+//! The read buffer both transports decode from.
+
+use crate::protocol::{Decode, Decoded, ProtocolError, ReplyLimits};
+
+/// The smallest read asked of the socket.
+const MIN_READ: usize = 16 * 1024;
+/// A buffer that grew past this for one large reply shrinks back once it is empty.
+const KEEP: usize = 256 * 1024;
+
+/// Bytes read from a connection and not yet decoded.
+///
+/// Like `BufReader`, it keeps its memory initialized, so reading into it costs no zeroing; it
+/// grows to hold a whole reply (whose size the decoder has checked against its limits) and
+/// shrinks back after a large one.
+#[derive(Debug, Default)]
+pub struct ReadBuffer {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The decoder needs at least this many buffered bytes before it can make progress.
+    needed: usize,
+}
+
+impl ReadBuffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether no undecoded byte is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Decodes the next reply if the buffer holds a whole one.
+    ///
+    /// # Errors
+    ///
+    /// The decoder's [`ProtocolError`].
+    pub fn decode<D: Decode>(
+        &mut self,
+        decoder: &D,
+        limits: &ReplyLimits,
+    ) -> Result<Option<D::Reply>, ProtocolError> {
+        let filled = self.end - self.start;
+        if filled == 0 || filled < self.needed {
+            return Ok(None);
+        }
+        match decoder.decode(&self.data[self.start..self.end], limits)? {
+            Decoded::Reply(reply, used) => {
+                self.start += used.min(filled);
+                self.needed = 0;
+                if self.start == self.end {
+                    self.start = 0;
+                    self.end = 0;
+                    if self.data.len() > KEEP {
+                        self.data.truncate(KEEP);
+                        self.data.shrink_to(KEEP);
+                    }
+                }
+                Ok(Some(reply))
+            }
+            Decoded::Incomplete { needed } => {
+                self.needed = needed;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Room to read into: at least 16 KiB, or what the reply being decoded still needs.
+    pub fn spare(&mut self) -> &mut [u8] {
+        let filled = self.end - self.start;
+        let want = self.needed.saturating_sub(filled).max(MIN_READ);
+        if self.data.len() - self.end < want {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.start = 0;
+                self.end = filled;
+            }
+            if self.data.len() - self.end < want {
+                self.data.resize(self.end + want, 0);
+            }
+        }
+        &mut self.data[self.end..]
+    }
+
+    /// Marks `n` bytes of [`spare`](Self::spare) as read.
+    pub fn advance(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resp::{Resp, Value};
+
+    #[test]
+    fn replies_split_across_reads() {
+        let limits = ReplyLimits::scalar(1 << 20);
+        let mut buf = ReadBuffer::new();
+        let mut wire = b"$5\r\nhello\r\n+OK\r\n".to_vec();
+        let big = vec![b'x'; 100_000];
+        wire.extend_from_slice(format!("${}\r\n", big.len()).as_bytes());
+        wire.extend_from_slice(&big);
+        wire.extend_from_slice(b"\r\n");
+        let mut replies = Vec::new();
+        for chunk in wire.chunks(7) {
+            let spare = buf.spare();
+            spare[..chunk.len()].copy_from_slice(chunk);
+            buf.advance(chunk.len());
+            while let Some(reply) = buf.decode(&Resp, &limits).unwrap() {
+                replies.push(reply);
+            }
+        }
+        assert_eq!(
+            replies,
+            vec![
+                Value::Bulk(b"hello".to_vec()),
+                Value::Simple("OK".into()),
+                Value::Bulk(big)
+            ]
+        );
+        assert!(buf.is_empty());
+        assert!(buf.data.len() <= KEEP);
+    }
+}

@@ -1,0 +1,59 @@
+//! The remote core of cache-toolkit: what the Redis and memcached engines share, and what a
+//! third-party remote backend can build on.
+//!
+//! Drivers for these servers time out per read and accept any reply length: a trickled reply
+//! could hold an operation for minutes and a reply announcing 2 GiB was allocated. This crate
+//! bounds both, once, for every remote engine:
+//!
+//! - **I/O-free framing with limits** ([`resp`], [`meta`]): requests are encoded into buffers
+//!   and replies decoded from them; every size a reply announces is checked against the
+//!   request's [`ReplyLimits`] before anything is allocated or waited for.
+//! - **Operations as exchanges** ([`Exchange`]): an operation is a conversation of requests and
+//!   replies with no I/O in it, so the blocking transport (and the async one) run the same
+//!   code, and each request says whether it may be sent twice.
+//! - **One deadline per operation** ([`Deadline`]), covering the wait for a connection, the
+//!   request and every reply; operations whose work grows with their input give some requests
+//!   a deadline of their own ([`Request::with_own_deadline`]).
+//! - **A bounded pool** ([`ClientSettings::max_connections`]): callers beyond the bound wait
+//!   for a connection until their deadline.
+//! - **One retry rule**: a connection taken from the pool that turns out dead is replaced and
+//!   the operation runs again only if its first request never left or may be sent twice; a
+//!   non-idempotent request (an increment) is never resent after it may have reached the
+//!   server.
+//! - **One place for errors**: transport failures become `Connection`, `Timeout` or `Backend`
+//!   errors naming the operation; [`cache_core::CacheError::is_backend_failure`] is the one
+//!   classification fail-open uses.
+//!
+//! A backend implements [`Backend`] (where to connect, its decoder, its handshake) and builds
+//! its operations as exchanges; [`blocking::Client`] runs them.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod backend;
+pub mod blocking;
+mod buffer;
+mod exchange;
+pub mod meta;
+mod pool;
+mod protocol;
+pub mod resp;
+mod settings;
+
+#[cfg(feature = "tls")]
+pub use backend::TlsSettings;
+pub use backend::{Backend, Broken, ReplyOf};
+pub use buffer::ReadBuffer;
+pub use exchange::{
+    Batches, BoxExchange, Deadline, Exchange, ExchangeExt, MapOutput, Ready, Request, Single, Step,
+    batches, ready, single,
+};
+pub use protocol::{Decode, Decoded, ProtocolError, ReplyLimits};
+pub use settings::{
+    ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS,
+    DEFAULT_TIMEOUT, RemoteOptions,
+};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use cache_core::Ttl;
+}
