@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use cache_core::{Bytes, CacheEngine, CacheError, Capabilities, Result, Ttl};
+use cache_core::{CacheEngine, CacheError, Capabilities, Result, Ttl};
 use cache_remote::RemoteOptions;
-use cache_remote::blocking::{Client, PoolState};
+use cache_remote::blocking::Client;
 
 use crate::backend::Memcached;
 use crate::config::{MemcachedEngineBuilder, parse_server};
@@ -92,59 +92,11 @@ impl MemcachedEngineBuilder {
 }
 
 impl MemcachedEngine {
-    /// An engine for `127.0.0.1:11211` with every default; no connection is opened until the
-    /// first operation.
-    pub fn new() -> Self {
-        Self::builder()
-            .build()
-            .unwrap_or_else(|_| unreachable!("the default settings are valid"))
-    }
-
-    /// Builds an engine for `server` with the other defaults and checks that it answers.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidConfig` for a bad address; `Connection` or `Timeout` when the server cannot be
-    /// reached (within the connect timeout, 1 s by default).
-    pub fn connect(server: &str) -> Result<Self> {
-        let engine = Self::builder().server(server).build()?;
-        engine.ping()?;
-        Ok(engine)
-    }
-
-    /// An engine configured from the environment (see the crate docs); no connection is opened.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidConfig` for a variable that cannot be parsed, or as
-    /// [`MemcachedEngineBuilder::build`].
-    pub fn from_env() -> Result<Self> {
-        Self::builder().from_env()?.build()
-    }
-
-    /// A builder with every default.
-    pub fn builder() -> MemcachedEngineBuilder {
-        MemcachedEngineBuilder::default()
-    }
-
-    /// Checks that the server answers (a meta no-op).
-    ///
-    /// # Errors
-    ///
-    /// `Connection`, `Timeout`, `Closed`.
-    pub fn ping(&self) -> Result<()> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("ping", || Ok(commands.ping()))
-    }
+    cache_remote::remote_engine_constructors!(MemcachedEngineBuilder, server, "127.0.0.1:11211");
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
         self.inner.commands.keys.space.namespace()
-    }
-
-    /// How many connections the engine has open and idle, and the most it ever had open.
-    pub fn pool_state(&self) -> PoolState {
-        self.inner.client.pool_state()
     }
 }
 
@@ -168,77 +120,7 @@ impl fmt::Debug for MemcachedEngine {
 }
 
 impl CacheEngine for MemcachedEngine {
-    fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("get", || commands.get(key))
-    }
-
-    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("set", || commands.set(key, &value, ttl))
-    }
-
-    fn delete(&self, key: &str) -> Result<bool> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("delete", || commands.delete(key))
-    }
-
-    fn exists(&self, key: &str) -> Result<bool> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("exists", || commands.exists(key))
-    }
-
-    fn clear(&self) -> Result<()> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("clear", || Ok(commands.clear()))
-    }
-
-    fn close(&self) -> Result<()> {
-        self.inner.client.close();
-        Ok(())
-    }
-
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("get_many", || commands.get_many(keys))
-    }
-
-    fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("set_many", || commands.set_many(entries, ttl))
-    }
-
-    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("delete_many", || commands.delete_many(keys))
-    }
-
-    fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("add", || commands.add(key, &value, ttl))
-    }
-
-    fn increment(&self, key: &str, delta: i64) -> Result<i64> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("increment", || commands.increment(key, delta))
-    }
-
-    fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("touch", || commands.touch(key, ttl))
-    }
+    cache_remote::blocking_engine_methods!();
 
     fn capabilities(&self) -> Capabilities {
         let inner = &*self.inner;

@@ -8,8 +8,8 @@ use cache_core::counter::{apply_increment, format_counter};
 use cache_core::{Bytes, CacheError, KeyDisplay, Result, Ttl};
 use cache_remote::meta::{self, Code, ErrorKind, Key, Meta, Reply};
 use cache_remote::{
-    BoxExchange, Exchange, ExchangeExt, ProtocolError, ReplyLimits, Request, Step, batches, ready,
-    single,
+    BATCH_KEYS, BoxExchange, Exchange, ExchangeExt, ProtocolError, ReplyLimits, Request, Step,
+    batch_ranges, batches, ready, single,
 };
 
 use crate::generation::{Generation, random_generation, with_generation};
@@ -18,10 +18,6 @@ use crate::keys::{
     unwrap_payload,
 };
 
-/// The most commands of one batch of a bulk operation.
-pub(crate) const BATCH_KEYS: usize = 512;
-/// The most value bytes of one batch of a bulk write (a batch holds at least one entry).
-pub(crate) const BATCH_BYTES: usize = 1 << 20;
 /// Rounds of the compare-and-swap loop of `increment` before giving up.
 const CAS_ATTEMPTS: usize = 1_000;
 
@@ -170,28 +166,46 @@ impl Commands {
         )
     }
 
+    /// One command on `key` (already checked) in the namespace's current generation: `encode`
+    /// writes it for the key's wire form, `parse` reads its reply.
+    fn one_command<'a, T, W, P>(
+        &'a self,
+        key: &'a str,
+        idempotent: bool,
+        encode: W,
+        parse: P,
+    ) -> impl Exchange<Reply, Output = T> + 'a
+    where
+        T: Send + 'a,
+        W: FnOnce(&WireKey, &mut Vec<u8>) + Send + 'a,
+        P: FnOnce(&WireKey, Option<Reply>) -> Result<T> + Send + 'a,
+    {
+        let limits = self.limits();
+        with_generation(self.generation(), limits, move |generation| {
+            let wire = self.keys.wire(generation, key);
+            let mut bytes = Vec::with_capacity(wire.key.len() + 32);
+            encode(&wire, &mut bytes);
+            let mut request = request(bytes, 1, limits);
+            request.idempotent = idempotent;
+            single(request, move |replies| parse(&wire, first(replies)))
+        })
+    }
+
     pub(crate) fn get<'a>(
         &'a self,
         key: &'a str,
     ) -> Result<impl Exchange<Reply, Output = Option<Bytes>> + 'a> {
         self.keys.check(key)?;
-        let limits = self.limits();
-        Ok(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let wire = self.keys.wire(generation, key);
-                let mut bytes = Vec::with_capacity(wire.key.len() + 16);
-                meta::push_get(&mut bytes, Key::Text(&wire.key), &[b"v", b"f"], 0);
-                single(request(bytes, 1, limits), move |replies| {
-                    match first(replies) {
-                        Some(Reply::Value { data, flags }) => {
-                            Ok(unwrap_payload(&wire, flags.number(b'f'), data))
-                        }
-                        Some(Reply::Status { code: Code::En, .. }) => Ok(None),
-                        other => Err(self.unexpected(other, "get")),
-                    }
-                })
+        Ok(self.one_command(
+            key,
+            true,
+            |wire, bytes| meta::push_get(bytes, Key::Text(&wire.key), &[b"v", b"f"], 0),
+            move |wire, reply| match reply {
+                Some(Reply::Value { data, flags }) => {
+                    Ok(unwrap_payload(wire, flags.number(b'f'), data))
+                }
+                Some(Reply::Status { code: Code::En, .. }) => Ok(None),
+                other => Err(self.unexpected(other, "get")),
             },
         ))
     }
@@ -205,26 +219,19 @@ impl Commands {
         let hashed = self.keys.check(key)?;
         let exptime = exptime(ttl, self.default_ttl)?;
         check_size(key, hashed, value, self.max_value_size())?;
-        let limits = self.limits();
-        Ok(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let wire = self.keys.wire(generation, key);
-                let mut bytes = Vec::with_capacity(wire.key.len() + value.len() + 32);
-                match exptime {
-                    Some(exptime) => self.push_set(&mut bytes, &wire, value, exptime, 0),
-                    None => meta::push_delete(&mut bytes, Key::Text(&wire.key), &[], 0),
-                }
-                single(request(bytes, 1, limits), move |replies| {
-                    match first(replies) {
-                        Some(Reply::Status {
-                            code: Code::Hd | Code::Nf,
-                            ..
-                        }) => Ok(()),
-                        other => Err(self.write_failure(other, "set", key, false)),
-                    }
-                })
+        Ok(self.one_command(
+            key,
+            true,
+            move |wire, bytes| match exptime {
+                Some(exptime) => self.push_set(bytes, wire, value, exptime, 0),
+                None => meta::push_delete(bytes, Key::Text(&wire.key), &[], 0),
+            },
+            move |_, reply| match reply {
+                Some(Reply::Status {
+                    code: Code::Hd | Code::Nf,
+                    ..
+                }) => Ok(()),
+                other => Err(self.write_failure(other, "set", key, false)),
             },
         ))
     }
@@ -234,22 +241,14 @@ impl Commands {
         key: &'a str,
     ) -> Result<impl Exchange<Reply, Output = bool> + 'a> {
         self.keys.check(key)?;
-        let limits = self.limits();
-        Ok(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let wire = self.keys.wire(generation, key);
-                let mut bytes = Vec::with_capacity(wire.key.len() + 16);
-                meta::push_delete(&mut bytes, Key::Text(&wire.key), &[], 0);
-                single(
-                    request(bytes, 1, limits).not_idempotent(),
-                    move |replies| match first(replies) {
-                        Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
-                        Some(Reply::Status { code: Code::Nf, .. }) => Ok(false),
-                        other => Err(self.unexpected(other, "delete")),
-                    },
-                )
+        Ok(self.one_command(
+            key,
+            false,
+            |wire, bytes| meta::push_delete(bytes, Key::Text(&wire.key), &[], 0),
+            move |_, reply| match reply {
+                Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
+                Some(Reply::Status { code: Code::Nf, .. }) => Ok(false),
+                other => Err(self.unexpected(other, "delete")),
             },
         ))
     }
@@ -259,30 +258,25 @@ impl Commands {
         key: &'a str,
     ) -> Result<impl Exchange<Reply, Output = bool> + 'a> {
         self.keys.check(key)?;
-        let limits = self.limits();
-        Ok(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let wire = self.keys.wire(generation, key);
+        Ok(self.one_command(
+            key,
+            true,
+            |wire, bytes| {
                 // A hashed key is checked against the original key stored with the value.
                 let flags: &[&[u8]] = if wire.hashed_from.is_some() {
                     &[b"v", b"f"]
                 } else {
                     &[]
                 };
-                let mut bytes = Vec::with_capacity(wire.key.len() + 16);
-                meta::push_get(&mut bytes, Key::Text(&wire.key), flags, 0);
-                single(request(bytes, 1, limits), move |replies| {
-                    match first(replies) {
-                        Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
-                        Some(Reply::Value { data, flags }) => {
-                            Ok(unwrap_payload(&wire, flags.number(b'f'), data).is_some())
-                        }
-                        Some(Reply::Status { code: Code::En, .. }) => Ok(false),
-                        other => Err(self.unexpected(other, "exists")),
-                    }
-                })
+                meta::push_get(bytes, Key::Text(&wire.key), flags, 0);
+            },
+            move |wire, reply| match reply {
+                Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
+                Some(Reply::Value { data, flags }) => {
+                    Ok(unwrap_payload(wire, flags.number(b'f'), data).is_some())
+                }
+                Some(Reply::Status { code: Code::En, .. }) => Ok(false),
+                other => Err(self.unexpected(other, "exists")),
             },
         ))
     }
@@ -389,33 +383,26 @@ impl Commands {
             self.generation(),
             limits,
             move |generation| {
-                let mut requests = Vec::new();
-                let mut start = 0;
-                while start < entries.len() {
-                    let mut bytes = Vec::new();
-                    let mut size = 0;
-                    let mut end = start;
-                    while end < entries.len()
-                        && end - start < BATCH_KEYS
-                        && (end == start || size + entries[end].1.len() <= BATCH_BYTES)
-                    {
-                        let (key, value) = &entries[end];
-                        let wire = self.keys.wire(generation, key);
-                        let opaque = Meta::opaque_for(end - start);
-                        match exptime {
-                            Some(exptime) => {
-                                self.push_set(&mut bytes, &wire, value, exptime, opaque)
-                            }
-                            None => {
-                                meta::push_delete(&mut bytes, Key::Text(&wire.key), &[], opaque)
+                let requests = batch_ranges(entries.iter().map(|(_, v)| v.len()))
+                    .into_iter()
+                    .map(|range| {
+                        let mut bytes = Vec::new();
+                        for (i, (key, value)) in entries[range.clone()].iter().enumerate() {
+                            let wire = self.keys.wire(generation, key);
+                            let opaque = Meta::opaque_for(i);
+                            match exptime {
+                                Some(exptime) => {
+                                    self.push_set(&mut bytes, &wire, value, exptime, opaque);
+                                }
+                                None => {
+                                    let key = Key::Text(&wire.key);
+                                    meta::push_delete(&mut bytes, key, &[], opaque);
+                                }
                             }
                         }
-                        size += value.len();
-                        end += 1;
-                    }
-                    requests.push(request(bytes, end - start, limits));
-                    start = end;
-                }
+                        request(bytes, range.len(), limits)
+                    })
+                    .collect();
                 let mut index = 0;
                 batches(requests, (), move |_: &mut (), replies: Vec<Reply>| {
                     let mut refused = None;
@@ -502,31 +489,20 @@ impl Commands {
             // Nothing would be kept: report whether the key was free, store nothing.
             return Ok(Box::new(self.exists(key)?.map_output(|found| !found)));
         };
-        let limits = self.limits();
-        Ok(Box::new(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let wire = self.keys.wire(generation, key);
-                let (stored, flags) = payload(&wire, value);
+        Ok(Box::new(self.one_command(
+            key,
+            false,
+            move |wire, bytes| {
+                let (stored, flags) = payload(wire, value);
                 let ttl = meta::flag(b'T', i64::from(exptime));
                 let client_flags = meta::flag(b'F', flags);
-                let mut bytes = Vec::with_capacity(wire.key.len() + stored.len() + 32);
-                meta::push_set(
-                    &mut bytes,
-                    Key::Text(&wire.key),
-                    &stored,
-                    &[&ttl, &client_flags, b"ME"],
-                    0,
-                );
-                single(
-                    request(bytes, 1, limits).not_idempotent(),
-                    move |replies| match first(replies) {
-                        Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
-                        Some(Reply::Status { code: Code::Ns, .. }) => Ok(false),
-                        other => Err(self.write_failure(other, "add", key, false)),
-                    },
-                )
+                let all: &[&[u8]] = &[&ttl, &client_flags, b"ME"];
+                meta::push_set(bytes, Key::Text(&wire.key), &stored, all, 0);
+            },
+            move |_, reply| match reply {
+                Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
+                Some(Reply::Status { code: Code::Ns, .. }) => Ok(false),
+                other => Err(self.write_failure(other, "add", key, false)),
             },
         )))
     }
@@ -568,22 +544,17 @@ impl Commands {
         let Some(exptime) = exptime(ttl, self.default_ttl)? else {
             return Ok(Box::new(self.delete(key)?));
         };
-        let limits = self.limits();
-        Ok(Box::new(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let wire = self.keys.wire(generation, key);
+        Ok(Box::new(self.one_command(
+            key,
+            true,
+            move |wire, bytes| {
                 let touch = meta::flag(b'T', i64::from(exptime));
-                let mut bytes = Vec::with_capacity(wire.key.len() + 24);
-                meta::push_get(&mut bytes, Key::Text(&wire.key), &[&touch], 0);
-                single(request(bytes, 1, limits), move |replies| {
-                    match first(replies) {
-                        Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
-                        Some(Reply::Status { code: Code::En, .. }) => Ok(false),
-                        other => Err(self.unexpected(other, "touch")),
-                    }
-                })
+                meta::push_get(bytes, Key::Text(&wire.key), &[&touch], 0);
+            },
+            move |_, reply| match reply {
+                Some(Reply::Status { code: Code::Hd, .. }) => Ok(true),
+                Some(Reply::Status { code: Code::En, .. }) => Ok(false),
+                other => Err(self.unexpected(other, "touch")),
             },
         )))
     }

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use cache_core::config::redact_url as redact;
-use cache_core::{Bytes, CacheEngine, Capabilities, Result, Ttl};
+use cache_core::{CacheEngine, Capabilities, Result};
 use cache_remote::RemoteOptions;
-use cache_remote::blocking::{Client, PoolState};
+use cache_remote::blocking::Client;
 
 use crate::backend::{BACKEND, Redis};
 use crate::config::{RedisEngineBuilder, ServerUrl, parse_url};
@@ -92,59 +92,11 @@ fn backend(url: &ServerUrl, builder: &RedisEngineBuilder) -> Result<Redis> {
 }
 
 impl RedisEngine {
-    /// An engine for `redis://127.0.0.1:6379` with every default; no connection is opened until
-    /// the first operation.
-    pub fn new() -> Self {
-        Self::builder()
-            .build()
-            .unwrap_or_else(|_| unreachable!("the default settings are valid"))
-    }
-
-    /// Builds an engine for `url` with the other defaults and checks that the server answers.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidConfig` for a bad URL; `Connection`, `Timeout` or `Authentication` when the
-    /// server cannot be reached or refuses the credentials (within the connect timeout, 1 s by
-    /// default).
-    pub fn connect(url: &str) -> Result<Self> {
-        let engine = Self::builder().url(url).build()?;
-        engine.ping()?;
-        Ok(engine)
-    }
-
-    /// An engine configured from the environment (see the crate docs); no connection is opened.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidConfig` for a variable that cannot be parsed, or as [`RedisEngineBuilder::build`].
-    pub fn from_env() -> Result<Self> {
-        Self::builder().from_env()?.build()
-    }
-
-    /// A builder with every default.
-    pub fn builder() -> RedisEngineBuilder {
-        RedisEngineBuilder::default()
-    }
-
-    /// Checks that the server answers (`PING`).
-    ///
-    /// # Errors
-    ///
-    /// `Connection`, `Timeout`, `Authentication`, `Closed`.
-    pub fn ping(&self) -> Result<()> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("ping", || Ok(commands.ping()))
-    }
+    cache_remote::remote_engine_constructors!(RedisEngineBuilder, url, "redis://127.0.0.1:6379");
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
         self.inner.commands.keys.namespace()
-    }
-
-    /// How many connections the engine has open and idle, and the most it ever had open.
-    pub fn pool_state(&self) -> PoolState {
-        self.inner.client.pool_state()
     }
 }
 
@@ -167,77 +119,7 @@ impl fmt::Debug for RedisEngine {
 }
 
 impl CacheEngine for RedisEngine {
-    fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("get", || commands.get(key))
-    }
-
-    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("set", || commands.set(key, &value, ttl))
-    }
-
-    fn delete(&self, key: &str) -> Result<bool> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("delete", || commands.delete(key))
-    }
-
-    fn exists(&self, key: &str) -> Result<bool> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("exists", || commands.exists(key))
-    }
-
-    fn clear(&self) -> Result<()> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("clear", || Ok(commands.clear()))
-    }
-
-    fn close(&self) -> Result<()> {
-        self.inner.client.close();
-        Ok(())
-    }
-
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("get_many", || commands.get_many(keys))
-    }
-
-    fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("set_many", || commands.set_many(entries, ttl))
-    }
-
-    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("delete_many", || commands.delete_many(keys))
-    }
-
-    fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("add", || commands.add(key, &value, ttl))
-    }
-
-    fn increment(&self, key: &str, delta: i64) -> Result<i64> {
-        let commands = &self.inner.commands;
-        self.inner
-            .client
-            .run("increment", || commands.increment(key, delta))
-    }
-
-    fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
-        let commands = &self.inner.commands;
-        self.inner.client.run("touch", || commands.touch(key, ttl))
-    }
+    cache_remote::blocking_engine_methods!();
 
     fn capabilities(&self) -> Capabilities {
         let inner = &*self.inner;

@@ -8,7 +8,8 @@ use cache_core::ttl::ceil_millis;
 use cache_core::{Bytes, CacheError, Expiry, KeyDisplay, Result, Ttl};
 use cache_remote::resp::{self, Value};
 use cache_remote::{
-    BoxExchange, Exchange, ExchangeExt, ReplyLimits, Request, Step, batches, ready, single,
+    BATCH_KEYS, BoxExchange, Exchange, ExchangeExt, ReplyLimits, Request, Step, batch_ranges,
+    batches, ready, single,
 };
 
 use crate::backend::{BACKEND, reply_error, unexpected};
@@ -22,10 +23,6 @@ pub(crate) const TTL_RESOLUTION: Duration = Duration::from_millis(2);
 pub(crate) const RELAXED_MAX_KEY_LEN: usize = 64 * 1024;
 /// Keys asked for per `SCAN` and removed per `UNLINK` while clearing a namespace.
 const CLEAR_BATCH: usize = 500;
-/// The most keys of one batch of a bulk operation.
-pub(crate) const BATCH_KEYS: usize = 512;
-/// The most value bytes of one batch of a bulk write (a batch holds at least one entry).
-pub(crate) const BATCH_BYTES: usize = 1 << 20;
 /// The most keys one `SCAN` reply may hold: far more than `COUNT` asks, which Redis may
 /// exceed, and far less than memory allows.
 const SCAN_REPLY_KEYS: usize = 100_000;
@@ -287,28 +284,22 @@ impl Commands {
             return Ok(Box::new(exchange.map_output(drop)));
         }
         let ms = ms.map(|ms| resp::decimal(ms as i64));
-        let mut requests = Vec::new();
-        let mut firsts = std::collections::VecDeque::new();
-        let mut start = 0;
-        while start < entries.len() {
-            let mut bytes = Vec::new();
-            let mut size = 0;
-            let mut end = start;
-            while end < entries.len()
-                && end - start < BATCH_KEYS
-                && (end == start || size + entries[end].1.len() <= BATCH_BYTES)
-            {
-                resp::command(
-                    &mut bytes,
-                    &Self::set_args(full[end].as_bytes(), &entries[end].1, &ms),
-                );
-                size += entries[end].1.len();
-                end += 1;
-            }
-            requests.push(Request::new(bytes, end - start, self.limits));
-            firsts.push_back(start);
-            start = end;
-        }
+        let ranges = batch_ranges(entries.iter().map(|(_, v)| v.len()));
+        let mut firsts: std::collections::VecDeque<usize> =
+            ranges.iter().map(|r| r.start).collect();
+        let requests = ranges
+            .into_iter()
+            .map(|range| {
+                let mut bytes = Vec::new();
+                for i in range.clone() {
+                    resp::command(
+                        &mut bytes,
+                        &Self::set_args(full[i].as_bytes(), &entries[i].1, &ms),
+                    );
+                }
+                Request::new(bytes, range.len(), self.limits)
+            })
+            .collect();
         let many = entries.len() > 1;
         Ok(Box::new(batches(
             requests,

@@ -32,6 +32,7 @@
 mod backend;
 pub mod blocking;
 mod buffer;
+mod engine_macros;
 mod exchange;
 pub mod meta;
 mod pool;
@@ -55,5 +56,36 @@ pub use settings::{
 
 #[doc(hidden)]
 pub mod __private {
-    pub use cache_core::Ttl;
+    pub use cache_core::{Bytes, Result, Ttl};
+}
+
+/// The most keys of one batch of a bulk operation: each batch is one request with its own
+/// deadline (the first shares the operation's).
+pub const BATCH_KEYS: usize = 512;
+/// The most value bytes of one batch of a bulk write (a batch holds at least one entry).
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// Splits entries of these value sizes into batches of at most [`BATCH_KEYS`] entries and
+/// [`BATCH_BYTES`] value bytes (a batch holds at least one entry), as ranges of indices.
+///
+/// ```
+/// let sizes = [600_000, 600_000, 10, 10];
+/// assert_eq!(cache_remote::batch_ranges(sizes), vec![0..1, 1..4]);
+/// assert_eq!(cache_remote::batch_ranges([1; 1000]), vec![0..512, 512..1000]);
+/// ```
+pub fn batch_ranges(sizes: impl IntoIterator<Item = usize>) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut bytes, mut len) = (0, 0, 0);
+    for (i, size) in sizes.into_iter().enumerate() {
+        if i > start && (i - start >= BATCH_KEYS || bytes + size > BATCH_BYTES) {
+            ranges.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+        len = i + 1;
+    }
+    if len > start {
+        ranges.push(start..len);
+    }
+    ranges
 }

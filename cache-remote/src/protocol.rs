@@ -149,27 +149,9 @@ pub(crate) fn line_end(
     }
 }
 
-/// Parses an ASCII decimal (with an optional `-`), strictly.
+/// Parses an ASCII decimal (with an optional `-`, no leading zeros), strictly.
 pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
-    let (negative, digits) = match digits {
-        [b'-', rest @ ..] => (true, rest),
-        rest => (false, rest),
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_sub(i64::from(b - b'0'))?;
-    }
-    if negative {
-        Some(value)
-    } else {
-        value.checked_neg()
-    }
+    cache_core::counter::parse_counter(digits)
 }
 
 /// Appends the decimal form of `n`.
