@@ -1,5 +1,6 @@
-//! Comparisons 5-7: the remote engines against their raw clients, `redis-benchmark` and a raw
-//! memcached socket loop, each on one connection.
+//! Comparisons 5-7 and 10: the remote engines against their raw clients, `redis-benchmark` and
+//! a raw memcached socket loop, each on one connection; and 64 threads on one engine with and
+//! without the connection bound.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -156,6 +157,59 @@ pub(crate) fn run(
         set[1],
         Goal::AtLeast(0.93),
     ));
+    // The engine alone (bytes in, bytes out) against the raw crate, through the remote core.
+    let bytes_get = interleave(
+        plan.rounds,
+        &mut [
+            &mut || {
+                timed(ops, |_| {
+                    std::hint::black_box(engine.get("small").ok().flatten());
+                })
+            },
+            &mut || {
+                timed(ops, |_| {
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(raw_key)
+                        .query(&mut raw)
+                        .ok()
+                        .flatten();
+                    std::hint::black_box(v);
+                })
+            },
+        ],
+    );
+    let bytes_set = interleave(
+        plan.rounds,
+        &mut [
+            &mut || {
+                timed(ops, |_| {
+                    let _ = engine.set("small", encoded.clone(), Ttl::Never);
+                })
+            },
+            &mut || {
+                timed(ops, |_| {
+                    let _: redis::RedisResult<()> = redis::cmd("SET")
+                        .arg(raw_key)
+                        .arg(&encoded[..])
+                        .query(&mut raw);
+                })
+            },
+        ],
+    );
+    rows.push(Row::rate(
+        5,
+        "RedisEngine get (remote core) / raw redis crate",
+        bytes_get[0],
+        bytes_get[1],
+        Goal::AtLeast(0.93),
+    ));
+    rows.push(Row::rate(
+        5,
+        "RedisEngine set (remote core) / raw redis crate",
+        bytes_set[0],
+        bytes_set[1],
+        Goal::AtLeast(0.93),
+    ));
     rows.push(Row::rate(
         5,
         "TypedCache<Redis> get / redis-benchmark -c 1 -P 1",
@@ -241,12 +295,109 @@ pub(crate) fn run(
     );
     rows.push(Row::rate(
         7,
-        "MemcachedEngine get / raw text-protocol socket loop",
+        "MemcachedEngine get (remote core) / raw text-protocol socket loop",
         r[0],
         r[1],
-        Goal::AtLeast(0.6),
+        Goal::AtLeast(0.9),
     ));
+    let r = interleave(
+        plan.rounds,
+        &mut [
+            &mut || {
+                timed(ops, |_| {
+                    let _ = mc.set("one", payload.clone(), Ttl::Never);
+                })
+            },
+            &mut || {
+                timed(ops, |_| {
+                    let _ = socket.set(&wire_key, &payload);
+                })
+            },
+        ],
+    );
+    rows.push(Row::rate(
+        7,
+        "MemcachedEngine set (remote core) / raw text-protocol socket loop",
+        r[0],
+        r[1],
+        Goal::AtLeast(0.9),
+    ));
+
+    // 10. Many callers on one engine: the default connection bound (32) costs no throughput
+    // against no bound at all.
+    for (name, bounded, unbounded) in [
+        (
+            "RedisEngine",
+            Box::new(
+                RedisEngine::builder()
+                    .url(redis.url())
+                    .namespace("bench")
+                    .build()
+                    .map_err(fail("redis engine"))?,
+            ) as Box<dyn CacheEngine>,
+            Box::new(
+                RedisEngine::builder()
+                    .url(redis.url())
+                    .namespace("bench")
+                    .max_connections(1 << 20)
+                    .max_idle_connections(1 << 20)
+                    .build()
+                    .map_err(fail("redis engine"))?,
+            ) as Box<dyn CacheEngine>,
+        ),
+        (
+            "MemcachedEngine",
+            Box::new(
+                MemcachedEngine::builder()
+                    .server(memcached.url())
+                    .namespace("bench")
+                    .build()
+                    .map_err(fail("memcached engine"))?,
+            ),
+            Box::new(
+                MemcachedEngine::builder()
+                    .server(memcached.url())
+                    .namespace("bench")
+                    .max_connections(1 << 20)
+                    .max_idle_connections(1 << 20)
+                    .build()
+                    .map_err(fail("memcached engine"))?,
+            ),
+        ),
+    ] {
+        bounded
+            .set("many:0", payload.clone(), Ttl::Never)
+            .map_err(fail("set"))?;
+        let r = interleave(
+            plan.rounds,
+            &mut [&mut || threads_rate(&*bounded, 64, ops / 16), &mut || {
+                threads_rate(&*unbounded, 64, ops / 16)
+            }],
+        );
+        rows.push(Row::rate(
+            10,
+            &format!("{name} gets, 64 threads: default bound (32 connections) / unbounded"),
+            r[0],
+            r[1],
+            Goal::AtLeast(0.9),
+        ));
+    }
     Ok(())
+}
+
+/// Gets per second of `threads` threads sharing `engine`, each doing `each` gets.
+fn threads_rate(engine: &dyn CacheEngine, threads: usize, each: usize) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..each {
+                    std::hint::black_box(engine.get("many:0").ok());
+                }
+            });
+        }
+    });
+    rate(threads * each, start.elapsed())
 }
 
 /// Requests per second reported by `redis-benchmark -c 1 -P 1` for one test.

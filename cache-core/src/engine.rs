@@ -104,7 +104,11 @@ pub trait CacheEngine: Send + Sync + Debug {
     ///
     /// # Errors
     ///
-    /// As [`set`](Self::set); every key and value is checked before anything is written.
+    /// As [`set`](Self::set); every key and value is checked before anything is written, so
+    /// those errors change nothing. A server can still refuse an entry it cannot store right
+    /// now (out of memory): that is [`CacheError::Refused`](crate::CacheError::Refused), and with
+    /// `partly_applied` set other entries of the call may have been stored (and memcached drops
+    /// a refused key's previous value). Transport errors leave the outcome unknown.
     fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()>;
 
     /// Removes several keys; returns how many entries were removed.

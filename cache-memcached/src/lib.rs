@@ -1,8 +1,10 @@
 //! A memcached engine for cache-toolkit.
 //!
-//! [`MemcachedEngine`] implements [`cache_core::CacheEngine`] on a memcached server, speaking
-//! the meta protocol through the `memcache` crate's protocol layer (`memcache::exp`) with its own
-//! connection pool, and passes the conformance kit against a real `memcached`.
+//! [`MemcachedEngine`] implements [`cache_core::CacheEngine`] on a memcached server. It speaks
+//! the meta protocol through the shared remote core (`cache-remote`): pooled connections bounded
+//! in number, one deadline per operation, replies bounded before they are read, and every reply
+//! checked against its command's opaque token. It passes the conformance kit against a real
+//! `memcached`.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -35,8 +37,9 @@
 //! | default TTL | 300 s | `CACHE_MEMCACHED_DEFAULT_TTL` (seconds, or `never`) |
 //! | operation timeout | 1 s | `CACHE_MEMCACHED_TIMEOUT_MS` |
 //! | connect timeout | 1 s | `CACHE_MEMCACHED_CONNECT_TIMEOUT_MS` |
-//! | idle connections kept | 8 | `CACHE_MEMCACHED_POOL_SIZE` |
-//! | server item size limit | 1 MiB | `CACHE_MEMCACHED_ITEM_SIZE_LIMIT` |
+//! | connections open at most | 32 | `CACHE_MEMCACHED_MAX_CONNECTIONS` |
+//! | idle connections kept | 32 | `CACHE_MEMCACHED_MAX_IDLE_CONNECTIONS` |
+//! | item size limit | 1 MiB, or the server's if smaller | `CACHE_MEMCACHED_ITEM_SIZE_LIMIT` |
 //! | generation refresh | 1 s | (builder only) |
 //!
 //! # TTLs
@@ -47,21 +50,27 @@
 //! [`ttl_resolution`](cache_core::Capabilities::ttl_resolution). `0` (never) is never sent for a
 //! short TTL. Beyond 30 days memcached reads the number as a Unix time, so the engine sends one:
 //! a 31-day TTL works. What does not fit memcached's expiration, a signed 32-bit Unix time (past
-//! January 2038), is `InvalidTtl`: a larger number would be read as already expired. `Ttl::Never` is `0`; `Ttl::After(Duration::ZERO)` deletes the key. Absolute
-//! times use this machine's clock: keep it in step with the server's.
+//! January 2038), is `InvalidTtl`: a larger number would be read as already expired.
+//! `Ttl::Never` is `0`; `Ttl::After(Duration::ZERO)` deletes the key. Absolute times use this
+//! machine's clock: keep it in step with the server's.
 //!
 //! # Namespaces and clear
 //!
 //! With a [`namespace`](MemcachedEngineBuilder::namespace), every key is
-//! `namespace:GENERATION:key`, where the generation is 16 random hex digits stored under
-//! `namespace:generation`. `clear()` writes a new random generation: the old entries become
+//! `namespace:GENERATION:key`, where the generation is 16 random hex digits stored under an
+//! internal binary key (the byte `0xff`, `generation:` and the namespace, sent base64-encoded):
+//! since every caller's key is UTF-8, none can ever be it. A value under it that this library
+//! did not write is replaced with a fresh generation (a clear) by compare-and-swap, and a lookup
+//! gives up after 8 rounds, so whatever is stored on the server no operation outlives its
+//! deadline. `clear()` writes a new random generation: the old entries become
 //! unreachable at once and expire or are evicted on their own. It is O(1) and never runs
 //! `flush_all`. A random seed (not a counter) means that if the generation key is evicted, the new
 //! one cannot bring cleared entries back.
 //!
 //! Reading the generation on every operation would double the round trips, so each engine keeps
 //! it for [`generation_refresh`](MemcachedEngineBuilder::generation_refresh) (1 s): `clear()`
-//! takes effect at once for the engine that called it, and **within 1 s for other engines and
+//! takes effect at once for the engine that called it (a lookup that began before the clear
+//! never brings the old generation back), and **within 1 s for other engines and
 //! processes** (writes they make in that window land in the old generation and are cleared with
 //! it).
 //!
@@ -70,15 +79,16 @@
 //! # Keys and values
 //!
 //! Keys are checked before any I/O with the portable key rule, counting the namespace and the
-//! generation (`max_key_len` in the capabilities says what is left). The `memcache` crate writes
-//! keys raw into the ASCII protocol (a key holding `\r\n` could inject a second command); here
-//! such keys are `InvalidKey` and never reach the wire. [`hash_keys`](MemcachedEngineBuilder::hash_keys)
+//! generation (`max_key_len` in the capabilities says what is left). A key holding `\r\n` could
+//! inject a second command into memcached's text protocol; here such keys are `InvalidKey` and
+//! never reach the wire. [`hash_keys`](MemcachedEngineBuilder::hash_keys)
 //! instead stores such keys under their SHA-256, with the original key kept in the value and
 //! compared on every read.
 //!
-//! Values larger than the item limit minus 512 bytes of room for memcached's header and the key
-//! are refused with `ValueTooLarge` **before** anything is sent, so the previous value under the
-//! key stays (a raw oversized `set` in memcached would fail *and* remove it).
+//! Values larger than the item limit (the configured one, or the server's if smaller) minus 512
+//! bytes of room for memcached's header and the key are refused with `ValueTooLarge` **before**
+//! anything is sent, so the previous value under the key stays (a raw oversized `set` in
+//! memcached would fail *and* remove it).
 //!
 //! # Counters
 //!
@@ -87,13 +97,33 @@
 //! arithmetic exactly, keeps the counter's remaining TTL (to the second), and creates a missing
 //! counter atomically with the default TTL.
 //!
-//! # Timeouts and failures
+//! # Deadlines, limits and failures
 //!
-//! Connecting and every operation are bounded (1 s by default): a dead or frozen server fails
-//! fast with `Connection` or `Timeout`. A connection that saw a transport or protocol error is
-//! dropped, never reused. After a server restart, the first operation on a stale pooled
-//! connection drops the pool and runs once more on a fresh connection when the request surely
-//! did not arrive or running it twice is harmless.
+//! - **One deadline per operation.** An operation ends within
+//!   [`timeout`](MemcachedEngineBuilder::timeout) (1 s): waiting for a free connection, reading
+//!   the namespace's generation when it is due, the request and every reply. Opening a new
+//!   connection adds up to [`connect_timeout`](MemcachedEngineBuilder::connect_timeout). Bulk
+//!   operations get a deadline per batch of at most 512 keys (and 1 MiB of values for writes).
+//! - **Bounded replies.** A `VA` reply announcing more than the item size limit, a line over
+//!   64 KiB or a `stats` block of more than 1,024 lines is refused before anything is allocated
+//!   for it: `Backend` error, connection dropped. A reply whose opaque token belongs to another
+//!   command, or an `ERROR`/`CLIENT_ERROR` (the server lost track of the stream), drops the
+//!   connection too.
+//! - **Bounded connections.** At most
+//!   [`max_connections`](MemcachedEngineBuilder::max_connections) (32) are open at once; more
+//!   concurrent callers wait for one until their deadline, then get `Timeout`. A server at its
+//!   own connection limit (`-c`) refuses new ones: a transient `Connection` error.
+//! - **Refusals.** On every new connection the engine reads the server's `item_size_max` and
+//!   refuses larger values with `ValueTooLarge` before sending anything (memcached would drop
+//!   the key's old value). A refusal no engine can foresee (`SERVER_ERROR out of memory` on a
+//!   full `-M` server) is `Refused`; in `set_many` every reply of the batch is still read, and
+//!   `partly_applied` says that other entries may have been stored and that memcached removed
+//!   the refused key's old value.
+//! - **Failures.** A connection goes back to the pool only when every reply of its last request
+//!   was read; any doubt drops it. After a server restart, the first operation on a stale pooled
+//!   connection drops the idle ones and runs again on a new connection if no request that must
+//!   not be sent twice may have reached the server: `add`, `delete` and the write of
+//!   `increment` are never sent twice.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
