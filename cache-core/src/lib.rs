@@ -11,6 +11,7 @@
 //! | item | what it is |
 //! |---|---|
 //! | [`CacheEngine`] | the object-safe engine trait: bytes in, bytes out |
+//! | [`AsyncCacheEngine`], [`DynAsyncCacheEngine`] | the same operations as futures, and its dyn-compatible companion |
 //! | [`Ttl`], [`Expiry`], [`DEFAULT_TTL`] | how long an entry lives (300 s by default) |
 //! | [`CacheError`], [`Result`] | the meaning-based error enum and its `is_transient()` |
 //! | [`Capabilities`] | limits and sharing an engine declares, for users and the kit |
@@ -38,6 +39,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod async_engine;
 pub mod clock;
 pub mod config;
 pub mod counter;
@@ -46,6 +48,7 @@ mod error;
 pub mod key;
 pub mod ttl;
 
+pub use async_engine::{AsyncCacheEngine, BoxFuture, DynAsyncCacheEngine};
 pub use bytes::Bytes;
 pub use engine::{CacheEngine, Capabilities};
 pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Result};

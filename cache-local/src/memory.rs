@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use cache_core::clock::Clock;
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::check_key;
-use cache_core::{Bytes, CacheEngine, Capabilities, Result, Ttl};
+use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, Capabilities, Result, Ttl};
 use quick_cache::DefaultHashBuilder;
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult};
 
@@ -583,6 +583,50 @@ impl InMemoryEngine {
 
     /// The TTL that [`Ttl::Default`] stands for on this engine.
     pub fn default_ttl(&self) -> Ttl {
-        self.capabilities().default_ttl
+        CacheEngine::capabilities(self).default_ttl
+    }
+}
+
+/// The async face: every operation runs at once when the future is first polled (nothing here
+/// ever blocks or waits), so it works on any executor, without `spawn_blocking`.
+impl AsyncCacheEngine for InMemoryEngine {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        CacheEngine::get(self, key)
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        CacheEngine::set(self, key, value, ttl)
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        CacheEngine::delete(self, key)
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        CacheEngine::exists(self, key)
+    }
+    async fn clear(&self) -> Result<()> {
+        CacheEngine::clear(self)
+    }
+    async fn close(&self) -> Result<()> {
+        CacheEngine::close(self)
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        CacheEngine::get_many(self, keys)
+    }
+    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        CacheEngine::set_many(self, entries, ttl)
+    }
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        CacheEngine::delete_many(self, keys)
+    }
+    async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        CacheEngine::add(self, key, value, ttl)
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        CacheEngine::increment(self, key, delta)
+    }
+    async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        CacheEngine::touch(self, key, ttl)
+    }
+    fn capabilities(&self) -> Capabilities {
+        CacheEngine::capabilities(self)
     }
 }

@@ -42,3 +42,6 @@ cache_tests::conformance_suite!(in_memory_kit, in_memory);
 cache_tests::conformance_suite!(in_memory_byte_bounded_kit, in_memory_byte_bounded);
 cache_tests::conformance_suite!(in_memory_real_clock_kit, in_memory_real_clock);
 cache_tests::conformance_suite!(thread_local_kit, thread_local);
+
+// The async face of `InMemoryEngine`, through the same behaviours.
+cache_tests::async_conformance_suite!(in_memory_async_kit, in_memory);

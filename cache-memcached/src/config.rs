@@ -1,11 +1,12 @@
 //! Configuration: servers, builder, environment.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use cache_core::config::parse_number;
 use cache_core::{CacheError, Result};
-use cache_remote::RemoteOptions;
+use cache_remote::{Async, Blocking, RemoteOptions};
 
 /// The server `MemcachedEngine::new()` uses: `127.0.0.1:11211`.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:11211";
@@ -16,19 +17,20 @@ pub const DEFAULT_ITEM_SIZE_LIMIT: usize = 1024 * 1024;
 /// `clear()`: 1 s.
 pub const DEFAULT_GENERATION_REFRESH: Duration = Duration::from_secs(1);
 
-/// Builds a [`MemcachedEngine`](crate::MemcachedEngine). Setters cannot fail;
-/// [`build`](Self::build) checks everything.
+/// Builds a [`MemcachedEngine`](crate::MemcachedEngine), or with the `tokio` feature an
+/// `AsyncMemcachedEngine` (`AsyncMemcachedEngine::builder()`, the [`Async`] face). Setters
+/// cannot fail; `build` checks everything.
 #[must_use]
-#[derive(Clone)]
-pub struct MemcachedEngineBuilder {
+pub struct MemcachedEngineBuilder<Face = Blocking> {
     pub(crate) servers: Vec<String>,
     pub(crate) options: RemoteOptions,
     pub(crate) item_size_limit: usize,
     pub(crate) hash_keys: bool,
     pub(crate) generation_refresh: Duration,
+    face: PhantomData<fn() -> Face>,
 }
 
-impl Default for MemcachedEngineBuilder {
+impl<Face> Default for MemcachedEngineBuilder<Face> {
     fn default() -> Self {
         Self {
             servers: vec![DEFAULT_SERVER.into()],
@@ -36,11 +38,25 @@ impl Default for MemcachedEngineBuilder {
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
             hash_keys: false,
             generation_refresh: DEFAULT_GENERATION_REFRESH,
+            face: PhantomData,
         }
     }
 }
 
-impl fmt::Debug for MemcachedEngineBuilder {
+impl<Face> Clone for MemcachedEngineBuilder<Face> {
+    fn clone(&self) -> Self {
+        Self {
+            servers: self.servers.clone(),
+            options: self.options.clone(),
+            item_size_limit: self.item_size_limit,
+            hash_keys: self.hash_keys,
+            generation_refresh: self.generation_refresh,
+            face: PhantomData,
+        }
+    }
+}
+
+impl<Face> fmt::Debug for MemcachedEngineBuilder<Face> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemcachedEngineBuilder")
             .field("servers", &self.servers)
@@ -52,7 +68,7 @@ impl fmt::Debug for MemcachedEngineBuilder {
     }
 }
 
-impl MemcachedEngineBuilder {
+impl<Face> MemcachedEngineBuilder<Face> {
     /// The server: `memcached://host[:port]`, `memcache://host[:port]` or `host[:port]`;
     /// port 11211 by default. Replaces any server set before.
     pub fn server(mut self, server: impl Into<String>) -> Self {
@@ -93,16 +109,6 @@ impl MemcachedEngineBuilder {
         self
     }
 
-    /// Reads the settings from environment variables (see the crate docs), starting from the
-    /// defaults.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidConfig` naming the variable that cannot be parsed.
-    pub fn from_env(self) -> Result<Self> {
-        self.from_lookup(|name| std::env::var(name).ok())
-    }
-
     /// Like [`from_env`](Self::from_env) with another source of variables.
     ///
     /// # Errors
@@ -126,6 +132,14 @@ impl MemcachedEngineBuilder {
         }
         Ok(self)
     }
+}
+
+impl MemcachedEngineBuilder<Blocking> {
+    cache_remote::blocking_builder_setters!();
+}
+
+impl MemcachedEngineBuilder<Async> {
+    cache_remote::async_builder_setters!();
 }
 
 fn to_usize(name: &str, n: u64) -> Result<usize> {
@@ -183,7 +197,7 @@ mod tests {
 
     #[test]
     fn env_lookup() {
-        let b = MemcachedEngineBuilder::default()
+        let b = MemcachedEngineBuilder::<Blocking>::default()
             .from_lookup(|name| match name {
                 "CACHE_MEMCACHED_SERVERS" => Some("a:1, b:2".into()),
                 "CACHE_MEMCACHED_DEFAULT_TTL" => Some("never".into()),

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use cache_core::{CacheEngine, CacheError, Capabilities, Result, Ttl};
-use cache_remote::RemoteOptions;
 use cache_remote::blocking::Client;
+use cache_remote::{Blocking, RemoteOptions};
 
 use crate::backend::Memcached;
 use crate::config::{MemcachedEngineBuilder, parse_server};
@@ -30,16 +30,17 @@ struct Inner {
     hash_keys: bool,
 }
 
-impl MemcachedEngineBuilder {
-    /// Builds the engine. No connection is opened until the first operation (see
-    /// [`MemcachedEngine::ping`]).
-    ///
-    /// # Errors
-    ///
-    /// `InvalidConfig` for a bad server address, several servers, an invalid namespace, zero
-    /// timeouts or connection bound, an item limit too small, or a zero or out-of-range default
-    /// TTL.
-    pub fn build(self) -> Result<MemcachedEngine> {
+/// What both faces of the engine are built from.
+pub(crate) struct Parts {
+    pub(crate) backend: Memcached,
+    pub(crate) commands: Commands,
+    pub(crate) options: RemoteOptions,
+    pub(crate) hash_keys: bool,
+}
+
+impl<Face> MemcachedEngineBuilder<Face> {
+    /// Checks the settings and builds what both faces share.
+    pub(crate) fn parts(self) -> Result<Parts> {
         let address = match self.servers.as_slice() {
             [one] => parse_server(one)?,
             [] => return Err(CacheError::invalid_config("no memcached server given")),
@@ -77,22 +78,53 @@ impl MemcachedEngineBuilder {
             self.item_size_limit,
             Arc::clone(&learned),
         );
+        Ok(Parts {
+            backend: Memcached::new(address, learned),
+            commands,
+            options: self.options,
+            hash_keys: self.hash_keys,
+        })
+    }
+}
+
+impl MemcachedEngineBuilder<Blocking> {
+    /// Builds the engine. No connection is opened until the first operation (see
+    /// [`MemcachedEngine::ping`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidConfig` for a bad server address, several servers, an invalid namespace, zero
+    /// timeouts or connection bound, an item limit too small, or a zero or out-of-range default
+    /// TTL.
+    pub fn build(self) -> Result<MemcachedEngine> {
+        let parts = self.parts()?;
         Ok(MemcachedEngine {
             inner: Arc::new(Inner {
-                client: Client::new(
-                    Memcached::new(address, learned),
-                    self.options.client.clone(),
-                ),
-                commands,
-                options: self.options,
-                hash_keys: self.hash_keys,
+                client: Client::new(parts.backend, parts.options.client.clone()),
+                commands: parts.commands,
+                options: parts.options,
+                hash_keys: parts.hash_keys,
             }),
         })
     }
 }
 
+/// The capabilities both faces declare.
+pub(crate) fn capabilities(options: &RemoteOptions, commands: &Commands) -> Capabilities {
+    let mut caps = options.capabilities(BACKEND);
+    caps.ttl_resolution = TTL_RESOLUTION;
+    caps.max_ttl = max_ttl();
+    caps.max_value_size = Some(commands.max_value_size());
+    caps.max_key_len = commands.keys.space.max_key_len();
+    caps
+}
+
 impl MemcachedEngine {
-    cache_remote::remote_engine_constructors!(MemcachedEngineBuilder, server, "127.0.0.1:11211");
+    cache_remote::remote_engine_constructors!(
+        MemcachedEngineBuilder<Blocking>,
+        server,
+        "127.0.0.1:11211"
+    );
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
@@ -123,13 +155,7 @@ impl CacheEngine for MemcachedEngine {
     cache_remote::blocking_engine_methods!();
 
     fn capabilities(&self) -> Capabilities {
-        let inner = &*self.inner;
-        let mut caps = inner.options.capabilities(BACKEND);
-        caps.ttl_resolution = TTL_RESOLUTION;
-        caps.max_ttl = max_ttl();
-        caps.max_value_size = Some(inner.commands.max_value_size());
-        caps.max_key_len = inner.commands.keys.space.max_key_len();
-        caps
+        capabilities(&self.inner.options, &self.inner.commands)
     }
 }
 

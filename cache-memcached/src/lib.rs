@@ -127,6 +127,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+mod async_engine;
 mod backend;
 mod config;
 mod engine;
@@ -134,7 +136,10 @@ mod generation;
 mod keys;
 mod ops;
 
+#[cfg(feature = "tokio")]
+pub use async_engine::AsyncMemcachedEngine;
 pub use cache_remote::blocking::PoolState;
+pub use cache_remote::{Async, Blocking};
 pub use cache_remote::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_TIMEOUT,
 };

@@ -9,6 +9,7 @@ use cache_core::CacheEngine;
 use cache_memcached::MemcachedEngine;
 use cache_tests::hostile::{Dialect, Misbehaviour, every_operation_ends_in_time};
 
+const DIALECT: Dialect = Dialect::Memcached;
 const TIMEOUT: Duration = Duration::from_millis(500);
 const MARGIN: Duration = Duration::from_millis(400);
 /// The engine's value limit in these tests, and the memory the process may grow by.
@@ -32,15 +33,38 @@ fn engine_at(address: &str) -> Arc<dyn CacheEngine> {
     )
 }
 
+#[cfg(feature = "tokio")]
+fn async_engine_at(address: &str) -> Arc<dyn CacheEngine> {
+    Arc::new(cache_tests::asynchronous::BlockingFace(
+        cache_memcached::AsyncMemcachedEngine::builder()
+            .server(address)
+            .namespace("hostile")
+            .timeout(TIMEOUT)
+            .item_size_limit(VALUE_LIMIT)
+            .build()
+            .expect("valid settings"),
+    ))
+}
+
 fn check(misbehaviour: Misbehaviour) {
     let _serial = one_at_a_time();
     every_operation_ends_in_time(
-        Dialect::Memcached,
-        misbehaviour,
+        DIALECT,
+        misbehaviour.clone(),
         TIMEOUT,
         MARGIN,
         MEMORY_BOUND,
         engine_at,
+    );
+    // The async engine, through the kit's blocking face: the same bounds.
+    #[cfg(feature = "tokio")]
+    every_operation_ends_in_time(
+        DIALECT,
+        misbehaviour,
+        TIMEOUT,
+        MARGIN,
+        MEMORY_BOUND,
+        async_engine_at,
     );
 }
 

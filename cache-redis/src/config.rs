@@ -2,29 +2,32 @@
 
 use std::fmt;
 
+use std::marker::PhantomData;
+
 use cache_core::config::redact_url as redact;
 use cache_core::{CacheError, Result};
-use cache_remote::RemoteOptions;
+use cache_remote::{Async, Blocking, RemoteOptions};
 
 /// The URL `RedisEngine::new()` uses: `redis://127.0.0.1:6379`.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// Default largest value: 512 MiB, Redis's `proto-max-bulk-len`.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
 
-/// Builds a [`RedisEngine`](crate::RedisEngine). Setters cannot fail; [`build`](Self::build)
-/// checks everything.
+/// Builds a [`RedisEngine`](crate::RedisEngine), or with the `tokio` feature an
+/// `AsyncRedisEngine` (`AsyncRedisEngine::builder()`, the [`Async`] face). Setters cannot fail;
+/// `build` checks everything.
 #[must_use]
-#[derive(Clone)]
-pub struct RedisEngineBuilder {
+pub struct RedisEngineBuilder<Face = Blocking> {
     pub(crate) url: String,
     pub(crate) options: RemoteOptions,
     pub(crate) max_value_size: usize,
     pub(crate) relaxed_keys: bool,
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
     pub(crate) danger_accept_invalid_certs: bool,
+    face: PhantomData<fn() -> Face>,
 }
 
-impl Default for RedisEngineBuilder {
+impl<Face> Default for RedisEngineBuilder<Face> {
     fn default() -> Self {
         Self {
             url: DEFAULT_URL.into(),
@@ -33,11 +36,26 @@ impl Default for RedisEngineBuilder {
             relaxed_keys: false,
             tls_root_certificate: None,
             danger_accept_invalid_certs: false,
+            face: PhantomData,
         }
     }
 }
 
-impl fmt::Debug for RedisEngineBuilder {
+impl<Face> Clone for RedisEngineBuilder<Face> {
+    fn clone(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            options: self.options.clone(),
+            max_value_size: self.max_value_size,
+            relaxed_keys: self.relaxed_keys,
+            tls_root_certificate: self.tls_root_certificate.clone(),
+            danger_accept_invalid_certs: self.danger_accept_invalid_certs,
+            face: PhantomData,
+        }
+    }
+}
+
+impl<Face> fmt::Debug for RedisEngineBuilder<Face> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisEngineBuilder")
             .field("url", &redact(&self.url))
@@ -56,7 +74,7 @@ impl fmt::Debug for RedisEngineBuilder {
     }
 }
 
-impl RedisEngineBuilder {
+impl<Face> RedisEngineBuilder<Face> {
     /// The server: `redis://[user][:password@]host[:port][/db]`, or `rediss://` for TLS (feature
     /// `tls`). Default `redis://127.0.0.1:6379`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
@@ -97,16 +115,6 @@ impl RedisEngineBuilder {
         self
     }
 
-    /// Reads the settings from environment variables (see the crate docs), starting from the
-    /// defaults.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidConfig` naming the variable that cannot be parsed.
-    pub fn from_env(self) -> Result<Self> {
-        self.from_lookup(|name| std::env::var(name).ok())
-    }
-
     /// Like [`from_env`](Self::from_env) with another source of variables (a config system,
     /// a test).
     ///
@@ -120,6 +128,14 @@ impl RedisEngineBuilder {
         self.options.read_env("CACHE_REDIS", &lookup)?;
         Ok(self)
     }
+}
+
+impl RedisEngineBuilder<Blocking> {
+    cache_remote::blocking_builder_setters!();
+}
+
+impl RedisEngineBuilder<Async> {
+    cache_remote::async_builder_setters!();
 }
 
 /// A password that never shows in `Debug`.
@@ -251,7 +267,7 @@ mod tests {
     fn passwords_never_show_in_debug() {
         let url = parse_url("redis://u:hunter2@h").unwrap();
         assert!(!format!("{url:?}").contains("hunter2"));
-        let builder = RedisEngineBuilder::default().url("redis://u:hunter2@h");
+        let builder = RedisEngineBuilder::<Blocking>::default().url("redis://u:hunter2@h");
         assert!(!format!("{builder:?}").contains("hunter2"));
     }
 
@@ -263,14 +279,16 @@ mod tests {
             "CACHE_REDIS_TIMEOUT_MS" => Some("250".to_string()),
             _ => None,
         };
-        let b = RedisEngineBuilder::default().from_lookup(vars).unwrap();
+        let b = RedisEngineBuilder::<Blocking>::default()
+            .from_lookup(vars)
+            .unwrap();
         assert_eq!(b.url, "redis://10.0.0.1:7000/3");
         assert_eq!(b.options.namespace.as_deref(), Some("svc"));
         assert_eq!(
             b.options.client.timeout,
             std::time::Duration::from_millis(250)
         );
-        let bad = RedisEngineBuilder::default()
+        let bad = RedisEngineBuilder::<Blocking>::default()
             .from_lookup(|n| (n == "CACHE_REDIS_MAX_CONNECTIONS").then(|| "many".to_string()));
         assert!(
             bad.unwrap_err()

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use cache_core::config::redact_url as redact;
 use cache_core::{CacheEngine, Capabilities, Result};
-use cache_remote::RemoteOptions;
 use cache_remote::blocking::Client;
+use cache_remote::{Blocking, RemoteOptions};
 
 use crate::backend::{BACKEND, Redis};
 use crate::config::{RedisEngineBuilder, ServerUrl, parse_url};
@@ -29,16 +29,17 @@ struct Inner {
     shown_url: String,
 }
 
-impl RedisEngineBuilder {
-    /// Builds the engine. No connection is opened until the first operation (see
-    /// [`RedisEngine::ping`]).
-    ///
-    /// # Errors
-    ///
-    /// `InvalidConfig` for a URL that cannot be parsed (or `rediss://` without the `tls`
-    /// feature), an invalid namespace, zero timeouts or connection bound, or a zero or too long
-    /// default TTL.
-    pub fn build(self) -> Result<RedisEngine> {
+/// What both faces of the engine are built from.
+pub(crate) struct Parts {
+    pub(crate) backend: Redis,
+    pub(crate) commands: Commands,
+    pub(crate) options: RemoteOptions,
+    pub(crate) shown_url: String,
+}
+
+impl<Face> RedisEngineBuilder<Face> {
+    /// Checks the settings and builds what both faces share.
+    pub(crate) fn parts(self) -> Result<Parts> {
         let url = parse_url(&self.url)?;
         let mut keys = self.options.validate(MAX_TTL)?;
         if self.relaxed_keys {
@@ -51,19 +52,39 @@ impl RedisEngineBuilder {
             self.max_value_size,
             url.address(),
         );
+        Ok(Parts {
+            backend,
+            commands,
+            shown_url: redact(&self.url),
+            options: self.options,
+        })
+    }
+}
+
+impl RedisEngineBuilder<Blocking> {
+    /// Builds the engine. No connection is opened until the first operation (see
+    /// [`RedisEngine::ping`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidConfig` for a URL that cannot be parsed (or `rediss://` without the `tls`
+    /// feature), an invalid namespace, zero timeouts or connection bound, or a zero or too long
+    /// default TTL.
+    pub fn build(self) -> Result<RedisEngine> {
+        let parts = self.parts()?;
         Ok(RedisEngine {
             inner: Arc::new(Inner {
-                client: Client::new(backend, self.options.client.clone()),
-                commands,
-                shown_url: redact(&self.url),
-                options: self.options,
+                client: Client::new(parts.backend, parts.options.client.clone()),
+                commands: parts.commands,
+                options: parts.options,
+                shown_url: parts.shown_url,
             }),
         })
     }
 }
 
 #[cfg(feature = "tls")]
-fn backend(url: &ServerUrl, builder: &RedisEngineBuilder) -> Result<Redis> {
+fn backend<Face>(url: &ServerUrl, builder: &RedisEngineBuilder<Face>) -> Result<Redis> {
     let tls = if url.tls {
         Some(crate::tls::settings(
             &url.host,
@@ -82,7 +103,7 @@ fn backend(url: &ServerUrl, builder: &RedisEngineBuilder) -> Result<Redis> {
 }
 
 #[cfg(not(feature = "tls"))]
-fn backend(url: &ServerUrl, builder: &RedisEngineBuilder) -> Result<Redis> {
+fn backend<Face>(url: &ServerUrl, builder: &RedisEngineBuilder<Face>) -> Result<Redis> {
     if url.tls || builder.tls_root_certificate.is_some() || builder.danger_accept_invalid_certs {
         return Err(cache_core::CacheError::invalid_config(
             "rediss:// URLs and TLS settings need the `tls` feature of cache-redis",
@@ -91,8 +112,22 @@ fn backend(url: &ServerUrl, builder: &RedisEngineBuilder) -> Result<Redis> {
     Ok(Redis::new(url))
 }
 
+/// The capabilities both faces declare.
+pub(crate) fn capabilities(options: &RemoteOptions, commands: &Commands) -> Capabilities {
+    let mut caps = options.capabilities(BACKEND);
+    caps.ttl_resolution = TTL_RESOLUTION;
+    caps.max_ttl = MAX_TTL;
+    caps.max_value_size = Some(commands.max_value_size);
+    caps.max_key_len = commands.keys.max_key_len();
+    caps
+}
+
 impl RedisEngine {
-    cache_remote::remote_engine_constructors!(RedisEngineBuilder, url, "redis://127.0.0.1:6379");
+    cache_remote::remote_engine_constructors!(
+        RedisEngineBuilder<Blocking>,
+        url,
+        "redis://127.0.0.1:6379"
+    );
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
@@ -122,13 +157,7 @@ impl CacheEngine for RedisEngine {
     cache_remote::blocking_engine_methods!();
 
     fn capabilities(&self) -> Capabilities {
-        let inner = &*self.inner;
-        let mut caps = inner.options.capabilities(BACKEND);
-        caps.ttl_resolution = TTL_RESOLUTION;
-        caps.max_ttl = MAX_TTL;
-        caps.max_value_size = Some(inner.commands.max_value_size);
-        caps.max_key_len = inner.commands.keys.max_key_len();
-        caps
+        capabilities(&self.inner.options, &self.inner.commands)
     }
 }
 

@@ -92,6 +92,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+mod async_engine;
 mod backend;
 mod config;
 mod engine;
@@ -99,7 +101,10 @@ mod ops;
 #[cfg(feature = "tls")]
 mod tls;
 
+#[cfg(feature = "tokio")]
+pub use async_engine::AsyncRedisEngine;
 pub use cache_remote::blocking::PoolState;
+pub use cache_remote::{Async, Blocking};
 pub use cache_remote::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_TIMEOUT,
 };

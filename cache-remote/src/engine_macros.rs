@@ -166,3 +166,188 @@ macro_rules! blocking_engine_methods {
         }
     };
 }
+
+/// Expands, inside `impl Engine` of an async engine, into `new`, `connect` (async), `from_env`,
+/// `builder` and `ping` (async). `$builder` is the engine's builder type (the async face of the
+/// builder), `$address` the builder setter that names the server, `$default` the server `new()`
+/// uses, for the docs.
+#[macro_export]
+macro_rules! async_remote_engine_constructors {
+    ($builder:ty, $address:ident, $default:literal) => {
+        #[doc = concat!(
+            "An engine for `", $default, "` with every default; no connection is opened until ",
+            "the first operation."
+        )]
+        pub fn new() -> Self {
+            Self::builder()
+                .build()
+                .unwrap_or_else(|_| unreachable!("the default settings are valid"))
+        }
+
+        /// Builds an engine for `address` with the other defaults and checks that the server
+        /// answers.
+        ///
+        /// # Errors
+        ///
+        /// `InvalidConfig` for a bad address; `Connection`, `Timeout` or `Authentication`
+        /// when the server cannot be reached or refuses the credentials (within the connect
+        /// timeout, 1 s by default).
+        pub async fn connect(address: &str) -> $crate::__private::Result<Self> {
+            let engine = Self::builder().$address(address).build()?;
+            engine.ping().await?;
+            Ok(engine)
+        }
+
+        /// An engine configured from the environment (see the crate docs); no connection is
+        /// opened.
+        ///
+        /// # Errors
+        ///
+        /// `InvalidConfig` for a variable that cannot be parsed, or as the builder's `build`.
+        pub fn from_env() -> $crate::__private::Result<Self> {
+            Self::builder().from_env()?.build()
+        }
+
+        /// A builder with every default, whose `build` makes this async engine.
+        pub fn builder() -> $builder {
+            <$builder>::default()
+        }
+
+        /// Checks that the server answers.
+        ///
+        /// # Errors
+        ///
+        /// `Connection`, `Timeout`, `Authentication`, `Closed`.
+        pub async fn ping(&self) -> $crate::__private::Result<()> {
+            let commands = &self.inner.commands;
+            self.inner.client.run("ping", || Ok(commands.ping())).await
+        }
+
+        /// How many connections the engine has open now.
+        pub fn open_connections(&self) -> usize {
+            self.inner.client.open_connections()
+        }
+    };
+}
+
+/// Expands, inside `impl AsyncCacheEngine for Engine`, into every method but `capabilities`:
+/// each builds its exchange with `self.inner.commands` and awaits it on `self.inner.client`
+/// (a pipelined client) under the operation's name.
+#[macro_export]
+macro_rules! async_engine_methods {
+    () => {
+        async fn get(
+            &self,
+            key: &str,
+        ) -> $crate::__private::Result<Option<$crate::__private::Bytes>> {
+            let commands = &self.inner.commands;
+            self.inner.client.run("get", || commands.get(key)).await
+        }
+
+        async fn set(
+            &self,
+            key: &str,
+            value: $crate::__private::Bytes,
+            ttl: $crate::__private::Ttl,
+        ) -> $crate::__private::Result<()> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("set", || commands.set(key, &value, ttl))
+                .await
+        }
+
+        async fn delete(&self, key: &str) -> $crate::__private::Result<bool> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("delete", || commands.delete(key))
+                .await
+        }
+
+        async fn exists(&self, key: &str) -> $crate::__private::Result<bool> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("exists", || commands.exists(key))
+                .await
+        }
+
+        async fn clear(&self) -> $crate::__private::Result<()> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("clear", || Ok(commands.clear()))
+                .await
+        }
+
+        async fn get_many(
+            &self,
+            keys: &[&str],
+        ) -> $crate::__private::Result<Vec<Option<$crate::__private::Bytes>>> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("get_many", || commands.get_many(keys))
+                .await
+        }
+
+        async fn set_many(
+            &self,
+            entries: &[(&str, $crate::__private::Bytes)],
+            ttl: $crate::__private::Ttl,
+        ) -> $crate::__private::Result<()> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("set_many", || commands.set_many(entries, ttl))
+                .await
+        }
+
+        async fn delete_many(&self, keys: &[&str]) -> $crate::__private::Result<u64> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("delete_many", || commands.delete_many(keys))
+                .await
+        }
+
+        async fn add(
+            &self,
+            key: &str,
+            value: $crate::__private::Bytes,
+            ttl: $crate::__private::Ttl,
+        ) -> $crate::__private::Result<bool> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("add", || commands.add(key, &value, ttl))
+                .await
+        }
+
+        async fn increment(&self, key: &str, delta: i64) -> $crate::__private::Result<i64> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("increment", || commands.increment(key, delta))
+                .await
+        }
+
+        async fn touch(
+            &self,
+            key: &str,
+            ttl: $crate::__private::Ttl,
+        ) -> $crate::__private::Result<bool> {
+            let commands = &self.inner.commands;
+            self.inner
+                .client
+                .run("touch", || commands.touch(key, ttl))
+                .await
+        }
+
+        async fn close(&self) -> $crate::__private::Result<()> {
+            self.inner.client.close();
+            Ok(())
+        }
+    };
+}

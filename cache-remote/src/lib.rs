@@ -35,6 +35,8 @@ mod buffer;
 mod engine_macros;
 mod exchange;
 pub mod meta;
+#[cfg(feature = "tokio")]
+pub mod pipelined;
 mod pool;
 mod protocol;
 pub mod resp;
@@ -50,8 +52,8 @@ pub use exchange::{
 };
 pub use protocol::{Decode, Decoded, ProtocolError, ReplyLimits};
 pub use settings::{
-    ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS,
-    DEFAULT_TIMEOUT, RemoteOptions,
+    Async, Blocking, ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_PIPELINES, DEFAULT_TIMEOUT, RemoteOptions,
 };
 
 #[doc(hidden)]

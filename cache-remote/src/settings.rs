@@ -15,6 +15,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 /// Default number of idle connections an engine keeps: 32 (all of them).
 pub const DEFAULT_MAX_IDLE_CONNECTIONS: usize = 32;
+/// Default number of connections an async engine pipelines its callers' requests on: 1.
+pub const DEFAULT_PIPELINES: usize = 1;
 
 /// How a client talks to its server: deadlines and the connection bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub struct ClientSettings {
     pub max_connections: usize,
     /// The most idle connections kept for reuse.
     pub max_idle_connections: usize,
+    /// How many connections the async transport pipelines its callers' requests on.
+    pub pipelines: usize,
 }
 
 impl Default for ClientSettings {
@@ -37,6 +41,7 @@ impl Default for ClientSettings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_idle_connections: DEFAULT_MAX_IDLE_CONNECTIONS,
+            pipelines: DEFAULT_PIPELINES,
         }
     }
 }
@@ -53,9 +58,9 @@ impl ClientSettings {
                 "timeouts must be longer than zero",
             ));
         }
-        if self.max_connections == 0 {
+        if self.max_connections == 0 || self.pipelines == 0 {
             return Err(CacheError::invalid_config(
-                "max_connections must be at least 1",
+                "max_connections and pipelines must be at least 1",
             ));
         }
         Ok(())
@@ -163,10 +168,19 @@ impl RemoteOptions {
     }
 }
 
+/// The face of an engine builder: [`Blocking`] builders make the blocking engine, [`Async`]
+/// ones the async engine. Both share every setter but the connection ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Blocking;
+
+/// The async face of an engine builder (see [`Blocking`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Async;
+
 /// Expands, inside the `impl` of a remote engine's builder that has a field
-/// `options: RemoteOptions`, into the setters every remote engine shares: `namespace`,
-/// `default_ttl`, `timeout`, `connect_timeout`, `max_connections` and
-/// `max_idle_connections`, so that every engine names and documents them the same way.
+/// `options: RemoteOptions` and a method `from_lookup`, into the setters every remote engine
+/// shares, blocking or async: `namespace`, `default_ttl`, `timeout`, `connect_timeout`, and
+/// `from_env`, so that every engine names and documents them the same way.
 #[macro_export]
 macro_rules! remote_builder_setters {
     () => {
@@ -197,6 +211,23 @@ macro_rules! remote_builder_setters {
             self
         }
 
+        /// Reads the settings from environment variables (see the crate docs), starting from
+        /// the values set so far.
+        ///
+        /// # Errors
+        ///
+        /// `InvalidConfig` naming the variable that cannot be parsed.
+        pub fn from_env(self) -> $crate::__private::Result<Self> {
+            self.from_lookup(|name| std::env::var(name).ok())
+        }
+    };
+}
+
+/// Expands into the connection setters of a blocking builder: `max_connections` and
+/// `max_idle_connections`.
+#[macro_export]
+macro_rules! blocking_builder_setters {
+    () => {
         /// The most connections open at once; default 32. More concurrent callers wait for a
         /// free one until their deadline, then get `Timeout`.
         pub fn max_connections(mut self, connections: usize) -> Self {
@@ -208,6 +239,20 @@ macro_rules! remote_builder_setters {
         /// [`max_connections`](Self::max_connections).
         pub fn max_idle_connections(mut self, connections: usize) -> Self {
             self.options.client.max_idle_connections = connections;
+            self
+        }
+    };
+}
+
+/// Expands into the connection setter of an async builder: `pipelines`.
+#[macro_export]
+macro_rules! async_builder_setters {
+    () => {
+        /// How many connections the engine pipelines its callers' requests on; default 1. One
+        /// connection carries many concurrent requests; more spread them over server threads
+        /// (memcached) or cores.
+        pub fn pipelines(mut self, connections: usize) -> Self {
+            self.options.client.pipelines = connections;
             self
         }
     };

@@ -49,6 +49,8 @@ use std::time::{Duration, Instant};
 use cache_core::clock::{Clock, ManualClock};
 use cache_core::{CacheEngine, Capabilities};
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 pub mod behaviours;
 pub mod faults;
 pub mod hostile;

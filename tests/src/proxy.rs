@@ -38,6 +38,8 @@ pub enum Fault {
     /// connection instead of forwarding the reply: the request may have been applied, and the
     /// engine cannot know.
     DropReplies = 5,
+    /// Hold each piece of reply data for a random 0 to 3 ms before forwarding it.
+    JitterReplies = 6,
 }
 
 impl Fault {
@@ -48,6 +50,7 @@ impl Fault {
             3 => Self::CutConnections,
             4 => Self::TrickleReplies,
             5 => Self::DropReplies,
+            6 => Self::JitterReplies,
             _ => Self::None,
         }
     }
@@ -283,6 +286,12 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, direction: Direction, pumps: Pum
                     }
                 }
                 Fault::DropReplies => break,
+                Fault::JitterReplies => {
+                    std::thread::sleep(Duration::from_micros(rand::random::<u64>() % 3_000));
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
             }
         }
         let _ = to.shutdown(Shutdown::Both);

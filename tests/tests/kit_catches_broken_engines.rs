@@ -239,3 +239,57 @@ fn an_engine_that_rounds_short_ttls_to_never_fails() {
     let message = failure(Fault::SubSecondIsNever, behaviours::sub_second_ttl);
     assert!(message.contains("never expired"), "{message}");
 }
+
+/// The async path of the kit: the reference engine seen as an async engine passes it, and every
+/// fault above, seen through the async face, fails the same behaviour.
+#[cfg(feature = "tokio")]
+mod through_the_async_face {
+    use super::*;
+    use cache_tests::asynchronous::{AsyncFace, BlockingFace};
+
+    cache_tests::async_conformance_suite!(reference_async_kit, |ctx: &TestContext| {
+        AsyncFace(ReferenceEngine::new(ctx))
+    });
+
+    fn failure_async(fault: Fault, behaviour: fn(&dyn EngineFactory)) {
+        let factory = move |ctx: &TestContext| BlockingFace(AsyncFace(Faulty::new(ctx, fault)));
+        let factory = cache_tests::factory(factory);
+        assert!(
+            catch_unwind(AssertUnwindSafe(|| behaviour(&factory))).is_err(),
+            "the async kit passed an engine with fault {fault:?}"
+        );
+    }
+
+    #[test]
+    fn broken_async_engines_fail() {
+        failure_async(Fault::IgnoresTtl, behaviours::ttl_expiry);
+        failure_async(
+            Fault::ClearsTooMuch,
+            behaviours::clear_is_scoped_to_namespace,
+        );
+        failure_async(
+            Fault::ClearsTooLittle,
+            behaviours::clear_removes_own_entries,
+        );
+        failure_async(Fault::StaleOverwrite, behaviours::overwrite_is_never_stale);
+        failure_async(Fault::NaiveNamespace, behaviours::namespaces_are_isolated);
+        failure_async(Fault::SubSecondIsNever, behaviours::sub_second_ttl);
+    }
+
+    #[test]
+    fn a_racy_async_increment_fails() {
+        let factory = cache_tests::factory(|ctx: &TestContext| {
+            BlockingFace(AsyncFace(Faulty::new(ctx, Fault::RacyIncrement)))
+        });
+        let caught = (0..20).any(|_| {
+            catch_unwind(AssertUnwindSafe(|| {
+                behaviours::increment_loses_nothing_under_threads(&factory)
+            }))
+            .is_err()
+        });
+        assert!(
+            caught,
+            "the async kit never caught a racy increment in 20 runs"
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! The async face of an engine: the same operations, the same contract, as futures.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::engine::Capabilities;
+use crate::error::Result;
+use crate::ttl::Ttl;
+
+/// A boxed, sendable future: what [`DynAsyncCacheEngine`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A cache engine whose operations are futures: every operation of
+/// [`CacheEngine`](crate::CacheEngine), with the same names, the same
+/// [contract](crate::CacheEngine#contract) word for word and the same errors.
+///
+/// Returned futures are `Send`, so they can be spawned on a multi-threaded runtime. The trait
+/// uses the language's own async methods (`impl Future + Send` in the signatures): calls through
+/// a concrete engine or a generic `E: AsyncCacheEngine` are statically dispatched and box
+/// nothing. For type erasure, [`DynAsyncCacheEngine`] is the dyn-compatible companion that
+/// every `AsyncCacheEngine` implements; `Arc<dyn DynAsyncCacheEngine>` and
+/// `Box<dyn DynAsyncCacheEngine>` are engines again.
+///
+/// This crate depends on no runtime. Engines that do I/O need one (the remote engines' async
+/// faces run on tokio, behind their `tokio` feature); engines that never block, such as
+/// `InMemoryEngine`, work on any executor.
+///
+/// ```
+/// use cache_core::{AsyncCacheEngine, Bytes, Result, Ttl};
+///
+/// async fn remember<E: AsyncCacheEngine>(cache: &E) -> Result<Option<Bytes>> {
+///     cache.set("greeting", Bytes::from_static(b"hello"), Ttl::Default).await?;
+///     cache.get("greeting").await
+/// }
+/// # let _ = remember::<std::sync::Arc<dyn cache_core::DynAsyncCacheEngine>>;
+/// ```
+pub trait AsyncCacheEngine: Send + Sync + Debug {
+    /// Reads the value under `key`; `Ok(None)` when it is absent or expired.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::get`](crate::CacheEngine::get).
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>>> + Send;
+
+    /// Stores `value` under `key` for `ttl`, replacing any previous value and its TTL.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::set`](crate::CacheEngine::set).
+    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes `key`; `true` when an entry was removed.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::delete`](crate::CacheEngine::delete).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Whether a live entry is stored under `key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::exists`](crate::CacheEngine::exists).
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Removes every entry of this engine (its namespace, its database), and nothing else.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::clear`](crate::CacheEngine::clear).
+    fn clear(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Closes the engine for every handle and clone; later operations return `Closed`.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::close`](crate::CacheEngine::close).
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Reads several keys; the result has one slot per key, in the same order.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::get_many`](crate::CacheEngine::get_many).
+    fn get_many(&self, keys: &[&str]) -> impl Future<Output = Result<Vec<Option<Bytes>>>> + Send;
+
+    /// Stores several entries with one TTL.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::set_many`](crate::CacheEngine::set_many).
+    fn set_many(
+        &self,
+        entries: &[(&str, Bytes)],
+        ttl: Ttl,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes several keys; returns how many entries were removed.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::delete_many`](crate::CacheEngine::delete_many).
+    fn delete_many(&self, keys: &[&str]) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Stores `value` only if no live entry is under `key`, atomically; `true` when it stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::add`](crate::CacheEngine::add).
+    fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Adds `delta` to the counter under `key`, atomically, and returns the new value.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::increment`](crate::CacheEngine::increment).
+    fn increment(&self, key: &str, delta: i64) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Gives an existing entry a new TTL without rewriting its value; `true` when it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::touch`](crate::CacheEngine::touch).
+    fn touch(&self, key: &str, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
+
+    /// What this engine supports and its limits.
+    fn capabilities(&self) -> Capabilities;
+}
+
+/// The dyn-compatible companion of [`AsyncCacheEngine`]: the same operations returning
+/// [`BoxFuture`]s. Every `AsyncCacheEngine` implements it, and `dyn DynAsyncCacheEngine` (behind
+/// an `Arc`, a `Box` or a reference) implements `AsyncCacheEngine`, so type-erased engines are
+/// used exactly like concrete ones, at the cost of one allocation per call.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cache_core::{AsyncCacheEngine, DynAsyncCacheEngine};
+///
+/// fn erase<E: AsyncCacheEngine + 'static>(engine: E) -> Arc<dyn DynAsyncCacheEngine> {
+///     Arc::new(engine)
+/// }
+///
+/// fn takes_any(_: &impl AsyncCacheEngine) {}
+/// # fn check(e: Arc<dyn DynAsyncCacheEngine>) { takes_any(&e) }
+/// # let _ = erase::<Arc<dyn DynAsyncCacheEngine>>;
+/// ```
+#[allow(missing_docs)] // Each method is its `AsyncCacheEngine` counterpart, boxed.
+pub trait DynAsyncCacheEngine: Send + Sync + Debug {
+    fn boxed_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>>>;
+    fn boxed_set<'a>(&'a self, key: &'a str, value: Bytes, ttl: Ttl) -> BoxFuture<'a, Result<()>>;
+    fn boxed_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn boxed_exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn boxed_clear(&self) -> BoxFuture<'_, Result<()>>;
+    fn boxed_close(&self) -> BoxFuture<'_, Result<()>>;
+    fn boxed_get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Bytes>>>>;
+    fn boxed_set_many<'a>(
+        &'a self,
+        entries: &'a [(&'a str, Bytes)],
+        ttl: Ttl,
+    ) -> BoxFuture<'a, Result<()>>;
+    fn boxed_delete_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>>;
+    fn boxed_add<'a>(&'a self, key: &'a str, value: Bytes, ttl: Ttl)
+    -> BoxFuture<'a, Result<bool>>;
+    fn boxed_increment<'a>(&'a self, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>>;
+    fn boxed_touch<'a>(&'a self, key: &'a str, ttl: Ttl) -> BoxFuture<'a, Result<bool>>;
+    fn boxed_capabilities(&self) -> Capabilities;
+}
+
+impl<E: AsyncCacheEngine> DynAsyncCacheEngine for E {
+    fn boxed_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>>> {
+        Box::pin(self.get(key))
+    }
+    fn boxed_set<'a>(&'a self, key: &'a str, value: Bytes, ttl: Ttl) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set(key, value, ttl))
+    }
+    fn boxed_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.delete(key))
+    }
+    fn boxed_exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.exists(key))
+    }
+    fn boxed_clear(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.clear())
+    }
+    fn boxed_close(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.close())
+    }
+    fn boxed_get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Bytes>>>> {
+        Box::pin(self.get_many(keys))
+    }
+    fn boxed_set_many<'a>(
+        &'a self,
+        entries: &'a [(&'a str, Bytes)],
+        ttl: Ttl,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set_many(entries, ttl))
+    }
+    fn boxed_delete_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.delete_many(keys))
+    }
+    fn boxed_add<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Ttl,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.add(key, value, ttl))
+    }
+    fn boxed_increment<'a>(&'a self, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(self.increment(key, delta))
+    }
+    fn boxed_touch<'a>(&'a self, key: &'a str, ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.touch(key, ttl))
+    }
+    fn boxed_capabilities(&self) -> Capabilities {
+        self.capabilities()
+    }
+}
+
+// Each boxed future is awaited inside an `async fn`, which captures the borrows of `self` and
+// of the arguments separately, as the trait's signatures do.
+impl AsyncCacheEngine for dyn DynAsyncCacheEngine {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.boxed_get(key).await
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        self.boxed_set(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.boxed_delete(key).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.boxed_exists(key).await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.boxed_clear().await
+    }
+    async fn close(&self) -> Result<()> {
+        self.boxed_close().await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.boxed_get_many(keys).await
+    }
+    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        self.boxed_set_many(entries, ttl).await
+    }
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.boxed_delete_many(keys).await
+    }
+    async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        self.boxed_add(key, value, ttl).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        self.boxed_increment(key, delta).await
+    }
+    async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        self.boxed_touch(key, ttl).await
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.boxed_capabilities()
+    }
+}
+
+macro_rules! forward_async_engine {
+    () => {
+        fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>>> + Send {
+            (**self).get(key)
+        }
+        fn set(
+            &self,
+            key: &str,
+            value: Bytes,
+            ttl: Ttl,
+        ) -> impl Future<Output = Result<()>> + Send {
+            (**self).set(key, value, ttl)
+        }
+        fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+            (**self).delete(key)
+        }
+        fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+            (**self).exists(key)
+        }
+        fn clear(&self) -> impl Future<Output = Result<()>> + Send {
+            (**self).clear()
+        }
+        fn close(&self) -> impl Future<Output = Result<()>> + Send {
+            (**self).close()
+        }
+        fn get_many(
+            &self,
+            keys: &[&str],
+        ) -> impl Future<Output = Result<Vec<Option<Bytes>>>> + Send {
+            (**self).get_many(keys)
+        }
+        fn set_many(
+            &self,
+            entries: &[(&str, Bytes)],
+            ttl: Ttl,
+        ) -> impl Future<Output = Result<()>> + Send {
+            (**self).set_many(entries, ttl)
+        }
+        fn delete_many(&self, keys: &[&str]) -> impl Future<Output = Result<u64>> + Send {
+            (**self).delete_many(keys)
+        }
+        fn add(
+            &self,
+            key: &str,
+            value: Bytes,
+            ttl: Ttl,
+        ) -> impl Future<Output = Result<bool>> + Send {
+            (**self).add(key, value, ttl)
+        }
+        fn increment(&self, key: &str, delta: i64) -> impl Future<Output = Result<i64>> + Send {
+            (**self).increment(key, delta)
+        }
+        fn touch(&self, key: &str, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send {
+            (**self).touch(key, ttl)
+        }
+        fn capabilities(&self) -> Capabilities {
+            (**self).capabilities()
+        }
+    };
+}
+
+impl<T: AsyncCacheEngine + ?Sized> AsyncCacheEngine for Arc<T> {
+    forward_async_engine!();
+}
+
+impl<T: AsyncCacheEngine + ?Sized> AsyncCacheEngine for Box<T> {
+    forward_async_engine!();
+}
+
+impl<T: AsyncCacheEngine + ?Sized> AsyncCacheEngine for &T {
+    forward_async_engine!();
+}
