@@ -478,6 +478,10 @@ async fn write_loop<R: Send + 'static>(
 ) {
     let mut gathered: Vec<u8> = Vec::with_capacity(GATHER);
     while let Some(first) = inbox.recv().await {
+        // Let the callers that are ready to run queue their requests first: tokio runs a task
+        // it just woke before the others, so without this the writer would take requests one
+        // at a time, one system call each, when many callers are busy.
+        ::tokio::task::yield_now().await;
         let mut batch = vec![first];
         while batch.len() < 1024 {
             match inbox.try_recv() {
