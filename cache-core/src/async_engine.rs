@@ -11,6 +11,15 @@ use crate::engine::Capabilities;
 use crate::error::Result;
 use crate::ttl::Ttl;
 
+/// The blocking face of a builder: its `build` makes the blocking engine (or typed cache).
+/// Builders are generic over their face, so both faces share every setter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Blocking;
+
+/// The async face of a builder: its `build` makes the async engine (or typed cache).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Async;
+
 /// A boxed, sendable future: what [`DynAsyncCacheEngine`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -48,7 +48,7 @@ mod error;
 pub mod key;
 pub mod ttl;
 
-pub use async_engine::{AsyncCacheEngine, BoxFuture, DynAsyncCacheEngine};
+pub use async_engine::{Async, AsyncCacheEngine, Blocking, BoxFuture, DynAsyncCacheEngine};
 pub use bytes::Bytes;
 pub use engine::{CacheEngine, Capabilities};
 pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Result};

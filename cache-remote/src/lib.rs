@@ -46,14 +46,15 @@ mod settings;
 pub use backend::TlsSettings;
 pub use backend::{Backend, Broken, ReplyOf};
 pub use buffer::ReadBuffer;
+pub use cache_core::{Async, Blocking};
 pub use exchange::{
     Batches, BoxExchange, Deadline, Exchange, ExchangeExt, MapOutput, Ready, Request, Single, Step,
     batches, ready, single,
 };
 pub use protocol::{Decode, Decoded, ProtocolError, ReplyLimits};
 pub use settings::{
-    Async, Blocking, ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_PIPELINES, DEFAULT_TIMEOUT, RemoteOptions,
+    ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS,
+    DEFAULT_PIPELINES, DEFAULT_TIMEOUT, RemoteOptions,
 };
 
 #[doc(hidden)]

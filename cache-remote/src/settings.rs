@@ -168,15 +168,6 @@ impl RemoteOptions {
     }
 }
 
-/// The face of an engine builder: [`Blocking`] builders make the blocking engine, [`Async`]
-/// ones the async engine. Both share every setter but the connection ones.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Blocking;
-
-/// The async face of an engine builder (see [`Blocking`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Async;
-
 /// Expands, inside the `impl` of a remote engine's builder that has a field
 /// `options: RemoteOptions` and a method `from_lookup`, into the setters every remote engine
 /// shares, blocking or async: `namespace`, `default_ttl`, `timeout`, `connect_timeout`, and

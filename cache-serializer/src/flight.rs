@@ -17,13 +17,31 @@ pub(crate) enum Outcome {
     Abandoned,
 }
 
+/// One load in flight: its outcome once known, and the ways waiters learn of it (a condition
+/// variable for threads, a notification for tasks; waiting tasks block no thread).
 #[derive(Default)]
 pub(crate) struct Flight {
     outcome: Mutex<Option<Outcome>>,
     done: Condvar,
+    notify: tokio::sync::Notify,
 }
 
 impl Flight {
+    /// Waits, in a task, until the load ends. Dropping the future stops waiting and changes
+    /// nothing else.
+    pub(crate) async fn wait_async(&self) -> Outcome {
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before looking, so a release between the look and the wait is seen.
+            notified.as_mut().enable();
+            if let Some(outcome) = lock(&self.outcome).as_ref() {
+                return outcome.clone();
+            }
+            notified.await;
+        }
+    }
+
     pub(crate) fn wait(&self) -> Outcome {
         let mut outcome = lock(&self.outcome);
         loop {
@@ -80,7 +98,8 @@ impl Flights {
 }
 
 /// Held by the caller that runs the loader. Dropping it without [`finish`](Self::finish) (a
-/// panic, an early return) releases the waiters with [`Outcome::Abandoned`].
+/// panic, an early return, a cancelled future) releases the waiters with
+/// [`Outcome::Abandoned`], and one of them loads instead.
 pub(crate) struct LeaderGuard<'a> {
     flights: &'a Flights,
     key: String,
@@ -99,6 +118,7 @@ impl LeaderGuard<'_> {
         lock(&self.flights.in_flight).remove(&self.key);
         *lock(&self.flight.outcome) = Some(outcome);
         self.flight.done.notify_all();
+        self.flight.notify.notify_waiters();
     }
 }
 

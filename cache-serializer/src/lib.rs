@@ -58,13 +58,16 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod async_typed;
 mod codec;
+mod core;
 mod envelope;
 pub mod fingerprint;
 mod flight;
 mod shape;
 mod typed;
 
+pub use async_typed::AsyncTypedCache;
 #[cfg(feature = "json")]
 pub use codec::Json;
 pub use codec::{Bincode, Codec};

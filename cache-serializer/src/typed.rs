@@ -2,16 +2,17 @@
 
 use std::any::TypeId;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use cache_core::{Bytes, CacheEngine, CacheError, KeyDisplay, Result, Ttl};
+use cache_core::{Blocking, Bytes, CacheEngine, CacheError, Result, Ttl};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
-use crate::envelope::{self, Refusal};
-use crate::fingerprint::{Fingerprint, TypeMap, fingerprint_of};
+pub use crate::core::{CacheStats, FailureHook};
+use crate::core::{Counters, TypedCore, bump};
+use crate::fingerprint::{Fingerprint, TypeMap};
 use crate::flight::{Flights, Outcome, Role};
 
 /// Stores serde values as bytes in any [`CacheEngine`], and knows when bytes under a key were
@@ -53,17 +54,9 @@ pub struct TypedCache<E, C = Bincode> {
     shared: Arc<Shared<E, C>>,
 }
 
-/// Called with every backend failure (see [`TypedCacheBuilder::on_backend_error`]).
-pub type FailureHook = Arc<dyn Fn(&CacheError) + Send + Sync>;
-
 struct Shared<E, C> {
     engine: E,
-    codec: C,
-    strict: bool,
-    fail_open: bool,
-    on_failure: Option<FailureHook>,
-    schemas: TypeMap<Fingerprint>,
-    stats: Counters,
+    core: TypedCore<C>,
     flights: Flights,
 }
 
@@ -75,57 +68,15 @@ impl<E, C> Clone for TypedCache<E, C> {
     }
 }
 
-impl<E: CacheEngine, C: Codec> fmt::Debug for TypedCache<E, C> {
+impl<E: fmt::Debug, C: Codec> fmt::Debug for TypedCache<E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TypedCache")
             .field("engine", &self.shared.engine)
             .field("codec", &C::NAME)
-            .field("strict", &self.shared.strict)
-            .field("stats", &self.stats())
+            .field("strict", &self.shared.core.strict)
+            .field("stats", &self.shared.core.stats())
             .finish()
     }
-}
-
-/// Counts of what a [`TypedCache`] has done, from [`TypedCache::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CacheStats {
-    /// Reads that returned a value.
-    pub hits: u64,
-    /// Reads that returned nothing: absent keys, and (unless strict) values of another schema or
-    /// undecodable bytes.
-    pub misses: u64,
-    /// Values written.
-    pub sets: u64,
-    /// Values found that were written for another schema, codec or envelope version.
-    pub schema_mismatches: u64,
-    /// Values found that could not be decoded: foreign, truncated or corrupted bytes.
-    pub decode_failures: u64,
-    /// Loader runs in `get_or_set_with` and `try_get_or_set_with`.
-    pub loads: u64,
-    /// Callers that waited for another caller's loader instead of running their own.
-    pub coalesced_waits: u64,
-    /// Reads whose backend failure became a miss (fail-open mode).
-    pub failed_open_reads: u64,
-    /// Writes whose backend failure was skipped (fail-open mode).
-    pub failed_open_writes: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    sets: AtomicU64,
-    schema_mismatches: AtomicU64,
-    decode_failures: AtomicU64,
-    loads: AtomicU64,
-    coalesced_waits: AtomicU64,
-    failed_open_reads: AtomicU64,
-    failed_open_writes: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The error of [`TypedCache::try_get_or_set_with`]: the cache's, or the loader's (shared with
@@ -162,18 +113,21 @@ impl<E> From<CacheError> for LoadError<E> {
     }
 }
 
-/// Builds a [`TypedCache`] with another codec, strict mode or named schemas.
+/// Builds a [`TypedCache`] (or, from `AsyncTypedCache::builder`, an
+/// [`AsyncTypedCache`](crate::AsyncTypedCache)) with another codec, strict mode, fail-open or named
+/// schemas.
 #[must_use]
-pub struct TypedCacheBuilder<E, C = Bincode> {
-    engine: E,
+pub struct TypedCacheBuilder<E, C = Bincode, Face = Blocking> {
+    pub(crate) engine: E,
     codec: C,
     strict: bool,
     fail_open: bool,
     on_failure: Option<FailureHook>,
     schemas: TypeMap<Fingerprint>,
+    face: PhantomData<fn() -> Face>,
 }
 
-impl<E: fmt::Debug, C: Codec> fmt::Debug for TypedCacheBuilder<E, C> {
+impl<E: fmt::Debug, C: Codec, Face> fmt::Debug for TypedCacheBuilder<E, C, Face> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TypedCacheBuilder")
             .field("engine", &self.engine)
@@ -184,9 +138,24 @@ impl<E: fmt::Debug, C: Codec> fmt::Debug for TypedCacheBuilder<E, C> {
     }
 }
 
-impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C> {
+impl<E, Face> TypedCacheBuilder<E, Bincode, Face> {
+    /// A builder over `engine` with every default: bincode, lenient, fail closed.
+    pub(crate) fn with_engine(engine: E) -> Self {
+        Self {
+            engine,
+            codec: Bincode,
+            strict: false,
+            fail_open: false,
+            on_failure: None,
+            schemas: TypeMap::default(),
+            face: PhantomData,
+        }
+    }
+}
+
+impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
     /// Uses `codec` instead of bincode.
-    pub fn codec<C2: Codec>(self, codec: C2) -> TypedCacheBuilder<E, C2> {
+    pub fn codec<C2: Codec>(self, codec: C2) -> TypedCacheBuilder<E, C2, Face> {
         TypedCacheBuilder {
             engine: self.engine,
             codec,
@@ -194,6 +163,7 @@ impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C> {
             fail_open: self.fail_open,
             on_failure: self.on_failure,
             schemas: self.schemas,
+            face: PhantomData,
         }
     }
 
@@ -233,17 +203,30 @@ impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C> {
         self
     }
 
-    /// Builds the cache.
-    pub fn build(self) -> TypedCache<E, C> {
-        TypedCache {
-            shared: Arc::new(Shared {
-                engine: self.engine,
+    /// The parts both faces are built from.
+    pub(crate) fn into_parts(self) -> (E, TypedCore<C>) {
+        (
+            self.engine,
+            TypedCore {
                 codec: self.codec,
                 strict: self.strict,
                 fail_open: self.fail_open,
                 on_failure: self.on_failure,
                 schemas: self.schemas,
                 stats: Counters::default(),
+            },
+        )
+    }
+}
+
+impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C, Blocking> {
+    /// Builds the cache.
+    pub fn build(self) -> TypedCache<E, C> {
+        let (engine, core) = self.into_parts();
+        TypedCache {
+            shared: Arc::new(Shared {
+                engine,
+                core,
                 flights: Flights::default(),
             }),
         }
@@ -256,16 +239,9 @@ impl<E: CacheEngine> TypedCache<E> {
         Self::builder(engine).build()
     }
 
-    /// A builder to choose the codec, strict mode and named schemas.
+    /// A builder to choose the codec, strict mode, fail-open and named schemas.
     pub fn builder(engine: E) -> TypedCacheBuilder<E> {
-        TypedCacheBuilder {
-            engine,
-            codec: Bincode,
-            strict: false,
-            fail_open: false,
-            on_failure: None,
-            schemas: TypeMap::default(),
-        }
+        TypedCacheBuilder::with_engine(engine)
     }
 }
 
@@ -277,19 +253,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
 
     /// What this cache (and its clones) has done so far.
     pub fn stats(&self) -> CacheStats {
-        let c = &self.shared.stats;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        CacheStats {
-            hits: load(&c.hits),
-            misses: load(&c.misses),
-            sets: load(&c.sets),
-            schema_mismatches: load(&c.schema_mismatches),
-            decode_failures: load(&c.decode_failures),
-            loads: load(&c.loads),
-            coalesced_waits: load(&c.coalesced_waits),
-            failed_open_reads: load(&c.failed_open_reads),
-            failed_open_writes: load(&c.failed_open_writes),
-        }
+        self.shared.core.stats()
     }
 
     /// The fingerprint values of `T` are written with.
@@ -299,17 +263,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// [`CacheError::UnknownSchema`] when `T`'s shape cannot be traced and no schema name was
     /// given for it.
     pub fn fingerprint<T: DeserializeOwned + 'static>(&self) -> Result<Fingerprint> {
-        if !self.shared.schemas.is_empty() {
-            if let Some(fp) = self.shared.schemas.get(&TypeId::of::<T>()) {
-                return Ok(*fp);
-            }
-        }
-        fingerprint_of::<T>().map_err(|reason| CacheError::UnknownSchema {
-            type_name: std::any::type_name::<T>(),
-            reason: format!(
-                "{reason}; name its schema with TypedCacheBuilder::schema::<T>(\"name/1\")"
-            ),
-        })
+        self.shared.core.fingerprint::<T>()
     }
 
     /// Encodes `value` with its envelope.
@@ -318,33 +272,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// `UnknownSchema`, or `Serialization` when the codec refuses the value.
     pub fn encode<T: Serialize + DeserializeOwned + 'static>(&self, value: &T) -> Result<Bytes> {
-        thread_local! {
-            /// The size of this thread's last encoded value.
-            static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-        }
-        let fingerprint = self.fingerprint::<T>()?;
-        // Values tend to keep their size: allocate what the last one took, so the buffer usually
-        // ends exactly full and `Bytes::from` takes it as is. Growing a small buffer reallocated
-        // several times for 1 KiB, and `Bytes::from(Vec)` allocates again whenever the capacity
-        // exceeds the length.
-        let hint = LAST_LEN
-            .with(std::cell::Cell::get)
-            .clamp(envelope::HEADER_LEN + 8, 1 << 20);
-        let mut out = Vec::with_capacity(hint);
-        envelope::write_header(&mut out, C::ID, fingerprint);
-        let encoded = self.shared.codec.encode(value, &mut out);
-        LAST_LEN.with(|last| last.set(out.len()));
-        encoded.map_err(|e| {
-            CacheError::serialization(
-                format!(
-                    "cannot encode a `{}` with {}",
-                    std::any::type_name::<T>(),
-                    C::NAME
-                ),
-                e,
-            )
-        })?;
-        Ok(Bytes::from(out))
+        self.shared.core.encode(value)
     }
 
     /// Decodes bytes read under `key` (the key is only used in messages): the value, or
@@ -359,105 +287,8 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         key: &str,
         bytes: &[u8],
     ) -> Result<Option<T>> {
-        let fingerprint = self.fingerprint::<T>()?;
-        self.decode_with(key, bytes, fingerprint)
-    }
-
-    fn decode_with<T: DeserializeOwned + 'static>(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        fingerprint: Fingerprint,
-    ) -> Result<Option<T>> {
-        let stats = &self.shared.stats;
-        let failure = match envelope::open(bytes, C::ID, fingerprint) {
-            Ok(payload) => match self.shared.codec.decode::<T>(payload) {
-                Ok(value) => {
-                    bump(&stats.hits);
-                    return Ok(Some(value));
-                }
-                Err(e) => {
-                    bump(&stats.decode_failures);
-                    CacheError::serialization(
-                        format!(
-                            "cannot decode the value under key {} as a `{}`",
-                            KeyDisplay::new(key),
-                            std::any::type_name::<T>()
-                        ),
-                        e,
-                    )
-                }
-            },
-            Err(Refusal::Foreign) => {
-                bump(&stats.decode_failures);
-                CacheError::Serialization {
-                    message: format!(
-                        "the value under key {} was not written by cache-serializer (or was cut short)",
-                        KeyDisplay::new(key)
-                    ),
-                    source: None,
-                }
-            }
-            Err(Refusal::Mismatch { expected, found }) => {
-                bump(&stats.schema_mismatches);
-                CacheError::SchemaMismatch {
-                    key: KeyDisplay::new(key),
-                    expected,
-                    found,
-                }
-            }
-        };
-        if self.shared.strict {
-            Err(failure)
-        } else {
-            bump(&stats.misses);
-            Ok(None)
-        }
-    }
-
-    /// Reports a backend failure to the hook and, in fail-open mode, turns it into `fallback`.
-    fn absorb<T>(
-        &self,
-        result: Result<T>,
-        counter: &AtomicU64,
-        fallback: impl FnOnce() -> T,
-    ) -> Result<T> {
-        let error = match result {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        // The one classification of backend failures (cache-core's): a caller's mistake is
-        // never absorbed.
-        if error.is_backend_failure() {
-            if let Some(hook) = &self.shared.on_failure {
-                hook(&error);
-            }
-            if self.shared.fail_open {
-                bump(counter);
-                return Ok(fallback());
-            }
-        }
-        Err(error)
-    }
-
-    fn read<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
-        self.absorb(result, &self.shared.stats.failed_open_reads, fallback)
-    }
-
-    fn write<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
-        self.absorb(result, &self.shared.stats.failed_open_writes, fallback)
-    }
-
-    /// Counts `count` values as stored when the write succeeded; a failed write is absorbed or
-    /// returned like any other and counts nothing.
-    fn stored(&self, result: Result<()>, count: u64) -> Result<()> {
-        match result {
-            Ok(()) => {
-                self.shared.stats.sets.fetch_add(count, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => self.write(Err(e), || ()),
-        }
+        let core = &self.shared.core;
+        core.decode_with(key, bytes, core.fingerprint::<T>()?)
     }
 
     /// Reads the `T` under `key`.
@@ -467,13 +298,11 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// The engine's errors; `UnknownSchema`; in strict mode `SchemaMismatch` and
     /// `Serialization`.
     pub fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
-        let fingerprint = self.fingerprint::<T>()?;
-        match self.read(self.shared.engine.get(key), || None)? {
-            Some(bytes) => self.decode_with(key, &bytes, fingerprint),
-            None => {
-                bump(&self.shared.stats.misses);
-                Ok(None)
-            }
+        let core = &self.shared.core;
+        let fingerprint = core.fingerprint::<T>()?;
+        match core.read(self.shared.engine.get(key), || None)? {
+            Some(bytes) => core.decode_with(key, &bytes, fingerprint),
+            None => core.miss(),
         }
     }
 
@@ -489,9 +318,9 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         value: &T,
         ttl: Ttl,
     ) -> Result<()> {
-        let bytes = self.encode(value)?;
-        self.stored(self.shared.engine.set(key, bytes, ttl), 1)?;
-        Ok(())
+        let core = &self.shared.core;
+        let bytes = core.encode(value)?;
+        core.stored(self.shared.engine.set(key, bytes, ttl), 1)
     }
 
     /// Removes `key`; `true` when something was removed.
@@ -500,7 +329,9 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        self.write(self.shared.engine.delete(key), || false)
+        self.shared
+            .core
+            .write(self.shared.engine.delete(key), || false)
     }
 
     /// Whether an entry is stored under `key`, whatever its type.
@@ -509,7 +340,9 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn exists(&self, key: &str) -> Result<bool> {
-        self.read(self.shared.engine.exists(key), || false)
+        self.shared
+            .core
+            .read(self.shared.engine.exists(key), || false)
     }
 
     /// Removes every entry of the engine (see [`CacheEngine::clear`]).
@@ -518,7 +351,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn clear(&self) -> Result<()> {
-        self.write(self.shared.engine.clear(), || ())
+        self.shared.core.write(self.shared.engine.clear(), || ())
     }
 
     /// Reads several `T`s, in the order of `keys`.
@@ -527,18 +360,10 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// As [`get`](Self::get).
     pub fn get_many<T: DeserializeOwned + 'static>(&self, keys: &[&str]) -> Result<Vec<Option<T>>> {
-        let fingerprint = self.fingerprint::<T>()?;
-        let values = self.read(self.shared.engine.get_many(keys), || vec![None; keys.len()])?;
-        keys.iter()
-            .zip(values)
-            .map(|(key, bytes)| match bytes {
-                Some(bytes) => self.decode_with(key, &bytes, fingerprint),
-                None => {
-                    bump(&self.shared.stats.misses);
-                    Ok(None)
-                }
-            })
-            .collect()
+        let core = &self.shared.core;
+        let fingerprint = core.fingerprint::<T>()?;
+        let values = core.read(self.shared.engine.get_many(keys), || vec![None; keys.len()])?;
+        core.decode_all(keys, values, fingerprint)
     }
 
     /// Stores several `T`s with one TTL.
@@ -551,11 +376,9 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         entries: &[(&str, T)],
         ttl: Ttl,
     ) -> Result<()> {
-        let encoded = entries
-            .iter()
-            .map(|(key, value)| Ok((*key, self.encode(value)?)))
-            .collect::<Result<Vec<_>>>()?;
-        self.stored(
+        let core = &self.shared.core;
+        let encoded = core.encode_all(entries)?;
+        core.stored(
             self.shared.engine.set_many(&encoded, ttl),
             encoded.len() as u64,
         )
@@ -603,13 +426,14 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
-        let fingerprint = self.fingerprint::<T>()?;
+        let core = &self.shared.core;
+        let fingerprint = core.fingerprint::<T>()?;
         let mut load = Some(load);
         loop {
             if let Some(value) = self.get::<T>(key)? {
                 return Ok(value);
             }
-            let stats = &self.shared.stats;
+            let stats = &core.stats;
             match self
                 .shared
                 .flights
@@ -617,7 +441,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             {
                 Role::Waiter(flight) => match flight.wait() {
                     Outcome::Value(bytes) => {
-                        if let Some(value) = self.decode_with(key, &bytes, fingerprint)? {
+                        if let Some(value) = core.decode_with(key, &bytes, fingerprint)? {
                             return Ok(value);
                         }
                         // The leader loaded another type under this key: load our own.
@@ -637,20 +461,14 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                     let Some(load) = load.take() else {
                         // Our loader already ran and its value could not be read back: report
                         // rather than loop.
-                        return Err(LoadError::Cache(CacheError::Serialization {
-                            message: format!(
-                                "the value loaded for key {} could not be read back",
-                                KeyDisplay::new(key)
-                            ),
-                            source: None,
-                        }));
+                        return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
                     };
                     bump(&stats.loads);
                     match load() {
                         Ok(value) => {
-                            let bytes = self.encode(&value)?;
+                            let bytes = core.encode(&value)?;
                             let stored =
-                                self.stored(self.shared.engine.set(key, bytes.clone(), ttl), 1);
+                                core.stored(self.shared.engine.set(key, bytes.clone(), ttl), 1);
                             guard.finish(Outcome::Value(bytes));
                             stored?;
                             return Ok(value);

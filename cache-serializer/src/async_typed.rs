@@ -1,0 +1,334 @@
+//! [`AsyncTypedCache`]: serde values over any async engine.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use cache_core::{Async, AsyncCacheEngine, Bytes, Result, Ttl};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{Bincode, Codec};
+use crate::core::{CacheStats, TypedCore, bump};
+use crate::fingerprint::Fingerprint;
+use crate::flight::{Flights, Outcome, Role};
+use crate::typed::{LoadError, TypedCacheBuilder};
+
+/// The async face of [`TypedCache`](crate::TypedCache): serde values over any
+/// [`AsyncCacheEngine`], with the same envelope, fingerprints, strict mode, fail-open,
+/// statistics and errors, and an async, cancellation-safe single-flight
+/// [`get_or_set_with`](Self::get_or_set_with).
+///
+/// It depends on no runtime: it works with every async engine on the executor that engine
+/// needs (tokio for the remote engines).
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use cache_core::Ttl;
+/// use cache_local::InMemoryEngine;
+/// use cache_serializer::AsyncTypedCache;
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct User { id: u64, name: String }
+///
+/// # async fn run() -> cache_core::Result<()> {
+/// let cache = AsyncTypedCache::new(InMemoryEngine::new());
+/// let user = cache
+///     .get_or_set_with("user:1", Ttl::Default, || async {
+///         User { id: 1, name: "Ada".into() } // an async query, say
+///     })
+///     .await?;
+/// assert_eq!(cache.get::<User>("user:1").await?, Some(user));
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncTypedCache<E, C = Bincode> {
+    shared: Arc<Shared<E, C>>,
+}
+
+struct Shared<E, C> {
+    engine: E,
+    core: TypedCore<C>,
+    flights: Flights,
+}
+
+impl<E, C> Clone for AsyncTypedCache<E, C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<E: fmt::Debug, C: Codec> fmt::Debug for AsyncTypedCache<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncTypedCache")
+            .field("engine", &self.shared.engine)
+            .field("codec", &C::NAME)
+            .field("strict", &self.shared.core.strict)
+            .field("stats", &self.shared.core.stats())
+            .finish()
+    }
+}
+
+impl<E: AsyncCacheEngine, C: Codec> TypedCacheBuilder<E, C, Async> {
+    /// Builds the async cache.
+    pub fn build(self) -> AsyncTypedCache<E, C> {
+        let (engine, core) = self.into_parts();
+        AsyncTypedCache {
+            shared: Arc::new(Shared {
+                engine,
+                core,
+                flights: Flights::default(),
+            }),
+        }
+    }
+}
+
+impl<E: AsyncCacheEngine> AsyncTypedCache<E> {
+    /// A typed cache over `engine` with bincode, lenient about mismatches.
+    pub fn new(engine: E) -> Self {
+        Self::builder(engine).build()
+    }
+
+    /// A builder to choose the codec, strict mode, fail-open and named schemas; the same
+    /// builder as [`TypedCache::builder`](crate::TypedCache::builder)'s, whose `build` makes an
+    /// `AsyncTypedCache`.
+    pub fn builder(engine: E) -> TypedCacheBuilder<E, Bincode, Async> {
+        TypedCacheBuilder::with_engine(engine)
+    }
+}
+
+impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
+    /// The engine underneath.
+    pub fn engine(&self) -> &E {
+        &self.shared.engine
+    }
+
+    /// What this cache (and its clones) has done so far.
+    pub fn stats(&self) -> CacheStats {
+        self.shared.core.stats()
+    }
+
+    /// The fingerprint values of `T` are written with.
+    ///
+    /// # Errors
+    ///
+    /// As [`TypedCache::fingerprint`](crate::TypedCache::fingerprint).
+    pub fn fingerprint<T: DeserializeOwned + 'static>(&self) -> Result<Fingerprint> {
+        self.shared.core.fingerprint::<T>()
+    }
+
+    /// Encodes `value` with its envelope.
+    ///
+    /// # Errors
+    ///
+    /// As [`TypedCache::encode`](crate::TypedCache::encode).
+    pub fn encode<T: Serialize + DeserializeOwned + 'static>(&self, value: &T) -> Result<Bytes> {
+        self.shared.core.encode(value)
+    }
+
+    /// Reads the `T` under `key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`TypedCache::get`](crate::TypedCache::get).
+    pub async fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
+        let core = &self.shared.core;
+        let fingerprint = core.fingerprint::<T>()?;
+        match core.read(self.shared.engine.get(key).await, || None)? {
+            Some(bytes) => core.decode_with(key, &bytes, fingerprint),
+            None => core.miss(),
+        }
+    }
+
+    /// Stores `value` under `key` for `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// As [`TypedCache::set`](crate::TypedCache::set).
+    pub async fn set<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Ttl,
+    ) -> Result<()> {
+        let core = &self.shared.core;
+        let bytes = core.encode(value)?;
+        core.stored(self.shared.engine.set(key, bytes, ttl).await, 1)
+    }
+
+    /// Removes `key`; `true` when something was removed.
+    ///
+    /// # Errors
+    ///
+    /// The engine's errors.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let result = self.shared.engine.delete(key).await;
+        self.shared.core.write(result, || false)
+    }
+
+    /// Whether an entry is stored under `key`, whatever its type.
+    ///
+    /// # Errors
+    ///
+    /// The engine's errors.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        let result = self.shared.engine.exists(key).await;
+        self.shared.core.read(result, || false)
+    }
+
+    /// Removes every entry of the engine (see [`AsyncCacheEngine::clear`]).
+    ///
+    /// # Errors
+    ///
+    /// The engine's errors.
+    pub async fn clear(&self) -> Result<()> {
+        let result = self.shared.engine.clear().await;
+        self.shared.core.write(result, || ())
+    }
+
+    /// Reads several `T`s, in the order of `keys`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub async fn get_many<T: DeserializeOwned + 'static>(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<Option<T>>> {
+        let core = &self.shared.core;
+        let fingerprint = core.fingerprint::<T>()?;
+        let result = self.shared.engine.get_many(keys).await;
+        let values = core.read(result, || vec![None; keys.len()])?;
+        core.decode_all(keys, values, fingerprint)
+    }
+
+    /// Stores several `T`s with one TTL.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set); every value is encoded before anything is written.
+    pub async fn set_many<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+        entries: &[(&str, T)],
+        ttl: Ttl,
+    ) -> Result<()> {
+        let core = &self.shared.core;
+        let encoded = core.encode_all(entries)?;
+        let result = self.shared.engine.set_many(&encoded, ttl).await;
+        core.stored(result, encoded.len() as u64)
+    }
+
+    /// Returns the `T` under `key`, or awaits `load()`, stores its value for `ttl` and returns
+    /// it.
+    ///
+    /// Single-flight: when several tasks (through this cache or its clones) ask for the same
+    /// missing key at once, one loader runs and the others wait for its value, without blocking
+    /// a thread. Cancellation-safe: if the future of the caller whose loader runs is dropped (a
+    /// timeout, a client that hung up), a waiting caller takes over with its own loader; waiters
+    /// never hang, and never fail because one caller went away. A loader's error reaches every
+    /// waiter and is not cached.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get) and [`set`](Self::set).
+    pub async fn get_or_set_with<T, F, Fut>(&self, key: &str, ttl: Ttl, load: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let loaded = self
+            .try_get_or_set_with(key, ttl, || async {
+                Ok::<T, std::convert::Infallible>(load().await)
+            })
+            .await;
+        loaded.map_err(|e| match e {
+            LoadError::Cache(e) => e,
+            LoadError::Loader(never) => match *never {},
+        })
+    }
+
+    /// Like [`get_or_set_with`](Self::get_or_set_with) with a fallible loader. A loader error is
+    /// returned to its caller and to every caller that waited for it, and is never cached.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    pub async fn try_get_or_set_with<T, Er, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        load: F,
+    ) -> Result<T, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, Er>>,
+    {
+        let core = &self.shared.core;
+        let fingerprint = core.fingerprint::<T>()?;
+        let mut load = Some(load);
+        loop {
+            if let Some(value) = self.get::<T>(key).await? {
+                return Ok(value);
+            }
+            let role = self
+                .shared
+                .flights
+                .join(key, || bump(&core.stats.coalesced_waits));
+            let guard = match role {
+                Role::Waiter(flight) => {
+                    match flight.wait_async().await {
+                        Outcome::Value(bytes) => {
+                            if let Some(value) = core.decode_with(key, &bytes, fingerprint)? {
+                                return Ok(value);
+                            }
+                            // The leader loaded another type under this key: load our own.
+                        }
+                        Outcome::LoaderError(error) => {
+                            if let Ok(error) = error.downcast::<Er>() {
+                                return Err(LoadError::Loader(error));
+                            }
+                        }
+                        // The leader went away (its future was dropped, or it panicked): try
+                        // again, and one of the waiters leads.
+                        Outcome::Abandoned => {}
+                    }
+                    continue;
+                }
+                Role::Leader(guard) => guard,
+            };
+            // A leader that finished just before we joined may have stored the value.
+            if let Some(value) = self.get::<T>(key).await? {
+                return Ok(value);
+            }
+            let Some(load) = load.take() else {
+                return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
+            };
+            bump(&core.stats.loads);
+            return match load().await {
+                Ok(value) => {
+                    let bytes = core.encode(&value)?;
+                    let result = self.shared.engine.set(key, bytes.clone(), ttl).await;
+                    let stored = core.stored(result, 1);
+                    guard.finish(Outcome::Value(bytes));
+                    stored?;
+                    Ok(value)
+                }
+                Err(error) => {
+                    let error = Arc::new(error);
+                    guard.finish(Outcome::LoaderError(error.clone()));
+                    Err(LoadError::Loader(error))
+                }
+            };
+        }
+    }
+
+    /// How many keys are being loaded right now by `get_or_set_with`.
+    pub fn loads_in_flight(&self) -> usize {
+        self.shared.flights.len()
+    }
+}

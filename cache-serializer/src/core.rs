@@ -1,0 +1,288 @@
+//! What both faces of the typed cache share: codec, fingerprints, the envelope, statistics and
+//! the handling of backend failures. Only the engine calls and the waiting of single-flight
+//! differ between [`TypedCache`](crate::TypedCache) and [`AsyncTypedCache`](crate::AsyncTypedCache).
+
+use std::any::TypeId;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cache_core::{Bytes, CacheError, KeyDisplay, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::Codec;
+use crate::envelope::{self, Refusal};
+use crate::fingerprint::{Fingerprint, TypeMap, fingerprint_of};
+
+/// Called with every backend failure (see [`TypedCacheBuilder::on_backend_error`](crate::TypedCacheBuilder::on_backend_error)).
+pub type FailureHook = Arc<dyn Fn(&CacheError) + Send + Sync>;
+
+/// Counts of what a [`TypedCache`](crate::TypedCache) (or an
+/// [`AsyncTypedCache`](crate::AsyncTypedCache)) has done, from its `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Reads that returned a value.
+    pub hits: u64,
+    /// Reads that returned nothing: absent keys, and (unless strict) values of another schema or
+    /// undecodable bytes.
+    pub misses: u64,
+    /// Values written.
+    pub sets: u64,
+    /// Values found that were written for another schema, codec or envelope version.
+    pub schema_mismatches: u64,
+    /// Values found that could not be decoded: foreign, truncated or corrupted bytes.
+    pub decode_failures: u64,
+    /// Loader runs in `get_or_set_with` and `try_get_or_set_with`.
+    pub loads: u64,
+    /// Callers that waited for another caller's loader instead of running their own.
+    pub coalesced_waits: u64,
+    /// Reads whose backend failure became a miss (fail-open mode).
+    pub failed_open_reads: u64,
+    /// Writes whose backend failure was skipped (fail-open mode).
+    pub failed_open_writes: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) sets: AtomicU64,
+    pub(crate) schema_mismatches: AtomicU64,
+    pub(crate) decode_failures: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) coalesced_waits: AtomicU64,
+    pub(crate) failed_open_reads: AtomicU64,
+    pub(crate) failed_open_writes: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The face-independent state of a typed cache.
+pub(crate) struct TypedCore<C> {
+    pub(crate) codec: C,
+    pub(crate) strict: bool,
+    pub(crate) fail_open: bool,
+    pub(crate) on_failure: Option<FailureHook>,
+    pub(crate) schemas: TypeMap<Fingerprint>,
+    pub(crate) stats: Counters,
+}
+
+impl<C: Codec> TypedCore<C> {
+    pub(crate) fn stats(&self) -> CacheStats {
+        let c = &self.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            sets: load(&c.sets),
+            schema_mismatches: load(&c.schema_mismatches),
+            decode_failures: load(&c.decode_failures),
+            loads: load(&c.loads),
+            coalesced_waits: load(&c.coalesced_waits),
+            failed_open_reads: load(&c.failed_open_reads),
+            failed_open_writes: load(&c.failed_open_writes),
+        }
+    }
+
+    /// The fingerprint values of `T` are written with.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::UnknownSchema`] when `T`'s shape cannot be traced and no schema name was
+    /// given for it.
+    pub(crate) fn fingerprint<T: DeserializeOwned + 'static>(&self) -> Result<Fingerprint> {
+        if !self.schemas.is_empty() {
+            if let Some(fp) = self.schemas.get(&TypeId::of::<T>()) {
+                return Ok(*fp);
+            }
+        }
+        fingerprint_of::<T>().map_err(|reason| CacheError::UnknownSchema {
+            type_name: std::any::type_name::<T>(),
+            reason: format!(
+                "{reason}; name its schema with TypedCacheBuilder::schema::<T>(\"name/1\")"
+            ),
+        })
+    }
+
+    /// Encodes `value` with its envelope.
+    ///
+    /// # Errors
+    ///
+    /// `UnknownSchema`, or `Serialization` when the codec refuses the value.
+    pub(crate) fn encode<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+        value: &T,
+    ) -> Result<Bytes> {
+        thread_local! {
+            /// The size of this thread's last encoded value.
+            static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        }
+        let fingerprint = self.fingerprint::<T>()?;
+        // Values tend to keep their size: allocate what the last one took, so the buffer usually
+        // ends exactly full and `Bytes::from` takes it as is. Growing a small buffer reallocated
+        // several times for 1 KiB, and `Bytes::from(Vec)` allocates again whenever the capacity
+        // exceeds the length.
+        let hint = LAST_LEN
+            .with(std::cell::Cell::get)
+            .clamp(envelope::HEADER_LEN + 8, 1 << 20);
+        let mut out = Vec::with_capacity(hint);
+        envelope::write_header(&mut out, C::ID, fingerprint);
+        let encoded = self.codec.encode(value, &mut out);
+        LAST_LEN.with(|last| last.set(out.len()));
+        encoded.map_err(|e| {
+            CacheError::serialization(
+                format!(
+                    "cannot encode a `{}` with {}",
+                    std::any::type_name::<T>(),
+                    C::NAME
+                ),
+                e,
+            )
+        })?;
+        Ok(Bytes::from(out))
+    }
+
+    pub(crate) fn decode_with<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        fingerprint: Fingerprint,
+    ) -> Result<Option<T>> {
+        let stats = &self.stats;
+        let failure = match envelope::open(bytes, C::ID, fingerprint) {
+            Ok(payload) => match self.codec.decode::<T>(payload) {
+                Ok(value) => {
+                    bump(&stats.hits);
+                    return Ok(Some(value));
+                }
+                Err(e) => {
+                    bump(&stats.decode_failures);
+                    CacheError::serialization(
+                        format!(
+                            "cannot decode the value under key {} as a `{}`",
+                            KeyDisplay::new(key),
+                            std::any::type_name::<T>()
+                        ),
+                        e,
+                    )
+                }
+            },
+            Err(Refusal::Foreign) => {
+                bump(&stats.decode_failures);
+                CacheError::Serialization {
+                    message: format!(
+                        "the value under key {} was not written by cache-serializer (or was cut short)",
+                        KeyDisplay::new(key)
+                    ),
+                    source: None,
+                }
+            }
+            Err(Refusal::Mismatch { expected, found }) => {
+                bump(&stats.schema_mismatches);
+                CacheError::SchemaMismatch {
+                    key: KeyDisplay::new(key),
+                    expected,
+                    found,
+                }
+            }
+        };
+        if self.strict {
+            Err(failure)
+        } else {
+            bump(&stats.misses);
+            Ok(None)
+        }
+    }
+
+    /// Reports a backend failure to the hook and, in fail-open mode, turns it into `fallback`.
+    fn absorb<T>(
+        &self,
+        result: Result<T>,
+        counter: &AtomicU64,
+        fallback: impl FnOnce() -> T,
+    ) -> Result<T> {
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        // The one classification of backend failures (cache-core's): a caller's mistake is
+        // never absorbed.
+        if error.is_backend_failure() {
+            if let Some(hook) = &self.on_failure {
+                hook(&error);
+            }
+            if self.fail_open {
+                bump(counter);
+                return Ok(fallback());
+            }
+        }
+        Err(error)
+    }
+
+    pub(crate) fn read<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+        self.absorb(result, &self.stats.failed_open_reads, fallback)
+    }
+
+    pub(crate) fn write<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+        self.absorb(result, &self.stats.failed_open_writes, fallback)
+    }
+
+    /// Counts `count` values as stored when the write succeeded; a failed write is absorbed or
+    /// returned like any other and counts nothing.
+    pub(crate) fn stored(&self, result: Result<()>, count: u64) -> Result<()> {
+        match result {
+            Ok(()) => {
+                self.stats.sets.fetch_add(count, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => self.write(Err(e), || ()),
+        }
+    }
+
+    /// Counts a miss.
+    pub(crate) fn miss<T>(&self) -> Result<Option<T>> {
+        bump(&self.stats.misses);
+        Ok(None)
+    }
+
+    /// Decodes what a bulk read found, in the order of `keys`.
+    pub(crate) fn decode_all<T: DeserializeOwned + 'static>(
+        &self,
+        keys: &[&str],
+        values: Vec<Option<Bytes>>,
+        fingerprint: Fingerprint,
+    ) -> Result<Vec<Option<T>>> {
+        keys.iter()
+            .zip(values)
+            .map(|(key, bytes)| match bytes {
+                Some(bytes) => self.decode_with(key, &bytes, fingerprint),
+                None => self.miss(),
+            })
+            .collect()
+    }
+
+    /// Encodes every entry of a bulk write before anything is written.
+    pub(crate) fn encode_all<'k, T: Serialize + DeserializeOwned + 'static>(
+        &self,
+        entries: &[(&'k str, T)],
+    ) -> Result<Vec<(&'k str, Bytes)>> {
+        entries
+            .iter()
+            .map(|(key, value)| Ok((*key, self.encode(value)?)))
+            .collect()
+    }
+
+    /// The error for a loaded value that could not be read back.
+    pub(crate) fn unreadable_load(key: &str) -> CacheError {
+        CacheError::Serialization {
+            message: format!(
+                "the value loaded for key {} could not be read back",
+                KeyDisplay::new(key)
+            ),
+            source: None,
+        }
+    }
+}
