@@ -10,6 +10,7 @@
 //! (without `--quick`) also writes `docs/BENCHMARKS.md` and `docs/benchmarks.svg`.
 #![forbid(unsafe_code)]
 
+mod asynchronous;
 mod local;
 mod measure;
 mod memory;
@@ -190,6 +191,7 @@ fn main() {
     if wanted("local") {
         step("local engines");
         local::run(&plan, &mut rows);
+        asynchronous::run_local(&plan, &mut rows);
     }
     if wanted("typed") {
         step("typed layer");
@@ -201,7 +203,9 @@ fn main() {
         let memcached = TestServer::start(ServerKind::Memcached, &[]);
         match (redis, memcached) {
             (Ok(redis), Ok(memcached)) => {
-                if let Err(e) = remote::run(&plan, &redis, &memcached, &mut rows) {
+                if let Err(e) = remote::run(&plan, &redis, &memcached, &mut rows)
+                    .and_then(|()| asynchronous::run_remote(&plan, &redis, &memcached, &mut rows))
+                {
                     eprintln!("remote comparisons failed: {e}");
                     std::process::exit(1);
                 }

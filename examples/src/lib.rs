@@ -4,3 +4,5 @@
 //! the README cannot drift from the API.
 #![doc = include_str!("../../README.md")]
 #![forbid(unsafe_code)]
+
+pub mod service;
