@@ -239,17 +239,7 @@ impl Harness {
 #[macro_export]
 macro_rules! conformance_suite {
     ($module:ident, $factory:expr, require = $require:expr) => {
-        $crate::conformance_suite!(@module $module, $factory, $require;
-            miss, round_trip, overwrite_is_never_stale, delete_then_delete_again,
-            exists_follows_entries, ttl_expiry, ttl_never, ttl_default, sub_second_ttl,
-            zero_ttl_removes, ttl_out_of_range, empty_and_binary_values, largest_value,
-            unicode_keys, invalid_keys_rejected, clear_removes_own_entries,
-            clear_is_scoped_to_namespace, namespaces_are_isolated, get_many_order_and_holes,
-            set_many_stores_all_or_nothing, delete_many_counts, add_semantics,
-            add_is_atomic_under_threads, increment_semantics, increment_keeps_ttl,
-            increment_loses_nothing_under_threads, touch_semantics, concurrency_smoke,
-            close_is_final
-        );
+        $crate::__with_behaviours!(suite $module, $factory, $require);
     };
     ($module:ident, $factory:expr) => {
         $crate::conformance_suite!($module, $factory, require = true);
@@ -271,6 +261,34 @@ macro_rules! conformance_suite {
                     $crate::behaviours::$name(&factory);
                 }
             )*
+        }
+    };
+}
+
+/// The one list of behaviours, handed to whoever asks: `conformance_suite!` (one test each) and
+/// [`behaviours::BEHAVIOURS`] (their names).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_behaviours {
+    (@list [suite $module:ident, $factory:expr, $require:expr] $($name:ident),*) => {
+        $crate::conformance_suite!(@module $module, $factory, $require; $($name),*);
+    };
+    (@list [names] $($name:ident),*) => {
+        &[$(stringify!($name)),*]
+    };
+    ($($then:tt)*) => {
+        $crate::__with_behaviours! { @list [$($then)*]
+            miss, round_trip, overwrite_is_never_stale, delete_then_delete_again,
+            exists_follows_entries, ttl_expiry, ttl_never, ttl_default,
+            sub_second_ttl, zero_ttl_removes, ttl_out_of_range,
+            empty_and_binary_values, largest_value, unicode_keys,
+            invalid_keys_rejected, clear_removes_own_entries,
+            clear_is_scoped_to_namespace, namespaces_are_isolated,
+            get_many_order_and_holes, set_many_stores_all_or_nothing,
+            delete_many_counts, add_semantics, add_is_atomic_under_threads,
+            increment_semantics, increment_keeps_ttl,
+            increment_loses_nothing_under_threads, touch_semantics,
+            concurrency_smoke, close_is_final
         }
     };
 }

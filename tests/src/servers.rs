@@ -251,8 +251,15 @@ impl TestServer {
         }
         let binary = find_binary(self.kind)?;
         let port = self.port.to_string();
+        // Redis writes dump files (on SHUTDOWN, on a replica's sync) into its working
+        // directory: give it one of its own, never the repository.
+        let dir = self.work_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let dir = dir.to_string_lossy().into_owned();
         let mut args: Vec<String> = match self.kind {
             ServerKind::Redis => [
+                "--dir",
+                &dir,
                 "--port",
                 &port,
                 "--bind",
@@ -330,9 +337,27 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// The server's own working directory, under the system's temporary directory.
+    fn work_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "cache-tests-{}-{}-{}",
+            std::process::id(),
+            self.port,
+            match self.kind {
+                ServerKind::Redis => "redis",
+                ServerKind::Memcached => "memcached",
+            }
+        ))
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
+        if self.is_owned() {
+            let _ = std::fs::remove_dir_all(self.work_dir());
+        }
     }
 }
 
