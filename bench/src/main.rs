@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod asynchronous;
+mod layers;
 mod local;
 mod measure;
 mod memory;
@@ -205,6 +206,7 @@ fn main() {
             (Ok(redis), Ok(memcached)) => {
                 if let Err(e) = remote::run(&plan, &redis, &memcached, &mut rows)
                     .and_then(|()| asynchronous::run_remote(&plan, &redis, &memcached, &mut rows))
+                    .and_then(|()| layers::run(&plan, &redis, &mut rows))
                 {
                     eprintln!("remote comparisons failed: {e}");
                     std::process::exit(1);

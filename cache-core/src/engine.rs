@@ -171,11 +171,13 @@ pub struct Capabilities {
     pub max_key_len: usize,
     /// The TTL that [`Ttl::Default`] stands for on this engine.
     pub default_ttl: Ttl,
+    /// The namespace the engine's keys live in, if any (for labels and messages).
+    pub namespace: Option<String>,
 }
 
 impl Default for Capabilities {
     /// A conservative description: not shared, 1 s resolution, 30 days maximum TTL, no value
-    /// limit, the full portable key length and the 300 s default TTL.
+    /// limit, the full portable key length, the 300 s default TTL and no namespace.
     fn default() -> Self {
         Self {
             backend: "unknown",
@@ -186,6 +188,7 @@ impl Default for Capabilities {
             max_value_size: None,
             max_key_len: MAX_KEY_LEN,
             default_ttl: Ttl::After(DEFAULT_TTL),
+            namespace: None,
         }
     }
 }

@@ -182,15 +182,6 @@ pub enum CacheError {
         message: String,
     },
 
-    /// The engine does not support this operation (see [`crate::Capabilities`]).
-    #[error("{backend} does not support {operation}")]
-    Unsupported {
-        /// The engine.
-        backend: &'static str,
-        /// The operation.
-        operation: &'static str,
-    },
-
     /// The engine was closed with [`crate::CacheEngine::close`].
     #[error("{backend}: the engine is closed")]
     Closed {
@@ -264,6 +255,28 @@ impl CacheError {
         }
     }
 
+    /// The error's message with every key left out, for logs and traces that must not hold
+    /// keys (a key may carry a user's e-mail address or a token).
+    ///
+    /// Keys become `<key>`; a serialization message, which is free text that may quote a key,
+    /// is replaced by a fixed one. Every other part of the message is as [`Display`] gives it.
+    ///
+    /// ```
+    /// use cache_core::{CacheError, KeyProblem};
+    ///
+    /// let error = CacheError::invalid_key("user:ada@example.com x", KeyProblem::Empty);
+    /// assert!(error.to_string().contains("ada@example.com"));
+    /// assert_eq!(
+    ///     error.redacted().to_string(),
+    ///     "invalid key <key>: keys must not be empty"
+    /// );
+    /// ```
+    ///
+    /// [`Display`]: std::fmt::Display
+    pub fn redacted(&self) -> Redacted<'_> {
+        Redacted(self)
+    }
+
     /// Builds [`CacheError::InvalidKey`] for `key`.
     pub fn invalid_key(key: &str, problem: KeyProblem) -> Self {
         Self::InvalidKey {
@@ -284,6 +297,60 @@ impl CacheError {
     pub fn invalid_config(message: impl Into<String>) -> Self {
         Self::InvalidConfig {
             message: message.into(),
+        }
+    }
+}
+
+/// A [`CacheError`]'s message without its keys: see [`CacheError::redacted`].
+#[derive(Debug, Clone, Copy)]
+pub struct Redacted<'a>(&'a CacheError);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const KEY: &str = "<key>";
+        match self.0 {
+            CacheError::InvalidKey { problem, .. } => write!(f, "invalid key {KEY}: {problem}"),
+            CacheError::ValueTooLarge {
+                backend,
+                size,
+                limit,
+                ..
+            } => write!(
+                f,
+                "value of {size} bytes for key {KEY} exceeds the {backend} limit of {limit} bytes"
+            ),
+            CacheError::NotANumber { .. } => write!(
+                f,
+                "value under key {KEY} is not a signed 64-bit decimal integer"
+            ),
+            CacheError::Overflow { delta, .. } => write!(
+                f,
+                "incrementing key {KEY} by {delta} would overflow a signed 64-bit integer"
+            ),
+            CacheError::Refused {
+                backend,
+                operation,
+                partly_applied,
+                ..
+            } => write!(
+                f,
+                "{backend}: the server refused to store key {KEY} in {operation}{}",
+                if *partly_applied {
+                    " (the batch may be partly applied)"
+                } else {
+                    ""
+                }
+            ),
+            CacheError::Serialization { .. } => {
+                f.write_str("a value could not be encoded or decoded")
+            }
+            CacheError::SchemaMismatch {
+                expected, found, ..
+            } => write!(
+                f,
+                "value under key {KEY} was written for another schema (expected {expected}, found {found})"
+            ),
+            other => fmt::Display::fmt(other, f),
         }
     }
 }

@@ -51,5 +51,5 @@ pub mod ttl;
 pub use async_engine::{Async, AsyncCacheEngine, Blocking, BoxFuture, DynAsyncCacheEngine};
 pub use bytes::Bytes;
 pub use engine::{CacheEngine, Capabilities};
-pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Result};
+pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Redacted, Result};
 pub use ttl::{DEFAULT_TTL, Expiry, Ttl};

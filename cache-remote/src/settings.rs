@@ -164,6 +164,7 @@ impl RemoteOptions {
             Ttl::Default => Ttl::After(cache_core::DEFAULT_TTL),
             other => other,
         };
+        caps.namespace = self.namespace.clone();
         caps
     }
 }

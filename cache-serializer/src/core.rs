@@ -10,6 +10,8 @@ use cache_core::{Bytes, CacheError, KeyDisplay, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use cache_layers::{FailOpen, Operation};
+
 use crate::codec::Codec;
 use crate::envelope::{self, Refusal};
 use crate::fingerprint::{Fingerprint, TypeMap, fingerprint_of};
@@ -52,8 +54,6 @@ pub(crate) struct Counters {
     pub(crate) decode_failures: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) coalesced_waits: AtomicU64,
-    pub(crate) failed_open_reads: AtomicU64,
-    pub(crate) failed_open_writes: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -64,8 +64,9 @@ pub(crate) fn bump(counter: &AtomicU64) {
 pub(crate) struct TypedCore<C> {
     pub(crate) codec: C,
     pub(crate) strict: bool,
-    pub(crate) fail_open: bool,
-    pub(crate) on_failure: Option<FailureHook>,
+    /// The fail-open layer's decision (absorb or return), counts and hook, used for every
+    /// engine call of the typed cache.
+    pub(crate) fail_open: FailOpen,
     pub(crate) schemas: TypeMap<Fingerprint>,
     pub(crate) stats: Counters,
 }
@@ -82,8 +83,8 @@ impl<C: Codec> TypedCore<C> {
             decode_failures: load(&c.decode_failures),
             loads: load(&c.loads),
             coalesced_waits: load(&c.coalesced_waits),
-            failed_open_reads: load(&c.failed_open_reads),
-            failed_open_writes: load(&c.failed_open_writes),
+            failed_open_reads: self.fail_open.counts().failed_open_reads,
+            failed_open_writes: self.fail_open.counts().failed_open_writes,
         }
     }
 
@@ -197,37 +198,15 @@ impl<C: Codec> TypedCore<C> {
         }
     }
 
-    /// Reports a backend failure to the hook and, in fail-open mode, turns it into `fallback`.
-    fn absorb<T>(
-        &self,
-        result: Result<T>,
-        counter: &AtomicU64,
-        fallback: impl FnOnce() -> T,
-    ) -> Result<T> {
-        let error = match result {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        // The one classification of backend failures (cache-core's): a caller's mistake is
-        // never absorbed.
-        if error.is_backend_failure() {
-            if let Some(hook) = &self.on_failure {
-                hook(&error);
-            }
-            if self.fail_open {
-                bump(counter);
-                return Ok(fallback());
-            }
-        }
-        Err(error)
-    }
-
+    /// A read's result through the fail-open layer's one decision: the value, or a miss for an
+    /// absorbed backend failure (counted and reported by the layer).
     pub(crate) fn read<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
-        self.absorb(result, &self.stats.failed_open_reads, fallback)
+        self.fail_open.settle(Operation::Get, result, fallback)
     }
 
+    /// A write's result through the fail-open layer: as [`read`](Self::read), for writes.
     pub(crate) fn write<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
-        self.absorb(result, &self.stats.failed_open_writes, fallback)
+        self.fail_open.settle(Operation::Set, result, fallback)
     }
 
     /// Counts `count` values as stored when the write succeeded; a failed write is absorbed or

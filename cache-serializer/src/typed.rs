@@ -9,6 +9,8 @@ use cache_core::{Blocking, Bytes, CacheEngine, CacheError, Result, Ttl};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use cache_layers::FailOpen;
+
 use crate::codec::{Bincode, Codec};
 pub use crate::core::{CacheStats, FailureHook};
 use crate::core::{Counters, TypedCore, bump};
@@ -174,11 +176,12 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
         self
     }
 
-    /// Fail open: when the backend fails (`Connection`, `Timeout`, `Closed`, `Authentication`,
-    /// `PermissionDenied`, `Backend`), reads return misses and writes are skipped, counted in
-    /// [`CacheStats::failed_open_reads`] and [`CacheStats::failed_open_writes`], so a dead cache
-    /// slows a service down instead of taking it down. Mistakes in the call itself (`InvalidKey`,
-    /// `InvalidTtl`, `ValueTooLarge`, schema errors) are still returned.
+    /// Fail open: when the backend fails ([`CacheError::is_backend_failure`]), reads return
+    /// misses and writes are skipped, counted in [`CacheStats::failed_open_reads`] and
+    /// [`CacheStats::failed_open_writes`], so a dead cache slows a service down instead of
+    /// taking it down. Mistakes in the call itself (`InvalidKey`, `InvalidTtl`, `ValueTooLarge`,
+    /// schema errors) are still returned. This is `cache-layers`' [`FailOpen`] layer, applied to
+    /// every engine call of the typed cache; any engine can have it without the typed layer.
     ///
     /// Default: off (fail closed), so errors are never hidden unless asked for.
     pub fn fail_open(mut self, fail_open: bool) -> Self {
@@ -210,12 +213,24 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
             TypedCore {
                 codec: self.codec,
                 strict: self.strict,
-                fail_open: self.fail_open,
-                on_failure: self.on_failure,
+                fail_open: fail_open_layer(self.fail_open, self.on_failure),
                 schemas: self.schemas,
                 stats: Counters::default(),
             },
         )
+    }
+}
+
+/// Fail-open is `cache-layers`' [`FailOpen`] layer, applied to every engine call.
+fn fail_open_layer(open: bool, hook: Option<FailureHook>) -> FailOpen {
+    let layer = if open {
+        FailOpen::new()
+    } else {
+        FailOpen::closed()
+    };
+    match hook {
+        Some(hook) => layer.on_backend_error(move |error| hook(error)),
+        None => layer,
     }
 }
 

@@ -5,4 +5,5 @@
 #![doc = include_str!("../../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod observability;
 pub mod service;

@@ -39,6 +39,42 @@
 //! under threads; per-thread engines must show the per-thread equivalent. TTL checks wait
 //! `ttl + ttl_resolution` plus a margin; value-size checks use `max_value_size`; key-length checks
 //! use `max_key_len`.
+//!
+//! # Layers come for free
+//!
+//! Anything that implements an engine trait can be wrapped in the layers of `cache-layers`
+//! (fail-open, statistics, metrics, tracing), and a layered engine is an engine again. Layers
+//! must not change what an engine does, so run the kit on your engine layered too. Here with
+//! [`ReferenceEngine`], which stands for any third-party engine:
+//!
+//! ```no_run
+//! use cache_layers::{FailOpen, LayerExt, Layered, Stats};
+//! use cache_tests::{ReferenceEngine, TestContext};
+//!
+//! type Stacked = Layered<Layered<ReferenceEngine, Stats>, FailOpen>;
+//!
+//! fn layered(ctx: &TestContext) -> Stacked {
+//!     ReferenceEngine::new(ctx).layer(Stats::new()).layer(FailOpen::new())
+//! }
+//!
+//! cache_tests::conformance_suite!(layered);
+//! # fn main() {}
+//! ```
+//!
+//! The same engine, used directly:
+//!
+//! ```
+//! use cache_core::{Bytes, CacheEngine, Ttl};
+//! use cache_layers::{LayerExt, Stats};
+//! use cache_tests::{ReferenceEngine, TestContext};
+//!
+//! let stats = Stats::new();
+//! let engine = ReferenceEngine::new(&TestContext::new()).layer(stats.clone());
+//! engine.set("k", Bytes::from_static(b"v"), Ttl::Default)?;
+//! assert!(engine.get("k")?.is_some());
+//! assert_eq!(stats.snapshot().hits, 1);
+//! # Ok::<(), cache_core::CacheError>(())
+//! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -1,0 +1,221 @@
+//! Layers change nothing an engine does on success (the whole kit passes through them, both
+//! faces), report what they promise, and fail open against a dead server.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::sync::{Arc, Mutex};
+
+use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
+use cache_layers::{FailOpen, KeyReport, LayerExt, Layered, Metrics, Operation, Stats, Tracing};
+use cache_local::InMemoryEngine;
+use cache_redis::{AsyncRedisEngine, RedisEngine};
+use cache_tests::servers::{ServerKind, TestServer};
+use cache_tests::{ReferenceEngine, TestContext};
+
+type Stacked<E> = Layered<Layered<Layered<Layered<E, Stats>, Metrics>, Tracing>, FailOpen>;
+
+fn every_layer<E>(engine: E) -> Stacked<E> {
+    engine
+        .layer(Stats::new())
+        .layer(Metrics::new())
+        .layer(Tracing::new().keys(KeyReport::Hashed))
+        .layer(FailOpen::closed())
+}
+
+fn in_memory(ctx: &TestContext) -> Stacked<InMemoryEngine> {
+    every_layer(
+        InMemoryEngine::builder()
+            .clock(ctx.clock())
+            .default_ttl(ctx.default_ttl())
+            .build()
+            .unwrap(),
+    )
+}
+
+fn reference(ctx: &TestContext) -> Stacked<ReferenceEngine> {
+    every_layer(ReferenceEngine::new(ctx))
+}
+
+cache_tests::conformance_suite!(layered_in_memory_kit, in_memory);
+cache_tests::async_conformance_suite!(layered_async_in_memory_kit, in_memory);
+cache_tests::conformance_suite!(layered_reference_kit, reference);
+
+fn redis(ctx: &TestContext) -> Stacked<RedisEngine> {
+    let server = TestServer::shared(ServerKind::Redis).expect("checked by `require`");
+    every_layer(
+        RedisEngine::builder()
+            .url(server.url())
+            .namespace(ctx.namespace())
+            .default_ttl(ctx.default_ttl())
+            .max_value_size(1 << 20)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn async_redis(ctx: &TestContext) -> Stacked<AsyncRedisEngine> {
+    let server = TestServer::shared(ServerKind::Redis).expect("checked by `require`");
+    every_layer(
+        AsyncRedisEngine::builder()
+            .url(server.url())
+            .namespace(ctx.namespace())
+            .default_ttl(ctx.default_ttl())
+            .max_value_size(1 << 20)
+            .build()
+            .unwrap(),
+    )
+}
+
+// A remote engine layered: labels carry its namespace, and its failures pass through the
+// layers' classification unchanged.
+cache_tests::conformance_suite!(
+    layered_redis_kit,
+    redis,
+    require = TestServer::shared(ServerKind::Redis).is_some()
+);
+cache_tests::async_conformance_suite!(
+    layered_async_redis_kit,
+    async_redis,
+    require = TestServer::shared(ServerKind::Redis).is_some()
+);
+
+#[test]
+fn stats_count_hits_misses_writes_and_errors() {
+    let stats = Stats::new();
+    let engine = InMemoryEngine::new().layer(stats.clone());
+    engine
+        .set("a", Bytes::from_static(b"1"), Ttl::Default)
+        .unwrap();
+    engine
+        .set_many(
+            &[
+                ("b", Bytes::from_static(b"2")),
+                ("c", Bytes::from_static(b"3")),
+            ],
+            Ttl::Default,
+        )
+        .unwrap();
+    engine.get("a").unwrap();
+    engine.get_many(&["b", "c", "x"]).unwrap();
+    assert!(engine.get("bad key").is_err());
+    let counts = stats.snapshot();
+    assert_eq!(counts.hits, 3);
+    assert_eq!(counts.misses, 1);
+    assert_eq!(counts.writes, 3);
+    assert_eq!(counts.errors, 1);
+    assert_eq!(counts.calls(Operation::Get), 2);
+    assert_eq!(counts.hit_ratio(), Some(0.75));
+}
+
+fn dead_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("redis://127.0.0.1:{port}")
+}
+
+#[test]
+fn failing_open_turns_a_dead_server_into_misses() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let fail_open = {
+        let seen = Arc::clone(&seen);
+        FailOpen::new().on_backend_error(move |e| seen.lock().unwrap().push(e.to_string()))
+    };
+    let engine = RedisEngine::builder()
+        .url(dead_address())
+        .build()
+        .unwrap()
+        .layer(fail_open.clone());
+    assert_eq!(engine.get("k").unwrap(), None);
+    assert_eq!(engine.get_many(&["a", "b"]).unwrap(), vec![None, None]);
+    engine
+        .set("k", Bytes::from_static(b"v"), Ttl::Default)
+        .unwrap();
+    assert!(!engine.delete("k").unwrap());
+    assert!(
+        engine.increment("n", 1).is_err(),
+        "no counter can be made up: the error is returned"
+    );
+    assert!(
+        matches!(engine.get("bad key"), Err(CacheError::InvalidKey { .. })),
+        "a caller's mistake is never absorbed"
+    );
+    let counts = fail_open.counts();
+    assert_eq!(counts.failed_open_reads, 2);
+    assert_eq!(counts.failed_open_writes, 2);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        5,
+        "every backend failure is reported"
+    );
+}
+
+#[test]
+fn metrics_record_operations_hits_and_durations() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let layer = Metrics::new();
+        assert!(layer.is_listening());
+        let engine = InMemoryEngine::builder().build().unwrap().layer(layer);
+        engine
+            .set("k", Bytes::from_static(b"v"), Ttl::Default)
+            .unwrap();
+        engine.get("k").unwrap();
+        engine.get("missing").unwrap();
+        let _ = engine.get("bad key");
+    });
+    let mut found = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshot_entries(snapshotter.snapshot()) {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        found.insert(format!("{} {}", key.key().name(), labels.join(",")), value);
+    }
+    let counter = |name: &str| match found.get(name) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!(
+            "{name}: {other:?} in {:?}",
+            found.keys().collect::<Vec<_>>()
+        ),
+    };
+    assert_eq!(counter("cache_hits_total backend=in-memory,namespace="), 1);
+    assert_eq!(
+        counter("cache_misses_total backend=in-memory,namespace="),
+        1
+    );
+    assert_eq!(
+        counter("cache_operations_total backend=in-memory,namespace=,operation=get,outcome=ok"),
+        2
+    );
+    assert_eq!(
+        counter("cache_errors_total backend=in-memory,namespace=,operation=get,kind=caller"),
+        1
+    );
+    match found.get("cache_operation_duration_seconds backend=in-memory,namespace=,operation=get") {
+        Some(DebugValue::Histogram(values)) => assert_eq!(values.len(), 3),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn snapshot_entries(
+    snapshot: metrics_util::debugging::Snapshot,
+) -> Vec<(
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    metrics_util::debugging::DebugValue,
+)> {
+    snapshot.into_vec()
+}
+
+#[test]
+fn with_no_recorder_the_metrics_layer_does_not_listen() {
+    assert!(!Metrics::new().is_listening());
+}
