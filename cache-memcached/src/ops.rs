@@ -23,11 +23,18 @@ const CAS_ATTEMPTS: usize = 1_000;
 
 /// A reply memcached sent as an error line, kept as the source of a `CacheError`.
 #[derive(Debug)]
-struct ServerError(String);
+struct ServerError {
+    operation: &'static str,
+    message: String,
+}
 
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "server replied: SERVER_ERROR {}", self.0)
+        write!(
+            f,
+            "{}: server replied SERVER_ERROR {}",
+            self.operation, self.message
+        )
     }
 }
 
@@ -102,7 +109,7 @@ impl Commands {
                 message,
             }) => CacheError::Backend {
                 backend: BACKEND,
-                source: Box::new(ServerError(message)),
+                source: Box::new(ServerError { operation, message }),
             },
             other => CacheError::Backend {
                 backend: BACKEND,
@@ -131,7 +138,7 @@ impl Commands {
                 operation,
                 key: KeyDisplay::new(key),
                 partly_applied,
-                source: Some(Box::new(ServerError(message))),
+                source: Some(Box::new(ServerError { operation, message })),
             },
             other => self.unexpected(other, operation),
         }

@@ -491,13 +491,22 @@ fn a_full_server_refusing_items_never_shifts_replies() {
     }
     let filler = Bytes::from(vec![b'f'; 30_000]);
     let mut filled = 0;
-    while cache
-        .set(&format!("filler{filled}"), filler.clone(), Ttl::Never)
-        .is_ok()
-    {
-        filled += 1;
+    let refusal = loop {
+        match cache.set(&format!("filler{filled}"), filler.clone(), Ttl::Never) {
+            Ok(()) => filled += 1,
+            Err(e) => break e,
+        }
         assert!(filled < 10_000, "the server never filled up");
-    }
+    };
+    // The refusal and the server's words both name the operation.
+    assert!(matches!(refusal, CacheError::Refused { .. }), "{refusal}");
+    let reason = std::error::Error::source(&refusal).map(ToString::to_string);
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("set: server replied SERVER_ERROR")),
+        "{reason:?}"
+    );
     for round in 0..5 {
         let mut entries: Vec<(&str, Bytes)> = keys.iter().map(|k| (k.as_str(), v(k))).collect();
         entries.insert(round * 4, ("big", filler.clone()));
