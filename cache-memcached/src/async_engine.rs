@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cache_core::{AsyncCacheEngine, Capabilities, Result};
+use cache_core::{AsyncCacheEngine, Result};
 use cache_remote::pipelined::Client;
 use cache_remote::{Async, RemoteOptions};
 
@@ -105,8 +105,4 @@ impl fmt::Debug for AsyncMemcachedEngine {
 
 impl AsyncCacheEngine for AsyncMemcachedEngine {
     cache_remote::async_engine_methods!();
-
-    fn capabilities(&self) -> Capabilities {
-        capabilities(&self.inner.options, &self.inner.commands)
-    }
 }

@@ -153,10 +153,6 @@ impl fmt::Debug for MemcachedEngine {
 
 impl CacheEngine for MemcachedEngine {
     cache_remote::blocking_engine_methods!();
-
-    fn capabilities(&self) -> Capabilities {
-        capabilities(&self.inner.options, &self.inner.commands)
-    }
 }
 
 #[cfg(test)]

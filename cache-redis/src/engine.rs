@@ -155,10 +155,6 @@ impl fmt::Debug for RedisEngine {
 
 impl CacheEngine for RedisEngine {
     cache_remote::blocking_engine_methods!();
-
-    fn capabilities(&self) -> Capabilities {
-        capabilities(&self.inner.options, &self.inner.commands)
-    }
 }
 
 #[cfg(test)]

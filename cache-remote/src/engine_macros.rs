@@ -70,12 +70,17 @@ macro_rules! remote_engine_constructors {
     };
 }
 
-/// Expands, inside `impl CacheEngine for Engine`, into every method but `capabilities`: each
-/// builds its exchange with `self.inner.commands` and runs it with `self.inner.client` under
-/// the operation's name.
+/// Expands, inside `impl CacheEngine for Engine`, into every method. Each operation builds its
+/// exchange with `self.inner.commands` and runs it with `self.inner.client` under the
+/// operation's name; `capabilities` calls the crate's
+/// `capabilities(&self.inner.options, &self.inner.commands)`.
 #[macro_export]
 macro_rules! blocking_engine_methods {
     () => {
+        fn capabilities(&self) -> $crate::__private::Capabilities {
+            capabilities(&self.inner.options, &self.inner.commands)
+        }
+
         fn get(&self, key: &str) -> $crate::__private::Result<Option<$crate::__private::Bytes>> {
             let commands = &self.inner.commands;
             self.inner.client.run("get", || commands.get(key))
@@ -230,12 +235,16 @@ macro_rules! async_remote_engine_constructors {
     };
 }
 
-/// Expands, inside `impl AsyncCacheEngine for Engine`, into every method but `capabilities`:
-/// each builds its exchange with `self.inner.commands` and awaits it on `self.inner.client`
-/// (a pipelined client) under the operation's name.
+/// Expands, inside `impl AsyncCacheEngine for Engine`, into every method. Each operation builds
+/// its exchange with `self.inner.commands` and awaits it on `self.inner.client` (a pipelined
+/// client) under the operation's name; `capabilities` is as in [`blocking_engine_methods!`].
 #[macro_export]
 macro_rules! async_engine_methods {
     () => {
+        fn capabilities(&self) -> $crate::__private::Capabilities {
+            capabilities(&self.inner.options, &self.inner.commands)
+        }
+
         async fn get(
             &self,
             key: &str,

@@ -59,7 +59,7 @@ pub use settings::{
 
 #[doc(hidden)]
 pub mod __private {
-    pub use cache_core::{Bytes, Result, Ttl};
+    pub use cache_core::{Bytes, Capabilities, Result, Ttl};
 }
 
 /// The most keys of one batch of a bulk operation: each batch is one request with its own
