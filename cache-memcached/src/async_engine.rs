@@ -4,13 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use cache_core::{AsyncCacheEngine, Result};
-use cache_remote::pipelined::Client;
-use cache_remote::{Async, RemoteOptions};
+use cache_remote::Async;
 
-use crate::backend::Memcached;
 use crate::config::MemcachedEngineBuilder;
-use crate::engine::capabilities;
-use crate::ops::Commands;
+use crate::servers::Servers;
 
 /// A cache engine on a memcached server for async code (tokio): the operations of
 /// [`MemcachedEngine`](crate::MemcachedEngine), with the same TTL rules, generations, key checks
@@ -42,14 +39,7 @@ use crate::ops::Commands;
 /// [`pipelines`]: MemcachedEngineBuilder::pipelines
 #[derive(Clone)]
 pub struct AsyncMemcachedEngine {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    client: Client<Memcached>,
-    commands: Commands,
-    options: RemoteOptions,
-    hash_keys: bool,
+    inner: Arc<Servers<Async>>,
 }
 
 impl MemcachedEngineBuilder<Async> {
@@ -59,20 +49,15 @@ impl MemcachedEngineBuilder<Async> {
     ///
     /// As the blocking builder's [`build`](MemcachedEngineBuilder::build).
     pub fn build(self) -> Result<AsyncMemcachedEngine> {
-        let parts = self.parts()?;
         Ok(AsyncMemcachedEngine {
-            inner: Arc::new(Inner {
-                client: Client::new(parts.backend, parts.options.client.clone()),
-                commands: parts.commands,
-                options: parts.options,
-                hash_keys: parts.hash_keys,
-            }),
+            inner: self.parts()?.servers(),
         })
     }
 }
 
 impl AsyncMemcachedEngine {
-    cache_remote::async_remote_engine_constructors!(
+    cache_remote::remote_engine_constructors!(
+        async,
         MemcachedEngineBuilder<Async>,
         server,
         "127.0.0.1:11211"
@@ -80,7 +65,26 @@ impl AsyncMemcachedEngine {
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
-        self.inner.commands.keys.space.namespace()
+        self.inner.namespace()
+    }
+
+    /// How many connections the engine has open now, over every server.
+    pub fn open_connections(&self) -> usize {
+        self.inner
+            .nodes
+            .iter()
+            .map(|n| n.client.open_connections())
+            .sum()
+    }
+
+    /// The servers taken out of the ring after failing, now (see
+    /// [`server_failure_limit`](MemcachedEngineBuilder::server_failure_limit)).
+    pub fn servers_out(&self) -> Vec<String> {
+        self.inner
+            .out_of_ring()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -94,11 +98,15 @@ impl fmt::Debug for AsyncMemcachedEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("AsyncMemcachedEngine")
-            .field("server", &inner.client.backend())
+            .field(
+                "servers",
+                &inner.nodes.iter().map(|n| &n.address).collect::<Vec<_>>(),
+            )
+            .field("out_of_ring", &inner.out_of_ring())
             .field("options", &inner.options)
             .field("hash_keys", &inner.hash_keys)
-            .field("open_connections", &inner.client.open_connections())
-            .field("closed", &inner.client.is_closed())
+            .field("open_connections", &self.open_connections())
+            .field("closed", &inner.is_closed())
             .finish()
     }
 }

@@ -14,7 +14,8 @@ use crate::keys::BACKEND;
 #[derive(Debug)]
 pub(crate) struct Memcached {
     address: String,
-    /// The server's `item_size_max`, learned on every new connection; 0 until then.
+    /// The smallest `item_size_max` of the engine's servers, learned on every new connection;
+    /// 0 until then.
     item_size_max: Arc<AtomicUsize>,
 }
 
@@ -27,6 +28,20 @@ impl Memcached {
             item_size_max,
         }
     }
+}
+
+impl Memcached {
+    /// `host:port`.
+    pub(crate) fn address_string(&self) -> String {
+        self.address.clone()
+    }
+}
+
+/// Keeps the smallest item size limit any server reported (0: none yet).
+fn learn(limit: &AtomicUsize, size: usize) {
+    let _ = limit.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |known| {
+        (known == 0 || size < known).then_some(size)
+    });
 }
 
 impl Backend for Memcached {
@@ -63,7 +78,7 @@ impl Backend for Memcached {
                         .find(|(name, _)| name == "item_size_max")
                         .and_then(|(_, value)| value.parse().ok())
                     {
-                        learned.store(size, Ordering::Relaxed);
+                        learn(&learned, size);
                     }
                     Ok(())
                 }

@@ -16,6 +16,11 @@ pub const DEFAULT_ITEM_SIZE_LIMIT: usize = 1024 * 1024;
 /// Default bound on how long another engine may keep using a namespace's generation after a
 /// `clear()`: 1 s.
 pub const DEFAULT_GENERATION_REFRESH: Duration = Duration::from_secs(1);
+/// Default number of operations in a row that must fail on a server before it is taken out of
+/// the ring: 3.
+pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
+/// Default time a server stays out of the ring before it is tried again: 5 s.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Builds a [`MemcachedEngine`](crate::MemcachedEngine), or with the `tokio` feature an
 /// `AsyncMemcachedEngine` (`AsyncMemcachedEngine::builder()`, the [`Async`] face). Setters
@@ -27,6 +32,8 @@ pub struct MemcachedEngineBuilder<Face = Blocking> {
     pub(crate) item_size_limit: usize,
     pub(crate) hash_keys: bool,
     pub(crate) generation_refresh: Duration,
+    pub(crate) failure_limit: u32,
+    pub(crate) retry_after: Duration,
     face: PhantomData<fn() -> Face>,
 }
 
@@ -38,6 +45,8 @@ impl<Face> Default for MemcachedEngineBuilder<Face> {
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
             hash_keys: false,
             generation_refresh: DEFAULT_GENERATION_REFRESH,
+            failure_limit: DEFAULT_FAILURE_LIMIT,
+            retry_after: DEFAULT_RETRY_AFTER,
             face: PhantomData,
         }
     }
@@ -51,6 +60,8 @@ impl<Face> Clone for MemcachedEngineBuilder<Face> {
             item_size_limit: self.item_size_limit,
             hash_keys: self.hash_keys,
             generation_refresh: self.generation_refresh,
+            failure_limit: self.failure_limit,
+            retry_after: self.retry_after,
             face: PhantomData,
         }
     }
@@ -64,6 +75,8 @@ impl<Face> fmt::Debug for MemcachedEngineBuilder<Face> {
             .field("item_size_limit", &self.item_size_limit)
             .field("hash_keys", &self.hash_keys)
             .field("generation_refresh", &self.generation_refresh)
+            .field("failure_limit", &self.failure_limit)
+            .field("retry_after", &self.retry_after)
             .finish()
     }
 }
@@ -76,10 +89,33 @@ impl<Face> MemcachedEngineBuilder<Face> {
         self
     }
 
-    /// The servers. This release talks to one server: `build` refuses several (consistent
-    /// hashing over several servers is planned and will keep this signature).
+    /// The servers, each as [`server`](Self::server) takes it. Keys are spread over them with
+    /// ketama consistent hashing, placed exactly as libmemcached places them with
+    /// `MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED` (pylibmc's `ketama_weighted`, PHP's
+    /// `Memcached::OPT_LIBKETAMA_COMPATIBLE`), so clients in other languages find the same key on
+    /// the same server; adding a fourth server to three moves about a quarter of the keys. The
+    /// order does not matter. See the [crate docs](crate#several-servers) for what happens when
+    /// one fails.
     pub fn servers<S: Into<String>>(mut self, servers: impl IntoIterator<Item = S>) -> Self {
         self.servers = servers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With several servers: how many operations in a row must fail on a server (it cannot be
+    /// reached, breaks the connection, or does not answer within the timeout) before it is taken
+    /// out of the ring; its keys then go to the next server, as misses. Default 3. With one
+    /// server, it is never taken out: its errors are the caller's to see.
+    pub fn server_failure_limit(mut self, failures: u32) -> Self {
+        self.failure_limit = failures;
+        self
+    }
+
+    /// With several servers: how long a server taken out stays out before it is tried again
+    /// (one `mn` no-op, within the timeout). Default 5 s. A server that answers comes back
+    /// into the ring; a namespaced engine first moves the namespace to a new generation, so
+    /// that nothing the server held from before can be read again.
+    pub fn server_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = after;
         self
     }
 

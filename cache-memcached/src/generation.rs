@@ -1,12 +1,25 @@
-//! Namespace generations: how a namespaced `clear()` is O(1).
+//! Namespace generations: how a namespaced `clear()` is O(1), on one server or many.
 //!
-//! Every key of a namespace is `prefix + generation + ":" + key`; `clear()` writes a new random
-//! generation, and the old entries become unreachable. The generation lives under a binary key
-//! (`0xff` + `generation:` + the prefix, sent base64-encoded): no caller's key, which is UTF-8,
-//! can ever be it.
+//! Every key of a namespace is `prefix + generation + ":" + key`; `clear()` moves the namespace
+//! to a new generation, and the old entries become unreachable (they expire or are evicted). The
+//! generation lives under a binary key (`0xff` + `generation:` + the prefix, sent
+//! base64-encoded), which no caller's key, being UTF-8, can ever be.
+//!
+//! **Generations are ordered** (a `u64`, written as 16 hex digits) and **kept on every server**
+//! of the engine: a server that was out while a `clear()` happened, or that lost the key, holds
+//! an older generation or none, and the newest one wins. A lookup reads every server in the
+//! ring, takes the largest, and raises the servers that are behind (by compare-and-swap, so a
+//! lookup never lowers what a concurrent `clear()` wrote). A new generation is always larger
+//! than every generation the engine has seen: its first bits are the time in milliseconds, and
+//! a `clear()` or a lost generation moves past the largest known.
+//!
+//! **A lost generation is never reused.** When every server has lost the key (evicted, or the
+//! servers restarted) while this engine still knows a generation, the namespace moves to a new
+//! one, as if cleared: entries of the old generation that survived elsewhere are never read
+//! again.
 
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_core::{CacheError, Result};
 use cache_remote::meta::{self, Code, Key, Reply};
@@ -14,8 +27,8 @@ use cache_remote::{Exchange, ReplyLimits, Request, Step};
 
 use crate::keys::{BACKEND, GENERATION_LEN};
 
-/// Rounds of read, seed or replace before a generation lookup gives up (each is bounded by
-/// the operation's deadline too).
+/// Rounds of read and compare-and-swap before raising a server's generation gives up (each is
+/// bounded by the operation's deadline too).
 const ATTEMPTS: usize = 8;
 
 /// A namespace's generation, as one engine knows it.
@@ -28,11 +41,8 @@ pub(crate) struct Generation {
 
 #[derive(Debug)]
 struct State {
-    value: Option<String>,
+    value: Option<u64>,
     fetched: Instant,
-    /// Counts this engine's clears. A lookup that began before a clear must not store what it
-    /// read after the clear: it may be the generation the clear replaced.
-    epoch: u64,
 }
 
 impl Generation {
@@ -45,7 +55,6 @@ impl Generation {
             state: Mutex::new(State {
                 value: None,
                 fetched: Instant::now(),
-                epoch: 0,
             }),
         }
     }
@@ -60,109 +69,209 @@ impl Generation {
         Key::Binary(&self.key)
     }
 
-    /// The cached generation while it is fresh; otherwise the epoch a lookup starts in.
-    pub(crate) fn cached(&self) -> std::result::Result<String, u64> {
+    /// The generation, while the one cached is fresh.
+    pub(crate) fn fresh(&self) -> Option<u64> {
         let state = self.lock();
-        match &state.value {
-            Some(value) if state.fetched.elapsed() < self.refresh => Ok(value.clone()),
-            _ => Err(state.epoch),
-        }
+        state
+            .value
+            .filter(|_| state.fetched.elapsed() < self.refresh)
     }
 
-    /// Keeps what a lookup begun in `epoch` read, unless this engine cleared since: then the
-    /// clear's generation is newer, and stays.
-    pub(crate) fn store(&self, value: &str, epoch: u64) -> String {
-        let mut state = self.lock();
-        if state.epoch == epoch {
-            state.value = Some(value.to_string());
-            state.fetched = Instant::now();
-            value.to_string()
-        } else {
-            state.value.clone().unwrap_or_else(|| value.to_string())
-        }
+    /// The generation cached, fresh or not.
+    pub(crate) fn known(&self) -> Option<u64> {
+        self.lock().value
     }
 
-    /// Records a generation this engine wrote in `clear()`.
-    pub(crate) fn cleared(&self, value: String) {
+    /// Keeps `value` read from the servers (or written by this engine), unless a larger one is
+    /// known: the generation this engine uses never moves back. Returns the one kept.
+    pub(crate) fn store(&self, value: u64) -> u64 {
         let mut state = self.lock();
-        state.epoch += 1;
-        state.value = Some(value);
+        let kept = state.value.map_or(value, |known| known.max(value));
+        state.value = Some(kept);
         state.fetched = Instant::now();
+        kept
     }
 }
 
-/// A fresh random generation.
-pub(crate) fn random_generation() -> String {
-    format!("{:016x}", rand::random::<u64>())
+/// A generation larger than `above` (if any) and than every one made before now: the time in
+/// milliseconds in its first 44 bits, then 20 random bits.
+pub(crate) fn next_generation(above: Option<u64>) -> u64 {
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX >> 20)
+    });
+    let random = rand::random::<u64>() & 0xf_ffff;
+    let seed = (millis << 20) | random;
+    match above {
+        Some(above) => seed.max(above.saturating_add(1 + random)),
+        None => seed,
+    }
 }
 
-fn is_generation(value: &[u8]) -> bool {
-    value.len() == GENERATION_LEN && value.iter().all(u8::is_ascii_hexdigit)
+/// The wire form of a generation: 16 hex digits.
+pub(crate) fn format_generation(value: u64) -> String {
+    format!("{value:016x}")
 }
 
-/// Reads the generation; seeds a random one when it is missing (evicted, never set) and
-/// replaces one this library did not write. Concurrent lookups agree: seeding uses `add` and
-/// replacing a compare-and-swap.
+fn parse_generation(value: &[u8]) -> Option<u64> {
+    if value.len() != GENERATION_LEN || !value.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
+}
+
+/// What one server holds under the generation key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Nothing.
+    Missing,
+    /// A value this library did not write, with its CAS token.
+    Garbage,
+    /// A generation.
+    Generation(u64),
+}
+
+impl Held {
+    pub(crate) fn generation(self) -> Option<u64> {
+        match self {
+            Self::Generation(value) => Some(value),
+            Self::Missing | Self::Garbage => None,
+        }
+    }
+}
+
+/// Reads one server's generation.
 #[derive(Debug)]
-pub(crate) struct Lookup<'a> {
+pub(crate) struct Read<'a> {
     generation: &'a Generation,
     limits: ReplyLimits,
-    attempts: usize,
-    /// The generation being written, while a seed or replacement is in flight.
-    writing: Option<String>,
+    sent: bool,
 }
 
-impl<'a> Lookup<'a> {
+impl<'a> Read<'a> {
     pub(crate) fn new(generation: &'a Generation, limits: ReplyLimits) -> Self {
         Self {
             generation,
             limits,
+            sent: false,
+        }
+    }
+}
+
+fn read_request(generation: &Generation, limits: ReplyLimits) -> Request {
+    let mut bytes = Vec::with_capacity(64);
+    meta::push_get(&mut bytes, generation.key(), &[b"v", b"c"], 0);
+    Request::new(bytes, 1, limits)
+}
+
+/// What a read's reply says, with the CAS token of a held value.
+fn held(reply: Option<Reply>) -> Result<(Held, Option<i64>)> {
+    match reply {
+        Some(Reply::Value { data, flags }) => {
+            let cas = flags.number(b'c');
+            Ok(match parse_generation(&data) {
+                Some(value) => (Held::Generation(value), cas),
+                None => (Held::Garbage, cas),
+            })
+        }
+        Some(Reply::Status { code: Code::En, .. }) => Ok((Held::Missing, None)),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl Exchange<Reply> for Read<'_> {
+    type Output = Held;
+
+    fn start(&mut self) -> Result<Step<Held>> {
+        if self.sent {
+            return Err(CacheError::invalid_config("an exchange was started twice"));
+        }
+        self.sent = true;
+        Ok(Step::Send(read_request(self.generation, self.limits)))
+    }
+
+    fn next(&mut self, replies: Vec<Reply>) -> Result<Step<Held>> {
+        held(replies.into_iter().next()).map(|(held, _)| Step::Done(held))
+    }
+}
+
+/// Makes sure one server holds a generation of at least `floor`: writes `target` where there
+/// is none (with `add`), or where the one held is smaller than `floor` or not one this library
+/// wrote (by compare-and-swap), and leaves any other. Its result is what the server holds
+/// afterwards.
+///
+/// A seed (the namespace has no generation yet) has a floor of 0: concurrent seeders then keep
+/// whichever seed reached each server first, and agree. A `clear()` has `floor == target`: it
+/// moves every server past what it held, never lowering a concurrent, larger one.
+#[derive(Debug)]
+pub(crate) struct Raise<'a> {
+    generation: &'a Generation,
+    floor: u64,
+    target: u64,
+    limits: ReplyLimits,
+    attempts: usize,
+    writing: bool,
+}
+
+impl<'a> Raise<'a> {
+    pub(crate) fn new(
+        generation: &'a Generation,
+        floor: u64,
+        target: u64,
+        limits: ReplyLimits,
+    ) -> Self {
+        Self {
+            generation,
+            floor,
+            target,
+            limits,
             attempts: 0,
-            writing: None,
+            writing: false,
         }
     }
 
-    fn read(&mut self) -> Result<Step<String>> {
+    fn read(&mut self) -> Result<Step<u64>> {
         self.attempts += 1;
         if self.attempts > ATTEMPTS {
             return Err(CacheError::Backend {
                 backend: BACKEND,
                 source: format!(
-                    "the namespace generation changed under {ATTEMPTS} lookups in a row"
+                    "the namespace generation changed under {ATTEMPTS} updates in a row"
                 )
                 .into(),
             });
         }
-        self.writing = None;
-        let mut bytes = Vec::with_capacity(64);
-        meta::push_get(&mut bytes, self.generation.key(), &[b"v", b"c"], 0);
-        Ok(Step::Send(Request::new(bytes, 1, self.limits)))
+        self.writing = false;
+        Ok(Step::Send(read_request(self.generation, self.limits)))
     }
 
-    fn write(&mut self, flags: &[&[u8]]) -> Step<String> {
-        let fresh = random_generation();
+    fn write(&mut self, mode: &[u8]) -> Step<u64> {
+        let value = format_generation(self.target);
         let mut bytes = Vec::with_capacity(96);
-        let mut all: Vec<&[u8]> = vec![b"T0"];
-        all.extend_from_slice(flags);
-        meta::push_set(&mut bytes, self.generation.key(), fresh.as_bytes(), &all, 0);
-        self.writing = Some(fresh);
+        meta::push_set(
+            &mut bytes,
+            self.generation.key(),
+            value.as_bytes(),
+            &[b"T0", mode],
+            0,
+        );
+        self.writing = true;
         Step::Send(Request::new(bytes, 1, self.limits))
     }
 }
 
-impl Exchange<Reply> for Lookup<'_> {
-    type Output = String;
+impl Exchange<Reply> for Raise<'_> {
+    type Output = u64;
 
-    fn start(&mut self) -> Result<Step<String>> {
+    fn start(&mut self) -> Result<Step<u64>> {
         self.read()
     }
 
-    fn next(&mut self, replies: Vec<Reply>) -> Result<Step<String>> {
+    fn next(&mut self, replies: Vec<Reply>) -> Result<Step<u64>> {
         let reply = replies.into_iter().next();
-        if let Some(written) = self.writing.take() {
+        if self.writing {
             return match reply {
-                Some(Reply::Status { code: Code::Hd, .. }) => Ok(Step::Done(written)),
-                // Another engine seeded or replaced it first: read theirs.
+                Some(Reply::Status { code: Code::Hd, .. }) => Ok(Step::Done(self.target)),
+                // Another engine wrote first: look again.
                 Some(Reply::Status {
                     code: Code::Ns | Code::Ex | Code::Nf,
                     ..
@@ -170,23 +279,14 @@ impl Exchange<Reply> for Lookup<'_> {
                 other => Err(unexpected(other)),
             };
         }
-        match reply {
-            Some(Reply::Value { data, flags }) => {
-                if is_generation(&data) {
-                    return Ok(Step::Done(String::from_utf8_lossy(&data).into_owned()));
-                }
-                // Not a generation this library wrote: replace it, unless someone else does
-                // first. Forgetting the namespace's entries is a safe reading of garbage.
-                let cas = flags.number(b'c').unwrap_or(0);
+        match held(reply)? {
+            (Held::Generation(value), _) if value >= self.floor => Ok(Step::Done(value)),
+            (Held::Missing, _) => Ok(self.write(b"ME")),
+            (Held::Generation(_) | Held::Garbage, Some(cas)) => {
                 let cas = meta::flag(b'C', cas);
-                Ok(self.write(&[&cas]))
+                Ok(self.write(&cas))
             }
-            Some(Reply::Status { code: Code::En, .. }) => {
-                // Missing: seed a random one with `add`, so concurrent seeders agree; random, so
-                // an evicted generation can never make cleared entries visible again.
-                Ok(self.write(&[b"ME"]))
-            }
-            other => Err(unexpected(other)),
+            (Held::Generation(_) | Held::Garbage, None) => Err(unexpected(None)),
         }
     }
 }
@@ -198,125 +298,37 @@ fn unexpected(reply: Option<Reply>) -> CacheError {
     }
 }
 
-/// An operation that needs the namespace's generation: it runs the lookup first when the
-/// cached one is stale, on the same connection and within the same deadline.
-pub(crate) struct WithGeneration<'a, F, E> {
-    generation: Option<&'a Generation>,
-    /// The generation, when it was cached and fresh as the exchange was made.
-    known: Option<String>,
-    lookup: Option<(Lookup<'a>, u64)>,
-    build: Option<F>,
-    inner: Option<E>,
-}
-
-/// Runs the exchange `build` makes from the generation (`None` without a namespace).
-pub(crate) fn with_generation<'a, F, E>(
-    generation: Option<&'a Generation>,
-    limits: ReplyLimits,
-    build: F,
-) -> WithGeneration<'a, F, E>
-where
-    F: FnOnce(Option<&str>) -> E + Send,
-    E: Exchange<Reply>,
-{
-    let (known, lookup) = match generation.map(Generation::cached) {
-        None => (None, None),
-        Some(Ok(value)) => (Some(value), None),
-        Some(Err(epoch)) => (None, generation.map(|g| (Lookup::new(g, limits), epoch))),
-    };
-    WithGeneration {
-        generation,
-        known,
-        lookup,
-        build: Some(build),
-        inner: None,
-    }
-}
-
-impl<F, E> WithGeneration<'_, F, E>
-where
-    F: FnOnce(Option<&str>) -> E + Send,
-    E: Exchange<Reply>,
-{
-    fn begin(&mut self, generation: Option<String>) -> Result<Step<E::Output>> {
-        let Some(build) = self.build.take() else {
-            return Err(CacheError::invalid_config("an exchange was started twice"));
-        };
-        let inner = self.inner.insert(build(generation.as_deref()));
-        inner.start()
-    }
-}
-
-impl<F, E> Exchange<Reply> for WithGeneration<'_, F, E>
-where
-    F: FnOnce(Option<&str>) -> E + Send,
-    E: Exchange<Reply>,
-{
-    type Output = E::Output;
-
-    fn start(&mut self) -> Result<Step<E::Output>> {
-        match self.lookup.as_mut() {
-            Some((lookup, _)) => match lookup.start()? {
-                Step::Send(request) => Ok(Step::Send(request)),
-                Step::Done(value) => self.begin(Some(value)),
-            },
-            None => {
-                let known = self.known.take();
-                self.begin(known)
-            }
-        }
-    }
-
-    fn next(&mut self, replies: Vec<Reply>) -> Result<Step<E::Output>> {
-        if let Some(inner) = self.inner.as_mut() {
-            return inner.next(replies);
-        }
-        let Some((lookup, epoch)) = self.lookup.as_mut() else {
-            return Err(CacheError::invalid_config(
-                "an exchange was resumed before it started",
-            ));
-        };
-        match lookup.next(replies)? {
-            Step::Send(request) => Ok(Step::Send(request)),
-            Step::Done(value) => {
-                let epoch = *epoch;
-                let kept = match self.generation {
-                    Some(g) => g.store(&value, epoch),
-                    None => value,
-                };
-                self.lookup = None;
-                self.begin(Some(kept))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_lookup_begun_before_a_clear_never_replaces_its_generation() {
+    fn the_generation_an_engine_uses_never_moves_back() {
         let generation = Generation::new("ns:", Duration::from_secs(60));
-        let Err(epoch) = generation.cached() else {
-            panic!("nothing cached yet");
-        };
-        generation.cleared("bbbbbbbbbbbbbbbb".into());
-        assert_eq!(
-            generation.store("aaaaaaaaaaaaaaaa", epoch),
-            "bbbbbbbbbbbbbbbb"
-        );
-        assert_eq!(
-            generation.cached().ok().as_deref(),
-            Some("bbbbbbbbbbbbbbbb")
-        );
+        assert_eq!(generation.fresh(), None);
+        assert_eq!(generation.store(10), 10);
+        assert_eq!(generation.store(7), 10);
+        assert_eq!(generation.store(12), 12);
+        assert_eq!(generation.fresh(), Some(12));
+    }
+
+    #[test]
+    fn new_generations_are_larger_than_what_they_replace() {
+        let a = next_generation(None);
+        let b = next_generation(Some(a));
+        assert!(b > a);
+        assert!(next_generation(Some(u64::MAX - 1)) >= u64::MAX - 1);
+        let far = next_generation(Some(a << 2));
+        assert!(far > a << 2);
     }
 
     #[test]
     fn generations_are_fixed_width_hex() {
-        let a = random_generation();
-        assert!(is_generation(a.as_bytes()), "{a}");
-        assert_ne!(a, random_generation());
-        assert!(!is_generation(b"hello"));
+        let a = next_generation(None);
+        let text = format_generation(a);
+        assert_eq!(parse_generation(text.as_bytes()), Some(a));
+        assert_eq!(parse_generation(format_generation(1).as_bytes()), Some(1));
+        assert_eq!(parse_generation(b"hello"), None);
+        assert_eq!(parse_generation(b"zzzzzzzzzzzzzzzz"), None);
     }
 }

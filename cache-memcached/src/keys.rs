@@ -55,7 +55,7 @@ impl Keys {
     }
 
     /// The wire form of `key` (already checked) in `generation`.
-    pub(crate) fn wire(&self, generation: Option<&str>, key: &str) -> WireKey {
+    pub(crate) fn wire(&self, generation: Option<u64>, key: &str) -> WireKey {
         let hashed = self.space.check(key).is_err();
         let stored = if hashed {
             let digest = Sha256::digest(key.as_bytes());
@@ -68,11 +68,12 @@ impl Keys {
         } else {
             key.to_string()
         };
-        let mut full = String::with_capacity(self.space.prefix_len() + stored.len());
+        let mut full =
+            String::with_capacity(self.space.prefix_len() + GENERATION_LEN + 1 + stored.len());
         full.push_str(self.space.prefix());
         if let Some(generation) = generation {
-            full.push_str(generation);
-            full.push(':');
+            use std::fmt::Write as _;
+            let _ = write!(full, "{generation:016x}:");
         }
         full.push_str(&stored);
         WireKey {

@@ -150,6 +150,8 @@ mod engine;
 mod generation;
 mod keys;
 mod ops;
+mod ring;
+mod servers;
 
 #[cfg(feature = "tokio")]
 pub use async_engine::AsyncMemcachedEngine;

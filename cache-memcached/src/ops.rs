@@ -8,14 +8,12 @@ use cache_core::counter::{apply_increment, format_counter};
 use cache_core::{Bytes, CacheError, KeyDisplay, Result, Ttl};
 use cache_remote::meta::{self, Code, ErrorKind, Key, Meta, Reply};
 use cache_remote::{
-    BATCH_KEYS, BoxExchange, Exchange, ExchangeExt, ProtocolError, ReplyLimits, Request, Step,
-    batch_ranges, batches, ready, single,
+    BATCH_KEYS, BoxExchange, Exchange, ProtocolError, ReplyLimits, Request, Step, batch_ranges,
+    batches, ready, single,
 };
 
-use crate::generation::{Generation, random_generation, with_generation};
 use crate::keys::{
-    BACKEND, ITEM_OVERHEAD, Keys, WireKey, check_size, expiration_for_secs, exptime, payload,
-    unwrap_payload,
+    BACKEND, ITEM_OVERHEAD, Keys, WireKey, expiration_for_secs, payload, unwrap_payload,
 };
 
 /// Rounds of the compare-and-swap loop of `increment` before giving up.
@@ -44,7 +42,6 @@ impl std::error::Error for ServerError {}
 #[derive(Debug)]
 pub(crate) struct Commands {
     pub(crate) keys: Keys,
-    pub(crate) generation: Option<Generation>,
     pub(crate) default_ttl: Ttl,
     /// The item size limit configured on the builder.
     item_size_limit: usize,
@@ -63,14 +60,12 @@ fn request(bytes: Vec<u8>, commands: usize, limits: ReplyLimits) -> Request {
 impl Commands {
     pub(crate) fn new(
         keys: Keys,
-        generation: Option<Generation>,
         default_ttl: Ttl,
         item_size_limit: usize,
         learned_item_size: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             keys,
-            generation,
             default_ttl,
             item_size_limit,
             learned_item_size,
@@ -91,15 +86,11 @@ impl Commands {
     }
 
     /// Replies hold at most one item: never more than the larger of the two limits.
-    fn limits(&self) -> ReplyLimits {
+    pub(crate) fn limits(&self) -> ReplyLimits {
         let item = self.learned().map_or(self.item_size_limit, |server| {
             server.max(self.item_size_limit)
         });
         ReplyLimits::scalar(item)
-    }
-
-    fn generation(&self) -> Option<&Generation> {
-        self.generation.as_ref()
     }
 
     fn unexpected(&self, reply: Option<Reply>, operation: &'static str) -> CacheError {
@@ -173,38 +164,32 @@ impl Commands {
         )
     }
 
-    /// One command on `key` (already checked) in the namespace's current generation: `encode`
-    /// writes it for the key's wire form, `parse` reads its reply.
+    /// One command on `wire`: `encode` writes it, `parse` reads its reply.
     fn one_command<'a, T, W, P>(
         &'a self,
-        key: &'a str,
+        wire: &'a WireKey,
         idempotent: bool,
         encode: W,
         parse: P,
     ) -> impl Exchange<Reply, Output = T> + 'a
     where
         T: Send + 'a,
-        W: FnOnce(&WireKey, &mut Vec<u8>) + Send + 'a,
+        W: FnOnce(&WireKey, &mut Vec<u8>),
         P: FnOnce(&WireKey, Option<Reply>) -> Result<T> + Send + 'a,
     {
-        let limits = self.limits();
-        with_generation(self.generation(), limits, move |generation| {
-            let wire = self.keys.wire(generation, key);
-            let mut bytes = Vec::with_capacity(wire.key.len() + 32);
-            encode(&wire, &mut bytes);
-            let mut request = request(bytes, 1, limits);
-            request.idempotent = idempotent;
-            single(request, move |replies| parse(&wire, first(replies)))
-        })
+        let mut bytes = Vec::with_capacity(wire.key.len() + 32);
+        encode(wire, &mut bytes);
+        let mut request = request(bytes, 1, self.limits());
+        request.idempotent = idempotent;
+        single(request, move |replies| parse(wire, first(replies)))
     }
 
     pub(crate) fn get<'a>(
         &'a self,
-        key: &'a str,
-    ) -> Result<impl Exchange<Reply, Output = Option<Bytes>> + 'a> {
-        self.keys.check(key)?;
-        Ok(self.one_command(
-            key,
+        wire: &'a WireKey,
+    ) -> impl Exchange<Reply, Output = Option<Bytes>> + 'a {
+        self.one_command(
+            wire,
             true,
             |wire, bytes| meta::push_get(bytes, Key::Text(&wire.key), &[b"v", b"f"], 0),
             move |wire, reply| match reply {
@@ -214,20 +199,19 @@ impl Commands {
                 Some(Reply::Status { code: Code::En, .. }) => Ok(None),
                 other => Err(self.unexpected(other, "get")),
             },
-        ))
+        )
     }
 
+    /// `exptime` from [`exptime`](crate::keys::exptime): `None` deletes.
     pub(crate) fn set<'a>(
         &'a self,
         key: &'a str,
+        wire: &'a WireKey,
         value: &'a [u8],
-        ttl: Ttl,
-    ) -> Result<impl Exchange<Reply, Output = ()> + 'a> {
-        let hashed = self.keys.check(key)?;
-        let exptime = exptime(ttl, self.default_ttl)?;
-        check_size(key, hashed, value, self.max_value_size())?;
-        Ok(self.one_command(
-            key,
+        exptime: Option<u32>,
+    ) -> impl Exchange<Reply, Output = ()> + 'a {
+        self.one_command(
+            wire,
             true,
             move |wire, bytes| match exptime {
                 Some(exptime) => self.push_set(bytes, wire, value, exptime, 0),
@@ -240,16 +224,15 @@ impl Commands {
                 }) => Ok(()),
                 other => Err(self.write_failure(other, "set", key, false)),
             },
-        ))
+        )
     }
 
     pub(crate) fn delete<'a>(
         &'a self,
-        key: &'a str,
-    ) -> Result<impl Exchange<Reply, Output = bool> + 'a> {
-        self.keys.check(key)?;
-        Ok(self.one_command(
-            key,
+        wire: &'a WireKey,
+    ) -> impl Exchange<Reply, Output = bool> + 'a {
+        self.one_command(
+            wire,
             false,
             |wire, bytes| meta::push_delete(bytes, Key::Text(&wire.key), &[], 0),
             move |_, reply| match reply {
@@ -257,16 +240,15 @@ impl Commands {
                 Some(Reply::Status { code: Code::Nf, .. }) => Ok(false),
                 other => Err(self.unexpected(other, "delete")),
             },
-        ))
+        )
     }
 
     pub(crate) fn exists<'a>(
         &'a self,
-        key: &'a str,
-    ) -> Result<impl Exchange<Reply, Output = bool> + 'a> {
-        self.keys.check(key)?;
-        Ok(self.one_command(
-            key,
+        wire: &'a WireKey,
+    ) -> impl Exchange<Reply, Output = bool> + 'a {
+        self.one_command(
+            wire,
             true,
             |wire, bytes| {
                 // A hashed key is checked against the original key stored with the value.
@@ -285,219 +267,164 @@ impl Commands {
                 Some(Reply::Status { code: Code::En, .. }) => Ok(false),
                 other => Err(self.unexpected(other, "exists")),
             },
-        ))
+        )
     }
 
-    /// A new random generation for a namespace (O(1), never `flush_all`); `flush_all`
-    /// without one.
-    pub(crate) fn clear(&self) -> BoxExchange<'_, Reply, ()> {
-        let limits = self.limits();
-        let Some(generation) = self.generation() else {
-            return Box::new(single(
-                request(b"flush_all\r\n".to_vec(), 1, limits),
-                move |replies| match first(replies) {
-                    Some(Reply::Status { code: Code::Ok, .. }) => Ok(()),
-                    other => Err(self.unexpected(other, "clear")),
-                },
-            ));
-        };
-        let fresh = random_generation();
-        let mut bytes = Vec::with_capacity(96);
-        meta::push_set(&mut bytes, generation.key(), fresh.as_bytes(), &[b"T0"], 0);
-        Box::new(single(
-            request(bytes, 1, limits),
+    /// `flush_all`: the clear of an engine without a namespace, on one server.
+    pub(crate) fn flush_all(&self) -> impl Exchange<Reply, Output = ()> + '_ {
+        single(
+            request(b"flush_all\r\n".to_vec(), 1, self.limits()),
             move |replies| match first(replies) {
-                Some(Reply::Status { code: Code::Hd, .. }) => {
-                    generation.cleared(fresh);
-                    Ok(())
-                }
+                Some(Reply::Status { code: Code::Ok, .. }) => Ok(()),
                 other => Err(self.unexpected(other, "clear")),
             },
-        ))
+        )
     }
 
     pub(crate) fn get_many<'a>(
         &'a self,
-        keys: &'a [&'a str],
-    ) -> Result<BoxExchange<'a, Reply, Vec<Option<Bytes>>>> {
-        self.keys.check_all(keys.iter().copied())?;
-        if keys.is_empty() {
-            return Ok(Box::new(ready(Vec::new())));
+        wires: &'a [&'a WireKey],
+    ) -> BoxExchange<'a, Reply, Vec<Option<Bytes>>> {
+        if wires.is_empty() {
+            return Box::new(ready(Vec::new()));
         }
         let limits = self.limits();
-        Ok(Box::new(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let wires: Vec<WireKey> =
-                    keys.iter().map(|k| self.keys.wire(generation, k)).collect();
-                let requests = wires
-                    .chunks(BATCH_KEYS)
-                    .map(|chunk| {
-                        let mut bytes = Vec::with_capacity(chunk.len() * 32);
-                        for (i, wire) in chunk.iter().enumerate() {
-                            meta::push_get(
-                                &mut bytes,
-                                Key::Text(&wire.key),
-                                &[b"v", b"f"],
-                                Meta::opaque_for(i),
-                            );
+        let requests = wires
+            .chunks(BATCH_KEYS)
+            .map(|chunk| {
+                let mut bytes = Vec::with_capacity(chunk.len() * 32);
+                for (i, wire) in chunk.iter().enumerate() {
+                    meta::push_get(
+                        &mut bytes,
+                        Key::Text(&wire.key),
+                        &[b"v", b"f"],
+                        Meta::opaque_for(i),
+                    );
+                }
+                request(bytes, chunk.len(), limits)
+            })
+            .collect();
+        let mut next = wires.iter();
+        Box::new(batches(
+            requests,
+            Vec::with_capacity(wires.len()),
+            move |values: &mut Vec<Option<Bytes>>, replies| {
+                for reply in replies {
+                    let Some(wire) = next.next() else {
+                        return Err(self.unexpected(Some(reply), "get_many"));
+                    };
+                    values.push(match reply {
+                        Reply::Value { data, flags } => {
+                            unwrap_payload(wire, flags.number(b'f'), data)
                         }
-                        request(bytes, chunk.len(), limits)
-                    })
-                    .collect();
-                let mut wires = wires.into_iter();
-                batches(
-                    requests,
-                    Vec::with_capacity(keys.len()),
-                    move |values: &mut Vec<Option<Bytes>>, replies| {
-                        for reply in replies {
-                            let Some(wire) = wires.next() else {
-                                return Err(self.unexpected(Some(reply), "get_many"));
-                            };
-                            values.push(match reply {
-                                Reply::Value { data, flags } => {
-                                    unwrap_payload(&wire, flags.number(b'f'), data)
-                                }
-                                Reply::Status { code: Code::En, .. } => None,
-                                other => return Err(self.unexpected(Some(other), "get_many")),
-                            });
-                        }
-                        Ok(())
-                    },
-                )
+                        Reply::Status { code: Code::En, .. } => None,
+                        other => return Err(self.unexpected(Some(other), "get_many")),
+                    });
+                }
+                Ok(())
             },
-        )))
+        ))
     }
 
+    /// `items` are `(key, wire key, value)`; `many` tells whether the caller's batch held
+    /// other entries (then a refusal may leave it partly applied).
     pub(crate) fn set_many<'a>(
         &'a self,
-        entries: &'a [(&'a str, Bytes)],
-        ttl: Ttl,
-    ) -> Result<BoxExchange<'a, Reply, ()>> {
-        let exptime = exptime(ttl, self.default_ttl)?;
-        let limit = self.max_value_size();
-        for (key, value) in entries {
-            let hashed = self.keys.check(key)?;
-            check_size(key, hashed, value, limit)?;
-        }
-        if entries.is_empty() {
-            return Ok(Box::new(ready(())));
+        items: &'a [(&'a str, WireKey, &'a Bytes)],
+        exptime: Option<u32>,
+        many: bool,
+    ) -> BoxExchange<'a, Reply, ()> {
+        if items.is_empty() {
+            return Box::new(ready(()));
         }
         let limits = self.limits();
-        let many = entries.len() > 1;
-        Ok(Box::new(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let requests = batch_ranges(entries.iter().map(|(_, v)| v.len()))
-                    .into_iter()
-                    .map(|range| {
-                        let mut bytes = Vec::new();
-                        for (i, (key, value)) in entries[range.clone()].iter().enumerate() {
-                            let wire = self.keys.wire(generation, key);
-                            let opaque = Meta::opaque_for(i);
-                            match exptime {
-                                Some(exptime) => {
-                                    self.push_set(&mut bytes, &wire, value, exptime, opaque);
-                                }
-                                None => {
-                                    let key = Key::Text(&wire.key);
-                                    meta::push_delete(&mut bytes, key, &[], opaque);
-                                }
-                            }
-                        }
-                        request(bytes, range.len(), limits)
-                    })
-                    .collect();
-                let mut index = 0;
-                batches(requests, (), move |_: &mut (), replies: Vec<Reply>| {
-                    let mut refused = None;
-                    for reply in replies {
-                        let key = entries.get(index).map_or("", |(k, _)| *k);
-                        index += 1;
-                        match reply {
-                            Reply::Status {
-                                code: Code::Hd | Code::Nf,
-                                ..
-                            } => {}
-                            // Later items of the batch were still read (and may have been stored):
-                            // report the first refusal once every reply is in.
-                            other => {
-                                refused.get_or_insert_with(|| {
-                                    self.write_failure(Some(other), "set_many", key, many)
-                                });
-                            }
+        let requests = batch_ranges(items.iter().map(|(_, _, v)| v.len()))
+            .into_iter()
+            .map(|range| {
+                let mut bytes = Vec::new();
+                for (i, (_, wire, value)) in items[range.clone()].iter().enumerate() {
+                    let opaque = Meta::opaque_for(i);
+                    match exptime {
+                        Some(exptime) => self.push_set(&mut bytes, wire, value, exptime, opaque),
+                        None => meta::push_delete(&mut bytes, Key::Text(&wire.key), &[], opaque),
+                    }
+                }
+                request(bytes, range.len(), limits)
+            })
+            .collect();
+        let mut index = 0;
+        Box::new(batches(
+            requests,
+            (),
+            move |_: &mut (), replies: Vec<Reply>| {
+                let mut refused = None;
+                for reply in replies {
+                    let key = items.get(index).map_or("", |(k, _, _)| *k);
+                    index += 1;
+                    match reply {
+                        Reply::Status {
+                            code: Code::Hd | Code::Nf,
+                            ..
+                        } => {}
+                        // Later items of the batch were still read (and may have been stored):
+                        // report the first refusal once every reply is in.
+                        other => {
+                            refused.get_or_insert_with(|| {
+                                self.write_failure(Some(other), "set_many", key, many)
+                            });
                         }
                     }
-                    refused.map_or(Ok(()), Err)
-                })
+                }
+                refused.map_or(Ok(()), Err)
             },
-        )))
+        ))
     }
 
     pub(crate) fn delete_many<'a>(
         &'a self,
-        keys: &'a [&'a str],
-    ) -> Result<BoxExchange<'a, Reply, u64>> {
-        self.keys.check_all(keys.iter().copied())?;
-        if keys.is_empty() {
-            return Ok(Box::new(ready(0)));
+        wires: &'a [&'a WireKey],
+    ) -> BoxExchange<'a, Reply, u64> {
+        if wires.is_empty() {
+            return Box::new(ready(0));
         }
         let limits = self.limits();
-        Ok(Box::new(with_generation(
-            self.generation(),
-            limits,
-            move |generation| {
-                let requests = keys
-                    .chunks(BATCH_KEYS)
-                    .map(|chunk| {
-                        let mut bytes = Vec::with_capacity(chunk.len() * 32);
-                        for (i, key) in chunk.iter().enumerate() {
-                            let wire = self.keys.wire(generation, key);
-                            meta::push_delete(
-                                &mut bytes,
-                                Key::Text(&wire.key),
-                                &[],
-                                Meta::opaque_for(i),
-                            );
-                        }
-                        request(bytes, chunk.len(), limits).not_idempotent()
-                    })
-                    .collect();
-                batches(
-                    requests,
-                    0u64,
-                    move |removed: &mut u64, replies: Vec<Reply>| {
-                        for reply in replies {
-                            match reply {
-                                Reply::Status { code: Code::Hd, .. } => *removed += 1,
-                                Reply::Status { code: Code::Nf, .. } => {}
-                                other => return Err(self.unexpected(Some(other), "delete_many")),
-                            }
-                        }
-                        Ok(())
-                    },
-                )
+        let requests = wires
+            .chunks(BATCH_KEYS)
+            .map(|chunk| {
+                let mut bytes = Vec::with_capacity(chunk.len() * 32);
+                for (i, wire) in chunk.iter().enumerate() {
+                    meta::push_delete(&mut bytes, Key::Text(&wire.key), &[], Meta::opaque_for(i));
+                }
+                request(bytes, chunk.len(), limits).not_idempotent()
+            })
+            .collect();
+        Box::new(batches(
+            requests,
+            0u64,
+            move |removed: &mut u64, replies: Vec<Reply>| {
+                for reply in replies {
+                    match reply {
+                        Reply::Status { code: Code::Hd, .. } => *removed += 1,
+                        Reply::Status { code: Code::Nf, .. } => {}
+                        other => return Err(self.unexpected(Some(other), "delete_many")),
+                    }
+                }
+                Ok(())
             },
-        )))
+        ))
     }
 
+    /// `add` with a TTL that keeps the value (`exptime` from [`exptime`](crate::keys::exptime),
+    /// not `None`).
     pub(crate) fn add<'a>(
         &'a self,
         key: &'a str,
+        wire: &'a WireKey,
         value: &'a [u8],
-        ttl: Ttl,
-    ) -> Result<BoxExchange<'a, Reply, bool>> {
-        let hashed = self.keys.check(key)?;
-        let exptime = exptime(ttl, self.default_ttl)?;
-        check_size(key, hashed, value, self.max_value_size())?;
-        let Some(exptime) = exptime else {
-            // Nothing would be kept: report whether the key was free, store nothing.
-            return Ok(Box::new(self.exists(key)?.map_output(|found| !found)));
-        };
-        Ok(Box::new(self.one_command(
-            key,
+        exptime: u32,
+    ) -> impl Exchange<Reply, Output = bool> + 'a {
+        self.one_command(
+            wire,
             false,
             move |wire, bytes| {
                 let (stored, flags) = payload(wire, value);
@@ -511,7 +438,7 @@ impl Commands {
                 Some(Reply::Status { code: Code::Ns, .. }) => Ok(false),
                 other => Err(self.write_failure(other, "add", key, false)),
             },
-        )))
+        )
     }
 
     /// memcached's `incr` is unsigned and stops at zero: Redis's signed arithmetic is
@@ -519,40 +446,30 @@ impl Commands {
     pub(crate) fn increment<'a>(
         &'a self,
         key: &'a str,
+        wire: &'a WireKey,
         delta: i64,
-    ) -> Result<impl Exchange<Reply, Output = i64> + 'a> {
-        let hashed = self.keys.check(key)?;
-        let default_exptime = exptime(Ttl::Default, self.default_ttl)?.unwrap_or(0);
-        // The longest counter ("-9223372036854775808") must fit.
-        check_size(key, hashed, &[b'0'; 20], self.max_value_size())?;
-        let limits = self.limits();
-        Ok(with_generation(
-            self.generation(),
-            limits,
-            move |generation| Increment {
-                commands: self,
-                wire: self.keys.wire(generation, key),
-                key,
-                delta,
-                default_exptime,
-                limits,
-                attempts: 0,
-                writing: None,
-            },
-        ))
+        default_exptime: u32,
+    ) -> impl Exchange<Reply, Output = i64> + 'a {
+        Increment {
+            commands: self,
+            wire,
+            key,
+            delta,
+            default_exptime,
+            limits: self.limits(),
+            attempts: 0,
+            writing: None,
+        }
     }
 
+    /// `touch` with a TTL that keeps the value.
     pub(crate) fn touch<'a>(
         &'a self,
-        key: &'a str,
-        ttl: Ttl,
-    ) -> Result<BoxExchange<'a, Reply, bool>> {
-        self.keys.check(key)?;
-        let Some(exptime) = exptime(ttl, self.default_ttl)? else {
-            return Ok(Box::new(self.delete(key)?));
-        };
-        Ok(Box::new(self.one_command(
-            key,
+        wire: &'a WireKey,
+        exptime: u32,
+    ) -> impl Exchange<Reply, Output = bool> + 'a {
+        self.one_command(
+            wire,
             true,
             move |wire, bytes| {
                 let touch = meta::flag(b'T', i64::from(exptime));
@@ -563,7 +480,7 @@ impl Commands {
                 Some(Reply::Status { code: Code::En, .. }) => Ok(false),
                 other => Err(self.unexpected(other, "touch")),
             },
-        )))
+        )
     }
 }
 
@@ -571,7 +488,7 @@ impl Commands {
 /// write the new value if nobody wrote in between (or create it with `add`); else read again.
 struct Increment<'a> {
     commands: &'a Commands,
-    wire: WireKey,
+    wire: &'a WireKey,
     key: &'a str,
     delta: i64,
     default_exptime: u32,
@@ -603,7 +520,7 @@ impl Increment<'_> {
     }
 
     fn write(&mut self, next: i64, flags: &[&[u8]]) -> Step<i64> {
-        let (stored, client_flags) = payload(&self.wire, &format_counter(next));
+        let (stored, client_flags) = payload(self.wire, &format_counter(next));
         let client_flags = meta::flag(b'F', client_flags);
         let mut all: Vec<&[u8]> = flags.to_vec();
         all.push(&client_flags);
@@ -638,7 +555,7 @@ impl Exchange<Reply> for Increment<'_> {
         }
         match reply {
             Some(Reply::Value { data, flags }) => {
-                let Some(current) = unwrap_payload(&self.wire, flags.number(b'f'), data) else {
+                let Some(current) = unwrap_payload(self.wire, flags.number(b'f'), data) else {
                     // Another key's value under the same hash: not a counter of this key.
                     return Err(CacheError::NotANumber {
                         key: KeyDisplay::new(self.key),

@@ -5,13 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use cache_core::{AsyncCacheEngine, Result};
-use cache_remote::pipelined::Client;
-use cache_remote::{Async, RemoteOptions};
+use cache_remote::Async;
 
-use crate::backend::Redis;
 use crate::config::RedisEngineBuilder;
-use crate::engine::capabilities;
-use crate::ops::Commands;
+use crate::core::Core;
 
 /// A cache engine on a Redis server for async code (tokio): the operations of
 /// [`RedisEngine`](crate::RedisEngine), with the same behaviour, errors and limits, as futures.
@@ -43,14 +40,7 @@ use crate::ops::Commands;
 /// [`pipelines`]: RedisEngineBuilder::pipelines
 #[derive(Clone)]
 pub struct AsyncRedisEngine {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    client: Client<Redis>,
-    commands: Commands,
-    options: RemoteOptions,
-    shown_url: String,
+    inner: Arc<Core<Async>>,
 }
 
 impl RedisEngineBuilder<Async> {
@@ -60,20 +50,15 @@ impl RedisEngineBuilder<Async> {
     ///
     /// As the blocking builder's [`build`](RedisEngineBuilder::build).
     pub fn build(self) -> Result<AsyncRedisEngine> {
-        let parts = self.parts()?;
         Ok(AsyncRedisEngine {
-            inner: Arc::new(Inner {
-                client: Client::new(parts.backend, parts.options.client.clone()),
-                commands: parts.commands,
-                options: parts.options,
-                shown_url: parts.shown_url,
-            }),
+            inner: self.parts()?.core(),
         })
     }
 }
 
 impl AsyncRedisEngine {
-    cache_remote::async_remote_engine_constructors!(
+    cache_remote::remote_engine_constructors!(
+        async,
         RedisEngineBuilder<Async>,
         url,
         "redis://127.0.0.1:6379"
@@ -81,7 +66,16 @@ impl AsyncRedisEngine {
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
-        self.inner.commands.keys.namespace()
+        self.inner.namespace()
+    }
+
+    /// How many connections the engine has open now, over every server.
+    pub fn open_connections(&self) -> usize {
+        self.inner
+            .clients()
+            .into_iter()
+            .map(|c| c.open_connections())
+            .sum()
     }
 }
 
@@ -97,8 +91,8 @@ impl fmt::Debug for AsyncRedisEngine {
         f.debug_struct("AsyncRedisEngine")
             .field("url", &inner.shown_url)
             .field("options", &inner.options)
-            .field("open_connections", &inner.client.open_connections())
-            .field("closed", &inner.client.is_closed())
+            .field("open_connections", &self.open_connections())
+            .field("closed", &inner.is_closed())
             .finish()
     }
 }

@@ -4,13 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use cache_core::config::redact_url as redact;
-use cache_core::{CacheEngine, Capabilities, Result};
-use cache_remote::blocking::Client;
-use cache_remote::{Blocking, RemoteOptions};
+use cache_core::{CacheEngine, Result};
+use cache_remote::blocking::PoolState;
+use cache_remote::{Blocking, RemoteOptions, Transport};
 
-use crate::backend::{BACKEND, Redis};
+use crate::backend::Redis;
 use crate::config::{RedisEngineBuilder, ServerUrl, parse_url};
-use crate::ops::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN, TTL_RESOLUTION};
+use crate::core::{Core, Topology};
+use crate::ops::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN};
 
 /// A cache engine on a Redis server.
 ///
@@ -18,15 +19,7 @@ use crate::ops::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN, TTL_RESOLUTION};
 /// clone. See the [crate docs](crate) for URLs, defaults, deadlines and environment variables.
 #[derive(Clone)]
 pub struct RedisEngine {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    client: Client<Redis>,
-    commands: Commands,
-    options: RemoteOptions,
-    /// The URL with the password hidden.
-    shown_url: String,
+    inner: Arc<Core<Blocking>>,
 }
 
 /// What both faces of the engine are built from.
@@ -35,6 +28,17 @@ pub(crate) struct Parts {
     pub(crate) commands: Commands,
     pub(crate) options: RemoteOptions,
     pub(crate) shown_url: String,
+}
+
+impl Parts {
+    pub(crate) fn core<T: Transport>(self) -> Arc<Core<T>> {
+        Arc::new(Core {
+            topology: Topology::Single(T::client(self.backend, self.options.client.clone())),
+            commands: self.commands,
+            options: self.options,
+            shown_url: self.shown_url,
+        })
+    }
 }
 
 impl<Face> RedisEngineBuilder<Face> {
@@ -71,14 +75,8 @@ impl RedisEngineBuilder<Blocking> {
     /// feature), an invalid namespace, zero timeouts or connection bound, or a zero or too long
     /// default TTL.
     pub fn build(self) -> Result<RedisEngine> {
-        let parts = self.parts()?;
         Ok(RedisEngine {
-            inner: Arc::new(Inner {
-                client: Client::new(parts.backend, parts.options.client.clone()),
-                commands: parts.commands,
-                options: parts.options,
-                shown_url: parts.shown_url,
-            }),
+            inner: self.parts()?.core(),
         })
     }
 }
@@ -112,18 +110,9 @@ fn backend<Face>(url: &ServerUrl, builder: &RedisEngineBuilder<Face>) -> Result<
     Ok(Redis::new(url))
 }
 
-/// The capabilities both faces declare.
-pub(crate) fn capabilities(options: &RemoteOptions, commands: &Commands) -> Capabilities {
-    let mut caps = options.capabilities(BACKEND);
-    caps.ttl_resolution = TTL_RESOLUTION;
-    caps.max_ttl = MAX_TTL;
-    caps.max_value_size = Some(commands.max_value_size);
-    caps.max_key_len = commands.keys.max_key_len();
-    caps
-}
-
 impl RedisEngine {
     cache_remote::remote_engine_constructors!(
+        blocking,
         RedisEngineBuilder<Blocking>,
         url,
         "redis://127.0.0.1:6379"
@@ -131,7 +120,27 @@ impl RedisEngine {
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
-        self.inner.commands.keys.namespace()
+        self.inner.namespace()
+    }
+
+    /// Connection counts, summed over the servers.
+    pub fn pool_state(&self) -> PoolState {
+        self.inner
+            .clients()
+            .into_iter()
+            .map(|c| c.pool_state())
+            .fold(
+                PoolState {
+                    open: 0,
+                    idle: 0,
+                    peak: 0,
+                },
+                |sum, s| PoolState {
+                    open: sum.open + s.open,
+                    idle: sum.idle + s.idle,
+                    peak: sum.peak + s.peak,
+                },
+            )
     }
 }
 
@@ -147,8 +156,8 @@ impl fmt::Debug for RedisEngine {
         f.debug_struct("RedisEngine")
             .field("url", &inner.shown_url)
             .field("options", &inner.options)
-            .field("pool", &inner.client.pool_state())
-            .field("closed", &inner.client.is_closed())
+            .field("pool", &self.pool_state())
+            .field("closed", &inner.is_closed())
             .finish()
     }
 }

@@ -112,6 +112,7 @@
 mod async_engine;
 mod backend;
 mod config;
+mod core;
 mod engine;
 mod ops;
 #[cfg(feature = "tls")]

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_core::{CacheError, Result};
@@ -182,13 +182,28 @@ impl Conn {
         }
     }
 
-    /// Sends `request` and reads all its replies.
-    fn round_trip<D: Decode>(
+    /// Reads every reply of `request` (already sent), checking each.
+    fn receive_all<D: Decode>(
         &mut self,
         decoder: &D,
         request: &Request,
         deadline: &Deadline,
-    ) -> std::result::Result<Vec<D::Reply>, (Broken, bool)> {
+    ) -> std::result::Result<Vec<D::Reply>, Broken> {
+        let mut replies = Vec::with_capacity(request.replies);
+        for index in 0..request.replies {
+            let reply = self.receive(decoder, request, deadline)?;
+            decoder.check(&reply, index).map_err(Broken::Protocol)?;
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    /// Writes `request`, after checking that no reply is waiting unread.
+    fn send_request(
+        &mut self,
+        request: &Request,
+        deadline: &Deadline,
+    ) -> std::result::Result<(), (Broken, bool)> {
         let mut sent = false;
         if !self.buf.is_empty() {
             // Bytes nobody asked for: the stream is out of step with its requests.
@@ -200,18 +215,152 @@ impl Conn {
             ));
         }
         self.send(&request.bytes, deadline, &mut sent)
-            .map_err(|b| (b, sent))?;
-        let mut replies = Vec::with_capacity(request.replies);
-        for index in 0..request.replies {
-            let reply = self
-                .receive(decoder, request, deadline)
-                .map_err(|b| (b, true))?;
-            decoder
-                .check(&reply, index)
-                .map_err(|e| (Broken::Protocol(e), true))?;
-            replies.push(reply);
+            .map_err(|b| (b, sent))
+    }
+
+    /// Sends `request` and reads all its replies.
+    fn round_trip<D: Decode>(
+        &mut self,
+        decoder: &D,
+        request: &Request,
+        deadline: &Deadline,
+    ) -> std::result::Result<Vec<D::Reply>, (Broken, bool)> {
+        self.send_request(request, deadline)?;
+        self.receive_all(decoder, request, deadline)
+            .map_err(|b| (b, true))
+    }
+}
+
+/// One exchange of [`Client::run_each`], moving between writing its request and reading its
+/// replies.
+struct Job<'c, B: Backend, E: Exchange<ReplyOf<B>>, F> {
+    client: &'c Client<B>,
+    make: F,
+    attempt: u8,
+    deadline: Deadline,
+    lease: Option<Lease<'c>>,
+    exchange: Option<E>,
+    /// The request to write next, or whose replies are awaited (`waiting`).
+    request: Option<Request>,
+    /// The deadline of the request in flight: the operation's, or its own.
+    in_flight: Deadline,
+    waiting: bool,
+    before_idempotent: bool,
+    result: Option<Result<E::Output>>,
+}
+
+impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E, F> {
+    fn finish(&mut self, result: Result<E::Output>) {
+        if let Some(lease) = self.lease.take() {
+            lease.checkin();
         }
-        Ok(replies)
+        if result.is_ok() || matches!(&result, Err(e) if !e.is_transient()) {
+            // The server answered (perhaps with an error of the operation's own).
+            if self.exchange.is_some() {
+                self.client.answered();
+            }
+        }
+        self.waiting = false;
+        self.request = None;
+        self.result = Some(result);
+    }
+
+    /// Starts the exchange if it has not started (a connection, its first step), then writes
+    /// the pending request.
+    fn start_and_send(&mut self, operation: &'static str) {
+        if self.waiting {
+            return;
+        }
+        if self.exchange.is_none() {
+            if self.client.is_closed() {
+                self.result = Some(Err(CacheError::Closed {
+                    backend: self.client.backend.name(),
+                }));
+                return;
+            }
+            let mut exchange = match (self.make)() {
+                Ok(exchange) => exchange,
+                Err(e) => {
+                    self.result = Some(Err(e));
+                    return;
+                }
+            };
+            match self.client.checkout(operation, &mut self.deadline) {
+                Ok(lease) => self.lease = Some(lease),
+                Err(e) => {
+                    self.result = Some(Err(e));
+                    return;
+                }
+            }
+            self.before_idempotent = true;
+            let step = exchange.start();
+            self.exchange = Some(exchange);
+            match step {
+                Err(e) => return self.finish(Err(e)),
+                Ok(Step::Done(output)) => return self.finish(Ok(output)),
+                Ok(Step::Send(request)) => self.request = Some(request),
+            }
+        }
+        let Some(request) = self.request.as_ref() else {
+            return;
+        };
+        self.in_flight = if request.own_deadline {
+            Deadline::after(self.client.settings.timeout)
+        } else {
+            self.deadline
+        };
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        match lease.conn().send_request(request, &self.in_flight) {
+            Ok(()) => self.waiting = true,
+            Err((why, sent)) => self.broken(operation, why, sent),
+        }
+    }
+
+    /// Reads the replies of the request in flight and takes the exchange's next step.
+    fn receive(&mut self, operation: &'static str) {
+        let (Some(lease), Some(request)) = (self.lease.as_mut(), self.request.as_ref()) else {
+            return;
+        };
+        let replies =
+            match lease
+                .conn()
+                .receive_all(self.client.backend.decoder(), request, &self.in_flight)
+            {
+                Ok(replies) => replies,
+                Err(why) => return self.broken(operation, why, true),
+            };
+        self.waiting = false;
+        self.before_idempotent &= request.idempotent;
+        self.request = None;
+        let Some(exchange) = self.exchange.as_mut() else {
+            return;
+        };
+        match exchange.next(replies) {
+            Err(e) => self.finish(Err(e)),
+            Ok(Step::Done(output)) => self.finish(Ok(output)),
+            Ok(Step::Send(request)) => self.request = Some(request),
+        }
+    }
+
+    fn broken(&mut self, operation: &'static str, why: Broken, sent: bool) {
+        let idempotent = self.request.as_ref().is_none_or(|r| r.idempotent);
+        let may_retry = self.attempt == 0 && self.before_idempotent && (idempotent || !sent);
+        self.waiting = false;
+        self.request = None;
+        self.exchange = None;
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        match self
+            .client
+            .broken(operation, lease, why, may_retry, &self.deadline)
+        {
+            Some(error) => self.result = Some(Err(error)),
+            // Run again from the start on a new connection, in the next round.
+            None => self.attempt += 1,
+        }
     }
 }
 
@@ -262,6 +411,8 @@ pub struct Client<B: Backend> {
     pool: Pool<Conn>,
     settings: ClientSettings,
     closed: AtomicBool,
+    /// Operations in a row that failed on the connection or while opening one.
+    failures: AtomicU32,
 }
 
 impl<B: Backend> std::fmt::Debug for Client<B> {
@@ -324,6 +475,7 @@ impl<B: Backend> Client<B> {
             backend,
             settings,
             closed: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
         }
     }
 
@@ -348,6 +500,24 @@ impl<B: Backend> Client<B> {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// How many operations in a row failed because the server could not be reached, broke
+    /// the connection or did not answer in time; 0 after any operation the server answered.
+    /// Waiting for a free connection is not the server's failure and does not count. Routers
+    /// over several servers read this to take a failing server out.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    fn answered(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Closes the client: idle connections are closed now, busy ones when their operation
     /// ends, and every later operation is `Closed`.
     pub fn close(&self) {
@@ -369,7 +539,26 @@ impl<B: Backend> Client<B> {
     ///
     /// `Closed`; `Timeout` (no free connection in time, or no whole answer); `Connection`;
     /// `Backend` for a reply over a limit or malformed; and the exchange's own errors.
-    pub fn run<E, F>(&self, operation: &'static str, mut make: F) -> Result<E::Output>
+    pub fn run<E, F>(&self, operation: &'static str, make: F) -> Result<E::Output>
+    where
+        E: Exchange<ReplyOf<B>>,
+        F: FnMut() -> Result<E>,
+    {
+        self.run_until(operation, Deadline::after(self.settings.timeout), make)
+    }
+
+    /// [`run`](Self::run) within `deadline`, for an operation of several steps (a lookup,
+    /// then the command; a redirection) that share one deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub fn run_until<E, F>(
+        &self,
+        operation: &'static str,
+        deadline: Deadline,
+        mut make: F,
+    ) -> Result<E::Output>
     where
         E: Exchange<ReplyOf<B>>,
         F: FnMut() -> Result<E>,
@@ -378,7 +567,7 @@ impl<B: Backend> Client<B> {
         if self.is_closed() {
             return Err(CacheError::Closed { backend });
         }
-        let mut deadline = Deadline::after(self.settings.timeout);
+        let mut deadline = deadline;
         for attempt in 0..2 {
             let mut exchange = make()?;
             let mut lease = self.checkout(operation, &mut deadline)?;
@@ -391,10 +580,12 @@ impl<B: Backend> Client<B> {
             ) {
                 Ok(output) => {
                     lease.checkin();
+                    self.answered();
                     return Ok(output);
                 }
                 Err(Failure::Reply(error)) => {
                     lease.checkin();
+                    self.answered();
                     return Err(error);
                 }
                 Err(Failure::Broken {
@@ -403,27 +594,98 @@ impl<B: Backend> Client<B> {
                     before_idempotent,
                     idempotent,
                 }) => {
-                    let dead_while_idle = lease.reused && why.is_dead_socket();
-                    drop(lease);
-                    if dead_while_idle {
-                        self.pool.drain_idle();
-                    }
-                    let again = attempt == 0
-                        && dead_while_idle
-                        && before_idempotent
-                        && (idempotent || !sent);
-                    if !again {
-                        return Err(why.into_error(
-                            backend,
-                            operation,
-                            self.backend.address(),
-                            deadline.budget(),
-                        ));
+                    if let Some(error) = self.broken(
+                        operation,
+                        lease,
+                        why,
+                        attempt == 0 && before_idempotent && (idempotent || !sent),
+                        &deadline,
+                    ) {
+                        return Err(error);
                     }
                 }
             }
         }
         Err(CacheError::Closed { backend })
+    }
+
+    /// After a connection broke under an operation: drops it (and the idle ones too when it
+    /// died while idle), and gives the error to return, or `None` when the operation may run
+    /// again on a new connection (`may_retry`: nothing that must not be sent twice may have
+    /// reached the server, and this was the first attempt).
+    fn broken(
+        &self,
+        operation: &'static str,
+        lease: Lease<'_>,
+        why: Broken,
+        may_retry: bool,
+        deadline: &Deadline,
+    ) -> Option<CacheError> {
+        let dead_while_idle = lease.reused && why.is_dead_socket();
+        drop(lease);
+        if dead_while_idle {
+            self.pool.drain_idle();
+        }
+        if dead_while_idle && may_retry {
+            return None;
+        }
+        self.failed();
+        Some(why.into_error(
+            self.backend.name(),
+            operation,
+            self.backend.address(),
+            deadline.budget(),
+        ))
+    }
+
+    /// Runs one exchange on each client of `jobs` at once, as operation `operation`, and gives
+    /// each one's result in the same order: the requests of every job are written before any
+    /// reply is read, so the servers work on them together and the whole takes about as long
+    /// as the slowest. Each job follows the rules of [`run_until`](Self::run_until), within
+    /// `deadline`: connection bound and retry rule.
+    pub fn run_each<'c, E, F>(
+        operation: &'static str,
+        deadline: Deadline,
+        jobs: Vec<(&'c Client<B>, F)>,
+    ) -> Vec<Result<E::Output>>
+    where
+        E: Exchange<ReplyOf<B>>,
+        F: FnMut() -> Result<E>,
+    {
+        let mut jobs: Vec<Job<'c, B, E, F>> = jobs
+            .into_iter()
+            .map(|(client, make)| Job {
+                deadline,
+                in_flight: deadline,
+                client,
+                make,
+                attempt: 0,
+                lease: None,
+                exchange: None,
+                request: None,
+                waiting: false,
+                before_idempotent: true,
+                result: None,
+            })
+            .collect();
+        loop {
+            for job in jobs.iter_mut().filter(|job| job.result.is_none()) {
+                job.start_and_send(operation);
+            }
+            if jobs.iter().all(|job| job.result.is_some()) {
+                break;
+            }
+            for job in jobs.iter_mut().filter(|job| job.waiting) {
+                job.receive(operation);
+            }
+        }
+        jobs.into_iter()
+            .map(|job| {
+                job.result.unwrap_or(Err(CacheError::Closed {
+                    backend: job.client.backend.name(),
+                }))
+            })
+            .collect()
     }
 
     /// A connection: an idle one, or a new one (then `deadline` is extended by the time spent
@@ -449,6 +711,9 @@ impl<B: Backend> Client<B> {
                     }
                     Err(e) => {
                         self.pool.release();
+                        if e.is_transient() {
+                            self.failed();
+                        }
                         Err(e)
                     }
                 }

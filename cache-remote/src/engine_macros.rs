@@ -1,28 +1,21 @@
-//! The parts of a blocking remote engine that are the same for every backend, as macros: the
-//! constructors and the `CacheEngine` methods that only hand an exchange to the client.
+//! The parts of a remote engine that are the same for every backend and both faces, as macros:
+//! the constructors, and the engine trait's methods, which hand each call to the engine's core.
 //!
-//! Both macros expect the engine to be a struct with a field `inner` (an `Arc` or a plain
-//! struct) holding `client: blocking::Client<_>` and `commands`, whose methods build the
-//! exchanges: `get(key)`, `set(key, &value, ttl)`, `delete(key)`, `exists(key)`, `clear()`,
-//! `get_many(keys)`, `set_many(entries, ttl)`, `delete_many(keys)`, `add(key, &value, ttl)`,
-//! `increment(key, delta)`, `touch(key, ttl)` (each returning `Result` of an exchange, but
-//! `clear`, which cannot fail before I/O) and `ping()`.
+//! The macros expect the engine to be a struct with a field `inner` that dereferences to its
+//! core: a type generic over the [`Transport`](crate::Transport) with one `async` method per
+//! operation, named and typed as the trait's (`get(&self, key: &str)`, `set(&self, key, value,
+//! ttl)`, ...), plus `ping()`, `capabilities()` and `close()`. The core is written once; the
+//! blocking face runs its futures with [`block_on`](crate::block_on) (they are ready at their
+//! first poll), the async face awaits them.
 
-/// Expands, inside `impl Engine`, into `new`, `connect`, `from_env`, `builder`, `ping` and
-/// `pool_state`. `$builder` is the engine's builder type, `$address` the builder setter that
-/// names the server (`url`, `server`), `$default` the server `new()` uses, for the docs.
+/// Expands, inside `impl Engine`, into `new`, `connect`, `from_env`, `builder` and `ping`, for
+/// the blocking face (`blocking`) or the async one (`async`: `connect` and `ping` are async).
+/// `$builder` is the engine's builder type, `$address` the builder setter that names the server
+/// (`url`, `server`), `$default` the server `new()` uses, for the docs.
 #[macro_export]
 macro_rules! remote_engine_constructors {
-    ($builder:ty, $address:ident, $default:literal) => {
-        #[doc = concat!(
-            "An engine for `", $default, "` with every default; no connection is opened until ",
-            "the first operation."
-        )]
-        pub fn new() -> Self {
-            Self::builder()
-                .build()
-                .unwrap_or_else(|_| unreachable!("the default settings are valid"))
-        }
+    (blocking, $builder:ty, $address:ident, $default:literal) => {
+        $crate::remote_engine_constructors!(@common $builder, $default);
 
         /// Builds an engine for `address` with the other defaults and checks that the server
         /// answers.
@@ -36,6 +29,52 @@ macro_rules! remote_engine_constructors {
             let engine = Self::builder().$address(address).build()?;
             engine.ping()?;
             Ok(engine)
+        }
+
+        /// Checks that every server answers.
+        ///
+        /// # Errors
+        ///
+        /// `Connection`, `Timeout`, `Authentication`, `Closed`.
+        pub fn ping(&self) -> $crate::__private::Result<()> {
+            $crate::block_on(self.inner.ping())
+        }
+    };
+    (async, $builder:ty, $address:ident, $default:literal) => {
+        $crate::remote_engine_constructors!(@common $builder, $default);
+
+        /// Builds an engine for `address` with the other defaults and checks that the server
+        /// answers.
+        ///
+        /// # Errors
+        ///
+        /// `InvalidConfig` for a bad address; `Connection`, `Timeout` or `Authentication`
+        /// when the server cannot be reached or refuses the credentials (within the connect
+        /// timeout, 1 s by default).
+        pub async fn connect(address: &str) -> $crate::__private::Result<Self> {
+            let engine = Self::builder().$address(address).build()?;
+            engine.ping().await?;
+            Ok(engine)
+        }
+
+        /// Checks that every server answers.
+        ///
+        /// # Errors
+        ///
+        /// `Connection`, `Timeout`, `Authentication`, `Closed`.
+        pub async fn ping(&self) -> $crate::__private::Result<()> {
+            self.inner.ping().await
+        }
+    };
+    (@common $builder:ty, $default:literal) => {
+        #[doc = concat!(
+            "An engine for `", $default, "` with every default; no connection is opened until ",
+            "the first operation."
+        )]
+        pub fn new() -> Self {
+            Self::builder()
+                .build()
+                .unwrap_or_else(|_| unreachable!("the default settings are valid"))
         }
 
         /// An engine configured from the environment (see the crate docs); no connection is
@@ -52,38 +91,20 @@ macro_rules! remote_engine_constructors {
         pub fn builder() -> $builder {
             <$builder>::default()
         }
-
-        /// Checks that the server answers.
-        ///
-        /// # Errors
-        ///
-        /// `Connection`, `Timeout`, `Authentication`, `Closed`.
-        pub fn ping(&self) -> $crate::__private::Result<()> {
-            let commands = &self.inner.commands;
-            self.inner.client.run("ping", || Ok(commands.ping()))
-        }
-
-        /// How many connections the engine has open and idle, and the most it ever had open.
-        pub fn pool_state(&self) -> $crate::blocking::PoolState {
-            self.inner.client.pool_state()
-        }
     };
 }
 
-/// Expands, inside `impl CacheEngine for Engine`, into every method. Each operation builds its
-/// exchange with `self.inner.commands` and runs it with `self.inner.client` under the
-/// operation's name; `capabilities` calls the crate's
-/// `capabilities(&self.inner.options, &self.inner.commands)`.
+/// Expands, inside `impl CacheEngine for Engine`, into every method: each runs the core's
+/// method of the same name on the calling thread.
 #[macro_export]
 macro_rules! blocking_engine_methods {
     () => {
         fn capabilities(&self) -> $crate::__private::Capabilities {
-            capabilities(&self.inner.options, &self.inner.commands)
+            self.inner.capabilities()
         }
 
         fn get(&self, key: &str) -> $crate::__private::Result<Option<$crate::__private::Bytes>> {
-            let commands = &self.inner.commands;
-            self.inner.client.run("get", || commands.get(key))
+            $crate::block_on(self.inner.get(key))
         }
 
         fn set(
@@ -92,40 +113,30 @@ macro_rules! blocking_engine_methods {
             value: $crate::__private::Bytes,
             ttl: $crate::__private::Ttl,
         ) -> $crate::__private::Result<()> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("set", || commands.set(key, &value, ttl))
+            $crate::block_on(self.inner.set(key, value, ttl))
         }
 
         fn delete(&self, key: &str) -> $crate::__private::Result<bool> {
-            let commands = &self.inner.commands;
-            self.inner.client.run("delete", || commands.delete(key))
+            $crate::block_on(self.inner.delete(key))
         }
 
         fn exists(&self, key: &str) -> $crate::__private::Result<bool> {
-            let commands = &self.inner.commands;
-            self.inner.client.run("exists", || commands.exists(key))
+            $crate::block_on(self.inner.exists(key))
         }
 
         fn clear(&self) -> $crate::__private::Result<()> {
-            let commands = &self.inner.commands;
-            self.inner.client.run("clear", || Ok(commands.clear()))
+            $crate::block_on(self.inner.clear())
         }
 
         fn close(&self) -> $crate::__private::Result<()> {
-            self.inner.client.close();
-            Ok(())
+            self.inner.close()
         }
 
         fn get_many(
             &self,
             keys: &[&str],
         ) -> $crate::__private::Result<Vec<Option<$crate::__private::Bytes>>> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("get_many", || commands.get_many(keys))
+            $crate::block_on(self.inner.get_many(keys))
         }
 
         fn set_many(
@@ -133,17 +144,11 @@ macro_rules! blocking_engine_methods {
             entries: &[(&str, $crate::__private::Bytes)],
             ttl: $crate::__private::Ttl,
         ) -> $crate::__private::Result<()> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("set_many", || commands.set_many(entries, ttl))
+            $crate::block_on(self.inner.set_many(entries, ttl))
         }
 
         fn delete_many(&self, keys: &[&str]) -> $crate::__private::Result<u64> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("delete_many", || commands.delete_many(keys))
+            $crate::block_on(self.inner.delete_many(keys))
         }
 
         fn add(
@@ -152,105 +157,33 @@ macro_rules! blocking_engine_methods {
             value: $crate::__private::Bytes,
             ttl: $crate::__private::Ttl,
         ) -> $crate::__private::Result<bool> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("add", || commands.add(key, &value, ttl))
+            $crate::block_on(self.inner.add(key, value, ttl))
         }
 
         fn increment(&self, key: &str, delta: i64) -> $crate::__private::Result<i64> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("increment", || commands.increment(key, delta))
+            $crate::block_on(self.inner.increment(key, delta))
         }
 
         fn touch(&self, key: &str, ttl: $crate::__private::Ttl) -> $crate::__private::Result<bool> {
-            let commands = &self.inner.commands;
-            self.inner.client.run("touch", || commands.touch(key, ttl))
+            $crate::block_on(self.inner.touch(key, ttl))
         }
     };
 }
 
-/// Expands, inside `impl Engine` of an async engine, into `new`, `connect` (async), `from_env`,
-/// `builder` and `ping` (async). `$builder` is the engine's builder type (the async face of the
-/// builder), `$address` the builder setter that names the server, `$default` the server `new()`
-/// uses, for the docs.
-#[macro_export]
-macro_rules! async_remote_engine_constructors {
-    ($builder:ty, $address:ident, $default:literal) => {
-        #[doc = concat!(
-            "An engine for `", $default, "` with every default; no connection is opened until ",
-            "the first operation."
-        )]
-        pub fn new() -> Self {
-            Self::builder()
-                .build()
-                .unwrap_or_else(|_| unreachable!("the default settings are valid"))
-        }
-
-        /// Builds an engine for `address` with the other defaults and checks that the server
-        /// answers.
-        ///
-        /// # Errors
-        ///
-        /// `InvalidConfig` for a bad address; `Connection`, `Timeout` or `Authentication`
-        /// when the server cannot be reached or refuses the credentials (within the connect
-        /// timeout, 1 s by default).
-        pub async fn connect(address: &str) -> $crate::__private::Result<Self> {
-            let engine = Self::builder().$address(address).build()?;
-            engine.ping().await?;
-            Ok(engine)
-        }
-
-        /// An engine configured from the environment (see the crate docs); no connection is
-        /// opened.
-        ///
-        /// # Errors
-        ///
-        /// `InvalidConfig` for a variable that cannot be parsed, or as the builder's `build`.
-        pub fn from_env() -> $crate::__private::Result<Self> {
-            Self::builder().from_env()?.build()
-        }
-
-        /// A builder with every default, whose `build` makes this async engine.
-        pub fn builder() -> $builder {
-            <$builder>::default()
-        }
-
-        /// Checks that the server answers.
-        ///
-        /// # Errors
-        ///
-        /// `Connection`, `Timeout`, `Authentication`, `Closed`.
-        pub async fn ping(&self) -> $crate::__private::Result<()> {
-            let commands = &self.inner.commands;
-            self.inner.client.run("ping", || Ok(commands.ping())).await
-        }
-
-        /// How many connections the engine has open now.
-        pub fn open_connections(&self) -> usize {
-            self.inner.client.open_connections()
-        }
-    };
-}
-
-/// Expands, inside `impl AsyncCacheEngine for Engine`, into every method. Each operation builds
-/// its exchange with `self.inner.commands` and awaits it on `self.inner.client` (a pipelined
-/// client) under the operation's name; `capabilities` is as in [`blocking_engine_methods!`].
+/// Expands, inside `impl AsyncCacheEngine for Engine`, into every method: each awaits the
+/// core's method of the same name.
 #[macro_export]
 macro_rules! async_engine_methods {
     () => {
         fn capabilities(&self) -> $crate::__private::Capabilities {
-            capabilities(&self.inner.options, &self.inner.commands)
+            self.inner.capabilities()
         }
 
         async fn get(
             &self,
             key: &str,
         ) -> $crate::__private::Result<Option<$crate::__private::Bytes>> {
-            let commands = &self.inner.commands;
-            self.inner.client.run("get", || commands.get(key)).await
+            self.inner.get(key).await
         }
 
         async fn set(
@@ -259,46 +192,30 @@ macro_rules! async_engine_methods {
             value: $crate::__private::Bytes,
             ttl: $crate::__private::Ttl,
         ) -> $crate::__private::Result<()> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("set", || commands.set(key, &value, ttl))
-                .await
+            self.inner.set(key, value, ttl).await
         }
 
         async fn delete(&self, key: &str) -> $crate::__private::Result<bool> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("delete", || commands.delete(key))
-                .await
+            self.inner.delete(key).await
         }
 
         async fn exists(&self, key: &str) -> $crate::__private::Result<bool> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("exists", || commands.exists(key))
-                .await
+            self.inner.exists(key).await
         }
 
         async fn clear(&self) -> $crate::__private::Result<()> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("clear", || Ok(commands.clear()))
-                .await
+            self.inner.clear().await
+        }
+
+        async fn close(&self) -> $crate::__private::Result<()> {
+            self.inner.close()
         }
 
         async fn get_many(
             &self,
             keys: &[&str],
         ) -> $crate::__private::Result<Vec<Option<$crate::__private::Bytes>>> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("get_many", || commands.get_many(keys))
-                .await
+            self.inner.get_many(keys).await
         }
 
         async fn set_many(
@@ -306,19 +223,11 @@ macro_rules! async_engine_methods {
             entries: &[(&str, $crate::__private::Bytes)],
             ttl: $crate::__private::Ttl,
         ) -> $crate::__private::Result<()> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("set_many", || commands.set_many(entries, ttl))
-                .await
+            self.inner.set_many(entries, ttl).await
         }
 
         async fn delete_many(&self, keys: &[&str]) -> $crate::__private::Result<u64> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("delete_many", || commands.delete_many(keys))
-                .await
+            self.inner.delete_many(keys).await
         }
 
         async fn add(
@@ -327,19 +236,11 @@ macro_rules! async_engine_methods {
             value: $crate::__private::Bytes,
             ttl: $crate::__private::Ttl,
         ) -> $crate::__private::Result<bool> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("add", || commands.add(key, &value, ttl))
-                .await
+            self.inner.add(key, value, ttl).await
         }
 
         async fn increment(&self, key: &str, delta: i64) -> $crate::__private::Result<i64> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("increment", || commands.increment(key, delta))
-                .await
+            self.inner.increment(key, delta).await
         }
 
         async fn touch(
@@ -347,16 +248,7 @@ macro_rules! async_engine_methods {
             key: &str,
             ttl: $crate::__private::Ttl,
         ) -> $crate::__private::Result<bool> {
-            let commands = &self.inner.commands;
-            self.inner
-                .client
-                .run("touch", || commands.touch(key, ttl))
-                .await
-        }
-
-        async fn close(&self) -> $crate::__private::Result<()> {
-            self.inner.client.close();
-            Ok(())
+            self.inner.touch(key, ttl).await
         }
     };
 }

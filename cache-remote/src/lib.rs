@@ -41,6 +41,7 @@ mod pool;
 mod protocol;
 pub mod resp;
 mod settings;
+mod transport;
 
 #[cfg(feature = "tls")]
 pub use backend::TlsSettings;
@@ -56,6 +57,7 @@ pub use settings::{
     ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS,
     DEFAULT_PIPELINES, DEFAULT_TIMEOUT, RemoteOptions,
 };
+pub use transport::{Make, Output, Transport, block_on};
 
 #[doc(hidden)]
 pub mod __private {

@@ -20,7 +20,7 @@
 //! error saying so.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use crate::buffer::ReadBuffer;
 use crate::exchange::{Exchange, Request, Step};
 use crate::protocol::{Decode, ProtocolError, ReplyLimits};
 use crate::settings::ClientSettings;
+use crate::transport::Make;
 
 /// Requests of at most this many bytes are gathered into one write; larger ones are written on
 /// their own, without a copy.
@@ -123,6 +124,8 @@ pub struct Client<B: Backend> {
     slots: Vec<Slot<ReplyOf<B>>>,
     next: AtomicUsize,
     closed: AtomicBool,
+    /// Operations in a row that failed on the connection or while opening one.
+    failures: AtomicU32,
 }
 
 impl<B: Backend> std::fmt::Debug for Client<B> {
@@ -162,6 +165,7 @@ impl<B: Backend> Client<B> {
             slots,
             next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
         }
     }
 
@@ -178,6 +182,19 @@ impl<B: Backend> Client<B> {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// How many operations in a row failed because the server could not be reached, broke
+    /// the connection or did not answer in time; 0 after any operation the server answered
+    /// (as [`blocking::Client::consecutive_failures`](crate::blocking::Client::consecutive_failures)).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    fn answered(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
     }
 
     /// How many connections are open now.
@@ -210,30 +227,67 @@ impl<B: Backend> Client<B> {
     /// # Errors
     ///
     /// As the blocking client's.
-    pub async fn run<E, F>(&self, operation: &'static str, mut make: F) -> Result<E::Output>
+    pub async fn run<E, F>(&self, operation: &'static str, make: F) -> Result<E::Output>
     where
         E: Exchange<ReplyOf<B>>,
-        F: FnMut() -> Result<E>,
+        F: FnMut() -> Result<E> + Send,
+    {
+        self.run_until(
+            operation,
+            crate::exchange::Deadline::after(self.settings.timeout),
+            make,
+        )
+        .await
+    }
+
+    /// [`run`](Self::run) within `deadline`, with any [`Make`]: for an operation of several
+    /// steps that share one deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn run_until<M>(
+        &self,
+        operation: &'static str,
+        given: crate::exchange::Deadline,
+        mut make: M,
+    ) -> Result<crate::transport::Output<B, M>>
+    where
+        M: Make<ReplyOf<B>>,
     {
         let backend = self.backend.name();
         if self.is_closed() {
             return Err(CacheError::Closed { backend });
         }
         let started = Instant::now();
-        let mut deadline = started + self.settings.timeout;
-        let mut budget = self.settings.timeout;
+        let mut deadline = given;
         for attempt in 0..2 {
-            let mut exchange = make()?;
-            let (pipe, opened) = self.pipe(operation).await?;
+            let mut exchange = make.make()?;
+            let (pipe, opened) = match self.pipe(operation).await {
+                Ok(pipe) => pipe,
+                Err(e) => {
+                    if e.is_transient() {
+                        self.failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
+            };
             if let Some(opened) = opened {
                 // Opening a connection has its own bound and does not eat the operation's.
-                let spent = opened - started;
-                deadline = started + self.settings.timeout + spent;
-                budget = self.settings.timeout + spent;
+                deadline = given.extended(opened - started);
             }
-            match self.drive(&pipe, &mut exchange, deadline).await {
-                Ok(output) => return Ok(output),
-                Err(Failure::Reply(error)) => return Err(error),
+            match self
+                .drive(&pipe, &mut exchange, Instant::from_std(deadline.instant()))
+                .await
+            {
+                Ok(output) => {
+                    self.answered();
+                    return Ok(output);
+                }
+                Err(Failure::Reply(error)) => {
+                    self.answered();
+                    return Err(error);
+                }
                 Err(Failure::Broken { .. }) if self.is_closed() => {
                     return Err(CacheError::Closed { backend });
                 }
@@ -249,11 +303,12 @@ impl<B: Backend> Client<B> {
                         && before_idempotent
                         && (idempotent || !sent);
                     if !again {
+                        self.failures.fetch_add(1, Ordering::Relaxed);
                         return Err(why.into_error(
                             backend,
                             operation,
                             self.backend.address(),
-                            budget,
+                            deadline.budget(),
                         ));
                     }
                 }

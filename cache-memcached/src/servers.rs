@@ -1,0 +1,792 @@
+//! The engine over one memcached server or several: where each key goes (ketama), taking a
+//! failing server out of the ring and back, the namespace's generation on every server, and
+//! every operation, written once for both faces (generic over the [`Transport`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use cache_core::{Bytes, CacheError, Capabilities, Result, Ttl};
+use cache_remote::{Deadline, Make, Output, RemoteOptions, ReplyOf, Transport};
+
+use crate::backend::Memcached;
+use crate::generation::{Generation, Held, Raise, Read, next_generation};
+use crate::keys::{BACKEND, TTL_RESOLUTION, WireKey, check_size, exptime, max_ttl};
+use crate::ops::Commands;
+use crate::ring::{Ring, RingServer};
+
+/// When a server is taken out of the ring, and when it is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ejection {
+    /// Operations in a row that must fail on a server (unreachable, broken connection, no
+    /// answer in time) before it is taken out.
+    pub(crate) failure_limit: u32,
+    /// How long a server stays out before it is tried again.
+    pub(crate) retry_after: Duration,
+}
+
+/// One server.
+pub(crate) struct Node<T: Transport> {
+    pub(crate) address: String,
+    pub(crate) client: T::Client<Memcached>,
+    ring: RingServer,
+    /// `Some(when to try it again)` while the server is out of the ring.
+    out_until: Mutex<Option<Instant>>,
+}
+
+impl<T: Transport> std::fmt::Debug for Node<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("address", &self.address)
+            .field("out", &self.out_until().is_some())
+            .finish()
+    }
+}
+
+impl<T: Transport> Node<T> {
+    fn out_until(&self) -> MutexGuard<'_, Option<Instant>> {
+        // Every critical section leaves the state consistent.
+        self.out_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The engine's state, shared by its clones: servers, ring, key rules, generation.
+pub(crate) struct Servers<T: Transport> {
+    pub(crate) nodes: Vec<Node<T>>,
+    /// The ring over the servers in it (indices into `nodes`).
+    ring: RwLock<Arc<Ring>>,
+    /// Whether any server is out, so that the common case checks nothing.
+    any_out: AtomicBool,
+    ejection: Ejection,
+    pub(crate) commands: Commands,
+    generation: Option<Generation>,
+    pub(crate) options: RemoteOptions,
+    pub(crate) hash_keys: bool,
+    /// This engine, for the task that tries servers out of the ring again.
+    me: Weak<Servers<T>>,
+    /// Whether that task runs.
+    retrying: AtomicBool,
+}
+
+impl<T: Transport> std::fmt::Debug for Servers<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Servers")
+            .field("nodes", &self.nodes)
+            .field("ejection", &self.ejection)
+            .field("options", &self.options)
+            .field("hash_keys", &self.hash_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a server's part of a bulk operation gets: indices into the caller's keys.
+type Groups = Vec<(usize, Vec<usize>)>;
+
+/// The same exchange maker for each server of `nodes`.
+fn each<'a, T: Transport, M: Clone>(
+    nodes: &[&'a Node<T>],
+    make: M,
+) -> Vec<(&'a T::Client<Memcached>, M)> {
+    nodes.iter().map(|n| (&n.client, make.clone())).collect()
+}
+
+impl<T: Transport> Servers<T> {
+    pub(crate) fn new(
+        backends: Vec<Memcached>,
+        commands: Commands,
+        generation: Option<Generation>,
+        options: RemoteOptions,
+        hash_keys: bool,
+        ejection: Ejection,
+    ) -> Arc<Self> {
+        let nodes: Vec<Node<T>> = backends
+            .into_iter()
+            .map(|backend| {
+                let address = backend.address_string();
+                Node {
+                    ring: RingServer::from_address(&address).unwrap_or(RingServer {
+                        host: address.clone(),
+                        port: 11211,
+                        weight: 1,
+                    }),
+                    client: T::client(backend, options.client.clone()),
+                    address,
+                    out_until: Mutex::new(None),
+                }
+            })
+            .collect();
+        let all: Vec<(usize, &RingServer)> = nodes.iter().map(|n| &n.ring).enumerate().collect();
+        let ring = Ring::new(&all);
+        Arc::new_cyclic(|me| Self {
+            nodes,
+            ring: RwLock::new(Arc::new(ring)),
+            any_out: AtomicBool::new(false),
+            ejection,
+            commands,
+            generation,
+            options,
+            hash_keys,
+            me: me.clone(),
+            retrying: AtomicBool::new(false),
+        })
+    }
+
+    /// A deadline for one operation.
+    fn deadline(&self) -> Deadline {
+        Deadline::after(self.options.client.timeout)
+    }
+
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        let mut caps = self.options.capabilities(BACKEND);
+        caps.ttl_resolution = TTL_RESOLUTION;
+        caps.max_ttl = max_ttl();
+        caps.max_value_size = Some(self.commands.max_value_size());
+        caps.max_key_len = self.commands.keys.space.max_key_len();
+        caps
+    }
+
+    pub(crate) fn namespace(&self) -> Option<&str> {
+        self.commands.keys.space.namespace()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.nodes.iter().all(|n| T::is_closed(&n.client))
+    }
+
+    pub(crate) fn close(&self) -> Result<()> {
+        for node in &self.nodes {
+            T::close(&node.client);
+        }
+        Ok(())
+    }
+
+    /// The servers out of the ring now.
+    pub(crate) fn out_of_ring(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter(|n| n.out_until().is_some())
+            .map(|n| n.address.as_str())
+            .collect()
+    }
+
+    // ---- routing ------------------------------------------------------------------------
+
+    fn ring(&self) -> Arc<Ring> {
+        // A writer never panics while holding the lock.
+        Arc::clone(&self.ring.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn rebuild_ring(&self) {
+        let live: Vec<(usize, &RingServer)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.out_until().is_none())
+            .map(|(i, n)| (i, &n.ring))
+            .collect();
+        let any_out = live.len() < self.nodes.len();
+        let ring = Arc::new(Ring::new(&live));
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+        self.any_out.store(any_out, Ordering::Release);
+    }
+
+    /// The servers in the ring.
+    fn live(&self) -> Vec<&Node<T>> {
+        self.nodes
+            .iter()
+            .filter(|n| n.out_until().is_none())
+            .collect()
+    }
+
+    fn all_out(&self, operation: &'static str) -> CacheError {
+        CacheError::Connection {
+            backend: BACKEND,
+            operation,
+            address: self
+                .nodes
+                .iter()
+                .map(|n| n.address.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            source: Some(
+                format!(
+                    "every server is out of the ring after failing; each is tried again {:?} \
+                     after it was taken out",
+                    self.ejection.retry_after
+                )
+                .into(),
+            ),
+        }
+    }
+
+    /// The server of `wire`.
+    fn locate(&self, ring: &Ring, wire: &WireKey, operation: &'static str) -> Result<usize> {
+        if self.nodes.len() == 1 {
+            return Ok(0);
+        }
+        ring.locate(wire.key.as_bytes())
+            .ok_or_else(|| self.all_out(operation))
+    }
+
+    /// Takes note of how an operation on `node` ended: a server that keeps failing is taken
+    /// out of the ring (never the only one: its keys would have nowhere else to go).
+    fn account<O>(&self, node: &Node<T>, result: &Result<O>) {
+        let Err(error) = result else { return };
+        if !error.is_transient() || self.nodes.len() == 1 {
+            return;
+        }
+        if T::consecutive_failures(&node.client) < self.ejection.failure_limit {
+            return;
+        }
+        let mut out = node.out_until();
+        if out.is_none() {
+            *out = Some(Instant::now() + self.ejection.retry_after);
+            drop(out);
+            self.rebuild_ring();
+            self.start_retrying();
+        }
+    }
+
+    /// Starts the task that tries servers out of the ring again, unless it runs. Operations
+    /// never wait for those tries.
+    fn start_retrying(&self) {
+        if self
+            .retrying
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            T::spawn(retry_loop(self.me.clone()));
+        }
+    }
+
+    /// When the next server out of the ring is due to be tried, if any is out.
+    fn next_due(&self) -> Option<Instant> {
+        self.nodes.iter().filter_map(|n| *n.out_until()).min()
+    }
+
+    /// Tries the servers whose time out is over: one that answers comes back into the ring,
+    /// after the namespace moved to a new generation (see [`readmit`](Self::readmit)).
+    async fn retry_due(&self) {
+        let now = Instant::now();
+        for node in &self.nodes {
+            if node.out_until().is_some_and(|at| at <= now) {
+                self.readmit(node).await;
+            }
+        }
+    }
+
+    /// A server coming back may hold values that were overwritten or deleted elsewhere while it
+    /// was out. Before it takes its keys back, a namespaced engine moves the namespace to a new
+    /// generation on every server (a `clear()`): nothing the server held can be read again.
+    async fn readmit(&self, node: &Node<T>) {
+        let commands = &self.commands;
+        let answered = T::run(
+            &node.client,
+            "ping",
+            self.deadline(),
+            || Ok(commands.ping()),
+        )
+        .await;
+        let ready = match (&answered, &self.generation) {
+            (Err(_), _) => false,
+            (Ok(()), None) => true,
+            (Ok(()), Some(generation)) => {
+                let mut nodes = self.live();
+                nodes.push(node);
+                self.move_generation(generation, &nodes, "clear", self.deadline())
+                    .await
+                    .is_ok()
+            }
+        };
+        let mut out = node.out_until();
+        if ready {
+            *out = None;
+            drop(out);
+            self.rebuild_ring();
+        } else {
+            *out = Some(Instant::now() + self.ejection.retry_after);
+        }
+    }
+
+    // ---- generations --------------------------------------------------------------------
+
+    /// The namespace's generation, from the cache or, when that is stale, from the servers.
+    async fn generation(&self, operation: &'static str, deadline: Deadline) -> Result<Option<u64>> {
+        let Some(generation) = &self.generation else {
+            return Ok(None);
+        };
+        if let Some(value) = generation.fresh() {
+            return Ok(Some(value));
+        }
+        let nodes = self.live();
+        if nodes.is_empty() {
+            return Err(self.all_out(operation));
+        }
+        // What this engine knew before reading: a generation it learns while the reads are
+        // out (another caller's lookup) is newer than what they return, not lost.
+        let known = generation.known();
+        let limits = self.commands.limits();
+        let read = move || Ok(Read::new(generation, limits));
+        let reads = T::run_each("get", deadline, each(&nodes, read)).await;
+        let mut first_error = None;
+        let mut held = Vec::with_capacity(nodes.len());
+        let mut alive: Vec<&Node<T>> = Vec::with_capacity(nodes.len());
+        for (node, read) in nodes.iter().zip(reads) {
+            self.account(node, &read);
+            match read {
+                Ok(value) => {
+                    held.push(value);
+                    alive.push(node);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if held.is_empty() {
+            return Err(first_error.unwrap_or_else(|| self.all_out(operation)));
+        }
+        let newest = held.iter().filter_map(|h| h.generation()).max();
+        let agreed = newest.is_some_and(|n| {
+            known.is_none_or(|k| n >= k) && held.iter().all(|h| *h == Held::Generation(n))
+        });
+        if agreed {
+            return Ok(newest.map(|n| generation.store(n)));
+        }
+        let (floor, target) = match (newest, known) {
+            // Servers behind the newest (out during a clear, restarted) are raised to it.
+            (Some(n), None) => (n, n),
+            (Some(n), Some(k)) if n >= k => (n, n),
+            // Every server lost the generation this engine uses: never reuse it (its old
+            // entries may survive), move on as a clear would.
+            (n, Some(k)) => {
+                let next = next_generation(Some(n.map_or(k, |n| n.max(k))));
+                (next, next)
+            }
+            // A new namespace: the first seed to reach each server stays.
+            (None, None) => (0, next_generation(None)),
+        };
+        self.raise(generation, &alive, floor, target, operation, deadline)
+            .await
+            .map(Some)
+    }
+
+    /// Raises every server of `nodes` to a generation of at least `floor` (writing `target`,
+    /// see [`Raise`]); the generation is the largest any of them holds afterwards.
+    async fn raise(
+        &self,
+        generation: &Generation,
+        nodes: &[&Node<T>],
+        floor: u64,
+        target: u64,
+        operation: &'static str,
+        deadline: Deadline,
+    ) -> Result<u64> {
+        let limits = self.commands.limits();
+        let raise = move || Ok(Raise::new(generation, floor, target, limits));
+        let raised = T::run_each("set", deadline, each(nodes, raise)).await;
+        let mut first_error = None;
+        let mut newest = None;
+        for (node, result) in nodes.iter().zip(raised) {
+            self.account(node, &result);
+            match result {
+                Ok(value) => newest = newest.max(Some(value)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match newest {
+            Some(value) => Ok(generation.store(value)),
+            None => Err(first_error.unwrap_or_else(|| self.all_out(operation))),
+        }
+    }
+
+    /// Moves the namespace to a generation newer than every one the servers of `nodes` or this
+    /// engine know. It takes effect for this engine at once, even when a server failed (then
+    /// the error is returned: that server may still hold the old generation).
+    async fn move_generation(
+        &self,
+        generation: &Generation,
+        nodes: &[&Node<T>],
+        operation: &'static str,
+        deadline: Deadline,
+    ) -> Result<()> {
+        let limits = self.commands.limits();
+        let read = move || Ok(Read::new(generation, limits));
+        let reads = T::run_each("get", deadline, each(nodes, read)).await;
+        let mut newest = generation.known();
+        let mut first_error = None;
+        for (node, read) in nodes.iter().zip(reads) {
+            self.account(node, &read);
+            match read {
+                Ok(held) => newest = newest.max(held.generation()),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if first_error.is_some() && newest.is_none() {
+            // No server answered: nothing to move past, and nothing moved.
+            return Err(first_error.unwrap_or_else(|| self.all_out(operation)));
+        }
+        let target = next_generation(newest);
+        generation.store(target);
+        let raised = self
+            .raise(generation, nodes, target, target, operation, deadline)
+            .await;
+        match (first_error, raised) {
+            (_, Err(e)) | (Some(e), Ok(_)) => Err(e),
+            (None, Ok(_)) => Ok(()),
+        }
+    }
+
+    // ---- running ------------------------------------------------------------------------
+
+    async fn run_on<M>(
+        &self,
+        node: usize,
+        operation: &'static str,
+        deadline: Deadline,
+        make: M,
+    ) -> Result<Output<Memcached, M>>
+    where
+        M: Make<ReplyOf<Memcached>>,
+    {
+        let node = &self.nodes[node];
+        let result = T::run(&node.client, operation, deadline, make).await;
+        self.account(node, &result);
+        result
+    }
+
+    /// Where each key of `wires` goes, grouped by server in first-seen order.
+    fn group(&self, wires: &[&WireKey], operation: &'static str) -> Result<Groups> {
+        let ring = self.ring();
+        let mut groups: Groups = Vec::new();
+        for (index, wire) in wires.iter().enumerate() {
+            let node = self.locate(&ring, wire, operation)?;
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, members)) => members.push(index),
+                None => groups.push((node, vec![index])),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// A key's wire form and server, the generation read first when it is due.
+    async fn prepare(
+        &self,
+        key: &str,
+        operation: &'static str,
+        deadline: Deadline,
+    ) -> Result<(WireKey, usize)> {
+        let generation = self.generation(operation, deadline).await?;
+        let wire = self.commands.keys.wire(generation, key);
+        let node = self.locate(&self.ring(), &wire, operation)?;
+        Ok((wire, node))
+    }
+
+    async fn prepare_many<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k str>,
+        operation: &'static str,
+        deadline: Deadline,
+    ) -> Result<Vec<WireKey>> {
+        let generation = self.generation(operation, deadline).await?;
+        Ok(keys
+            .map(|key| self.commands.keys.wire(generation, key))
+            .collect())
+    }
+
+    // ---- operations ---------------------------------------------------------------------
+
+    pub(crate) async fn ping(&self) -> Result<()> {
+        let commands = &self.commands;
+        let nodes: Vec<&Node<T>> = self.nodes.iter().collect();
+        let ping = move || Ok(commands.ping());
+        let results = T::run_each("ping", self.deadline(), each(&nodes, ping)).await;
+        results.into_iter().collect::<Result<Vec<()>>>().map(drop)
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let deadline = self.deadline();
+        self.commands.keys.check(key)?;
+        let (wire, node) = self.prepare(key, "get", deadline).await?;
+        let commands = &self.commands;
+        self.run_on(node, "get", deadline, || Ok(commands.get(&wire)))
+            .await
+    }
+
+    pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        let deadline = self.deadline();
+        let hashed = self.commands.keys.check(key)?;
+        let exptime = exptime(ttl, self.commands.default_ttl)?;
+        check_size(key, hashed, &value, self.commands.max_value_size())?;
+        let (wire, node) = self.prepare(key, "set", deadline).await?;
+        let commands = &self.commands;
+        self.run_on(node, "set", deadline, || {
+            Ok(commands.set(key, &wire, &value, exptime))
+        })
+        .await
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
+        let deadline = self.deadline();
+        self.commands.keys.check(key)?;
+        let (wire, node) = self.prepare(key, "delete", deadline).await?;
+        let commands = &self.commands;
+        self.run_on(node, "delete", deadline, || Ok(commands.delete(&wire)))
+            .await
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
+        let deadline = self.deadline();
+        self.commands.keys.check(key)?;
+        let (wire, node) = self.prepare(key, "exists", deadline).await?;
+        let commands = &self.commands;
+        self.run_on(node, "exists", deadline, || Ok(commands.exists(&wire)))
+            .await
+    }
+
+    /// A namespace moves to a new generation on every server (O(1)); without one, every
+    /// server is flushed.
+    pub(crate) async fn clear(&self) -> Result<()> {
+        let deadline = self.deadline();
+        let nodes = self.live();
+        if nodes.is_empty() {
+            return Err(self.all_out("clear"));
+        }
+        if let Some(generation) = &self.generation {
+            return self
+                .move_generation(generation, &nodes, "clear", deadline)
+                .await;
+        }
+        let commands = &self.commands;
+        let flush = move || Ok(commands.flush_all());
+        let results = T::run_each("clear", deadline, each(&nodes, flush)).await;
+        let mut outcome = Ok(());
+        for (node, result) in nodes.iter().zip(results) {
+            self.account(node, &result);
+            if let (Err(e), Ok(())) = (result, &outcome) {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+
+    pub(crate) async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let deadline = self.deadline();
+        self.commands.keys.check_all(keys.iter().copied())?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wires = self
+            .prepare_many(keys.iter().copied(), "get_many", deadline)
+            .await?;
+        let refs: Vec<&WireKey> = wires.iter().collect();
+        let groups = self.group(&refs, "get_many")?;
+        let commands = &self.commands;
+        if let [(node, _)] = groups.as_slice() {
+            return self
+                .run_on(*node, "get_many", deadline, || Ok(commands.get_many(&refs)))
+                .await;
+        }
+        let subsets: Vec<Vec<&WireKey>> = groups
+            .iter()
+            .map(|(_, members)| members.iter().map(|i| refs[*i]).collect())
+            .collect();
+        let mut jobs = Vec::with_capacity(groups.len());
+        for ((node, _), subset) in groups.iter().zip(&subsets) {
+            jobs.push((&self.nodes[*node].client, move || {
+                Ok(commands.get_many(subset))
+            }));
+        }
+        let results = T::run_each("get_many", deadline, jobs).await;
+        let mut values = vec![None; keys.len()];
+        let mut first_error = None;
+        for ((node, members), result) in groups.iter().zip(results) {
+            self.account(&self.nodes[*node], &result);
+            match result {
+                Ok(found) => {
+                    for (index, value) in members.iter().zip(found) {
+                        values[*index] = value;
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(values), Err)
+    }
+
+    pub(crate) async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        let deadline = self.deadline();
+        let exptime = exptime(ttl, self.commands.default_ttl)?;
+        let limit = self.commands.max_value_size();
+        for (key, value) in entries {
+            let hashed = self.commands.keys.check(key)?;
+            check_size(key, hashed, value, limit)?;
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let wires = self
+            .prepare_many(entries.iter().map(|(k, _)| *k), "set_many", deadline)
+            .await?;
+        let refs: Vec<&WireKey> = wires.iter().collect();
+        let groups = self.group(&refs, "set_many")?;
+        let many = entries.len() > 1;
+        let items: Vec<Vec<(&str, WireKey, &Bytes)>> = groups
+            .iter()
+            .map(|(_, members)| {
+                members
+                    .iter()
+                    .map(|i| (entries[*i].0, wires[*i].clone(), &entries[*i].1))
+                    .collect()
+            })
+            .collect();
+        let commands = &self.commands;
+        let mut jobs = Vec::with_capacity(groups.len());
+        for ((node, _), items) in groups.iter().zip(&items) {
+            jobs.push((&self.nodes[*node].client, move || {
+                Ok(commands.set_many(items, exptime, many))
+            }));
+        }
+        let results = T::run_each("set_many", deadline, jobs).await;
+        let mut outcome = Ok(());
+        for ((node, _), result) in groups.iter().zip(results) {
+            self.account(&self.nodes[*node], &result);
+            if let (Err(e), Ok(())) = (result, &outcome) {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+
+    pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let deadline = self.deadline();
+        self.commands.keys.check_all(keys.iter().copied())?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let wires = self
+            .prepare_many(keys.iter().copied(), "delete_many", deadline)
+            .await?;
+        let refs: Vec<&WireKey> = wires.iter().collect();
+        let groups = self.group(&refs, "delete_many")?;
+        let subsets: Vec<Vec<&WireKey>> = groups
+            .iter()
+            .map(|(_, members)| members.iter().map(|i| refs[*i]).collect())
+            .collect();
+        let commands = &self.commands;
+        let mut jobs = Vec::with_capacity(groups.len());
+        for ((node, _), subset) in groups.iter().zip(&subsets) {
+            jobs.push((&self.nodes[*node].client, move || {
+                Ok(commands.delete_many(subset))
+            }));
+        }
+        let results = T::run_each("delete_many", deadline, jobs).await;
+        let mut removed = 0;
+        let mut first_error = None;
+        for ((node, _), result) in groups.iter().zip(results) {
+            self.account(&self.nodes[*node], &result);
+            match result {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(removed), Err)
+    }
+
+    pub(crate) async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        let deadline = self.deadline();
+        let hashed = self.commands.keys.check(key)?;
+        let exptime = exptime(ttl, self.commands.default_ttl)?;
+        check_size(key, hashed, &value, self.commands.max_value_size())?;
+        let (wire, node) = self.prepare(key, "add", deadline).await?;
+        let commands = &self.commands;
+        match exptime {
+            Some(exptime) => {
+                self.run_on(node, "add", deadline, || {
+                    Ok(commands.add(key, &wire, &value, exptime))
+                })
+                .await
+            }
+            // Nothing would be kept: report whether the key was free, store nothing.
+            None => self
+                .run_on(node, "add", deadline, || Ok(commands.exists(&wire)))
+                .await
+                .map(|found| !found),
+        }
+    }
+
+    pub(crate) async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        let deadline = self.deadline();
+        let hashed = self.commands.keys.check(key)?;
+        let default_exptime = exptime(Ttl::Default, self.commands.default_ttl)?.unwrap_or(0);
+        // The longest counter ("-9223372036854775808") must fit.
+        check_size(key, hashed, &[b'0'; 20], self.commands.max_value_size())?;
+        let (wire, node) = self.prepare(key, "increment", deadline).await?;
+        let commands = &self.commands;
+        self.run_on(node, "increment", deadline, || {
+            Ok(commands.increment(key, &wire, delta, default_exptime))
+        })
+        .await
+    }
+
+    pub(crate) async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        let deadline = self.deadline();
+        self.commands.keys.check(key)?;
+        let exptime = exptime(ttl, self.commands.default_ttl)?;
+        let (wire, node) = self.prepare(key, "touch", deadline).await?;
+        let commands = &self.commands;
+        match exptime {
+            Some(exptime) => {
+                self.run_on(node, "touch", deadline, || {
+                    Ok(commands.touch(&wire, exptime))
+                })
+                .await
+            }
+            None => {
+                self.run_on(node, "touch", deadline, || Ok(commands.delete(&wire)))
+                    .await
+            }
+        }
+    }
+}
+
+/// Tries the servers out of the ring of the engine `me` when each is due, until none is out,
+/// the engine is closed, or it is dropped. It never keeps the engine alive while it waits.
+async fn retry_loop<T: Transport>(me: Weak<Servers<T>>) {
+    loop {
+        let wait = {
+            let Some(servers) = me.upgrade() else { return };
+            match servers.next_due() {
+                Some(due) if !servers.is_closed() => due.saturating_duration_since(Instant::now()),
+                _ => {
+                    servers.retrying.store(false, Ordering::Release);
+                    // A server taken out just now, while this task was ending, would wait for
+                    // a task that never comes: look once more.
+                    if servers.next_due().is_none()
+                        || servers.is_closed()
+                        || servers
+                            .retrying
+                            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                            .is_err()
+                    {
+                        return;
+                    }
+                    Duration::ZERO
+                }
+            }
+        };
+        if !wait.is_zero() {
+            T::sleep(wait).await;
+        }
+        let Some(servers) = me.upgrade() else { return };
+        servers.retry_due().await;
+    }
+}

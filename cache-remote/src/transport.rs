@@ -1,0 +1,300 @@
+//! One way to write routing once for both faces: [`Transport`] runs exchanges on a client of
+//! the blocking or the async face, and code over several servers (a cluster's slots, a ring of
+//! memcached servers, a master found through sentinels) is written as `async` code generic over
+//! it. On the blocking face every future it builds is ready at its first poll: [`block_on`]
+//! runs it on the calling thread without any runtime.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use cache_core::{Async, Blocking, Result};
+
+use crate::backend::{Backend, ReplyOf};
+use crate::exchange::{Deadline, Exchange};
+use crate::settings::ClientSettings;
+
+/// What makes an operation's exchange, again when the operation runs a second time on a new
+/// connection: any `FnMut() -> Result<E>` closure.
+///
+/// A trait of its own, with the exchange as an associated type, rather than a closure bound:
+/// futures holding such makers then prove `Send` without tripping over the closures' lifetimes.
+pub trait Make<R>: Send {
+    /// The exchange made.
+    type Exchange: Exchange<R>;
+
+    /// Makes the exchange.
+    ///
+    /// # Errors
+    ///
+    /// The operation's, before anything is sent.
+    fn make(&mut self) -> Result<Self::Exchange>;
+}
+
+impl<R, E, F> Make<R> for F
+where
+    F: FnMut() -> Result<E> + Send,
+    E: Exchange<R>,
+{
+    type Exchange = E;
+
+    fn make(&mut self) -> Result<E> {
+        self()
+    }
+}
+
+/// How one face of the engines runs exchanges: [`Blocking`] with [`blocking::Client`]
+/// (the calling thread does the I/O), [`Async`] with [`pipelined::Client`] (tokio).
+///
+/// [`blocking::Client`]: crate::blocking::Client
+/// [`pipelined::Client`]: crate::pipelined::Client
+pub trait Transport: Send + Sync + Sized + 'static {
+    /// A client of one server.
+    type Client<B: Backend>: Send + Sync + std::fmt::Debug;
+
+    /// A client of `backend`; no connection is opened until the first operation.
+    fn client<B: Backend>(backend: B, settings: ClientSettings) -> Self::Client<B>;
+
+    /// The client's backend.
+    fn backend<B: Backend>(client: &Self::Client<B>) -> &B;
+
+    /// Runs the exchange `make` builds on `client` within `deadline`, as `run_until` of the
+    /// face's client does.
+    fn run<B, M>(
+        client: &Self::Client<B>,
+        operation: &'static str,
+        deadline: Deadline,
+        make: M,
+    ) -> impl Future<Output = Result<Output<B, M>>> + Send
+    where
+        B: Backend,
+        M: Make<ReplyOf<B>>;
+
+    /// Runs one exchange on each client of `jobs` at once within `deadline`; each result in the
+    /// order of `jobs`.
+    fn run_each<B, M>(
+        operation: &'static str,
+        deadline: Deadline,
+        jobs: Vec<(&Self::Client<B>, M)>,
+    ) -> impl Future<Output = Vec<Result<Output<B, M>>>> + Send
+    where
+        B: Backend,
+        M: Make<ReplyOf<B>>;
+
+    /// Runs `task` in the background: on a thread of its own for the blocking face, as a tokio
+    /// task for the async one (when called outside a runtime, the task does not run).
+    fn spawn(task: impl Future<Output = ()> + Send + 'static);
+
+    /// Waits `duration`: the thread sleeps on the blocking face, the task on the async one.
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Operations in a row that failed on the client's connections (see
+    /// [`blocking::Client::consecutive_failures`](crate::blocking::Client::consecutive_failures)).
+    fn consecutive_failures<B: Backend>(client: &Self::Client<B>) -> u32;
+
+    /// Closes the client.
+    fn close<B: Backend>(client: &Self::Client<B>);
+
+    /// Whether the client was closed.
+    fn is_closed<B: Backend>(client: &Self::Client<B>) -> bool;
+}
+
+impl Transport for Blocking {
+    type Client<B: Backend> = crate::blocking::Client<B>;
+
+    fn client<B: Backend>(backend: B, settings: ClientSettings) -> Self::Client<B> {
+        crate::blocking::Client::new(backend, settings)
+    }
+
+    fn backend<B: Backend>(client: &Self::Client<B>) -> &B {
+        client.backend()
+    }
+
+    fn run<B, M>(
+        client: &Self::Client<B>,
+        operation: &'static str,
+        deadline: Deadline,
+        mut make: M,
+    ) -> impl Future<Output = Result<Output<B, M>>> + Send
+    where
+        B: Backend,
+        M: Make<ReplyOf<B>>,
+    {
+        std::future::ready(client.run_until(operation, deadline, || make.make()))
+    }
+
+    fn run_each<B, M>(
+        operation: &'static str,
+        deadline: Deadline,
+        jobs: Vec<(&Self::Client<B>, M)>,
+    ) -> impl Future<Output = Vec<Result<Output<B, M>>>> + Send
+    where
+        B: Backend,
+        M: Make<ReplyOf<B>>,
+    {
+        let jobs = jobs
+            .into_iter()
+            .map(|(client, mut make)| (client, move || make.make()))
+            .collect();
+        std::future::ready(crate::blocking::Client::run_each(operation, deadline, jobs))
+    }
+
+    fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+        // Without a thread the task cannot run; the caller sees the same as a task that never
+        // got to run (the engine keeps working without it).
+        let _ = std::thread::Builder::new()
+            .name("cache-toolkit".into())
+            .spawn(move || block_on(task));
+    }
+
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {
+        std::thread::sleep(duration);
+        std::future::ready(())
+    }
+
+    fn consecutive_failures<B: Backend>(client: &Self::Client<B>) -> u32 {
+        client.consecutive_failures()
+    }
+
+    fn close<B: Backend>(client: &Self::Client<B>) {
+        client.close();
+    }
+
+    fn is_closed<B: Backend>(client: &Self::Client<B>) -> bool {
+        client.is_closed()
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Transport for Async {
+    type Client<B: Backend> = crate::pipelined::Client<B>;
+
+    fn client<B: Backend>(backend: B, settings: ClientSettings) -> Self::Client<B> {
+        crate::pipelined::Client::new(backend, settings)
+    }
+
+    fn backend<B: Backend>(client: &Self::Client<B>) -> &B {
+        client.backend()
+    }
+
+    fn run<B, M>(
+        client: &Self::Client<B>,
+        operation: &'static str,
+        deadline: Deadline,
+        make: M,
+    ) -> impl Future<Output = Result<Output<B, M>>> + Send
+    where
+        B: Backend,
+        M: Make<ReplyOf<B>>,
+    {
+        client.run_until(operation, deadline, make)
+    }
+
+    fn run_each<B, M>(
+        operation: &'static str,
+        deadline: Deadline,
+        jobs: Vec<(&Self::Client<B>, M)>,
+    ) -> impl Future<Output = Vec<Result<Output<B, M>>>> + Send
+    where
+        B: Backend,
+        M: Make<ReplyOf<B>>,
+    {
+        futures_util::future::join_all(
+            jobs.into_iter()
+                .map(move |(client, make)| client.run_until(operation, deadline, make)),
+        )
+    }
+
+    fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+        if let Ok(runtime) = ::tokio::runtime::Handle::try_current() {
+            runtime.spawn(task);
+        }
+    }
+
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {
+        ::tokio::time::sleep(duration)
+    }
+
+    fn consecutive_failures<B: Backend>(client: &Self::Client<B>) -> u32 {
+        client.consecutive_failures()
+    }
+
+    fn close<B: Backend>(client: &Self::Client<B>) {
+        client.close();
+    }
+
+    fn is_closed<B: Backend>(client: &Self::Client<B>) -> bool {
+        client.is_closed()
+    }
+}
+
+/// The output of the exchanges `M` makes for backend `B`.
+pub type Output<B, M> = <<M as Make<ReplyOf<B>>>::Exchange as Exchange<ReplyOf<B>>>::Output;
+
+/// Wakes a thread parked in [`block_on`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` to completion on the calling thread.
+///
+/// Meant for futures of the [`Blocking`] transport, which are ready at their first poll (their
+/// I/O is done on the calling thread), so this costs one poll and allocates nothing. Any other
+/// future works too: the thread parks until it is woken.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    if let Poll::Ready(output) = future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        return output;
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_on_runs_ready_and_pending_futures() {
+        assert_eq!(block_on(async { 7 }), 7);
+        let (tx, rx) = std::sync::mpsc::channel::<Waker>();
+        let woken = std::thread::spawn(move || {
+            if let Ok(waker) = rx.recv() {
+                waker.wake();
+            }
+        });
+        let mut polled = 0;
+        let mut tx = Some(tx);
+        let out = block_on(std::future::poll_fn(|cx| {
+            polled += 1;
+            match tx.take() {
+                Some(tx) => {
+                    let _ = tx.send(cx.waker().clone());
+                    Poll::Pending
+                }
+                None => Poll::Ready(polled),
+            }
+        }));
+        assert!(out >= 2, "{out}");
+        woken.join().unwrap_or_default();
+    }
+}
