@@ -56,6 +56,9 @@ impl SyncStream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     }
 }
 
+/// How long a read may wait for bytes that have already arrived, once the deadline passed.
+const LAST_LOOK: Duration = Duration::from_millis(1);
+
 /// One connection.
 struct Conn {
     stream: Box<dyn SyncStream>,
@@ -155,13 +158,16 @@ impl Conn {
         }
     }
 
-    /// Reads one reply.
+    /// Reads one reply. Once the deadline has passed, what has already arrived is still read
+    /// (one short read): when several servers are read one after another, a slow one must not
+    /// make the replies the others already sent count as late.
     fn receive<D: Decode>(
         &mut self,
         decoder: &D,
         request: &Request,
         deadline: &Deadline,
     ) -> std::result::Result<D::Reply, Broken> {
+        let mut last_look = false;
         loop {
             if let Some(reply) = self
                 .buf
@@ -170,12 +176,23 @@ impl Conn {
             {
                 return Ok(reply);
             }
-            self.arm(Direction::Read, deadline)?;
+            if deadline.remaining().is_some() {
+                self.arm(Direction::Read, deadline)?;
+            } else if last_look {
+                return Err(Broken::Timeout);
+            } else {
+                last_look = true;
+                self.stream
+                    .set_read_timeout(Some(LAST_LOOK))
+                    .map_err(Broken::Io)?;
+                self.read_timeout = Some(LAST_LOOK);
+            }
             let spare = self.buf.spare();
             match self.stream.read(spare) {
                 Ok(0) => return Err(Broken::Closed),
                 Ok(n) => self.buf.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) && last_look => return Err(Broken::Timeout),
                 Err(e) if is_timeout(&e) => self.timed_out(Direction::Read, deadline)?,
                 Err(e) => return Err(Broken::Io(e)),
             }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use cache_core::{Async, Blocking, Result};
+#[cfg(feature = "tokio")]
+use cache_core::Async;
+use cache_core::{Blocking, Result};
 
 use crate::backend::{Backend, ReplyOf};
 use crate::exchange::{Deadline, Exchange};

@@ -126,7 +126,48 @@ impl TestServer {
     ///
     /// [`Unavailable`] when the binary is missing or the server does not start.
     pub fn start(kind: ServerKind, extra_args: &[&str]) -> Result<Self, Unavailable> {
-        if extra_args.is_empty() {
+        Self::start_with(kind, extra_args, true)
+    }
+
+    /// Starts a server of `kind` with extra arguments, always one of the harness's own (never
+    /// the external one the environment may name): for tests that stop, freeze or flush it.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when the binary is missing or the server does not start.
+    pub fn start_owned(kind: ServerKind, extra_args: &[&str]) -> Result<Self, Unavailable> {
+        Self::start_with(kind, extra_args, false)
+    }
+
+    /// `count` memcached servers of the harness's own, for tests of an engine over several.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when the binary is missing or a server does not start.
+    pub fn memcached_set(count: usize) -> Result<Vec<Self>, Unavailable> {
+        (0..count)
+            .map(|_| Self::start_owned(ServerKind::Memcached, &[]))
+            .collect()
+    }
+
+    /// Three memcached servers shared by every test of this process, started on first use
+    /// (`None` as [`shared`](Self::shared)).
+    ///
+    /// # Panics
+    ///
+    /// As [`shared`](Self::shared).
+    pub fn shared_memcached_set() -> Option<Arc<Vec<TestServer>>> {
+        static SET: OnceLock<Option<Arc<Vec<TestServer>>>> = OnceLock::new();
+        SET.get_or_init(|| Self::memcached_set(3).map(Arc::new).or_skip())
+            .clone()
+    }
+
+    fn start_with(
+        kind: ServerKind,
+        extra_args: &[&str],
+        external_allowed: bool,
+    ) -> Result<Self, Unavailable> {
+        if extra_args.is_empty() && external_allowed {
             if let Ok(external) = std::env::var(kind.external_var()) {
                 return Ok(Self {
                     kind,
