@@ -51,7 +51,7 @@ impl RedisEngineBuilder<Async> {
     /// As the blocking builder's [`build`](RedisEngineBuilder::build).
     pub fn build(self) -> Result<AsyncRedisEngine> {
         Ok(AsyncRedisEngine {
-            inner: self.parts()?.core(),
+            inner: self.parts()?.core()?,
         })
     }
 }

@@ -20,6 +20,8 @@ pub(crate) struct Redis {
     address: String,
     /// `AUTH` and `SELECT`, encoded once, and how many replies they get.
     handshake: Option<(Vec<u8>, usize)>,
+    /// Whether the handshake ends with `ROLE`, refusing a server that is not a master.
+    require_master: bool,
     #[cfg(feature = "tls")]
     tls: Option<cache_remote::TlsSettings>,
 }
@@ -47,9 +49,18 @@ impl Redis {
         Self {
             address: url.address(),
             handshake: (replies > 0).then_some((bytes, replies)),
+            require_master: false,
             #[cfg(feature = "tls")]
             tls,
         }
+    }
+
+    /// Makes every new connection check that the server is a master (`ROLE`), and fail as a
+    /// transient connection error when it is not: after a failover, the old master may still
+    /// answer, as a replica.
+    pub(crate) fn requiring_master(mut self) -> Self {
+        self.require_master = true;
+        self
     }
 }
 
@@ -69,13 +80,34 @@ impl Backend for Redis {
     }
 
     fn handshake(&self) -> Option<BoxExchange<'static, Value, ()>> {
-        let (bytes, replies) = self.handshake.clone()?;
+        let (mut bytes, mut replies) = self.handshake.clone().unwrap_or_default();
+        if self.require_master {
+            resp::command(&mut bytes, &[b"ROLE"]);
+            replies += 1;
+        }
+        if replies == 0 {
+            return None;
+        }
         let address = self.address.clone();
-        let request = Request::new(bytes, replies, ReplyLimits::scalar(1024));
+        let require_master = self.require_master;
+        // ROLE of a replica names its master and a few numbers; of a master, its replicas.
+        let limits = ReplyLimits::scalar(1024).with_arrays(1024, 3);
+        let request = Request::new(bytes, replies, limits);
         Some(Box::new(single(request, move |replies: Vec<Value>| {
-            for reply in replies {
+            let count = replies.len();
+            for (index, reply) in replies.into_iter().enumerate() {
                 match reply {
                     Value::Simple(_) => {}
+                    Value::Array(role) if require_master && index + 1 == count => {
+                        if !matches!(role.first(), Some(Value::Bulk(name)) if name == b"master") {
+                            return Err(CacheError::Connection {
+                                backend: BACKEND,
+                                operation: "connect",
+                                address: address.clone(),
+                                source: Some("the server is not a master (any more)".into()),
+                            });
+                        }
+                    }
                     Value::Error(text) => {
                         return Err(reply_error(&text, "connect", &address, None));
                     }
@@ -92,8 +124,42 @@ impl Backend for Redis {
     }
 }
 
+/// A cluster node's answer that a key's slot is served elsewhere (`-MOVED slot host:port`), or
+/// is being moved there (`-ASK slot host:port`: ask once, after `ASKING`). Kept as the source of
+/// a `Backend` error; the cluster router takes it out and follows it, so callers never see it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster {} slot {slot} to {address}", if *.ask { "is moving" } else { "moved" })]
+pub(crate) struct Redirect {
+    pub(crate) ask: bool,
+    pub(crate) slot: u16,
+    pub(crate) address: String,
+}
+
+impl Redirect {
+    fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split(' ');
+        let ask = match words.next()? {
+            "MOVED" => false,
+            "ASK" => true,
+            _ => return None,
+        };
+        let slot = words.next()?.parse().ok()?;
+        let address = words.next()?.to_string();
+        Some(Self { ask, slot, address })
+    }
+
+    /// The redirection an error carries, if any.
+    pub(crate) fn of(error: &CacheError) -> Option<&Redirect> {
+        match error {
+            CacheError::Backend { source, .. } => source.downcast_ref::<Redirect>(),
+            _ => None,
+        }
+    }
+}
+
 /// What an error reply means: credentials refused, a command refused by an ACL, out of memory
-/// (for a write of `key`), or anything else.
+/// (for a write of `key`), a cluster redirection, a server that cannot serve for now (a
+/// cluster without quorum, a replica, a server loading its data), or anything else.
 pub(crate) fn reply_error(
     text: &str,
     operation: &'static str,
@@ -101,8 +167,24 @@ pub(crate) fn reply_error(
     key: Option<(&str, bool)>,
 ) -> CacheError {
     let code = text.split(' ').next().unwrap_or_default();
+    if let Some(redirect) = Redirect::parse(text) {
+        return CacheError::Backend {
+            backend: BACKEND,
+            source: Box::new(redirect),
+        };
+    }
     let source = Some(Box::new(ServerError(text.to_string())) as cache_core::BoxError);
     match (code, key) {
+        // Nothing was done, and the same request may succeed soon: transient, like a
+        // connection that failed.
+        ("TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN" | "READONLY", _) => {
+            CacheError::Connection {
+                backend: BACKEND,
+                operation,
+                address: address.to_string(),
+                source,
+            }
+        }
         ("NOAUTH" | "WRONGPASS", _) => CacheError::Authentication {
             backend: BACKEND,
             address: address.to_string(),

@@ -22,6 +22,7 @@ pub struct RedisEngineBuilder<Face = Blocking> {
     pub(crate) options: RemoteOptions,
     pub(crate) max_value_size: usize,
     pub(crate) relaxed_keys: bool,
+    pub(crate) colocate_namespace: bool,
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
     pub(crate) danger_accept_invalid_certs: bool,
     face: PhantomData<fn() -> Face>,
@@ -34,6 +35,7 @@ impl<Face> Default for RedisEngineBuilder<Face> {
             options: RemoteOptions::default(),
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             relaxed_keys: false,
+            colocate_namespace: false,
             tls_root_certificate: None,
             danger_accept_invalid_certs: false,
             face: PhantomData,
@@ -48,6 +50,7 @@ impl<Face> Clone for RedisEngineBuilder<Face> {
             options: self.options.clone(),
             max_value_size: self.max_value_size,
             relaxed_keys: self.relaxed_keys,
+            colocate_namespace: self.colocate_namespace,
             tls_root_certificate: self.tls_root_certificate.clone(),
             danger_accept_invalid_certs: self.danger_accept_invalid_certs,
             face: PhantomData,
@@ -62,6 +65,7 @@ impl<Face> fmt::Debug for RedisEngineBuilder<Face> {
             .field("options", &self.options)
             .field("max_value_size", &self.max_value_size)
             .field("relaxed_keys", &self.relaxed_keys)
+            .field("colocate_namespace", &self.colocate_namespace)
             .field(
                 "tls_root_certificate",
                 &self.tls_root_certificate.as_ref().map(|_| "set"),
@@ -75,10 +79,47 @@ impl<Face> fmt::Debug for RedisEngineBuilder<Face> {
 }
 
 impl<Face> RedisEngineBuilder<Face> {
-    /// The server: `redis://[user][:password@]host[:port][/db]`, or `rediss://` for TLS (feature
-    /// `tls`). Default `redis://127.0.0.1:6379`.
+    /// Where the data lives. Default `redis://127.0.0.1:6379`.
+    ///
+    /// | form | what |
+    /// |---|---|
+    /// | `redis://[user][:password@]host[:port][/db]` | one server (port 6379, database 0 by default) |
+    /// | `redis-cluster://[user][:password@]host:port[,host:port...]` | a Redis Cluster, found through any of these nodes (database 0 only) |
+    /// | `redis-sentinel://[user][:password@]host:port[,host:port...]/master[/db]` | the master named `master`, found through these sentinels (port 26379 by default) |
+    ///
+    /// `rediss://`, `rediss-cluster://` and `rediss-sentinel://` are the same over TLS (feature
+    /// `tls`). Credentials are those of the data servers; a password with special characters is
+    /// percent-encoded. See [`cluster`](Self::cluster) and [`sentinels`](Self::sentinels) for
+    /// the same without a URL.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
+        self
+    }
+
+    /// A Redis Cluster, found through any of `nodes` (`host:port`, or `redis://` URLs whose
+    /// credentials are used on every node). Replaces the URL; the same as
+    /// `url("redis-cluster://node,node,...")`.
+    ///
+    /// Keys of a namespace spread over every master; bulk operations group keys by node and run
+    /// the nodes at once. MOVED and ASK redirections, slot moves and failovers are followed
+    /// without the caller seeing them, but for errors while a failed master is replaced (see
+    /// the [crate docs](crate#redis-cluster)).
+    pub fn cluster<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.url = nodes_url("redis-cluster://", nodes, "");
+        self
+    }
+
+    /// The master named `master`, found through `sentinels` (`host:port`, port 26379 by
+    /// default, or `redis://` URLs whose credentials are used for the master). Replaces the
+    /// URL; the same as `url("redis-sentinel://sentinel,sentinel,.../master")`. After a
+    /// failover the engine follows the new master (see the
+    /// [crate docs](crate#redis-sentinel)).
+    pub fn sentinels<S: Into<String>>(
+        mut self,
+        sentinels: impl IntoIterator<Item = S>,
+        master: &str,
+    ) -> Self {
+        self.url = nodes_url("redis-sentinel://", sentinels, &format!("/{master}"));
         self
     }
 
@@ -97,6 +138,20 @@ impl<Face> RedisEngineBuilder<Face> {
     /// portable between engines.
     pub fn relaxed_keys(mut self, relaxed: bool) -> Self {
         self.relaxed_keys = relaxed;
+        self
+    }
+
+    /// On a cluster: keeps every key of the namespace in one hash slot, so on one master, by
+    /// putting the namespace in a hash tag (`{namespace}:key`). Default off: keys spread over
+    /// every master.
+    ///
+    /// The trade-off: the namespace's data, memory and load then sit on one master (and its
+    /// replicas) instead of being spread, and that master's failover stops the whole namespace
+    /// at once; in exchange every bulk operation on the namespace is one request to one node,
+    /// and a clear touches one node. `build` refuses it without a cluster or a namespace, or
+    /// with a namespace holding `{` or `}`.
+    pub fn colocate_namespace(mut self, colocate: bool) -> Self {
+        self.colocate_namespace = colocate;
         self
     }
 
@@ -164,6 +219,160 @@ impl ServerUrl {
     /// `host:port`, to connect to and to name in errors.
     pub(crate) fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Builds a several-node URL from nodes given one by one (`host:port` or `redis://` URLs): the
+/// first credentials found are kept.
+fn nodes_url<S: Into<String>>(
+    scheme: &str,
+    nodes: impl IntoIterator<Item = S>,
+    path: &str,
+) -> String {
+    let mut userinfo = None;
+    let mut tls = false;
+    let mut hosts = Vec::new();
+    for node in nodes {
+        let node: String = node.into();
+        let rest = if let Some(rest) = node.strip_prefix("rediss://") {
+            tls = true;
+            rest.to_string()
+        } else {
+            node.strip_prefix("redis://").unwrap_or(&node).to_string()
+        };
+        let rest = rest.split('/').next().unwrap_or_default();
+        let host = match rest.rsplit_once('@') {
+            Some((info, host)) => {
+                userinfo.get_or_insert_with(|| info.to_string());
+                host
+            }
+            None => rest,
+        };
+        hosts.push(host.to_string());
+    }
+    let scheme = if tls {
+        scheme.replacen("redis", "rediss", 1)
+    } else {
+        scheme.to_string()
+    };
+    let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    format!("{scheme}{userinfo}{}{path}", hosts.join(","))
+}
+
+/// Where an engine's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// One server.
+    Single(ServerUrl),
+    /// A cluster, found through these nodes (each with the credentials and TLS of the URL).
+    Cluster(Vec<ServerUrl>),
+    /// The master named `master`, found through these sentinels; `data` holds the
+    /// credentials, database and TLS for the master (its host is replaced when found).
+    Sentinel {
+        sentinels: Vec<ServerUrl>,
+        master: String,
+        data: ServerUrl,
+    },
+}
+
+impl Target {
+    /// A URL naming the data servers' credentials, database and TLS, for any host.
+    pub(crate) fn template(&self) -> &ServerUrl {
+        match self {
+            Self::Single(url) => url,
+            Self::Cluster(seeds) => &seeds[0],
+            Self::Sentinel { data, .. } => data,
+        }
+    }
+}
+
+/// Parses every URL form [`RedisEngineBuilder::url`] accepts.
+pub(crate) fn parse_target(text: &str) -> Result<Target> {
+    let bad = |why: &str| {
+        CacheError::invalid_config(format!("cannot use Redis URL {}: {why}", redact(text)))
+    };
+    let (kind, tls, rest) = if let Some(rest) = text.strip_prefix("redis-cluster://") {
+        ("cluster", false, rest)
+    } else if let Some(rest) = text.strip_prefix("rediss-cluster://") {
+        ("cluster", true, rest)
+    } else if let Some(rest) = text.strip_prefix("redis-sentinel://") {
+        ("sentinel", false, rest)
+    } else if let Some(rest) = text.strip_prefix("rediss-sentinel://") {
+        ("sentinel", true, rest)
+    } else {
+        return parse_url(text).map(Target::Single);
+    };
+    if text.contains(['#', '?']) {
+        return Err(bad("fragments and query parameters are not accepted"));
+    }
+    let (hosts, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, ""),
+    };
+    let (userinfo, hosts) = match hosts.rsplit_once('@') {
+        Some((info, hosts)) => (format!("{info}@"), hosts),
+        None => (String::new(), hosts),
+    };
+    let scheme = if tls { "rediss" } else { "redis" };
+    let default_port = if kind == "sentinel" { 26379 } else { 6379 };
+    let mut nodes = Vec::new();
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let mut url = parse_url(&format!("{scheme}://{userinfo}{host}"))
+            .map_err(|_| bad(&format!("node {host:?} is not host[:port]")))?;
+        let has_port = match host.rfind(']') {
+            Some(close) => host[close..].contains(':'),
+            None => host.contains(':'),
+        };
+        if !has_port {
+            url.port = default_port;
+        }
+        nodes.push(url);
+    }
+    if nodes.is_empty() {
+        return Err(bad("no node given"));
+    }
+    match kind {
+        "cluster" => {
+            if !matches!(path, "" | "/" | "/0") {
+                return Err(bad("a cluster has database 0 only"));
+            }
+            Ok(Target::Cluster(nodes))
+        }
+        _ => {
+            let mut parts = path.trim_start_matches('/').split('/');
+            let master = parts.next().unwrap_or_default();
+            if master.is_empty() {
+                return Err(bad(
+                    "name the master: redis-sentinel://host:port/master-name",
+                ));
+            }
+            let db = match parts.next() {
+                None | Some("") => 0,
+                Some(db) => db
+                    .parse()
+                    .map_err(|_| bad("the path must be /master-name[/db]"))?,
+            };
+            if parts.next().is_some() {
+                return Err(bad("the path must be /master-name[/db]"));
+            }
+            let mut data = nodes[0].clone();
+            data.db = db;
+            // Sentinels are asked without credentials: those are the master's.
+            let sentinels = nodes
+                .into_iter()
+                .map(|mut s| {
+                    s.username = None;
+                    s.password = None;
+                    s.db = 0;
+                    s
+                })
+                .collect();
+            Ok(Target::Sentinel {
+                sentinels,
+                master: master.to_string(),
+                data,
+            })
+        }
     }
 }
 

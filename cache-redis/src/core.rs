@@ -1,16 +1,29 @@
 //! The engine's operations, written once for both faces (generic over the [`Transport`]): key
-//! checks and exchanges from [`Commands`], run where the topology says.
+//! checks and exchanges from [`Commands`], run where the topology says: one server, the node of
+//! a cluster serving the key's slot, or the master the sentinels name.
 
-use cache_core::{Bytes, Capabilities, Result, Ttl};
-use cache_remote::{Deadline, Make, Output, RemoteOptions, ReplyOf, Transport};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::backend::{BACKEND, Redis};
+use cache_core::{Bytes, CacheError, Capabilities, Result, Ttl};
+use cache_remote::resp::{self, Value};
+use cache_remote::{BoxExchange, Deadline, Make, Output, RemoteOptions, ReplyOf, Transport};
+
+use crate::backend::{BACKEND, Redirect, Redis};
+use crate::cluster::{
+    Answer, Asking, Cluster, MAX_REDIRECTS, PerKey, bulk, key_slot, too_many_redirects,
+};
 use crate::ops::{Commands, MAX_TTL, TTL_RESOLUTION};
+use crate::sentinel::Sentinel;
 
 /// Where the engine's keys live.
 pub(crate) enum Topology<T: Transport> {
     /// One server.
-    Single(T::Client<Redis>),
+    Single(Arc<T::Client<Redis>>),
+    /// A Redis Cluster.
+    Cluster(Box<Cluster<T>>),
+    /// The master some sentinels name.
+    Sentinel(Arc<Sentinel<T>>),
 }
 
 /// The engine's state, shared by its clones.
@@ -20,7 +33,10 @@ pub(crate) struct Core<T: Transport> {
     pub(crate) options: RemoteOptions,
     /// The URL with the password hidden.
     pub(crate) shown_url: String,
+    pub(crate) closed: AtomicBool,
 }
+
+type Keyed<'a, V> = BoxExchange<'a, Value, Vec<Answer<V>>>;
 
 impl<T: Transport> Core<T> {
     fn deadline(&self) -> Deadline {
@@ -37,62 +53,244 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn namespace(&self) -> Option<&str> {
-        self.commands.keys.namespace()
+        self.options.namespace.as_deref()
     }
 
-    /// Every client of the engine.
-    pub(crate) fn clients(&self) -> Vec<&T::Client<Redis>> {
+    /// Every client of the engine (for a cluster or sentinels: those opened so far).
+    pub(crate) fn clients(&self) -> Vec<Arc<T::Client<Redis>>> {
         match &self.topology {
-            Topology::Single(client) => vec![client],
+            Topology::Single(client) => vec![Arc::clone(client)],
+            Topology::Cluster(cluster) => cluster.clients(),
+            Topology::Sentinel(sentinel) => sentinel.clients(),
         }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.clients().into_iter().all(|c| T::is_closed(c))
+        self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        if let Topology::Sentinel(sentinel) = &self.topology {
+            sentinel.close();
+        }
         for client in self.clients() {
-            T::close(client);
+            T::close(&client);
         }
         Ok(())
     }
 
-    /// Runs an operation on the server of `key`.
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(CacheError::Closed { backend: BACKEND });
+        }
+        Ok(())
+    }
+
+    /// Runs an operation on the server of `key`: in a cluster, the master serving its slot,
+    /// following MOVED and ASK.
     async fn keyed<M>(
         &self,
         operation: &'static str,
-        _key: &str,
+        key: &str,
         deadline: Deadline,
         make: M,
     ) -> Result<Output<Redis, M>>
     where
-        M: Make<ReplyOf<Redis>>,
+        M: Make<ReplyOf<Redis>> + Clone,
     {
-        match &self.topology {
-            Topology::Single(client) => T::run(client, operation, deadline, make).await,
+        self.check_open()?;
+        let cluster = match &self.topology {
+            Topology::Single(client) => return T::run(client, operation, deadline, make).await,
+            Topology::Sentinel(sentinel) => return sentinel.run(operation, deadline, make).await,
+            Topology::Cluster(cluster) => cluster,
+        };
+        // Bad keys are refused before anything is sent.
+        let slot = key_slot(self.commands.key(key)?.as_bytes());
+        let mut ask: Option<String> = None;
+        for _ in 0..MAX_REDIRECTS {
+            let result = match ask.take() {
+                Some(address) => {
+                    let client = cluster.client(&address)?;
+                    let mut inner = make.clone();
+                    T::run(&client, operation, deadline, move || {
+                        inner.make().map(|inner| Asking { inner })
+                    })
+                    .await
+                }
+                None => {
+                    let address = cluster.owner(slot, deadline).await?;
+                    let client = cluster.client(&address)?;
+                    T::run(&client, operation, deadline, make.clone()).await
+                }
+            };
+            let error = match result {
+                Ok(output) => return Ok(output),
+                Err(error) => error,
+            };
+            match Redirect::of(&error) {
+                Some(redirect) if redirect.ask => ask = Some(redirect.address.clone()),
+                Some(redirect) => {
+                    cluster.moved(redirect);
+                    let _ = cluster.refresh(deadline, false).await;
+                }
+                None => {
+                    if error.is_transient() {
+                        // A node down or failed over: read the map again for the next call.
+                        let _ = cluster.refresh(deadline, false).await;
+                    }
+                    return Err(error);
+                }
+            }
         }
+        Err(too_many_redirects(key, operation))
     }
 
-    /// Runs an operation that involves every server.
-    async fn whole<M>(
+    /// Runs an operation on every master (one server, the cluster's masters, or the master the
+    /// sentinels name); the first error, once every one answered.
+    async fn on_every_master<M>(
         &self,
         operation: &'static str,
         deadline: Deadline,
         make: M,
-    ) -> Result<Output<Redis, M>>
+    ) -> Result<Vec<Output<Redis, M>>>
     where
-        M: Make<ReplyOf<Redis>>,
+        M: Make<ReplyOf<Redis>> + Clone,
     {
-        match &self.topology {
-            Topology::Single(client) => T::run(client, operation, deadline, make).await,
+        self.check_open()?;
+        let cluster = match &self.topology {
+            Topology::Single(client) => {
+                return T::run(client, operation, deadline, make)
+                    .await
+                    .map(|o| vec![o]);
+            }
+            Topology::Sentinel(sentinel) => {
+                return sentinel
+                    .run(operation, deadline, make)
+                    .await
+                    .map(|o| vec![o]);
+            }
+            Topology::Cluster(cluster) => cluster,
+        };
+        let masters = cluster.all_masters(deadline).await?;
+        let mut clients = Vec::with_capacity(masters.len());
+        for master in &masters {
+            clients.push(cluster.client(master)?);
         }
+        let mut jobs = Vec::with_capacity(clients.len());
+        for client in &clients {
+            jobs.push((&**client, make.clone()));
+        }
+        let results = T::run_each(operation, deadline, jobs).await;
+        let mut outputs = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok(output) => outputs.push(output),
+                Err(e) => {
+                    if e.is_transient() {
+                        let _ = cluster.refresh(deadline, false).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// A bulk operation on a cluster: `full` keys grouped by the node serving their slot, one
+    /// command per key (`build` makes a node's exchange for some of them), every node at once;
+    /// keys redirected are sent again where they were sent to.
+    async fn per_key<'a, V, F>(
+        &self,
+        cluster: &Cluster<T>,
+        operation: &'static str,
+        deadline: Deadline,
+        keys: &[&str],
+        full: &[String],
+        build: F,
+    ) -> Result<Vec<V>>
+    where
+        V: Send,
+        F: Fn(Vec<usize>, bool) -> Keyed<'a, V> + Sync,
+    {
+        let mut results: Vec<Option<V>> = (0..full.len()).map(|_| None).collect();
+        let mut pending: Vec<(usize, Option<String>)> =
+            (0..full.len()).map(|i| (i, None)).collect();
+        for _ in 0..MAX_REDIRECTS {
+            // Group by (node, asking), in first-seen order.
+            let mut groups: Vec<(String, bool, Vec<usize>)> = Vec::new();
+            for (index, ask) in std::mem::take(&mut pending) {
+                let (address, asking) = match ask {
+                    Some(address) => (address, true),
+                    None => {
+                        let slot = key_slot(full[index].as_bytes());
+                        (cluster.owner(slot, deadline).await?, false)
+                    }
+                };
+                match groups
+                    .iter_mut()
+                    .find(|(a, k, _)| *a == address && *k == asking)
+                {
+                    Some((_, _, members)) => members.push(index),
+                    None => groups.push((address, asking, vec![index])),
+                }
+            }
+            let mut clients = Vec::with_capacity(groups.len());
+            for (address, _, _) in &groups {
+                clients.push(cluster.client(address)?);
+            }
+            let mut jobs = Vec::with_capacity(groups.len());
+            for ((_, asking, members), client) in groups.iter().zip(&clients) {
+                let (build, asking) = (&build, *asking);
+                jobs.push((&**client, move || Ok(build(members.clone(), asking))));
+            }
+            let answers = T::run_each(operation, deadline, jobs).await;
+            let mut first_error = None;
+            for ((_, _, members), answer) in groups.iter().zip(answers) {
+                match answer {
+                    Ok(list) => {
+                        for (index, answer) in members.iter().zip(list) {
+                            match answer {
+                                Answer::Done(value) => results[*index] = Some(value),
+                                Answer::Redirect(redirect) if redirect.ask => {
+                                    pending.push((*index, Some(redirect.address)));
+                                }
+                                Answer::Redirect(redirect) => {
+                                    cluster.moved(&redirect);
+                                    pending.push((*index, None));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(error) = first_error {
+                if error.is_transient() {
+                    let _ = cluster.refresh(deadline, false).await;
+                }
+                return Err(error);
+            }
+            if pending.is_empty() {
+                return Ok(results.into_iter().flatten().collect());
+            }
+            let _ = cluster.refresh(deadline, false).await;
+        }
+        let key = pending
+            .first()
+            .and_then(|(i, _)| keys.get(*i))
+            .copied()
+            .unwrap_or_default();
+        Err(too_many_redirects(key, operation))
     }
 
     pub(crate) async fn ping(&self) -> Result<()> {
         let commands = &self.commands;
-        let deadline = self.deadline();
-        self.whole("ping", deadline, || Ok(commands.ping())).await
+        self.on_every_master("ping", self.deadline(), || Ok(commands.ping()))
+            .await
+            .map(drop)
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -103,8 +301,9 @@ impl<T: Transport> Core<T> {
 
     pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
         let commands = &self.commands;
+        let value = &value;
         self.keyed("set", key, self.deadline(), || {
-            commands.set(key, &value, ttl)
+            commands.set(key, value, ttl)
         })
         .await
     }
@@ -121,38 +320,152 @@ impl<T: Transport> Core<T> {
             .await
     }
 
+    /// A namespace's keys on every master (`SCAN` + `UNLINK`); without a namespace, every
+    /// master's database (`FLUSHDB`).
     pub(crate) async fn clear(&self) -> Result<()> {
         let commands = &self.commands;
-        self.whole("clear", self.deadline(), || Ok(commands.clear()))
+        self.on_every_master("clear", self.deadline(), || Ok(commands.clear()))
             .await
+            .map(drop)
     }
 
     pub(crate) async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         let commands = &self.commands;
-        self.whole("get_many", self.deadline(), || commands.get_many(keys))
-            .await
+        let Topology::Cluster(cluster) = &self.topology else {
+            return self
+                .on_every_master("get_many", self.deadline(), || commands.get_many(keys))
+                .await
+                .map(|mut all| all.pop().unwrap_or_default());
+        };
+        self.check_open()?;
+        let full = keys
+            .iter()
+            .map(|k| commands.key(k))
+            .collect::<Result<Vec<_>>>()?;
+        let full = &full;
+        self.per_key(
+            cluster,
+            "get_many",
+            self.deadline(),
+            keys,
+            full,
+            move |members, asking| {
+                Box::new(PerKey::new(
+                    commands,
+                    "get_many",
+                    members.len(),
+                    asking,
+                    |j, out| resp::command(out, &[b"GET", full[members[j]].as_bytes()]),
+                    move |_, reply| {
+                        bulk(reply).map_err(|other| commands.failure(other, "get_many", None))
+                    },
+                ))
+            },
+        )
+        .await
     }
 
     pub(crate) async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
         let commands = &self.commands;
-        self.whole("set_many", self.deadline(), || {
-            commands.set_many(entries, ttl)
-        })
+        let Topology::Cluster(cluster) = &self.topology else {
+            return self
+                .on_every_master("set_many", self.deadline(), || {
+                    commands.set_many(entries, ttl)
+                })
+                .await
+                .map(drop);
+        };
+        self.check_open()?;
+        let mut full = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            full.push(commands.key(key)?);
+            commands.check_value(key, value)?;
+        }
+        let ms = commands.expiry_ms(ttl)?.map(|ms| resp::decimal(ms as i64));
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
+        let (full, ms, many) = (&full, &ms, entries.len() > 1);
+        self.per_key(
+            cluster,
+            "set_many",
+            self.deadline(),
+            &keys,
+            full,
+            move |members, asking| {
+                let for_parse = members.clone();
+                Box::new(PerKey::new(
+                    commands,
+                    "set_many",
+                    members.len(),
+                    asking,
+                    move |j, out| {
+                        let (index, key) = (members[j], full[members[j]].as_bytes());
+                        match ms.as_deref() {
+                            Some(b"0") => resp::command(out, &[b"DEL", key]),
+                            _ => {
+                                resp::command(out, &Commands::set_args(key, &entries[index].1, ms))
+                            }
+                        }
+                    },
+                    move |j, reply| match reply {
+                        Value::Simple(_) | Value::Integer(_) => Ok(()),
+                        other => {
+                            let key = entries[for_parse[j]].0;
+                            Err(commands.failure(other, "set_many", Some((key, many))))
+                        }
+                    },
+                ))
+            },
+        )
         .await
+        .map(drop)
     }
 
     pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let commands = &self.commands;
-        self.whole("delete_many", self.deadline(), || {
-            commands.delete_many(keys)
-        })
-        .await
+        let Topology::Cluster(cluster) = &self.topology else {
+            return self
+                .on_every_master("delete_many", self.deadline(), || {
+                    commands.delete_many(keys)
+                })
+                .await
+                .map(|all| all.into_iter().sum());
+        };
+        self.check_open()?;
+        let full = keys
+            .iter()
+            .map(|k| commands.key(k))
+            .collect::<Result<Vec<_>>>()?;
+        let full = &full;
+        let removed = self
+            .per_key(
+                cluster,
+                "delete_many",
+                self.deadline(),
+                keys,
+                full,
+                move |members, asking| {
+                    Box::new(PerKey::new(
+                        commands,
+                        "delete_many",
+                        members.len(),
+                        asking,
+                        |j, out| resp::command(out, &[b"DEL", full[members[j]].as_bytes()]),
+                        move |_, reply| match reply {
+                            Value::Integer(n) => Ok(u64::try_from(n).unwrap_or(0)),
+                            other => Err(commands.failure(other, "delete_many", None)),
+                        },
+                    ))
+                },
+            )
+            .await?;
+        Ok(removed.into_iter().sum())
     }
 
     pub(crate) async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
         let commands = &self.commands;
+        let value = &value;
         self.keyed("add", key, self.deadline(), || {
-            commands.add(key, &value, ttl)
+            commands.add(key, value, ttl)
         })
         .await
     }

@@ -111,10 +111,12 @@
 #[cfg(feature = "tokio")]
 mod async_engine;
 mod backend;
+mod cluster;
 mod config;
 mod core;
 mod engine;
 mod ops;
+mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -35,7 +35,10 @@ pub(crate) struct Commands {
     pub(crate) default_ttl: Ttl,
     pub(crate) max_value_size: usize,
     pub(crate) address: String,
-    limits: ReplyLimits,
+    pub(crate) limits: ReplyLimits,
+    /// Whether the keys live in a cluster: multi-key commands then name one key each (keys of
+    /// one request may belong to different slots).
+    pub(crate) cluster: bool,
 }
 
 /// The single reply of a one-command request.
@@ -49,6 +52,7 @@ impl Commands {
         default_ttl: Ttl,
         max_value_size: usize,
         address: String,
+        cluster: bool,
     ) -> Self {
         // Replies hold values (up to the value limit) or keys (up to 64 KiB with relaxed keys).
         let limits = ReplyLimits::scalar(max_value_size.max(RELAXED_MAX_KEY_LEN));
@@ -58,10 +62,12 @@ impl Commands {
             max_value_size,
             address,
             limits,
+            cluster,
         }
     }
 
-    fn key(&self, key: &str) -> Result<String> {
+    /// The key as stored: checked, with the namespace's prefix.
+    pub(crate) fn key(&self, key: &str) -> Result<String> {
         self.keys.prefixed(key)
     }
 
@@ -69,7 +75,7 @@ impl Commands {
         keys.iter().map(|k| self.key(k)).collect()
     }
 
-    fn check_value(&self, key: &str, value: &[u8]) -> Result<()> {
+    pub(crate) fn check_value(&self, key: &str, value: &[u8]) -> Result<()> {
         if value.len() > self.max_value_size {
             return Err(CacheError::ValueTooLarge {
                 backend: BACKEND,
@@ -98,7 +104,7 @@ impl Commands {
 
     /// What a reply that is not the expected one means: an error reply (with the key a write
     /// was refused for), or a reply of the wrong kind.
-    fn failure(
+    pub(crate) fn failure(
         &self,
         value: Value,
         operation: &'static str,
@@ -110,13 +116,17 @@ impl Commands {
         }
     }
 
-    fn request(&self, args: &[&[u8]]) -> Request {
+    pub(crate) fn request(&self, args: &[&[u8]]) -> Request {
         let mut bytes = Vec::with_capacity(args.iter().map(|a| a.len() + 16).sum::<usize>() + 8);
         resp::command(&mut bytes, args);
         Request::new(bytes, 1, self.limits)
     }
 
-    fn set_args<'v>(key: &'v [u8], value: &'v [u8], ms: &'v Option<Vec<u8>>) -> Vec<&'v [u8]> {
+    pub(crate) fn set_args<'v>(
+        key: &'v [u8],
+        value: &'v [u8],
+        ms: &'v Option<Vec<u8>>,
+    ) -> Vec<&'v [u8]> {
         let mut args: Vec<&[u8]> = vec![b"SET", key, value];
         if let Some(ms) = ms {
             args.push(b"PX");
@@ -509,10 +519,19 @@ impl Clear<'_> {
                 .pending
                 .drain(..self.pending.len().min(CLEAR_BATCH))
                 .collect();
-            let mut args: Vec<&[u8]> = Vec::with_capacity(batch.len() + 1);
-            args.push(b"UNLINK");
-            args.extend(batch.iter().map(Vec::as_slice));
-            self.commands.request(&args)
+            if self.commands.cluster {
+                // Keys of one node may be in different slots: one UNLINK each.
+                let mut bytes = Vec::with_capacity(batch.iter().map(|k| k.len() + 32).sum());
+                for key in &batch {
+                    resp::command(&mut bytes, &[b"UNLINK", key]);
+                }
+                Request::new(bytes, batch.len(), self.commands.limits)
+            } else {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(batch.len() + 1);
+                args.push(b"UNLINK");
+                args.extend(batch.iter().map(Vec::as_slice));
+                self.commands.request(&args)
+            }
         } else if self.scanned_all {
             return Step::Done(());
         } else {
@@ -540,6 +559,15 @@ impl Exchange<Value> for Clear<'_> {
     }
 
     fn next(&mut self, replies: Vec<Value>) -> Result<Step<()>> {
+        if replies.len() > 1 {
+            // One UNLINK per key (a cluster node).
+            for reply in replies {
+                if !matches!(reply, Value::Integer(_)) {
+                    return Err(self.commands.failure(reply, "clear", None));
+                }
+            }
+            return Ok(self.step());
+        }
         match only(replies) {
             // UNLINK: SCAN may return a key twice; unlinking a missing key is harmless.
             Value::Integer(_) => {}

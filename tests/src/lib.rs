@@ -94,6 +94,7 @@ pub mod proxy;
 mod reference;
 pub mod servers;
 pub mod soak;
+pub mod topologies;
 
 pub use cache_core;
 pub use reference::ReferenceEngine;

@@ -27,38 +27,42 @@ use std::time::{Duration, Instant};
 
 /// Which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ServerKind {
     /// `redis-server`.
     Redis,
     /// `memcached`.
     Memcached,
+    /// `redis-server --sentinel`, monitoring a master (see
+    /// [`TestServer::sentinel`]).
+    Sentinel,
 }
 
 impl ServerKind {
     fn binary_var(self) -> &'static str {
         match self {
-            Self::Redis => "CACHE_TESTS_REDIS_SERVER",
+            Self::Redis | Self::Sentinel => "CACHE_TESTS_REDIS_SERVER",
             Self::Memcached => "CACHE_TESTS_MEMCACHED_BIN",
         }
     }
 
     fn default_binary(self) -> &'static str {
         match self {
-            Self::Redis => "redis-server",
+            Self::Redis | Self::Sentinel => "redis-server",
             Self::Memcached => "memcached",
         }
     }
 
     fn external_var(self) -> &'static str {
         match self {
-            Self::Redis => "CACHE_TESTS_REDIS_URL",
+            Self::Redis | Self::Sentinel => "CACHE_TESTS_REDIS_URL",
             Self::Memcached => "CACHE_TESTS_MEMCACHED_ADDR",
         }
     }
 
     fn package(self) -> &'static str {
         match self {
-            Self::Redis => "redis-server",
+            Self::Redis | Self::Sentinel => "redis-server",
             Self::Memcached => "memcached",
         }
     }
@@ -193,6 +197,19 @@ impl TestServer {
         Ok(server)
     }
 
+    /// A sentinel monitoring the master at `master` (`host:port`) under `name`, with a quorum of
+    /// 2, taking a master down after 1 s without answers.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when `redis-server` is missing or the sentinel does not start.
+    pub fn sentinel(master: &str, name: &str) -> Result<Self, Unavailable> {
+        let (host, port) = master
+            .rsplit_once(':')
+            .ok_or_else(|| Unavailable::Failed(format!("not host:port: {master}")))?;
+        Self::start_owned(ServerKind::Sentinel, &[name, host, port])
+    }
+
     /// A server of `kind` shared by every test of this process, started on first use.
     ///
     /// Returns `None` (after printing how to install the binary) when the binary is missing
@@ -205,7 +222,7 @@ impl TestServer {
         static REDIS: OnceLock<Option<Arc<TestServer>>> = OnceLock::new();
         static MEMCACHED: OnceLock<Option<Arc<TestServer>>> = OnceLock::new();
         let cell = match kind {
-            ServerKind::Redis => &REDIS,
+            ServerKind::Redis | ServerKind::Sentinel => &REDIS,
             ServerKind::Memcached => &MEMCACHED,
         };
         cell.get_or_init(|| Self::start(kind, &[]).map(Arc::new).or_skip())
@@ -235,7 +252,7 @@ impl TestServer {
     pub fn url(&self) -> String {
         match (&self.external, self.kind) {
             (Some(external), ServerKind::Redis) => external.clone(),
-            (_, ServerKind::Redis) => format!("redis://{}", self.address()),
+            (_, ServerKind::Redis | ServerKind::Sentinel) => format!("redis://{}", self.address()),
             (_, ServerKind::Memcached) => format!("memcached://{}", self.address()),
         }
     }
@@ -319,6 +336,30 @@ impl TestServer {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            ServerKind::Sentinel => {
+                let [name, host, master_port] = self.extra_args.as_slice() else {
+                    return Err(Unavailable::Failed(
+                        "a sentinel needs a master name, host and port".into(),
+                    ));
+                };
+                let conf = self.work_dir().join("sentinel.conf");
+                let text = format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {name} {host} {master_port} 2\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 4000\n\
+                     sentinel parallel-syncs {name} 1\n"
+                );
+                std::fs::write(&conf, text).map_err(|e| {
+                    Unavailable::Failed(format!("cannot write {}: {e}", conf.display()))
+                })?;
+                vec![
+                    conf.to_string_lossy().into_owned(),
+                    "--sentinel".into(),
+                    "--loglevel".into(),
+                    "warning".into(),
+                ]
+            }
             ServerKind::Memcached => {
                 let mut args: Vec<String> = ["-p", &port, "-l", "127.0.0.1", "-U", "0", "-m", "64"]
                     .iter()
@@ -331,7 +372,9 @@ impl TestServer {
                 args
             }
         };
-        args.extend(self.extra_args.iter().cloned());
+        if self.kind != ServerKind::Sentinel {
+            args.extend(self.extra_args.iter().cloned());
+        }
         // The wrapper starts the server, prints its pid, and stops it when stdin closes.
         let script = r#"bin="$1"; shift; "$bin" "$@" >/dev/null 2>&1 & child=$!; echo "$child"; cat >/dev/null; kill -9 "$child" 2>/dev/null; wait "$child" 2>/dev/null"#;
         let mut wrapper = Command::new("sh")
@@ -387,6 +430,7 @@ impl TestServer {
             self.port,
             match self.kind {
                 ServerKind::Redis => "redis",
+                ServerKind::Sentinel => "sentinel",
                 ServerKind::Memcached => "memcached",
             }
         ))
@@ -468,7 +512,7 @@ fn running_as_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -509,7 +553,7 @@ fn probe(kind: ServerKind, address: &str) -> bool {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let (request, expected): (&[u8], &str) = match kind {
-        ServerKind::Redis => (b"PING\r\n", "+PONG"),
+        ServerKind::Redis | ServerKind::Sentinel => (b"PING\r\n", "+PONG"),
         ServerKind::Memcached => (b"version\r\n", "VERSION"),
     };
     if stream.write_all(request).is_err() {

@@ -1,0 +1,335 @@
+//! Redis Sentinel: the master is whichever server the sentinels name. They are asked again
+//! whenever the one in use fails (a broken connection, a timeout, a write refused as
+//! `READONLY`, a new connection finding a replica), at most every 100 ms, and every second in
+//! the background: after a failover in which the old master stays up (a manual one, a
+//! partition), it keeps accepting writes until the sentinels reconfigure it, and only asking
+//! them finds the new master.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use cache_core::{CacheError, Result};
+use cache_remote::resp::{self, Value};
+use cache_remote::{
+    ClientSettings, Deadline, Exchange, Make, Output, ReplyLimits, ReplyOf, Request, Step,
+    Transport,
+};
+
+use crate::backend::{BACKEND, Redis, unexpected};
+use crate::cluster::NodeFactory;
+
+/// The shortest time between two questions to the sentinels.
+const ASK_EVERY: Duration = Duration::from_millis(100);
+/// How often the sentinels are asked in the background, while the engine is used.
+pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+type Client<T> = <T as Transport>::Client<Redis>;
+
+/// The master some sentinels name, as one engine sees it.
+pub(crate) struct Sentinel<T: Transport> {
+    name: String,
+    sentinels: Vec<String>,
+    /// Connections to sentinels.
+    sentinel_factory: NodeFactory,
+    /// Connections to the master: credentials, database, and the check that it is a master.
+    master_factory: NodeFactory,
+    settings: ClientSettings,
+    sentinel_clients: RwLock<HashMap<String, Arc<Client<T>>>>,
+    master: RwLock<Option<(String, Arc<Client<T>>)>>,
+    /// Every master client made, so that closing the engine closes them all.
+    retired: Mutex<Vec<Arc<Client<T>>>>,
+    asking: AtomicBool,
+    asked: Mutex<Option<Instant>>,
+    /// Whether the background check runs.
+    watching: AtomicBool,
+    closed: AtomicBool,
+    me: Weak<Sentinel<T>>,
+}
+
+impl<T: Transport> std::fmt::Debug for Sentinel<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sentinel")
+            .field("name", &self.name)
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master_address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> Sentinel<T> {
+    pub(crate) fn new(
+        name: String,
+        sentinels: Vec<String>,
+        sentinel_factory: NodeFactory,
+        master_factory: NodeFactory,
+        settings: ClientSettings,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            name,
+            sentinels,
+            sentinel_factory,
+            master_factory,
+            settings,
+            sentinel_clients: RwLock::new(HashMap::new()),
+            master: RwLock::new(None),
+            retired: Mutex::new(Vec::new()),
+            asking: AtomicBool::new(false),
+            asked: Mutex::new(None),
+            watching: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            me: me.clone(),
+        })
+    }
+
+    /// Stops the background check.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Starts the background check of the sentinels, unless it runs.
+    fn watch(&self) {
+        if self
+            .watching
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            T::spawn(watch_loop(self.me.clone()));
+        }
+    }
+
+    /// The master in use, if one was found.
+    pub(crate) fn master_address(&self) -> Option<String> {
+        self.master
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(a, _)| a.clone())
+    }
+
+    /// Every client made: sentinels and masters.
+    pub(crate) fn clients(&self) -> Vec<Arc<Client<T>>> {
+        let mut all: Vec<Arc<Client<T>>> = self
+            .sentinel_clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        all
+    }
+
+    fn current(&self) -> Option<Arc<Client<T>>> {
+        self.master
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, c)| Arc::clone(c))
+    }
+
+    /// Runs an operation on the master, finding it first if need be; a failure that may mean
+    /// the master changed sends the engine to the sentinels again.
+    pub(crate) async fn run<M>(
+        &self,
+        operation: &'static str,
+        deadline: Deadline,
+        make: M,
+    ) -> Result<Output<Redis, M>>
+    where
+        M: Make<ReplyOf<Redis>>,
+    {
+        self.watch();
+        let client = match self.current() {
+            Some(client) => client,
+            None => {
+                self.ask(deadline, true).await?;
+                self.current()
+                    .ok_or_else(|| self.no_master("no sentinel named a master"))?
+            }
+        };
+        let result = T::run(&client, operation, deadline, make).await;
+        if let Err(error) = &result {
+            if error.is_transient() {
+                let _ = self.ask(deadline, false).await;
+            }
+        }
+        result
+    }
+
+    fn no_master(&self, why: &str) -> CacheError {
+        CacheError::Connection {
+            backend: BACKEND,
+            operation: "sentinel get-master-addr-by-name",
+            address: self.sentinels.join(","),
+            source: Some(format!("{why} for master {:?}", self.name).into()),
+        }
+    }
+
+    fn sentinel_client(&self, address: &str) -> Result<Arc<Client<T>>> {
+        if let Some(client) = self
+            .sentinel_clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+        {
+            return Ok(Arc::clone(client));
+        }
+        let backend = (self.sentinel_factory)(address)?;
+        let mut clients = self
+            .sentinel_clients
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(Arc::clone(
+            clients
+                .entry(address.to_string())
+                .or_insert_with(|| Arc::new(T::client(backend, self.settings.clone()))),
+        ))
+    }
+
+    /// Asks the sentinels, in turn, where the master is, at most every 100 ms (with `must`,
+    /// unless a master is known: the first question is always asked). A new address replaces
+    /// the master client; the old one is closed.
+    async fn ask(&self, deadline: Deadline, must: bool) -> Result<()> {
+        let recent = self
+            .asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < ASK_EVERY);
+        if recent && (!must || self.current().is_some()) {
+            return Ok(());
+        }
+        if self
+            .asking
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Someone else is asking: wait for that answer when there is no master yet.
+            while must && self.current().is_none() && deadline.remaining().is_some() {
+                if !self.asking.load(Ordering::Acquire) {
+                    break;
+                }
+                T::sleep(Duration::from_millis(2)).await;
+            }
+            return Ok(());
+        }
+        let answer = self.ask_sentinels(deadline).await;
+        *self.asked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let outcome = match answer {
+            Ok(address) => self.use_master(address),
+            Err(e) => Err(e),
+        };
+        self.asking.store(false, Ordering::Release);
+        outcome
+    }
+
+    async fn ask_sentinels(&self, deadline: Deadline) -> Result<String> {
+        let mut last = None;
+        for sentinel in &self.sentinels {
+            let client = self.sentinel_client(sentinel)?;
+            let name = self.name.as_str();
+            let answer = T::run(
+                &client,
+                "sentinel get-master-addr-by-name",
+                deadline,
+                || Ok(MasterAddress { name, sent: false }),
+            )
+            .await;
+            match answer {
+                Ok(Some(address)) => return Ok(address),
+                Ok(None) => last = Some(self.no_master("the sentinel knows no such master")),
+                Err(e) => last = Some(e),
+            }
+            if deadline.remaining().is_none() {
+                break;
+            }
+        }
+        Err(last.unwrap_or_else(|| self.no_master("no sentinel answered")))
+    }
+
+    fn use_master(&self, address: String) -> Result<()> {
+        let mut master = self.master.write().unwrap_or_else(|p| p.into_inner());
+        if master.as_ref().is_some_and(|(a, _)| *a == address) {
+            return Ok(());
+        }
+        let backend = (self.master_factory)(&address)?.requiring_master();
+        let client = Arc::new(T::client(backend, self.settings.clone()));
+        // Callers still using the old master finish (or fail as it refuses them); no new
+        // operation goes there. Its client stays open until the engine closes: closing it now
+        // would fail those callers as `Closed`, which is not what happened.
+        master.replace((address, Arc::clone(&client)));
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(client);
+        Ok(())
+    }
+}
+
+/// `SENTINEL GET-MASTER-ADDR-BY-NAME name`: `host:port`, or `None` for a name the sentinel
+/// does not monitor.
+struct MasterAddress<'a> {
+    name: &'a str,
+    sent: bool,
+}
+
+impl Exchange<Value> for MasterAddress<'_> {
+    type Output = Option<String>;
+
+    fn start(&mut self) -> Result<Step<Option<String>>> {
+        if std::mem::replace(&mut self.sent, true) {
+            return Err(CacheError::invalid_config("an exchange was started twice"));
+        }
+        let mut bytes = Vec::new();
+        resp::command(
+            &mut bytes,
+            &[
+                b"SENTINEL",
+                b"GET-MASTER-ADDR-BY-NAME",
+                self.name.as_bytes(),
+            ],
+        );
+        Ok(Step::Send(Request::new(
+            bytes,
+            1,
+            ReplyLimits::scalar(1024).with_arrays(2, 1),
+        )))
+    }
+
+    fn next(&mut self, replies: Vec<Value>) -> Result<Step<Option<String>>> {
+        match replies.into_iter().next() {
+            Some(Value::Nil) => Ok(Step::Done(None)),
+            Some(Value::Array(fields)) => match fields.as_slice() {
+                [Value::Bulk(host), Value::Bulk(port)] => Ok(Step::Done(Some(format!(
+                    "{}:{}",
+                    String::from_utf8_lossy(host),
+                    String::from_utf8_lossy(port)
+                )))),
+                _ => Err(unexpected(&Value::Array(fields), "sentinel")),
+            },
+            Some(other) => Err(unexpected(&other, "sentinel")),
+            None => Err(unexpected(&Value::Nil, "sentinel")),
+        }
+    }
+}
+
+/// Asks the sentinels where the master is every [`CHECK_EVERY`], until the engine is closed or
+/// dropped; it never keeps the engine alive while it waits.
+async fn watch_loop<T: Transport>(me: Weak<Sentinel<T>>) {
+    loop {
+        T::sleep(CHECK_EVERY).await;
+        let Some(sentinel) = me.upgrade() else { return };
+        if sentinel.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let deadline = Deadline::after(sentinel.settings.timeout);
+        let _ = sentinel.ask(deadline, false).await;
+    }
+}
