@@ -17,6 +17,7 @@ mod measure;
 mod memory;
 mod remote;
 mod report;
+mod scale;
 mod typed;
 mod workload;
 
@@ -207,6 +208,10 @@ fn main() {
                 if let Err(e) = remote::run(&plan, &redis, &memcached, &mut rows)
                     .and_then(|()| asynchronous::run_remote(&plan, &redis, &memcached, &mut rows))
                     .and_then(|()| layers::run(&plan, &redis, &mut rows))
+                    .and_then(|()| {
+                        step("several servers");
+                        scale::run(&plan, &redis, &memcached, &mut rows)
+                    })
                 {
                     eprintln!("remote comparisons failed: {e}");
                     std::process::exit(1);

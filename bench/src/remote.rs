@@ -52,8 +52,10 @@ fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
 /// wake-up crossed cores, and it chose differently per connection: ratios between two clients
 /// then measured the scheduler, not the clients. Pinned, every contender crosses cores, as a
 /// client and its server on different machines would.
-fn pin(servers: &[&TestServer]) -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+pub(crate) fn pin(servers: &[&TestServer]) -> bool {
+    // Counted once, before the first pinning: afterwards this process sees only its core.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if cores < 2 {
         return false;
     }
