@@ -1,6 +1,7 @@
 //! A Redis engine for cache-toolkit.
 //!
-//! [`RedisEngine`] implements [`cache_core::CacheEngine`] on a Redis server. It speaks RESP
+//! [`RedisEngine`] implements [`cache_core::CacheEngine`] on a Redis server, a Redis Cluster, or
+//! the master of a Sentinel setup. It speaks RESP
 //! through the shared remote core (`cache-remote`): pooled connections bounded in number, one
 //! deadline per operation, and replies bounded before they are read. It passes the conformance
 //! kit against a real `redis-server`.
@@ -26,7 +27,8 @@
 //! # URLs
 //!
 //! `redis://[user][:password@]host[:port][/db]`, and `rediss://` for TLS with the `tls` feature
-//! (rustls, never OpenSSL). The port defaults to 6379 and the database to 0; user and password
+//! (rustls, never OpenSSL); `redis-cluster://` and `redis-sentinel://` for the setups below (see
+//! [`url`](RedisEngineBuilder::url) for every form). The port defaults to 6379 and the database to 0; user and password
 //! are percent-decoded. Examples: `redis://127.0.0.1`, `redis://:secret@cache.internal:6380/2`,
 //! `redis://app:s%40cret@cache.internal/0`, `redis://[::1]:6379`. Query parameters and
 //! fragments are refused. Passwords never appear in `Debug` or in errors.
@@ -35,6 +37,73 @@
 //! or against [`tls_root_certificate`](RedisEngineBuilder::tls_root_certificate). Turning the
 //! check off takes [`danger_accept_invalid_certs`](RedisEngineBuilder::danger_accept_invalid_certs):
 //! a URL from configuration can never do it.
+//!
+//! # Redis Cluster
+//!
+//! ```no_run
+//! use cache_redis::RedisEngine;
+//!
+//! # fn main() -> cache_core::Result<()> {
+//! let cache = RedisEngine::builder()
+//!     .url("redis-cluster://app:secret@10.0.0.1:7000,10.0.0.2:7000")
+//!     // or .cluster(["10.0.0.1:7000", "10.0.0.2:7000"])
+//!     .namespace("billing")
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The nodes named are seeds: the engine reads the slot map (`CLUSTER SLOTS`) from any of them
+//! on first use and talks to every master directly. Database 0 only (a cluster has no other).
+//!
+//! - **Routing**: a key goes to the master serving its slot (CRC16 of the key with the namespace
+//!   prefix, or of its hash tag). `MOVED` updates the map and re-reads it (at most every
+//!   100 ms); `ASK` sends the command once to the node named, after `ASKING`. Both are followed
+//!   within the operation's deadline, up to 5 times; callers never see them. A request is sent
+//!   again only when the node said it did not run it: a redirection never applies an
+//!   `increment` or an `add` twice.
+//! - **Spread and co-location**: a namespace's keys spread over every master.
+//!   [`colocate_namespace`](RedisEngineBuilder::colocate_namespace) keeps them in one slot
+//!   instead (`{namespace}:key`): one node's memory and load, one node per bulk call.
+//! - **Bulk operations** group keys by node, send one command per key (never a cross-slot
+//!   command), run every node at once, send redirected keys again on their own, and return
+//!   results in the caller's order.
+//! - **`clear()`** with a namespace scans and unlinks the namespace's keys on every master and
+//!   nothing else; without one it runs `FLUSHDB` on every master: everything in the cluster goes.
+//! - **Failover**: while a master is down and until its replica is promoted (the cluster's
+//!   `cluster-node-timeout` plus an election), operations on its slots fail with transient
+//!   errors (`Connection`, `Timeout`; `CLUSTERDOWN` and `TRYAGAIN` too), then succeed against the
+//!   new master. Measured with a node timeout of 1 s: 2.3 s of errors, 0 wrong values.
+//! - **What a failover weakens**: Redis replicates asynchronously, so a write acknowledged by the
+//!   old master shortly before it died may never have reached the replica that replaces it. Such
+//!   a `set` is lost (a later `get` misses or sees the value before), an `increment` can be
+//!   undone (a counter may repeat a value it returned), and an `add` that won can be won again.
+//!   Everything else holds: no operation returns another key's value, and no request is applied
+//!   twice. `WAIT`-based acknowledgement is not offered: it narrows the window without closing
+//!   it (Redis does not promise that a write acknowledged by `WAIT` survives a failover).
+//!
+//! # Redis Sentinel
+//!
+//! ```no_run
+//! use cache_redis::RedisEngine;
+//!
+//! # fn main() -> cache_core::Result<()> {
+//! let cache = RedisEngine::builder()
+//!     .url("redis-sentinel://:secret@10.0.0.1:26379,10.0.0.2:26379/mymaster/0")
+//!     // or .sentinels(["10.0.0.1:26379", "10.0.0.2:26379"], "mymaster")
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The engine asks the sentinels (in turn) for the master named, on first use, after any
+//! operation failing in a way that may mean the master changed, and every second in the
+//! background while the engine lives. Every new connection checks with `ROLE` that it reached a
+//! master. The credentials and database of the URL are the master's; sentinels are asked
+//! without credentials. After a failover the engine writes to the new master within about a
+//! second of the sentinels naming it (0.94 s measured); writes it made to the old master in
+//! between are lost when that one becomes a replica, as with any Redis client. The promises a
+//! failover weakens are those of a cluster's, above.
 //!
 //! # Defaults and environment
 //!
