@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::engine::Capabilities;
 use crate::error::Result;
-use crate::ttl::Ttl;
+use crate::ttl::{Remaining, Ttl};
 
 /// The blocking face of a builder: its `build` makes the blocking engine (or typed cache).
 /// Builders are generic over their face, so both faces share every setter.
@@ -22,6 +22,9 @@ pub struct Async;
 
 /// A boxed, sendable future: what [`DynAsyncCacheEngine`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What `get_many_with_ttl` gives: one slot per key, a value and its remaining lifetime.
+type ManyWithTtl = Vec<Option<(Bytes, Remaining)>>;
 
 /// A cache engine whose operations are futures: every operation of
 /// [`CacheEngine`](crate::CacheEngine), with the same names, the same
@@ -136,6 +139,49 @@ pub trait AsyncCacheEngine: Send + Sync + Debug {
     /// As [`CacheEngine::touch`](crate::CacheEngine::touch).
     fn touch(&self, key: &str, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
 
+    /// How long the entry under `key` has left; `None` when it is absent.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::remaining_ttl`](crate::CacheEngine::remaining_ttl).
+    fn remaining_ttl(&self, key: &str) -> impl Future<Output = Result<Option<Remaining>>> + Send;
+
+    /// The value under `key` with its remaining lifetime, in one operation where the engine
+    /// can (see [`CacheEngine::get_with_ttl`](crate::CacheEngine::get_with_ttl)).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    fn get_with_ttl(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(Bytes, Remaining)>>> + Send {
+        async move {
+            let Some(value) = self.get(key).await? else {
+                return Ok(None);
+            };
+            Ok(self.remaining_ttl(key).await?.map(|left| (value, left)))
+        }
+    }
+
+    /// [`get_with_ttl`](Self::get_with_ttl) for several keys; one slot per key, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_many`](Self::get_many).
+    fn get_many_with_ttl(
+        &self,
+        keys: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<(Bytes, Remaining)>>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.get_with_ttl(key).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// What this engine supports and its limits.
     fn capabilities(&self) -> Capabilities;
 }
@@ -179,6 +225,15 @@ pub trait DynAsyncCacheEngine: Send + Sync + Debug {
     -> BoxFuture<'a, Result<bool>>;
     fn boxed_increment<'a>(&'a self, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>>;
     fn boxed_touch<'a>(&'a self, key: &'a str, ttl: Ttl) -> BoxFuture<'a, Result<bool>>;
+    fn boxed_remaining_ttl<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Remaining>>>;
+    fn boxed_get_with_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Bytes, Remaining)>>>;
+    fn boxed_get_many_with_ttl<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<ManyWithTtl>>;
     fn boxed_capabilities(&self) -> Capabilities;
 }
 
@@ -231,6 +286,21 @@ impl<E: AsyncCacheEngine> DynAsyncCacheEngine for E {
     fn boxed_touch<'a>(&'a self, key: &'a str, ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.touch(key, ttl))
     }
+    fn boxed_remaining_ttl<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Remaining>>> {
+        Box::pin(self.remaining_ttl(key))
+    }
+    fn boxed_get_with_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Bytes, Remaining)>>> {
+        Box::pin(self.get_with_ttl(key))
+    }
+    fn boxed_get_many_with_ttl<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<ManyWithTtl>> {
+        Box::pin(self.get_many_with_ttl(keys))
+    }
     fn boxed_capabilities(&self) -> Capabilities {
         self.capabilities()
     }
@@ -274,6 +344,15 @@ impl AsyncCacheEngine for dyn DynAsyncCacheEngine {
     }
     async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         self.boxed_touch(key, ttl).await
+    }
+    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        self.boxed_remaining_ttl(key).await
+    }
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        self.boxed_get_with_ttl(key).await
+    }
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        self.boxed_get_many_with_ttl(keys).await
     }
     fn capabilities(&self) -> Capabilities {
         self.boxed_capabilities()
@@ -334,6 +413,24 @@ macro_rules! forward_async_engine {
         }
         fn touch(&self, key: &str, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send {
             (**self).touch(key, ttl)
+        }
+        fn remaining_ttl(
+            &self,
+            key: &str,
+        ) -> impl Future<Output = Result<Option<Remaining>>> + Send {
+            (**self).remaining_ttl(key)
+        }
+        fn get_with_ttl(
+            &self,
+            key: &str,
+        ) -> impl Future<Output = Result<Option<(Bytes, Remaining)>>> + Send {
+            (**self).get_with_ttl(key)
+        }
+        fn get_many_with_ttl(
+            &self,
+            keys: &[&str],
+        ) -> impl Future<Output = Result<Vec<Option<(Bytes, Remaining)>>>> + Send {
+            (**self).get_many_with_ttl(keys)
         }
         fn capabilities(&self) -> Capabilities {
             (**self).capabilities()

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::key::MAX_KEY_LEN;
-use crate::ttl::{DEFAULT_TTL, Ttl};
+use crate::ttl::{DEFAULT_TTL, Remaining, Ttl};
 
 /// A cache engine: bytes in, bytes out, with TTLs, bulk and atomic operations.
 ///
@@ -144,6 +144,37 @@ pub trait CacheEngine: Send + Sync + Debug {
     /// As [`set`](Self::set).
     fn touch(&self, key: &str, ttl: Ttl) -> Result<bool>;
 
+    /// How long the entry under `key` has left: `None` when it is absent or expired,
+    /// [`Remaining::Never`] when it never expires, [`Remaining::After`] otherwise.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidKey`, `Closed`, transport errors.
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>>;
+
+    /// Reads the value under `key` with its remaining lifetime. Engines answer in one operation
+    /// (one round trip for remote ones); the provided method reads twice, so an entry replaced
+    /// in between may be reported with the new entry's lifetime.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        let Some(value) = self.get(key)? else {
+            return Ok(None);
+        };
+        Ok(self.remaining_ttl(key)?.map(|left| (value, left)))
+    }
+
+    /// [`get_with_ttl`](Self::get_with_ttl) for several keys; one slot per key, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_many`](Self::get_many).
+    fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        keys.iter().map(|key| self.get_with_ttl(key)).collect()
+    }
+
     /// What this engine supports and its limits.
     fn capabilities(&self) -> Capabilities;
 }
@@ -230,6 +261,15 @@ macro_rules! forward_engine {
         }
         fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
             (**self).touch(key, ttl)
+        }
+        fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+            (**self).remaining_ttl(key)
+        }
+        fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+            (**self).get_with_ttl(key)
+        }
+        fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+            (**self).get_many_with_ttl(keys)
         }
         fn capabilities(&self) -> Capabilities {
             (**self).capabilities()

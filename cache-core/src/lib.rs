@@ -16,6 +16,7 @@
 //! | [`CacheError`], [`Result`] | the meaning-based error enum and its `is_transient()` |
 //! | [`Capabilities`] | limits and sharing an engine declares, for users and the kit |
 //! | [`key`] | the portable key rule and prefix-free namespaces |
+//! | [`invalidation`] | the feed that tells local tiers a shared entry changed |
 //! | [`counter`] | the decimal counter syntax of `increment` |
 //! | [`clock`] | the system clock and a manual clock for tests |
 //! | [`config`] | parsing of engines' environment variables, URL redaction |
@@ -45,6 +46,7 @@ pub mod config;
 pub mod counter;
 mod engine;
 mod error;
+pub mod invalidation;
 pub mod key;
 pub mod ttl;
 
@@ -52,4 +54,4 @@ pub use async_engine::{Async, AsyncCacheEngine, Blocking, BoxFuture, DynAsyncCac
 pub use bytes::Bytes;
 pub use engine::{CacheEngine, Capabilities};
 pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Redacted, Result};
-pub use ttl::{DEFAULT_TTL, Expiry, Ttl};
+pub use ttl::{DEFAULT_TTL, Expiry, Remaining, Ttl};

@@ -58,6 +58,43 @@ pub enum Expiry {
     After(Duration),
 }
 
+/// How long an entry has left: what [`CacheEngine::remaining_ttl`](crate::CacheEngine::remaining_ttl)
+/// reports for a live entry.
+///
+/// `After(d)` is at most the entry's real remaining lifetime plus the engine's
+/// [`ttl_resolution`](crate::Capabilities::ttl_resolution) (memcached counts in whole seconds),
+/// and never zero for a live entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Remaining {
+    /// The entry never expires.
+    Never,
+    /// The entry expires in about this long.
+    After(Duration),
+}
+
+impl Remaining {
+    /// The TTL that gives an entry the same lifetime, capped at `cap`: for copying an entry
+    /// into another cache for no longer than it lives here.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_core::{Remaining, Ttl};
+    ///
+    /// let minute = Duration::from_secs(60);
+    /// assert_eq!(Remaining::Never.capped(minute), Ttl::After(minute));
+    /// assert_eq!(
+    ///     Remaining::After(Duration::from_secs(5)).capped(minute),
+    ///     Ttl::After(Duration::from_secs(5))
+    /// );
+    /// ```
+    pub fn capped(self, cap: Duration) -> Ttl {
+        match self {
+            Self::Never => Ttl::After(cap),
+            Self::After(left) => Ttl::After(left.min(cap)),
+        }
+    }
+}
+
 impl Ttl {
     /// Resolves [`Ttl::Default`] against `default` and classifies the result.
     ///

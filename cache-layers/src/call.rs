@@ -32,11 +32,17 @@ pub enum Operation {
     Increment,
     /// `touch`.
     Touch,
+    /// `remaining_ttl`.
+    RemainingTtl,
+    /// `get_with_ttl`.
+    GetWithTtl,
+    /// `get_many_with_ttl`.
+    GetManyWithTtl,
 }
 
 impl Operation {
     /// Every operation, in a fixed order (for pre-registering metrics, say).
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 15] = [
         Self::Get,
         Self::Set,
         Self::Delete,
@@ -49,6 +55,9 @@ impl Operation {
         Self::Add,
         Self::Increment,
         Self::Touch,
+        Self::RemainingTtl,
+        Self::GetWithTtl,
+        Self::GetManyWithTtl,
     ];
 
     /// The operation's name, as the engine traits spell it (`get_many`).
@@ -66,6 +75,9 @@ impl Operation {
             Self::Add => "add",
             Self::Increment => "increment",
             Self::Touch => "touch",
+            Self::RemainingTtl => "remaining_ttl",
+            Self::GetWithTtl => "get_with_ttl",
+            Self::GetManyWithTtl => "get_many_with_ttl",
         }
     }
 
@@ -74,10 +86,18 @@ impl Operation {
         self as usize
     }
 
-    /// Whether it only reads (`get`, `exists`, `get_many`): a failed read can fall back to a
-    /// miss.
+    /// Whether it only reads (`get`, `exists`, `get_many`, `remaining_ttl`, `get_with_ttl`,
+    /// `get_many_with_ttl`): a failed read can fall back to a miss.
     pub fn is_read(self) -> bool {
-        matches!(self, Self::Get | Self::Exists | Self::GetMany)
+        matches!(
+            self,
+            Self::Get
+                | Self::Exists
+                | Self::GetMany
+                | Self::RemainingTtl
+                | Self::GetWithTtl
+                | Self::GetManyWithTtl
+        )
     }
 }
 

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, CacheError, Capabilities, Result, Ttl};
+use cache_core::{
+    AsyncCacheEngine, Bytes, CacheEngine, CacheError, Capabilities, Remaining, Result, Ttl,
+};
 
 use crate::call::{Call, LabelSource, Labels, Operation, Outcome};
 
@@ -153,15 +155,16 @@ fn nothing<T>(_: &T) -> (u64, u64) {
     (0, 0)
 }
 
+/// One key read: a hit when found (a value, a remaining TTL).
 #[inline]
-fn one(found: &Option<Bytes>) -> (u64, u64) {
+fn one<T>(found: &Option<T>) -> (u64, u64) {
     if found.is_some() { (1, 0) } else { (0, 1) }
 }
 
 /// Summaries take `&T` of the operation's output type, here a `Vec`.
 #[inline]
 #[allow(clippy::ptr_arg)]
-fn many(found: &Vec<Option<Bytes>>) -> (u64, u64) {
+fn many<T>(found: &Vec<Option<T>>) -> (u64, u64) {
     let hits = found.iter().filter(|v| v.is_some()).count() as u64;
     (hits, found.len() as u64 - hits)
 }
@@ -337,6 +340,38 @@ impl<E: CacheEngine, I: Interceptor> CacheEngine for Layered<E, I> {
         self.settle(&c, t, self.inner.touch(key, ttl), nothing, Some(|| false))
     }
 
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        if self.interceptor.is_idle() {
+            return self.inner.remaining_ttl(key);
+        }
+        let source = source!(self, CacheEngine);
+        let c = call(&source, Operation::RemainingTtl, key);
+        let t = self.interceptor.before(&c);
+        self.settle(&c, t, self.inner.remaining_ttl(key), one, Some(|| None))
+    }
+
+    fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        if self.interceptor.is_idle() {
+            return self.inner.get_with_ttl(key);
+        }
+        let source = source!(self, CacheEngine);
+        let c = call(&source, Operation::GetWithTtl, key);
+        let t = self.interceptor.before(&c);
+        self.settle(&c, t, self.inner.get_with_ttl(key), one, Some(|| None))
+    }
+
+    fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        if self.interceptor.is_idle() {
+            return self.inner.get_many_with_ttl(keys);
+        }
+        let source = source!(self, CacheEngine);
+        let c = bulk(&source, Operation::GetManyWithTtl, keys.len());
+        let t = self.interceptor.before(&c);
+        let fallback = || vec![None; keys.len()];
+        let result = self.inner.get_many_with_ttl(keys);
+        self.settle(&c, t, result, many, Some(fallback))
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
@@ -480,6 +515,40 @@ impl<E: AsyncCacheEngine, I: Interceptor> AsyncCacheEngine for Layered<E, I> {
             nothing,
             Some(|| false),
         )
+    }
+
+    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        if self.interceptor.is_idle() {
+            return self.inner.remaining_ttl(key).await;
+        }
+        let source = source!(self, AsyncCacheEngine);
+        let c = call(&source, Operation::RemainingTtl, key);
+        let t = self.interceptor.before(&c);
+        let result = self.inner.remaining_ttl(key).await;
+        self.settle(&c, t, result, one, Some(|| None))
+    }
+
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        if self.interceptor.is_idle() {
+            return self.inner.get_with_ttl(key).await;
+        }
+        let source = source!(self, AsyncCacheEngine);
+        let c = call(&source, Operation::GetWithTtl, key);
+        let t = self.interceptor.before(&c);
+        let result = self.inner.get_with_ttl(key).await;
+        self.settle(&c, t, result, one, Some(|| None))
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        if self.interceptor.is_idle() {
+            return self.inner.get_many_with_ttl(keys).await;
+        }
+        let source = source!(self, AsyncCacheEngine);
+        let c = bulk(&source, Operation::GetManyWithTtl, keys.len());
+        let t = self.interceptor.before(&c);
+        let fallback = || vec![None; keys.len()];
+        let result = self.inner.get_many_with_ttl(keys).await;
+        self.settle(&c, t, result, many, Some(fallback))
     }
 
     fn capabilities(&self) -> Capabilities {

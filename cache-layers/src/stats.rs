@@ -29,7 +29,7 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 struct Counters {
-    calls: [AtomicU64; 12],
+    calls: [AtomicU64; Operation::ALL.len()],
     hits: AtomicU64,
     misses: AtomicU64,
     writes: AtomicU64,
@@ -41,7 +41,7 @@ struct Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineStats {
-    calls: [u64; 12],
+    calls: [u64; Operation::ALL.len()],
     /// Keys read and found.
     pub hits: u64,
     /// Keys read and not found (or, with a fail-open layer outside this one, not read).
@@ -77,7 +77,7 @@ impl Stats {
     pub fn snapshot(&self) -> EngineStats {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut calls = [0; 12];
+        let mut calls = [0; Operation::ALL.len()];
         for (slot, counter) in calls.iter_mut().zip(&c.calls) {
             *slot = load(counter);
         }

@@ -5,11 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
+use cache_core::{Bytes, CacheEngine, CacheError, Remaining, Ttl};
 use cache_layers::{FailOpen, KeyReport, LayerExt, Layered, Metrics, Operation, Stats, Tracing};
 use cache_local::InMemoryEngine;
 use cache_redis::{AsyncRedisEngine, RedisEngine};
-use cache_tests::servers::{ServerKind, TestServer};
+use cache_tests::servers::{OrSkip, ServerKind, TestServer};
 use cache_tests::{ReferenceEngine, TestContext};
 
 type Stacked<E> = Layered<Layered<Layered<Layered<E, Stats>, Metrics>, Tracing>, FailOpen>;
@@ -107,6 +107,73 @@ fn stats_count_hits_misses_writes_and_errors() {
     assert_eq!(counts.hit_ratio(), Some(0.75));
 }
 
+#[test]
+fn reads_with_ttls_reach_the_engine_whole_and_are_counted() {
+    let stats = Stats::new();
+    let engine = InMemoryEngine::new()
+        .layer(stats.clone())
+        .layer(FailOpen::new());
+    engine
+        .set("a", Bytes::from_static(b"1"), Ttl::Never)
+        .unwrap();
+    assert_eq!(
+        engine.get_with_ttl("a").unwrap(),
+        Some((Bytes::from_static(b"1"), Remaining::Never))
+    );
+    assert_eq!(engine.remaining_ttl("x").unwrap(), None);
+    assert_eq!(
+        engine.get_many_with_ttl(&["a", "x"]).unwrap(),
+        vec![Some((Bytes::from_static(b"1"), Remaining::Never)), None]
+    );
+    let counts = stats.snapshot();
+    assert_eq!(counts.calls(Operation::GetWithTtl), 1);
+    assert_eq!(counts.calls(Operation::RemainingTtl), 1);
+    assert_eq!(counts.calls(Operation::GetManyWithTtl), 1);
+    // Not split into a get and a remaining_ttl on the way through.
+    assert_eq!(counts.calls(Operation::Get), 0);
+    assert_eq!((counts.hits, counts.misses), (2, 2));
+    assert_eq!(
+        Operation::ALL.map(Operation::name)[12..],
+        ["remaining_ttl", "get_with_ttl", "get_many_with_ttl"]
+    );
+    assert!(Operation::GetManyWithTtl.is_read());
+}
+
+#[test]
+fn a_layered_redis_engine_reads_with_ttls_in_one_transaction() {
+    // A server of its own: the kits of this file run transactions on the shared one.
+    let Some(server) = TestServer::start(ServerKind::Redis, &[]).or_skip() else {
+        return;
+    };
+    let engine = every_layer(RedisEngine::builder().url(server.url()).build().unwrap());
+    engine
+        .set("layered-ttl", Bytes::from_static(b"v"), Ttl::Never)
+        .unwrap();
+    // Transactions the server ran so far, from INFO commandstats on a connection of our own.
+    let execs = || -> u64 {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut stream = std::net::TcpStream::connect(server.address()).unwrap();
+        stream.write_all(b"INFO commandstats\r\n").unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header).unwrap();
+        let len: usize = header.trim_start_matches('$').trim_end().parse().unwrap();
+        let mut info = vec![0; len];
+        reader.read_exact(&mut info).unwrap();
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_exec:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = execs();
+    assert_eq!(
+        engine.get_with_ttl("layered-ttl").unwrap(),
+        Some((Bytes::from_static(b"v"), Remaining::Never))
+    );
+    assert_eq!(execs(), before + 1, "one MULTI/EXEC through every layer");
+}
+
 fn dead_address() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -142,12 +209,22 @@ fn failing_open_turns_a_dead_server_into_misses() {
         matches!(engine.get("bad key"), Err(CacheError::InvalidKey { .. })),
         "a caller's mistake is never absorbed"
     );
+    assert_eq!(engine.remaining_ttl("k").unwrap(), None);
+    assert_eq!(engine.get_with_ttl("k").unwrap(), None);
+    assert_eq!(
+        engine.get_many_with_ttl(&["a", "b"]).unwrap(),
+        vec![None, None]
+    );
+    assert!(matches!(
+        engine.get_with_ttl("bad key"),
+        Err(CacheError::InvalidKey { .. })
+    ));
     let counts = fail_open.counts();
-    assert_eq!(counts.failed_open_reads, 2);
+    assert_eq!(counts.failed_open_reads, 5);
     assert_eq!(counts.failed_open_writes, 2);
     assert_eq!(
         seen.lock().unwrap().len(),
-        5,
+        8,
         "every backend failure is reported"
     );
 }

@@ -35,6 +35,15 @@ impl Entry {
     pub(crate) fn is_expired(&self, timer: &Timer) -> bool {
         self.deadline != NEVER && timer.now_ms() >= self.deadline
     }
+
+    /// How long a live entry has left (at least 1 ms).
+    pub(crate) fn remaining(&self, timer: &Timer) -> cache_core::Remaining {
+        if self.deadline == NEVER {
+            return cache_core::Remaining::Never;
+        }
+        let left = self.deadline.saturating_sub(timer.now_ms()).max(1);
+        cache_core::Remaining::After(std::time::Duration::from_millis(left))
+    }
 }
 
 /// Weighs entries so that one quick_cache weight bound enforces both our bounds.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use cache_core::clock::Clock;
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::check_key;
-use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, Capabilities, Result, Ttl};
+use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl};
 use quick_cache::DefaultHashBuilder;
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult};
 
@@ -326,6 +326,27 @@ impl CacheEngine for InMemoryEngine {
             .is_some())
     }
 
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        let inner = self.open()?;
+        check_key(key, 0)?;
+        let timer = &inner.settings.timer;
+        Ok(inner
+            .store
+            .peek(key)
+            .filter(|e| !e.is_expired(timer))
+            .map(|e| e.remaining(timer)))
+    }
+
+    fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        let inner = self.open()?;
+        check_key(key, 0)?;
+        let timer = &inner.settings.timer;
+        Ok(inner.store.get(key).and_then(|e| {
+            let left = e.remaining(timer);
+            inner.live(key, e).map(|value| (value, left))
+        }))
+    }
+
     fn clear(&self) -> Result<()> {
         self.open()?.store.clear();
         Ok(())
@@ -625,6 +646,15 @@ impl AsyncCacheEngine for InMemoryEngine {
     }
     async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         CacheEngine::touch(self, key, ttl)
+    }
+    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        CacheEngine::remaining_ttl(self, key)
+    }
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        CacheEngine::get_with_ttl(self, key)
+    }
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        CacheEngine::get_many_with_ttl(self, keys)
     }
     fn capabilities(&self) -> Capabilities {
         CacheEngine::capabilities(self)

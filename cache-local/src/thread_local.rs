@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cache_core::clock::Clock;
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::check_key;
-use cache_core::{Bytes, CacheEngine, Capabilities, Result, Ttl};
+use cache_core::{Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl};
 use quick_cache::DefaultHashBuilder;
 use quick_cache::unsync::Cache;
 use thread_local::ThreadLocal;
@@ -299,6 +299,17 @@ impl CacheEngine for ThreadLocalEngine {
     fn delete(&self, key: &str) -> Result<bool> {
         check_key(key, 0)?;
         Ok(self.slot()?.remove_live(key, &self.inner.settings))
+    }
+
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        check_key(key, 0)?;
+        let settings = &self.inner.settings;
+        let slot = self.slot()?;
+        Ok(slot
+            .store
+            .peek(key)
+            .filter(|e| !e.is_expired(&settings.timer))
+            .map(|e| e.remaining(&settings.timer)))
     }
 
     fn exists(&self, key: &str) -> Result<bool> {

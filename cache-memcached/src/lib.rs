@@ -103,6 +103,15 @@
 //! `Ttl::Never` is `0`; `Ttl::After(Duration::ZERO)` deletes the key. Absolute times use this
 //! machine's clock: keep it in step with the server's.
 //!
+//! [`remaining_ttl`](cache_core::CacheEngine::remaining_ttl) (`mg <key> t`),
+//! [`get_with_ttl`](cache_core::CacheEngine::get_with_ttl) (`mg <key> v f t`, one command) and
+//! [`get_many_with_ttl`](cache_core::CacheEngine::get_many_with_ttl) report what memcached
+//! reports: whole seconds, `Remaining::After(secs)` (at least 1 s for a live entry), which may be
+//! up to the [`ttl_resolution`](cache_core::Capabilities::ttl_resolution) off the entry's real
+//! lifetime (a fresh 60 s entry, stored for 61 s, reports 60 or 61 s); `Remaining::Never` for
+//! `t-1`. An entry of an older namespace generation, or another key's value under a hashed key,
+//! is absent, as for `get`.
+//!
 //! # Namespaces and clear
 //!
 //! With a [`namespace`](MemcachedEngineBuilder::namespace), every key is

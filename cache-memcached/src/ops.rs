@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use cache_core::counter::{apply_increment, format_counter};
-use cache_core::{Bytes, CacheError, KeyDisplay, Result, Ttl};
-use cache_remote::meta::{self, Code, ErrorKind, Key, Meta, Reply};
+use cache_core::{Bytes, CacheError, KeyDisplay, Remaining, Result, Ttl};
+use cache_remote::meta::{self, Code, ErrorKind, Flags, Key, Meta, Reply};
 use cache_remote::{
     BATCH_KEYS, BoxExchange, Exchange, ProtocolError, ReplyLimits, Request, Step, batch_ranges,
     batches, ready, single,
@@ -270,6 +271,86 @@ impl Commands {
         )
     }
 
+    /// The remaining TTL of a meta reply's `t` flag: `t-1` never expires; `t<secs>` is in
+    /// whole seconds (memcached's clock), reported as at least 1 s for a live entry.
+    fn remaining(&self, flags: &Flags, operation: &'static str) -> Result<Remaining> {
+        match flags.number(b't') {
+            Some(-1) => Ok(Remaining::Never),
+            Some(secs) if secs >= 0 => Ok(Remaining::After(Duration::from_secs(
+                secs.unsigned_abs().max(1),
+            ))),
+            other => Err(CacheError::Backend {
+                backend: BACKEND,
+                source: Box::new(ProtocolError::Unexpected(format!(
+                    "{operation} got a reply whose remaining TTL is {other:?}"
+                ))),
+            }),
+        }
+    }
+
+    /// A reply to `mg <key> v f t`: the value (checked against the original key when the wire
+    /// key is a hash) and its remaining TTL; `None` when absent or another key's.
+    fn value_and_ttl(
+        &self,
+        wire: &WireKey,
+        reply: Option<Reply>,
+        operation: &'static str,
+    ) -> Result<Option<(Bytes, Remaining)>> {
+        match reply {
+            Some(Reply::Value { data, flags }) => {
+                match unwrap_payload(wire, flags.number(b'f'), data) {
+                    Some(value) => Ok(Some((value, self.remaining(&flags, operation)?))),
+                    None => Ok(None),
+                }
+            }
+            Some(Reply::Status { code: Code::En, .. }) => Ok(None),
+            other => Err(self.unexpected(other, operation)),
+        }
+    }
+
+    /// `mg <key> t` (with `v f` for a hashed key, to check the original key as `get` does).
+    pub(crate) fn remaining_ttl<'a>(
+        &'a self,
+        wire: &'a WireKey,
+    ) -> impl Exchange<Reply, Output = Option<Remaining>> + 'a {
+        self.one_command(
+            wire,
+            true,
+            |wire, bytes| {
+                let flags: &[&[u8]] = if wire.hashed_from.is_some() {
+                    &[b"v", b"f", b"t"]
+                } else {
+                    &[b"t"]
+                };
+                meta::push_get(bytes, Key::Text(&wire.key), flags, 0);
+            },
+            move |wire, reply| match reply {
+                Some(Reply::Status {
+                    code: Code::Hd,
+                    flags,
+                }) if wire.hashed_from.is_none() => {
+                    self.remaining(&flags, "remaining_ttl").map(Some)
+                }
+                other => Ok(self
+                    .value_and_ttl(wire, other, "remaining_ttl")?
+                    .map(|(_, left)| left)),
+            },
+        )
+    }
+
+    /// `mg <key> v f t`: the value and its remaining TTL in one command.
+    pub(crate) fn get_with_ttl<'a>(
+        &'a self,
+        wire: &'a WireKey,
+    ) -> impl Exchange<Reply, Output = Option<(Bytes, Remaining)>> + 'a {
+        self.one_command(
+            wire,
+            true,
+            |wire, bytes| meta::push_get(bytes, Key::Text(&wire.key), &[b"v", b"f", b"t"], 0),
+            move |wire, reply| self.value_and_ttl(wire, reply, "get_with_ttl"),
+        )
+    }
+
     /// `flush_all`: the clear of an engine without a namespace, on one server.
     pub(crate) fn flush_all(&self) -> impl Exchange<Reply, Output = ()> + '_ {
         single(
@@ -285,6 +366,39 @@ impl Commands {
         &'a self,
         wires: &'a [&'a WireKey],
     ) -> BoxExchange<'a, Reply, Vec<Option<Bytes>>> {
+        self.read_many(
+            wires,
+            &[b"v", b"f"],
+            "get_many",
+            |commands, wire, reply| match reply {
+                Reply::Value { data, flags } => Ok(unwrap_payload(wire, flags.number(b'f'), data)),
+                Reply::Status { code: Code::En, .. } => Ok(None),
+                other => Err(commands.unexpected(Some(other), "get_many")),
+            },
+        )
+    }
+
+    /// `mg <key> v f t` of every key: each value with its remaining TTL.
+    pub(crate) fn get_many_with_ttl<'a>(
+        &'a self,
+        wires: &'a [&'a WireKey],
+    ) -> BoxExchange<'a, Reply, Vec<Option<(Bytes, Remaining)>>> {
+        self.read_many(
+            wires,
+            &[b"v", b"f", b"t"],
+            "get_many_with_ttl",
+            |commands, wire, reply| commands.value_and_ttl(wire, Some(reply), "get_many_with_ttl"),
+        )
+    }
+
+    /// One `mg` with `flags` per key, in batches, each reply read by `parse`.
+    fn read_many<'a, V: Send + 'a>(
+        &'a self,
+        wires: &'a [&'a WireKey],
+        flags: &'static [&'static [u8]],
+        operation: &'static str,
+        parse: fn(&Self, &WireKey, Reply) -> Result<Option<V>>,
+    ) -> BoxExchange<'a, Reply, Vec<Option<V>>> {
         if wires.is_empty() {
             return Box::new(ready(Vec::new()));
         }
@@ -294,12 +408,7 @@ impl Commands {
             .map(|chunk| {
                 let mut bytes = Vec::with_capacity(chunk.len() * 32);
                 for (i, wire) in chunk.iter().enumerate() {
-                    meta::push_get(
-                        &mut bytes,
-                        Key::Text(&wire.key),
-                        &[b"v", b"f"],
-                        Meta::opaque_for(i),
-                    );
+                    meta::push_get(&mut bytes, Key::Text(&wire.key), flags, Meta::opaque_for(i));
                 }
                 request(bytes, chunk.len(), limits)
             })
@@ -308,18 +417,12 @@ impl Commands {
         Box::new(batches(
             requests,
             Vec::with_capacity(wires.len()),
-            move |values: &mut Vec<Option<Bytes>>, replies| {
+            move |values: &mut Vec<Option<V>>, replies| {
                 for reply in replies {
                     let Some(wire) = next.next() else {
-                        return Err(self.unexpected(Some(reply), "get_many"));
+                        return Err(self.unexpected(Some(reply), operation));
                     };
-                    values.push(match reply {
-                        Reply::Value { data, flags } => {
-                            unwrap_payload(wire, flags.number(b'f'), data)
-                        }
-                        Reply::Status { code: Code::En, .. } => None,
-                        other => return Err(self.unexpected(Some(other), "get_many")),
-                    });
+                    values.push(parse(self, wire, reply)?);
                 }
                 Ok(())
             },

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use cache_core::{Bytes, CacheError, Capabilities, Result, Ttl};
-use cache_remote::{Deadline, Make, Output, RemoteOptions, ReplyOf, Transport};
+use cache_core::{Bytes, CacheError, Capabilities, Remaining, Result, Ttl};
+use cache_remote::meta::Reply;
+use cache_remote::{BoxExchange, Deadline, Make, Output, RemoteOptions, ReplyOf, Transport};
 
 use crate::backend::Memcached;
 use crate::generation::{Generation, Held, Raise, Read, next_generation};
@@ -81,6 +82,10 @@ impl<T: Transport> std::fmt::Debug for Servers<T> {
 
 /// What a server's part of a bulk operation gets: indices into the caller's keys.
 type Groups = Vec<(usize, Vec<usize>)>;
+
+/// Builds a server's exchange of a bulk read of some keys: a slot per key, in order.
+type ReadMany<V> =
+    for<'a> fn(&'a Commands, &'a [&'a WireKey]) -> BoxExchange<'a, Reply, Vec<Option<V>>>;
 
 /// The same exchange maker for each server of `nodes`.
 fn each<'a, T: Transport, M: Clone>(
@@ -548,6 +553,30 @@ impl<T: Transport> Servers<T> {
             .await
     }
 
+    /// `mg <key> t`: how long the entry has left, in memcached's whole seconds.
+    pub(crate) async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        let deadline = self.deadline();
+        self.commands.keys.check(key)?;
+        let (wire, node) = self.prepare(key, "remaining_ttl", deadline).await?;
+        let commands = &self.commands;
+        self.run_on(node, "remaining_ttl", deadline, || {
+            Ok(commands.remaining_ttl(&wire))
+        })
+        .await
+    }
+
+    /// `mg <key> v f t`: the value and its remaining TTL in one command.
+    pub(crate) async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        let deadline = self.deadline();
+        self.commands.keys.check(key)?;
+        let (wire, node) = self.prepare(key, "get_with_ttl", deadline).await?;
+        let commands = &self.commands;
+        self.run_on(node, "get_with_ttl", deadline, || {
+            Ok(commands.get_with_ttl(&wire))
+        })
+        .await
+    }
+
     /// A namespace moves to a new generation on every server (O(1)); without one, every
     /// server is flushed.
     pub(crate) async fn clear(&self) -> Result<()> {
@@ -575,20 +604,39 @@ impl<T: Transport> Servers<T> {
     }
 
     pub(crate) async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.read_many(keys, "get_many", Commands::get_many).await
+    }
+
+    pub(crate) async fn get_many_with_ttl(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        self.read_many(keys, "get_many_with_ttl", Commands::get_many_with_ttl)
+            .await
+    }
+
+    /// A bulk read: every key checked, then each server asked for its keys at once (`read`
+    /// builds a server's exchange), one slot per key in order.
+    async fn read_many<V: Send>(
+        &self,
+        keys: &[&str],
+        operation: &'static str,
+        read: ReadMany<V>,
+    ) -> Result<Vec<Option<V>>> {
         let deadline = self.deadline();
         self.commands.keys.check_all(keys.iter().copied())?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let wires = self
-            .prepare_many(keys.iter().copied(), "get_many", deadline)
+            .prepare_many(keys.iter().copied(), operation, deadline)
             .await?;
         let refs: Vec<&WireKey> = wires.iter().collect();
-        let groups = self.group(&refs, "get_many")?;
+        let groups = self.group(&refs, operation)?;
         let commands = &self.commands;
         if let [(node, _)] = groups.as_slice() {
             return self
-                .run_on(*node, "get_many", deadline, || Ok(commands.get_many(&refs)))
+                .run_on(*node, operation, deadline, || Ok(read(commands, &refs)))
                 .await;
         }
         let subsets: Vec<Vec<&WireKey>> = groups
@@ -598,11 +646,11 @@ impl<T: Transport> Servers<T> {
         let mut jobs = Vec::with_capacity(groups.len());
         for ((node, _), subset) in groups.iter().zip(&subsets) {
             jobs.push((&self.nodes[*node].client, move || {
-                Ok(commands.get_many(subset))
+                Ok(read(commands, subset))
             }));
         }
-        let results = T::run_each("get_many", deadline, jobs).await;
-        let mut values = vec![None; keys.len()];
+        let results = T::run_each(operation, deadline, jobs).await;
+        let mut values: Vec<Option<V>> = (0..keys.len()).map(|_| None).collect();
         let mut first_error = None;
         for ((node, members), result) in groups.iter().zip(results) {
             self.account(&self.nodes[*node], &result);

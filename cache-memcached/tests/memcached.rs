@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
+use cache_core::{Bytes, CacheEngine, CacheError, Remaining, Ttl};
 use cache_memcached::MemcachedEngine;
 use cache_tests::servers::{OrSkip, ServerKind, TestServer};
 
@@ -283,6 +283,115 @@ fn fractional_and_month_long_ttls() {
         left > 30 * 24 * 3600 && left <= 31 * 24 * 3600 + 2,
         "{line}"
     );
+}
+
+/// The whole seconds of an `After` report, within `range`.
+fn secs_left(left: Option<Remaining>, range: std::ops::RangeInclusive<u64>) {
+    match left {
+        Some(Remaining::After(d)) => assert!(
+            d.subsec_nanos() == 0 && range.contains(&d.as_secs()),
+            "{d:?} left, not in {range:?} s"
+        ),
+        other => panic!("{other:?} left, not in {range:?} s"),
+    }
+}
+
+#[test]
+fn remaining_ttls_are_whole_seconds_and_31_days_report_31_days() {
+    let Some(server) = server(&[]) else { return };
+    let cache = engine(&server, Some("rt"));
+    let month = 31 * 24 * 3600;
+    cache
+        .set("minute", v("m"), Ttl::After(Duration::from_secs(60)))
+        .unwrap();
+    cache.set("never", v("n"), Ttl::Never).unwrap();
+    cache
+        .set("month", v("x"), Ttl::After(Duration::from_secs(month)))
+        .unwrap();
+    // 60 s are stored as 61 (ceil + 1); memcached's clock may tick once in between.
+    secs_left(cache.remaining_ttl("minute").unwrap(), 59..=61);
+    assert_eq!(
+        cache.remaining_ttl("never").unwrap(),
+        Some(Remaining::Never)
+    );
+    assert_eq!(cache.remaining_ttl("absent").unwrap(), None);
+    // Sent as a Unix time (beyond 30 days), reported as about 31 days left.
+    secs_left(cache.remaining_ttl("month").unwrap(), month - 2..=month + 2);
+    let (value, left) = cache.get_with_ttl("month").unwrap().unwrap();
+    assert_eq!(value, v("x"));
+    secs_left(Some(left), month - 2..=month + 2);
+    let got = cache
+        .get_many_with_ttl(&["minute", "absent", "never"])
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    secs_left(got[0].as_ref().map(|(_, left)| *left), 59..=61);
+    assert_eq!(got[1], None);
+    assert_eq!(got[2], Some((v("n"), Remaining::Never)));
+    assert!(cache.touch("minute", Ttl::Never).unwrap());
+    assert_eq!(
+        cache.remaining_ttl("minute").unwrap(),
+        Some(Remaining::Never)
+    );
+
+    // After a clear the entries are under an older generation: absent, as for get.
+    cache.clear().unwrap();
+    for key in ["minute", "never", "month"] {
+        assert_eq!(cache.get(key).unwrap(), None);
+        assert_eq!(cache.remaining_ttl(key).unwrap(), None, "{key}");
+        assert_eq!(cache.get_with_ttl(key).unwrap(), None, "{key}");
+    }
+    assert_eq!(
+        cache.get_many_with_ttl(&["minute", "never"]).unwrap(),
+        vec![None, None]
+    );
+    let fresh = engine(&server, Some("rt"));
+    assert_eq!(fresh.remaining_ttl("month").unwrap(), None);
+}
+
+#[test]
+fn remaining_ttls_of_hashed_keys_check_the_original_key() {
+    use sha2::{Digest, Sha256};
+    let Some(server) = server(&[]) else { return };
+    let mut raw = Raw::new(&server);
+    let cache = MemcachedEngine::builder()
+        .server(server.url())
+        .hash_keys(true)
+        .build()
+        .unwrap();
+    let key = "with space";
+    let wire: String = std::iter::once("#".to_string())
+        .chain(
+            Sha256::digest(key.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}")),
+        )
+        .collect();
+    // Another client's value under the hash: not this key's.
+    raw.set(&wire, "other");
+    assert_eq!(cache.get(key).unwrap(), None);
+    assert_eq!(cache.remaining_ttl(key).unwrap(), None);
+    assert_eq!(cache.get_with_ttl(key).unwrap(), None);
+    assert_eq!(cache.get_many_with_ttl(&[key]).unwrap(), vec![None]);
+    cache
+        .set(key, v("mine"), Ttl::After(Duration::from_secs(60)))
+        .unwrap();
+    secs_left(cache.remaining_ttl(key).unwrap(), 59..=61);
+    let (value, left) = cache.get_with_ttl(key).unwrap().unwrap();
+    assert_eq!(value, v("mine"));
+    secs_left(Some(left), 59..=61);
+    let long = "k".repeat(400);
+    cache.set(&long, v("long"), Ttl::Never).unwrap();
+    let got = cache
+        .get_many_with_ttl(&[key, &long, "absent key"])
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[0].as_ref().map(|(value, _)| value.clone()),
+        Some(v("mine"))
+    );
+    secs_left(got[0].as_ref().map(|(_, left)| *left), 59..=61);
+    assert_eq!(got[1], Some((v("long"), Remaining::Never)));
+    assert_eq!(got[2], None);
 }
 
 #[test]

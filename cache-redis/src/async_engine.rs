@@ -64,6 +64,14 @@ impl AsyncRedisEngine {
         "redis://127.0.0.1:6379"
     );
 
+    /// The feed of this engine's invalidations, from Redis's client tracking: give it to a
+    /// tiered cache so that its local tier hears when anyone changes a key of this namespace.
+    /// Nothing is opened until it is subscribed to. See
+    /// [`RedisInvalidations`](crate::RedisInvalidations).
+    pub fn invalidations(&self) -> crate::RedisInvalidations {
+        self.inner.invalidations()
+    }
+
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
         self.inner.namespace()

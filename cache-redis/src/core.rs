@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cache_core::{Bytes, CacheError, Capabilities, Result, Ttl};
+use cache_core::{Bytes, CacheError, Capabilities, Remaining, Result, Ttl};
 use cache_remote::resp::{self, Value};
 use cache_remote::{BoxExchange, Deadline, Make, Output, RemoteOptions, ReplyOf, Transport};
 
@@ -29,6 +29,9 @@ pub(crate) enum Topology<T: Transport> {
 /// The engine's state, shared by its clones.
 pub(crate) struct Core<T: Transport> {
     pub(crate) topology: Topology<T>,
+    /// A blocking client of the one server, for invalidation feeds (none for a cluster or
+    /// sentinels).
+    pub(crate) feed: Option<Arc<cache_remote::blocking::Client<Redis>>>,
     pub(crate) commands: Commands,
     pub(crate) options: RemoteOptions,
     /// The URL with the password hidden.
@@ -50,6 +53,17 @@ impl<T: Transport> Core<T> {
         caps.max_value_size = Some(self.commands.max_value_size);
         caps.max_key_len = self.commands.keys.max_key_len();
         caps
+    }
+
+    /// The feed of this engine's invalidations (see [`RedisInvalidations`]).
+    pub(crate) fn invalidations(&self) -> crate::RedisInvalidations {
+        crate::RedisInvalidations {
+            client: self.feed.clone(),
+            prefix: self.commands.keys.prefix().to_string(),
+            timeout: self.options.client.timeout,
+            heartbeat: crate::invalidation::DEFAULT_HEARTBEAT,
+            shown_url: self.shown_url.clone(),
+        }
     }
 
     pub(crate) fn namespace(&self) -> Option<&str> {
@@ -482,5 +496,53 @@ impl<T: Transport> Core<T> {
         let commands = &self.commands;
         self.keyed("touch", key, self.deadline(), || commands.touch(key, ttl))
             .await
+    }
+
+    pub(crate) async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        let commands = &self.commands;
+        self.keyed("remaining_ttl", key, self.deadline(), || {
+            commands.remaining_ttl(key)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        let commands = &self.commands;
+        self.keyed("get_with_ttl", key, self.deadline(), || {
+            commands.get_with_ttl(key)
+        })
+        .await
+    }
+
+    /// One transaction per batch on one server or the sentinels' master; key by key (each its
+    /// own transaction, on the node serving it) in a cluster, under one deadline.
+    pub(crate) async fn get_many_with_ttl(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        let commands = &self.commands;
+        let deadline = self.deadline();
+        if !matches!(self.topology, Topology::Cluster(_)) {
+            return self
+                .on_every_master("get_many_with_ttl", deadline, || {
+                    commands.get_many_with_ttl(keys)
+                })
+                .await
+                .map(|mut all| all.pop().unwrap_or_default());
+        }
+        self.check_open()?;
+        for key in keys {
+            commands.key(key)?;
+        }
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(
+                self.keyed("get_many_with_ttl", key, deadline, || {
+                    commands.get_with_ttl(key)
+                })
+                .await?,
+            );
+        }
+        Ok(found)
     }
 }

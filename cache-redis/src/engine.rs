@@ -84,7 +84,20 @@ impl Parts {
                 settings,
             )),
         };
+        // The invalidation feed's own client: one server only, for now.
+        let feed = match &self.target {
+            Target::Single(url) => Some(Arc::new(cache_remote::blocking::Client::new(
+                backend(
+                    url,
+                    self.tls_root_certificate.as_deref(),
+                    self.danger_accept_invalid_certs,
+                )?,
+                self.options.client.clone(),
+            ))),
+            _ => None,
+        };
         Ok(Arc::new(Core {
+            feed,
             topology,
             commands: self.commands,
             options: self.options,
@@ -204,6 +217,14 @@ impl RedisEngine {
         url,
         "redis://127.0.0.1:6379"
     );
+
+    /// The feed of this engine's invalidations, from Redis's client tracking: give it to a
+    /// tiered cache so that its local tier hears when anyone changes a key of this namespace.
+    /// Nothing is opened until it is subscribed to. See
+    /// [`RedisInvalidations`](crate::RedisInvalidations).
+    pub fn invalidations(&self) -> crate::RedisInvalidations {
+        self.inner.invalidations()
+    }
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {

@@ -184,6 +184,7 @@ mod cluster;
 mod config;
 mod core;
 mod engine;
+mod invalidation;
 mod ops;
 mod sentinel;
 #[cfg(feature = "tls")]
@@ -198,3 +199,4 @@ pub use cache_remote::{
 };
 pub use config::{DEFAULT_MAX_VALUE_SIZE, DEFAULT_URL, RedisEngineBuilder};
 pub use engine::RedisEngine;
+pub use invalidation::RedisInvalidations;

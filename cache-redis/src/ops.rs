@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cache_core::key::KeySpace;
 use cache_core::ttl::ceil_millis;
-use cache_core::{Bytes, CacheError, Expiry, KeyDisplay, Result, Ttl};
+use cache_core::{Bytes, CacheError, Expiry, KeyDisplay, Remaining, Result, Ttl};
 use cache_remote::resp::{self, Value};
 use cache_remote::{
     BATCH_KEYS, BoxExchange, Exchange, ExchangeExt, ReplyLimits, Request, Step, batch_ranges,
@@ -41,9 +41,26 @@ pub(crate) struct Commands {
     pub(crate) cluster: bool,
 }
 
+/// A value read with its remaining TTL; `None` when absent.
+type WithTtl = Option<(Bytes, Remaining)>;
+
 /// The single reply of a one-command request.
 fn only(replies: Vec<Value>) -> Value {
     replies.into_iter().next().unwrap_or(Value::Nil)
+}
+
+/// What a `PTTL` reply says of a key: `Ok(None)` absent (`-2`), `Never` without expiry (`-1`),
+/// else the milliseconds left, at least 1 (Redis answers 0 for a key in its last millisecond).
+/// Any other reply is handed back.
+pub(crate) fn pttl(reply: Value) -> std::result::Result<Option<Remaining>, Value> {
+    match reply {
+        Value::Integer(-2) => Ok(None),
+        Value::Integer(-1) => Ok(Some(Remaining::Never)),
+        Value::Integer(ms) if ms >= 0 => Ok(Some(Remaining::After(Duration::from_millis(
+            ms.unsigned_abs().max(1),
+        )))),
+        other => Err(other),
+    }
 }
 
 impl Commands {
@@ -499,6 +516,127 @@ impl Commands {
             }
         }
     }
+
+    /// `PTTL`: how long the key has left.
+    pub(crate) fn remaining_ttl<'a>(
+        &'a self,
+        key: &str,
+    ) -> Result<impl Exchange<Value, Output = Option<Remaining>> + 'a> {
+        let full = self.key(key)?;
+        Ok(single(
+            self.request(&[b"PTTL", full.as_bytes()]),
+            move |replies| {
+                pttl(only(replies)).map_err(|other| self.failure(other, "remaining_ttl", None))
+            },
+        ))
+    }
+
+    /// The results of a transaction whose request was `MULTI`, `queued` commands and `EXEC`:
+    /// `MULTI`'s `+OK` and each `+QUEUED` are checked (a refused command, a redirection, is the
+    /// error), then `EXEC`'s array must hold one result per command.
+    fn transaction(
+        &self,
+        replies: Vec<Value>,
+        queued: usize,
+        operation: &'static str,
+    ) -> Result<Vec<Value>> {
+        let mut replies = replies.into_iter();
+        for reply in replies.by_ref().take(queued + 1) {
+            if !matches!(reply, Value::Simple(_)) {
+                return Err(self.failure(reply, operation, None));
+            }
+        }
+        match replies.next() {
+            Some(Value::Array(results)) if results.len() == queued => Ok(results),
+            Some(Value::Array(results)) => Err(unexpected(&Value::Array(results), operation)),
+            Some(other) => Err(self.failure(other, operation, None)),
+            None => Err(unexpected(&Value::Nil, operation)),
+        }
+    }
+
+    /// A value and its `PTTL`, as results of one transaction: `None` when the key is absent.
+    fn value_and_ttl(&self, value: Value, ttl: Value, operation: &'static str) -> Result<WithTtl> {
+        let value = match value {
+            Value::Bulk(value) => Bytes::from(value),
+            Value::Nil => return Ok(None),
+            other => return Err(self.failure(other, operation, None)),
+        };
+        match pttl(ttl) {
+            Ok(Some(left)) => Ok(Some((value, left))),
+            // Read in the same transaction as the value: the key cannot be absent.
+            Ok(None) => Err(unexpected(&Value::Integer(-2), operation)),
+            Err(other) => Err(self.failure(other, operation, None)),
+        }
+    }
+
+    /// `MULTI`, `GET`, `PTTL`, `EXEC`: the value and its remaining TTL read atomically, in one
+    /// round trip.
+    pub(crate) fn get_with_ttl<'a>(
+        &'a self,
+        key: &str,
+    ) -> Result<impl Exchange<Value, Output = WithTtl> + 'a> {
+        let full = self.key(key)?;
+        let mut bytes = Vec::with_capacity(full.len() * 2 + 64);
+        resp::command(&mut bytes, &[b"MULTI"]);
+        resp::command(&mut bytes, &[b"GET", full.as_bytes()]);
+        resp::command(&mut bytes, &[b"PTTL", full.as_bytes()]);
+        resp::command(&mut bytes, &[b"EXEC"]);
+        let request = Request::new(bytes, 4, self.limits.with_arrays(2, 1));
+        Ok(single(request, move |replies| {
+            let mut results = self.transaction(replies, 2, "get_with_ttl")?.into_iter();
+            match (results.next(), results.next()) {
+                (Some(value), Some(ttl)) => self.value_and_ttl(value, ttl, "get_with_ttl"),
+                _ => Err(unexpected(&Value::Nil, "get_with_ttl")),
+            }
+        }))
+    }
+
+    /// One transaction per batch of keys (`MULTI`, `GET` and `PTTL` of each key, `EXEC`), all
+    /// keys checked first: for one server (a cluster reads key by key, since the keys of one
+    /// request may belong to different slots).
+    pub(crate) fn get_many_with_ttl<'a>(
+        &'a self,
+        keys: &[&str],
+    ) -> Result<BoxExchange<'a, Value, Vec<WithTtl>>> {
+        let full = self.keys(keys)?;
+        if full.is_empty() {
+            return Ok(Box::new(ready(Vec::new())));
+        }
+        let mut sizes = std::collections::VecDeque::new();
+        let requests = full
+            .chunks(BATCH_KEYS)
+            .map(|chunk| {
+                let mut bytes = Vec::with_capacity(chunk.iter().map(|k| k.len() * 2 + 48).sum());
+                resp::command(&mut bytes, &[b"MULTI"]);
+                for key in chunk {
+                    resp::command(&mut bytes, &[b"GET", key.as_bytes()]);
+                    resp::command(&mut bytes, &[b"PTTL", key.as_bytes()]);
+                }
+                resp::command(&mut bytes, &[b"EXEC"]);
+                sizes.push_back(chunk.len());
+                Request::new(
+                    bytes,
+                    chunk.len() * 2 + 2,
+                    self.limits.with_arrays(chunk.len() * 2, 1),
+                )
+            })
+            .collect();
+        let acc = Vec::with_capacity(full.len());
+        Ok(Box::new(batches(
+            requests,
+            acc,
+            move |acc: &mut Vec<WithTtl>, replies| {
+                let count = sizes.pop_front().unwrap_or(0);
+                let mut results = self
+                    .transaction(replies, count * 2, "get_many_with_ttl")?
+                    .into_iter();
+                while let (Some(value), Some(ttl)) = (results.next(), results.next()) {
+                    acc.push(self.value_and_ttl(value, ttl, "get_many_with_ttl")?);
+                }
+                Ok(())
+            },
+        )))
+    }
 }
 
 /// A namespaced clear: `SCAN` the namespace's pattern, `UNLINK` what it finds, until the
@@ -608,6 +746,196 @@ pub(crate) fn escape_glob(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pttl_replies_are_read() {
+        assert_eq!(pttl(Value::Integer(-2)), Ok(None), "absent");
+        assert_eq!(pttl(Value::Integer(-1)), Ok(Some(Remaining::Never)));
+        assert_eq!(
+            pttl(Value::Integer(1_500)),
+            Ok(Some(Remaining::After(Duration::from_millis(1_500))))
+        );
+        // A key in its last millisecond is alive: never zero.
+        assert_eq!(
+            pttl(Value::Integer(0)),
+            Ok(Some(Remaining::After(Duration::from_millis(1))))
+        );
+        assert_eq!(pttl(Value::Integer(-3)), Err(Value::Integer(-3)));
+        assert_eq!(pttl(Value::Nil), Err(Value::Nil));
+    }
+
+    fn commands() -> Commands {
+        Commands::new(
+            KeySpace::new(Some("ns")).unwrap(),
+            Ttl::After(Duration::from_secs(60)),
+            1024,
+            "127.0.0.1:1".into(),
+            false,
+        )
+    }
+
+    /// Runs a one-request exchange against `replies`: its request's bytes and its output.
+    fn run<E: Exchange<Value>>(
+        mut exchange: E,
+        replies: Vec<Value>,
+    ) -> (Vec<u8>, Result<E::Output>) {
+        let Ok(Step::Send(request)) = exchange.start() else {
+            panic!("the exchange sends a request");
+        };
+        assert_eq!(request.replies, replies.len(), "replies expected");
+        let output = exchange.next(replies).map(|step| match step {
+            Step::Done(output) => output,
+            Step::Send(_) => panic!("a second request"),
+        });
+        (request.bytes, output)
+    }
+
+    fn queued(n: usize) -> Vec<Value> {
+        let mut replies = vec![Value::Simple("OK".into())];
+        replies.extend((0..n).map(|_| Value::Simple("QUEUED".into())));
+        replies
+    }
+
+    #[test]
+    fn get_with_ttl_is_one_transaction() {
+        let commands = commands();
+        let mut replies = queued(2);
+        replies.push(Value::Array(vec![
+            Value::Bulk(b"v".to_vec()),
+            Value::Integer(59_999),
+        ]));
+        let (bytes, output) = run(commands.get_with_ttl("k").unwrap(), replies);
+        let mut expected = Vec::new();
+        resp::command(&mut expected, &[b"MULTI"]);
+        resp::command(&mut expected, &[b"GET", b"ns:k"]);
+        resp::command(&mut expected, &[b"PTTL", b"ns:k"]);
+        resp::command(&mut expected, &[b"EXEC"]);
+        assert_eq!(bytes, expected);
+        assert_eq!(
+            output.unwrap(),
+            Some((
+                Bytes::from_static(b"v"),
+                Remaining::After(Duration::from_millis(59_999))
+            ))
+        );
+        // A miss, a key without expiry.
+        let mut replies = queued(2);
+        replies.push(Value::Array(vec![Value::Nil, Value::Integer(-2)]));
+        assert_eq!(
+            run(commands.get_with_ttl("k").unwrap(), replies).1.unwrap(),
+            None
+        );
+        let mut replies = queued(2);
+        replies.push(Value::Array(vec![
+            Value::Bulk(b"v".to_vec()),
+            Value::Integer(-1),
+        ]));
+        assert_eq!(
+            run(commands.get_with_ttl("k").unwrap(), replies).1.unwrap(),
+            Some((Bytes::from_static(b"v"), Remaining::Never))
+        );
+    }
+
+    #[test]
+    fn broken_transactions_are_errors() {
+        let commands = commands();
+        let cases: Vec<Vec<Value>> = vec![
+            // A command refused while queued (a redirection, say), then EXECABORT.
+            vec![
+                Value::Simple("OK".into()),
+                Value::Error("MOVED 1 127.0.0.1:7001".into()),
+                Value::Simple("QUEUED".into()),
+                Value::Error("EXECABORT Transaction discarded".into()),
+            ],
+            // GET on a key of another type.
+            {
+                let mut replies = queued(2);
+                replies.push(Value::Array(vec![
+                    Value::Error("WRONGTYPE Operation".into()),
+                    Value::Integer(-1),
+                ]));
+                replies
+            },
+            // Fewer results than commands, or none.
+            {
+                let mut replies = queued(2);
+                replies.push(Value::Array(vec![Value::Nil]));
+                replies
+            },
+            {
+                let mut replies = queued(2);
+                replies.push(Value::Nil);
+                replies
+            },
+            // A value whose key is absent in the same transaction.
+            {
+                let mut replies = queued(2);
+                replies.push(Value::Array(vec![
+                    Value::Bulk(b"v".to_vec()),
+                    Value::Integer(-2),
+                ]));
+                replies
+            },
+        ];
+        for replies in cases {
+            let shown = format!("{replies:?}");
+            let (_, output) = run(commands.get_with_ttl("k").unwrap(), replies);
+            assert!(output.is_err(), "{shown}: {output:?}");
+        }
+        let moved = vec![
+            Value::Simple("OK".into()),
+            Value::Error("MOVED 1 127.0.0.1:7001".into()),
+            Value::Simple("QUEUED".into()),
+            Value::Error("EXECABORT Transaction discarded".into()),
+        ];
+        let error = run(commands.get_with_ttl("k").unwrap(), moved)
+            .1
+            .unwrap_err();
+        assert!(
+            crate::backend::Redirect::of(&error).is_some(),
+            "a redirection is followed: {error}"
+        );
+    }
+
+    #[test]
+    fn get_many_with_ttl_reads_a_batch_in_one_transaction() {
+        let commands = commands();
+        let mut replies = queued(4);
+        replies.push(Value::Array(vec![
+            Value::Bulk(b"a".to_vec()),
+            Value::Integer(1_000),
+            Value::Nil,
+            Value::Integer(-2),
+        ]));
+        let (bytes, output) = run(commands.get_many_with_ttl(&["a", "b"]).unwrap(), replies);
+        let mut expected = Vec::new();
+        resp::command(&mut expected, &[b"MULTI"]);
+        resp::command(&mut expected, &[b"GET", b"ns:a"]);
+        resp::command(&mut expected, &[b"PTTL", b"ns:a"]);
+        resp::command(&mut expected, &[b"GET", b"ns:b"]);
+        resp::command(&mut expected, &[b"PTTL", b"ns:b"]);
+        resp::command(&mut expected, &[b"EXEC"]);
+        assert_eq!(bytes, expected);
+        assert_eq!(
+            output.unwrap(),
+            vec![
+                Some((
+                    Bytes::from_static(b"a"),
+                    Remaining::After(Duration::from_secs(1))
+                )),
+                None
+            ]
+        );
+        assert!(matches!(
+            commands.get_many_with_ttl(&["a", "bad key"]),
+            Err(CacheError::InvalidKey { .. })
+        ));
+        let (_, pttl_output) = run(
+            commands.remaining_ttl("a").unwrap(),
+            vec![Value::Integer(-1)],
+        );
+        assert_eq!(pttl_output.unwrap(), Some(Remaining::Never));
+    }
 
     #[test]
     fn glob_characters_are_escaped() {

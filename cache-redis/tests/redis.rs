@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
+use cache_core::{Bytes, CacheEngine, CacheError, Remaining, Ttl};
 use cache_redis::RedisEngine;
 use cache_tests::servers::{OrSkip, ServerKind, TestServer};
 
@@ -90,6 +90,88 @@ fn keys_are_stored_under_the_escaped_namespace_with_millisecond_ttls() {
         .query(&mut raw)
         .unwrap();
     assert_eq!(exists, 1);
+}
+
+/// Calls of each command since the last `CONFIG RESETSTAT`, by name (`exec`, `pttl`).
+fn command_calls(raw: &mut redis::Connection) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+#[test]
+fn remaining_ttls_come_from_pttl_and_reads_with_them_are_one_transaction() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    let app = engine(&server, Some("app"));
+    redis::cmd("SET")
+        .arg("app:expiring")
+        .arg("x")
+        .arg("PX")
+        .arg(1_500)
+        .exec(&mut raw)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("app:plain")
+        .arg("y")
+        .exec(&mut raw)
+        .unwrap();
+    let in_range = |left: Option<Remaining>| match left {
+        Some(Remaining::After(left)) => {
+            assert!(
+                left > Duration::from_millis(1_000) && left <= Duration::from_millis(1_500),
+                "{left:?} left of 1.5 s"
+            );
+        }
+        other => panic!("{other:?} left of 1.5 s"),
+    };
+    in_range(app.remaining_ttl("expiring").unwrap());
+    assert_eq!(app.remaining_ttl("plain").unwrap(), Some(Remaining::Never));
+    assert_eq!(app.remaining_ttl("absent").unwrap(), None);
+
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(&mut raw)
+        .unwrap();
+    let (value, left) = app.get_with_ttl("expiring").unwrap().unwrap();
+    assert_eq!(value, v("x"));
+    in_range(Some(left));
+    let got = app
+        .get_many_with_ttl(&["expiring", "absent", "plain"])
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    in_range(got[0].as_ref().map(|(_, left)| *left));
+    assert_eq!(got[1], None);
+    assert_eq!(got[2], Some((v("y"), Remaining::Never)));
+    let calls = command_calls(&mut raw);
+    for (command, expected) in [("multi", 2), ("exec", 2), ("get", 4), ("pttl", 4)] {
+        assert_eq!(
+            calls.get(command).copied().unwrap_or(0),
+            expected,
+            "{command} calls: {calls:?}"
+        );
+    }
+
+    // A key of another type is an error, never a miss or a panic.
+    redis::cmd("RPUSH")
+        .arg("app:list")
+        .arg("a")
+        .exec(&mut raw)
+        .unwrap();
+    assert!(app.get_with_ttl("list").is_err());
+    assert!(app.get_many_with_ttl(&["plain", "list"]).is_err());
+    assert_eq!(app.remaining_ttl("list").unwrap(), Some(Remaining::Never));
 }
 
 #[test]

@@ -705,6 +705,29 @@ impl<B: Backend> Client<B> {
             .collect()
     }
 
+    /// A connection of its own, outside the pool and its bound, opened and handshaken like
+    /// the pool's: for a subscriber that sends a few commands and then reads what the server
+    /// pushes (Redis pub/sub, client tracking). Nothing is retried on it; when it breaks, open
+    /// another.
+    ///
+    /// # Errors
+    ///
+    /// `Closed`, and as opening a pooled connection: `Connection`, `Timeout`,
+    /// `Authentication`, within `connect_timeout`.
+    pub fn dedicated(&self, operation: &'static str) -> Result<Dedicated<'_, B>> {
+        if self.is_closed() {
+            return Err(CacheError::Closed {
+                backend: self.backend.name(),
+            });
+        }
+        let conn = self.open(operation)?;
+        Ok(Dedicated {
+            client: self,
+            conn,
+            operation,
+        })
+    }
+
     /// A connection: an idle one, or a new one (then `deadline` is extended by the time spent
     /// opening it).
     fn checkout(&self, operation: &'static str, deadline: &mut Deadline) -> Result<Lease<'_>> {
@@ -841,5 +864,89 @@ impl<B: Backend> Client<B> {
         _deadline: &Deadline,
     ) -> std::result::Result<Box<dyn SyncStream>, Broken> {
         Ok(Box::new(tcp))
+    }
+}
+
+/// A connection outside the pool, from [`Client::dedicated`]: the caller sends requests and
+/// reads replies (or pushed messages) one at a time, each bounded in time and by limits.
+pub struct Dedicated<'c, B: Backend> {
+    client: &'c Client<B>,
+    conn: Conn,
+    operation: &'static str,
+}
+
+impl<B: Backend> std::fmt::Debug for Dedicated<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedicated")
+            .field("address", &self.client.backend.address())
+            .field("operation", &self.operation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Dedicated<'_, B> {
+    fn error(&self, why: Broken, budget: Duration) -> CacheError {
+        let backend = &self.client.backend;
+        why.into_error(backend.name(), self.operation, backend.address(), budget)
+    }
+
+    /// Writes `bytes` (whole commands), within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, `Connection`; the connection is then unusable.
+    pub fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<()> {
+        let deadline = Deadline::after(timeout);
+        let mut sent = false;
+        self.conn
+            .send(bytes, &deadline, &mut sent)
+            .map_err(|why| self.error(why, timeout))
+    }
+
+    /// The next reply or pushed message, waiting at most `wait`: `Ok(None)` when nothing whole
+    /// arrived by then (what did arrive is kept for the next call).
+    ///
+    /// # Errors
+    ///
+    /// `Connection` when the server closed the connection or the socket failed, `Backend` for a
+    /// reply over `limits` or malformed; the connection is then unusable.
+    pub fn receive(
+        &mut self,
+        limits: &crate::protocol::ReplyLimits,
+        wait: Duration,
+    ) -> Result<Option<ReplyOf<B>>> {
+        let deadline = Deadline::after(wait);
+        let decoder = self.client.backend.decoder();
+        loop {
+            match self.conn.buf.decode(decoder, limits) {
+                Ok(Some(reply)) => return Ok(Some(reply)),
+                Ok(None) => {}
+                Err(e) => return Err(self.error(Broken::Protocol(e), wait)),
+            }
+            match self.conn.arm(Direction::Read, &deadline) {
+                Ok(()) => {}
+                Err(Broken::Timeout) => return Ok(None),
+                Err(why) => return Err(self.error(why, wait)),
+            }
+            let spare = self.conn.buf.spare();
+            match self.conn.stream.read(spare) {
+                Ok(0) => return Err(self.error(Broken::Closed, wait)),
+                Ok(n) => self.conn.buf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    if deadline.remaining().is_none() {
+                        return Ok(None);
+                    }
+                    // The socket's timeout was longer than the time left: set it again.
+                    if let Err(why) = self.conn.timed_out(Direction::Read, &deadline) {
+                        return match why {
+                            Broken::Timeout => Ok(None),
+                            why => Err(self.error(why, wait)),
+                        };
+                    }
+                }
+                Err(e) => return Err(self.error(Broken::Io(e), wait)),
+            }
+        }
     }
 }

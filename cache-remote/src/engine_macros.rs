@@ -4,7 +4,8 @@
 //! The macros expect the engine to be a struct with a field `inner` that dereferences to its
 //! core: a type generic over the [`Transport`](crate::Transport) with one `async` method per
 //! operation, named and typed as the trait's (`get(&self, key: &str)`, `set(&self, key, value,
-//! ttl)`, ...), plus `ping()`, `capabilities()` and `close()`. The core is written once; the
+//! ttl)`, ..., `remaining_ttl`, `get_with_ttl` and `get_many_with_ttl` included, so the trait's
+//! provided two-step versions are never used), plus `ping()`, `capabilities()` and `close()`. The core is written once; the
 //! blocking face runs its futures with [`block_on`](crate::block_on) (they are ready at their
 //! first poll), the async face awaits them.
 
@@ -167,6 +168,31 @@ macro_rules! blocking_engine_methods {
         fn touch(&self, key: &str, ttl: $crate::__private::Ttl) -> $crate::__private::Result<bool> {
             $crate::block_on(self.inner.touch(key, ttl))
         }
+
+        fn remaining_ttl(
+            &self,
+            key: &str,
+        ) -> $crate::__private::Result<Option<$crate::__private::Remaining>> {
+            $crate::block_on(self.inner.remaining_ttl(key))
+        }
+
+        fn get_with_ttl(
+            &self,
+            key: &str,
+        ) -> $crate::__private::Result<
+            Option<($crate::__private::Bytes, $crate::__private::Remaining)>,
+        > {
+            $crate::block_on(self.inner.get_with_ttl(key))
+        }
+
+        fn get_many_with_ttl(
+            &self,
+            keys: &[&str],
+        ) -> $crate::__private::Result<
+            Vec<Option<($crate::__private::Bytes, $crate::__private::Remaining)>>,
+        > {
+            $crate::block_on(self.inner.get_many_with_ttl(keys))
+        }
     };
 }
 
@@ -249,6 +275,31 @@ macro_rules! async_engine_methods {
             ttl: $crate::__private::Ttl,
         ) -> $crate::__private::Result<bool> {
             self.inner.touch(key, ttl).await
+        }
+
+        async fn remaining_ttl(
+            &self,
+            key: &str,
+        ) -> $crate::__private::Result<Option<$crate::__private::Remaining>> {
+            self.inner.remaining_ttl(key).await
+        }
+
+        async fn get_with_ttl(
+            &self,
+            key: &str,
+        ) -> $crate::__private::Result<
+            Option<($crate::__private::Bytes, $crate::__private::Remaining)>,
+        > {
+            self.inner.get_with_ttl(key).await
+        }
+
+        async fn get_many_with_ttl(
+            &self,
+            keys: &[&str],
+        ) -> $crate::__private::Result<
+            Vec<Option<($crate::__private::Bytes, $crate::__private::Remaining)>>,
+        > {
+            self.inner.get_many_with_ttl(keys).await
         }
     };
 }

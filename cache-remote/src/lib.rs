@@ -61,7 +61,7 @@ pub use transport::{Make, Output, Transport, block_on};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use cache_core::{Bytes, Capabilities, Result, Ttl};
+    pub use cache_core::{Bytes, Capabilities, Remaining, Result, Ttl};
 }
 
 /// The most keys of one batch of a bulk operation: each batch is one request with its own

@@ -416,6 +416,26 @@ mod tests {
     }
 
     #[test]
+    fn remaining_ttls_are_read_from_the_t_flag() {
+        let flags = |input: &[u8]| match decode(input) {
+            Ok(Decoded::Reply(reply, _)) => reply.flags().cloned(),
+            other => panic!("{other:?}"),
+        };
+        // `mg <key> t`: a status with the flag; `mg <key> v f t`: a value with it.
+        let month = flags(b"HD t2678401 O3\r\n");
+        assert_eq!(month.and_then(|f| f.number(b't')), Some(2_678_401));
+        let never = flags(b"HD t-1\r\n");
+        assert_eq!(never.and_then(|f| f.number(b't')), Some(-1));
+        let value = flags(b"VA 1 f0 t61 O0\r\nx\r\n");
+        assert_eq!(value.as_ref().and_then(|f| f.number(b't')), Some(61));
+        assert_eq!(value.and_then(|f| f.number(b'f')), Some(0));
+        // No flag, or one that is not a number: nothing to read.
+        assert_eq!(flags(b"HD O3\r\n").and_then(|f| f.number(b't')), None);
+        assert_eq!(flags(b"HD tx\r\n").and_then(|f| f.number(b't')), None);
+        assert_eq!(flags(b"EN\r\n").and_then(|f| f.number(b't')), None);
+    }
+
+    #[test]
     fn partial_replies_ask_for_more() {
         let whole = b"VA 5 O1\r\nhello\r\n";
         for cut in 0..whole.len() {

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, Capabilities, Result, Ttl};
+use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl};
 
 /// The kit's tokio runtime: two worker threads, shared by every check of the process.
 ///
@@ -97,6 +97,15 @@ impl<E: AsyncCacheEngine> CacheEngine for BlockingFace<E> {
     fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         self.block(self.0.touch(key, ttl))
     }
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        self.block(self.0.remaining_ttl(key))
+    }
+    fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        self.block(self.0.get_with_ttl(key))
+    }
+    fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        self.block(self.0.get_many_with_ttl(keys))
+    }
     fn capabilities(&self) -> Capabilities {
         self.0.capabilities()
     }
@@ -145,6 +154,15 @@ impl<E: CacheEngine> AsyncCacheEngine for AsyncFace<E> {
     }
     async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         self.0.touch(key, ttl)
+    }
+    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        self.0.remaining_ttl(key)
+    }
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        self.0.get_with_ttl(key)
+    }
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        self.0.get_many_with_ttl(keys)
     }
     fn capabilities(&self) -> Capabilities {
         self.0.capabilities()

@@ -365,6 +365,9 @@ pub const OPERATIONS: &[&str] = &[
     "increment",
     "touch(never)",
     "touch(60s)",
+    "remaining_ttl",
+    "get_with_ttl",
+    "get_many_with_ttl",
     "clear",
 ];
 
@@ -393,6 +396,9 @@ pub fn run_operation(engine: &dyn CacheEngine, name: &str) -> cache_core::Result
         "touch(60s)" => engine
             .touch("hostile", Ttl::After(Duration::from_secs(60)))
             .map(drop),
+        "remaining_ttl" => engine.remaining_ttl("hostile").map(drop),
+        "get_with_ttl" => engine.get_with_ttl("hostile").map(drop),
+        "get_many_with_ttl" => engine.get_many_with_ttl(&["a", "b", "c"]).map(drop),
         "clear" => engine.clear(),
         other => panic!("no operation named {other:?}"),
     }

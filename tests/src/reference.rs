@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cache_core::clock::{Clock, SystemClock};
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::{MAX_KEY_LEN, check_key, namespace_prefix};
-use cache_core::{Bytes, CacheEngine, CacheError, Capabilities, Expiry, Result, Ttl};
+use cache_core::{Bytes, CacheEngine, CacheError, Capabilities, Expiry, Remaining, Result, Ttl};
 
 use crate::TestContext;
 
@@ -131,6 +131,22 @@ impl CacheEngine for ReferenceEngine {
 
     fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.get(key)?.is_some())
+    }
+
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        Ok(self.get_with_ttl(key)?.map(|(_, left)| left))
+    }
+
+    fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        let key = self.key(key)?;
+        let store = self.lock()?;
+        let now = self.clock.now();
+        Ok(match store.get(&key) {
+            Some((_, Some(at))) if now >= *at => None,
+            Some((value, Some(at))) => Some((value.clone(), Remaining::After(*at - now))),
+            Some((value, None)) => Some((value.clone(), Remaining::Never)),
+            None => None,
+        })
     }
 
     fn clear(&self) -> Result<()> {

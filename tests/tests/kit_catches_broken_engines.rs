@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::check_key;
-use cache_core::{Bytes, CacheEngine, Capabilities, Result, Ttl};
+use cache_core::{Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl};
 use cache_tests::{EngineFactory, ReferenceEngine, TestContext, behaviours};
 
 cache_tests::conformance_suite!(reference_kit, ReferenceEngine::new);
@@ -32,6 +32,8 @@ enum Fault {
     RacyIncrement,
     /// A TTL under a second is stored without expiry.
     SubSecondIsNever,
+    /// `Ttl::Default` is stored without expiry (other TTLs are honoured).
+    DefaultIsNever,
 }
 
 #[derive(Debug)]
@@ -77,6 +79,7 @@ impl Faulty {
             {
                 Ttl::Never
             }
+            (Fault::DefaultIsNever, Ttl::Default) => Ttl::Never,
             (_, ttl) => ttl,
         }
     }
@@ -159,6 +162,9 @@ impl CacheEngine for Faulty {
     fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         self.inner.touch(&self.key(key)?, self.ttl(ttl))
     }
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        self.inner.remaining_ttl(&self.key(key)?)
+    }
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.inner.capabilities();
         caps.max_key_len = caps.max_key_len.min(200);
@@ -189,6 +195,19 @@ fn an_engine_that_ignores_ttls_fails() {
     assert!(message.contains("after set"), "{message}");
     failure(Fault::IgnoresTtl, behaviours::ttl_default);
     failure(Fault::IgnoresTtl, behaviours::touch_semantics);
+    let message = failure(Fault::IgnoresTtl, behaviours::remaining_ttl_reports);
+    assert!(message.contains("a 60 s entry"), "{message}");
+}
+
+#[test]
+fn an_engine_whose_default_ttl_is_never_fails() {
+    // Told apart from a default TTL without waiting it out: the remaining TTL says Never.
+    let message = failure(Fault::DefaultIsNever, behaviours::default_ttl_applies);
+    assert!(
+        message.contains("written with Ttl::Default") && message.contains("Never"),
+        "{message}"
+    );
+    failure(Fault::DefaultIsNever, behaviours::ttl_default);
 }
 
 #[test]
@@ -274,6 +293,8 @@ mod through_the_async_face {
         failure_async(Fault::StaleOverwrite, behaviours::overwrite_is_never_stale);
         failure_async(Fault::NaiveNamespace, behaviours::namespaces_are_isolated);
         failure_async(Fault::SubSecondIsNever, behaviours::sub_second_ttl);
+        failure_async(Fault::DefaultIsNever, behaviours::default_ttl_applies);
+        failure_async(Fault::IgnoresTtl, behaviours::remaining_ttl_reports);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use cache_core::{Bytes, Ttl};
+use cache_core::{Bytes, Remaining, Ttl};
 
 use crate::Harness;
 
@@ -65,6 +65,12 @@ pub(crate) fn exists(h: &Harness, key: &str) -> bool {
         .unwrap_or_else(|e| panic!("{}: exists({key:?}) failed: {e}", h.caps.backend))
 }
 
+pub(crate) fn remaining(h: &Harness, key: &str) -> Option<Remaining> {
+    h.engine
+        .remaining_ttl(key)
+        .unwrap_or_else(|e| panic!("{}: remaining_ttl({key:?}) failed: {e}", h.caps.backend))
+}
+
 pub(crate) fn assert_value(h: &Harness, key: &str, expected: Option<&str>, context: &str) {
     let got = get(h, key);
     assert_eq!(
@@ -98,7 +104,7 @@ mod tests {
         defined.sort_unstable();
         let mut listed = BEHAVIOURS.to_vec();
         listed.sort_unstable();
-        assert_eq!(defined.len(), 29, "{defined:?}");
+        assert_eq!(defined.len(), 31, "{defined:?}");
         assert_eq!(
             defined, listed,
             "behaviours defined (left) and run by conformance_suite! (right) differ"

@@ -1,10 +1,11 @@
-//! TTLs: expiry, `Never`, `Default`, sub-second and zero TTLs, and the longest one.
+//! TTLs: expiry, `Never`, `Default`, sub-second and zero TTLs, the longest one, and how long
+//! entries have left.
 
 use std::time::Duration;
 
-use cache_core::{CacheError, Ttl};
+use cache_core::{CacheError, Expiry, Remaining, Ttl};
 
-use super::{assert_value, bytes, exists, get, set, short_ttl};
+use super::{assert_value, bytes, exists, get, remaining, set, short_ttl};
 use crate::{EngineFactory, Harness};
 
 /// An entry set with `Ttl::After(d)` is there before `d` and gone after `d` plus the resolution,
@@ -204,4 +205,265 @@ pub fn ttl_out_of_range(factory: &dyn EngineFactory) {
         Some("v"),
         "an entry with nearly the longest TTL",
     );
+}
+
+/// Checks that `got` reports an entry written with `Ttl::After(ttl)` `elapsed` ago (measured
+/// from before the write to after the read): more than zero, at most `ttl` plus the resolution,
+/// and at least `ttl` less the time passed and the resolution.
+fn assert_after(
+    h: &Harness,
+    got: Option<Remaining>,
+    ttl: Duration,
+    elapsed: Duration,
+    context: &str,
+) {
+    let (backend, resolution) = (h.caps.backend, h.caps.ttl_resolution);
+    let Some(Remaining::After(left)) = got else {
+        panic!("{backend}: {context}: remaining TTL {got:?}, not After(about {ttl:?})");
+    };
+    assert!(
+        !left.is_zero(),
+        "{backend}: {context}: a live entry reported no time left"
+    );
+    assert!(
+        left <= ttl + resolution,
+        "{backend}: {context}: {left:?} left of a TTL of {ttl:?} (resolution {resolution:?})"
+    );
+    assert!(
+        left + elapsed + resolution >= ttl,
+        "{backend}: {context}: only {left:?} left of a TTL of {ttl:?}, {elapsed:?} after \
+         writing it (resolution {resolution:?})"
+    );
+}
+
+/// `remaining_ttl`, `get_with_ttl` and `get_many_with_ttl` report how long entries have left:
+/// nothing for an absent, deleted or expired entry, `Never` for `Ttl::Never`, about `d` (never
+/// zero, within the resolution) for `Ttl::After(d)`, following `touch`; the value is `get`'s,
+/// bulk reads have one slot per key in order, and bad keys are `InvalidKey`.
+pub fn remaining_ttl_reports(factory: &dyn EngineFactory) {
+    let h = Harness::new(factory);
+    let backend = h.caps.backend;
+    let minute = Duration::from_secs(60);
+    assert_eq!(
+        remaining(&h, "absent"),
+        None,
+        "{backend}: remaining_ttl of an absent key"
+    );
+    set(&h, "forever", "v", Ttl::Never);
+    assert_eq!(
+        remaining(&h, "forever"),
+        Some(Remaining::Never),
+        "{backend}: remaining_ttl of a Never entry"
+    );
+
+    let start = h.ctx.now();
+    set(&h, "minute", "m", Ttl::After(minute));
+    let left = remaining(&h, "minute");
+    assert_after(
+        &h,
+        left,
+        minute,
+        h.ctx.now().duration_since(start),
+        "a 60 s entry",
+    );
+    if h.ctx.uses_manual_clock() {
+        h.ctx.pass(Duration::from_secs(10));
+        assert_after(
+            &h,
+            remaining(&h, "minute"),
+            Duration::from_secs(50),
+            Duration::ZERO,
+            "a 60 s entry 10 s later",
+        );
+    }
+
+    // touch: the report follows the new TTL.
+    let longer = Duration::from_secs(120);
+    let start = h.ctx.now();
+    assert!(
+        h.engine.touch("minute", Ttl::After(longer)).expect("touch"),
+        "{backend}: touch of a live entry"
+    );
+    let left = remaining(&h, "minute");
+    let elapsed = h.ctx.now().duration_since(start);
+    assert_after(&h, left, longer, elapsed, "touched to 120 s");
+    assert!(h.engine.touch("minute", Ttl::Never).expect("touch"));
+    assert_eq!(
+        remaining(&h, "minute"),
+        Some(Remaining::Never),
+        "{backend}: touched to Never"
+    );
+    let start = h.ctx.now();
+    assert!(
+        h.engine
+            .touch("forever", Ttl::After(minute))
+            .expect("touch")
+    );
+    let left = remaining(&h, "forever");
+    let elapsed = h.ctx.now().duration_since(start);
+    assert_after(&h, left, minute, elapsed, "a Never entry touched to 60 s");
+    assert!(h.engine.delete("minute").expect("delete"));
+    assert_eq!(
+        remaining(&h, "minute"),
+        None,
+        "{backend}: remaining_ttl after delete"
+    );
+
+    // get_with_ttl: get's value, with a consistent TTL.
+    let start = h.ctx.now();
+    set(&h, "pair", "w", Ttl::After(minute));
+    set(&h, "never", "n", Ttl::Never);
+    let got = h.engine.get_with_ttl("pair").expect("get_with_ttl");
+    let elapsed = h.ctx.now().duration_since(start);
+    let Some((value, left)) = got else {
+        panic!("{backend}: get_with_ttl of a 60 s entry found nothing");
+    };
+    assert_eq!(
+        Some(value),
+        get(&h, "pair"),
+        "{backend}: get_with_ttl and get of one entry"
+    );
+    assert_after(
+        &h,
+        Some(left),
+        minute,
+        elapsed,
+        "get_with_ttl of a 60 s entry",
+    );
+    assert_eq!(
+        h.engine.get_with_ttl("never").expect("get_with_ttl"),
+        Some((bytes("n"), Remaining::Never)),
+        "{backend}: get_with_ttl of a Never entry"
+    );
+    assert_eq!(
+        h.engine.get_with_ttl("absent").expect("get_with_ttl"),
+        None,
+        "{backend}: get_with_ttl of an absent key"
+    );
+
+    // get_many_with_ttl: one slot per key, in order, with misses and repeats.
+    let keys = ["pair", "absent", "never", "pair"];
+    let got = h
+        .engine
+        .get_many_with_ttl(&keys)
+        .expect("get_many_with_ttl");
+    let elapsed = h.ctx.now().duration_since(start);
+    assert_eq!(
+        got.len(),
+        keys.len(),
+        "{backend}: get_many_with_ttl of {keys:?} gave {got:?}"
+    );
+    for (key, slot) in keys.iter().zip(&got) {
+        let value = slot.as_ref().map(|(value, _)| value.clone());
+        assert_eq!(
+            value,
+            get(&h, key),
+            "{backend}: get_many_with_ttl slot of {key:?}"
+        );
+    }
+    for slot in [&got[0], &got[3]] {
+        assert_after(
+            &h,
+            slot.as_ref().map(|(_, left)| *left),
+            minute,
+            elapsed,
+            "get_many_with_ttl of a 60 s entry",
+        );
+    }
+    assert_eq!(
+        got[2].as_ref().map(|(_, left)| *left),
+        Some(Remaining::Never),
+        "{backend}: get_many_with_ttl of a Never entry"
+    );
+    assert!(
+        h.engine
+            .get_many_with_ttl(&[])
+            .expect("empty get_many_with_ttl")
+            .is_empty(),
+        "{backend}: get_many_with_ttl of no keys"
+    );
+
+    // Bad keys are refused.
+    for key in ["", "with space"] {
+        let results: [(&str, Result<(), CacheError>); 3] = [
+            ("remaining_ttl", h.engine.remaining_ttl(key).map(drop)),
+            ("get_with_ttl", h.engine.get_with_ttl(key).map(drop)),
+            (
+                "get_many_with_ttl",
+                h.engine.get_many_with_ttl(&["pair", key]).map(drop),
+            ),
+        ];
+        for (op, result) in results {
+            assert!(
+                matches!(result, Err(CacheError::InvalidKey { .. })),
+                "{backend}: {op} with key {key:?} gave {result:?}, not InvalidKey"
+            );
+        }
+    }
+
+    // An expired entry has nothing left.
+    let ttl = short_ttl(&h);
+    let start = h.ctx.now();
+    set(&h, "short", "s", Ttl::After(ttl));
+    if h.ctx.uses_manual_clock() {
+        h.ctx.pass(ttl - Duration::from_millis(1));
+    }
+    let left = remaining(&h, "short");
+    let elapsed = h.ctx.now().duration_since(start);
+    if elapsed < ttl {
+        assert_after(&h, left, ttl, elapsed, "a short entry before its TTL");
+    }
+    h.ctx.pass(h.expiry_wait(ttl) - elapsed.min(ttl));
+    assert_eq!(
+        remaining(&h, "short"),
+        None,
+        "{backend}: remaining_ttl of an expired entry"
+    );
+    assert_eq!(
+        h.engine.get_with_ttl("short").expect("get_with_ttl"),
+        None,
+        "{backend}: get_with_ttl of an expired entry"
+    );
+    assert_eq!(
+        h.engine
+            .get_many_with_ttl(&["short"])
+            .expect("get_many_with_ttl"),
+        vec![None],
+        "{backend}: get_many_with_ttl of an expired entry"
+    );
+}
+
+/// Entries written with `Ttl::Default` (by `set`, `add` and `set_many`) and a counter that
+/// `increment` creates have the engine's default TTL (`Capabilities::default_ttl`) left: what
+/// tells a default TTL from `Never` without waiting it out.
+pub fn default_ttl_applies(factory: &dyn EngineFactory) {
+    let h = Harness::new(factory);
+    let backend = h.caps.backend;
+    let start = h.ctx.now();
+    set(&h, "set", "v", Ttl::Default);
+    assert!(
+        h.engine.add("add", bytes("v"), Ttl::Default).expect("add"),
+        "{backend}: add on a free key"
+    );
+    h.engine
+        .set_many(&[("many", bytes("v"))], Ttl::Default)
+        .expect("set_many");
+    h.engine.increment("counter", 1).expect("increment");
+    for key in ["set", "add", "many", "counter"] {
+        let left = remaining(&h, key);
+        let elapsed = h.ctx.now().duration_since(start);
+        let context = format!(
+            "{key:?} written with Ttl::Default, the default TTL being {:?}",
+            h.caps.default_ttl
+        );
+        match Ttl::Default.resolve(h.caps.default_ttl) {
+            Expiry::After(d) => assert_after(&h, left, d, elapsed, &context),
+            Expiry::Never => assert_eq!(
+                left,
+                Some(Remaining::Never),
+                "{backend}: {context}: remaining TTL"
+            ),
+            Expiry::Now => assert_eq!(left, None, "{backend}: {context}: remaining TTL"),
+        }
+    }
 }

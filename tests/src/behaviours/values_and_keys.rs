@@ -147,7 +147,13 @@ pub fn invalid_keys_rejected(factory: &dyn EngineFactory) {
             ("add", h.engine.add(k, bytes("v"), Ttl::Default).map(drop)),
             ("increment", h.engine.increment(k, 1).map(drop)),
             ("touch", h.engine.touch(k, Ttl::Default).map(drop)),
+            ("remaining_ttl", h.engine.remaining_ttl(k).map(drop)),
+            ("get_with_ttl", h.engine.get_with_ttl(k).map(drop)),
             ("get_many", h.engine.get_many(&["canary", k]).map(drop)),
+            (
+                "get_many_with_ttl",
+                h.engine.get_many_with_ttl(&["canary", k]).map(drop),
+            ),
             (
                 "set_many",
                 h.engine.set_many(
