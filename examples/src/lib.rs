@@ -7,3 +7,4 @@
 
 pub mod observability;
 pub mod service;
+pub mod two_tiers;

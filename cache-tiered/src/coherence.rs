@@ -1,0 +1,173 @@
+//! What keeps the local tier coherent, for both faces: the local engine, invalidation epochs,
+//! and the rule that a refill read before an invalidation never sticks.
+//!
+//! Every invalidation (a key from the feed, or a write of this process) first bumps the epoch
+//! of the key's stripe, then removes the key from the local tier. A refill takes a
+//! [`Snapshot`] of the epochs *before* it asks the shared tier, inserts the value it got only if
+//! the epochs are unchanged, and checks them once more after inserting, removing its own insert
+//! when they moved. With sequentially consistent epochs either the invalidation's bump comes
+//! before the refill's last check (the refill removes its insert) or after it, and then the
+//! invalidation's removal comes after the insert and removes it: a stale value never survives
+//! an invalidation that arrived after it was read.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use cache_core::invalidation::Invalidation;
+use cache_core::{Bytes, CacheEngine, Remaining};
+
+/// Stripes of key epochs: invalidations of different keys rarely make each other's refills
+/// drop.
+const STRIPES: usize = 4096;
+
+/// Counts of what the coherence machinery did, for monitoring and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TieredStats {
+    /// Keys invalidated by the feed (other processes' changes, and this one's own writes
+    /// echoed by the server).
+    pub invalidated_keys: u64,
+    /// Times the whole local tier was dropped: a clear or flush anywhere, the feed lost or
+    /// connected again.
+    pub local_flushes: u64,
+    /// Refills not kept because an invalidation came while they were in flight.
+    pub refills_dropped: u64,
+    /// Times the feed said it was lost.
+    pub feed_lost: u64,
+}
+
+/// The epochs a refill saw before it read the shared tier.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Snapshot {
+    global: u64,
+    stripe: usize,
+    epoch: u64,
+}
+
+/// The local tier and its epochs, shared by the engine and the feed's thread.
+#[derive(Debug)]
+pub(crate) struct Local<L> {
+    pub(crate) engine: L,
+    pub(crate) ttl_cap: Duration,
+    hasher: RandomState,
+    global: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+    /// Whether values may be kept locally now: always without a feed, and with one while it
+    /// is connected.
+    caching: AtomicBool,
+    invalidated_keys: AtomicU64,
+    local_flushes: AtomicU64,
+    refills_dropped: AtomicU64,
+    feed_lost: AtomicU64,
+}
+
+impl<L: CacheEngine> Local<L> {
+    pub(crate) fn new(engine: L, ttl_cap: Duration, caching: bool) -> Self {
+        Self {
+            engine,
+            ttl_cap,
+            hasher: RandomState::new(),
+            global: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            caching: AtomicBool::new(caching),
+            invalidated_keys: AtomicU64::new(0),
+            local_flushes: AtomicU64::new(0),
+            refills_dropped: AtomicU64::new(0),
+            feed_lost: AtomicU64::new(0),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) % STRIPES
+    }
+
+    /// Taken before the shared tier is read; `None` when nothing may be kept locally now.
+    pub(crate) fn snapshot(&self, key: &str) -> Option<Snapshot> {
+        if !self.caching.load(Ordering::SeqCst) {
+            return None;
+        }
+        let stripe = self.stripe(key);
+        Some(Snapshot {
+            global: self.global.load(Ordering::SeqCst),
+            stripe,
+            epoch: self.stripes[stripe].load(Ordering::SeqCst),
+        })
+    }
+
+    fn unchanged(&self, snapshot: &Snapshot) -> bool {
+        self.global.load(Ordering::SeqCst) == snapshot.global
+            && self.stripes[snapshot.stripe].load(Ordering::SeqCst) == snapshot.epoch
+    }
+
+    /// Keeps `value`, read from the shared tier with `left` to live there, in the local tier
+    /// for no longer than that (and the cap), unless an invalidation came since `snapshot`.
+    pub(crate) fn refill(&self, key: &str, value: &Bytes, left: Remaining, snapshot: Snapshot) {
+        if !self.unchanged(&snapshot) {
+            self.refills_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // A value the local tier refuses (too large for it) is simply not kept there.
+        if self
+            .engine
+            .set(key, value.clone(), left.capped(self.ttl_cap))
+            .is_err()
+        {
+            return;
+        }
+        if !self.unchanged(&snapshot) {
+            let _ = self.engine.delete(key);
+            self.refills_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets `key` locally: after a write of this process, or when the feed names it.
+    pub(crate) fn invalidate(&self, key: &str) {
+        self.stripes[self.stripe(key)].fetch_add(1, Ordering::SeqCst);
+        let _ = self.engine.delete(key);
+    }
+
+    /// Forgets everything locally.
+    pub(crate) fn invalidate_all(&self) {
+        self.global.fetch_add(1, Ordering::SeqCst);
+        let _ = self.engine.clear();
+        self.local_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the feed says.
+    pub(crate) fn hear(&self, event: Invalidation<'_>) {
+        match event {
+            Invalidation::Key(key) => {
+                self.invalidate(key);
+                self.invalidated_keys.fetch_add(1, Ordering::Relaxed);
+            }
+            Invalidation::All => self.invalidate_all(),
+            Invalidation::Lost => {
+                // Stop keeping values first, so no refill starts against a feed that is gone.
+                self.caching.store(false, Ordering::SeqCst);
+                self.feed_lost.fetch_add(1, Ordering::Relaxed);
+                self.invalidate_all();
+            }
+            Invalidation::Connected => {
+                // Whatever changed while the feed was down went unheard: start afresh.
+                self.invalidate_all();
+                self.caching.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl<L> Local<L> {
+    pub(crate) fn is_caching(&self) -> bool {
+        self.caching.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn stats(&self) -> TieredStats {
+        TieredStats {
+            invalidated_keys: self.invalidated_keys.load(Ordering::Relaxed),
+            local_flushes: self.local_flushes.load(Ordering::Relaxed),
+            refills_dropped: self.refills_dropped.load(Ordering::Relaxed),
+            feed_lost: self.feed_lost.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Two real processes and a real Redis: process A (this test) overwrites and deletes a key
+//! 10,000 times through a tiered engine, while process B (this test binary again, started as
+//! a reader) reads it in a loop through its own tiered engine, and both processes' Redis
+//! connections, B's invalidation feed included, are killed with `CLIENT KILL` every second.
+//!
+//! For each change, the staleness is how long after A's write returned B still served an older
+//! state. The test fails if any exceeds B's stated staleness bound, or if B ever went back to
+//! an older state; it prints p50, p99 and max (and writes them to
+//! `target/tiered-staleness.txt`).
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cache_core::{Bytes, CacheEngine, Ttl};
+use cache_local::InMemoryEngine;
+use cache_redis::RedisEngine;
+use cache_tests::servers::{OrSkip, ServerKind, TestServer};
+use cache_tiered::TieredEngine;
+
+const READER: &str = "CACHE_TIERED_TWO_PROCESSES_READER";
+const CHANGES: u64 = 10_000;
+const NAMESPACE: &str = "two-processes";
+const KEY: &str = "k";
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn tiered(url: &str) -> TieredEngine<InMemoryEngine, RedisEngine> {
+    let shared = RedisEngine::builder()
+        .url(url)
+        .namespace(NAMESPACE)
+        .build()
+        .unwrap();
+    let feed = shared.invalidations();
+    TieredEngine::builder(InMemoryEngine::new(), shared)
+        .invalidations(feed)
+        .build()
+        .unwrap()
+}
+
+/// A run of reads that saw one state: `state` is the version read, or -1 for "absent".
+struct Run {
+    state: i64,
+    first_start: u64,
+    last_end: u64,
+}
+
+/// Process B: reads until its standard input closes, then prints its runs.
+fn reader(url: &str) {
+    let cache = tiered(url);
+    let start = Instant::now();
+    while !cache.is_caching_locally() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the feed never came up"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&done);
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        flag.store(true, Ordering::Release);
+    });
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut runs: Vec<Run> = Vec::with_capacity(2 * CHANGES as usize);
+    let mut errors = 0u64;
+    let mut reads = 0u64;
+    while !done.load(Ordering::Acquire) {
+        let started = now_ns();
+        let state = match cache.get(KEY) {
+            Ok(Some(value)) => std::str::from_utf8(&value).unwrap().parse::<i64>().unwrap(),
+            Ok(None) => -1,
+            Err(_) => {
+                errors += 1;
+                continue;
+            }
+        };
+        let ended = now_ns();
+        reads += 1;
+        match runs.last_mut() {
+            Some(run) if run.state == state => run.last_end = ended,
+            _ => runs.push(Run {
+                state,
+                first_start: started,
+                last_end: ended,
+            }),
+        }
+        // Leave the other core some room: A, Redis and this process's feed share two.
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    let mut out = std::io::stdout().lock();
+    for run in &runs {
+        writeln!(
+            out,
+            "run {} {} {}",
+            run.state, run.first_start, run.last_end
+        )
+        .unwrap();
+    }
+    let stats = cache.stats();
+    writeln!(
+        out,
+        "end reads={reads} errors={errors} feed_lost={} bound_ms={}",
+        stats.feed_lost,
+        cache.staleness_bound().as_millis()
+    )
+    .unwrap();
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[test]
+fn staleness_across_two_processes() {
+    if let Ok(url) = std::env::var(READER) {
+        reader(&url);
+        return;
+    }
+    let Some(server) = TestServer::start(ServerKind::Redis, &[]).or_skip() else {
+        return;
+    };
+    let writer = tiered(&server.url());
+    writer
+        .set(KEY, Bytes::from_static(b"0"), Ttl::Never)
+        .unwrap();
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "staleness_across_two_processes",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(READER, server.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("the reader said nothing").unwrap();
+        // The harness may print its own words before ours on the line.
+        if line.ends_with("ready") {
+            break;
+        }
+    }
+
+    // Kill every client but the admin one, alternately the feeds and the normal connections,
+    // every second while A writes.
+    let writing = Arc::new(AtomicBool::new(true));
+    let killer = {
+        let writing = Arc::clone(&writing);
+        let url = server.url();
+        std::thread::spawn(move || {
+            let mut raw = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let (mut rounds, mut kills) = (0u64, 0u64);
+            let mut last = Instant::now();
+            while writing.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(10));
+                if last.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                last = Instant::now();
+                let kind = if rounds % 2 == 0 { "pubsub" } else { "normal" };
+                rounds += 1;
+                let killed: u64 = redis::cmd("CLIENT")
+                    .arg(&["KILL", "TYPE", kind, "SKIPME", "yes"][..])
+                    .query(&mut raw)
+                    .unwrap();
+                kills += killed;
+            }
+            (rounds, kills)
+        })
+    };
+
+    // A: every fifth change is a delete; a write cut by a kill is retried (the retry is
+    // harmless for both kinds) and counts from when one succeeded.
+    let mut acked = vec![0u64; CHANGES as usize + 1];
+    let mut deleted = vec![false; CHANGES as usize + 1];
+    let mut retries = 0u64;
+    for version in 1..=CHANGES {
+        let is_delete = version % 5 == 0;
+        deleted[version as usize] = is_delete;
+        loop {
+            let result = if is_delete {
+                writer.delete(KEY).map(drop)
+            } else {
+                writer.set(KEY, Bytes::from(version.to_string()), Ttl::Never)
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(e.is_transient(), "{e}");
+                    retries += 1;
+                }
+            }
+        }
+        acked[version as usize] = now_ns();
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    writing.store(false, Ordering::Release);
+    let (rounds, kills) = killer.join().unwrap();
+    drop(child.stdin.take());
+
+    let mut runs = Vec::new();
+    let mut end = String::new();
+    for line in lines {
+        let line = line.unwrap();
+        let mut parts = line.split_whitespace();
+        match parts.next() {
+            Some("run") => {
+                let mut num = || parts.next().unwrap().parse::<i64>().unwrap();
+                let (state, first_start, last_end) = (num(), num(), num());
+                runs.push(Run {
+                    state,
+                    first_start: first_start as u64,
+                    last_end: last_end as u64,
+                });
+            }
+            Some("end") => end = line.clone(),
+            _ => {}
+        }
+    }
+    assert!(child.wait().unwrap().success(), "the reader failed");
+    assert!(!runs.is_empty(), "the reader read nothing");
+
+    // The version each run saw: a value names its own; "absent" is the first delete after
+    // the previous run's version (deletes are seen in order, or the check below fails).
+    let mut versions = Vec::with_capacity(runs.len());
+    let mut previous = 0u64;
+    for run in &runs {
+        let version = if run.state >= 0 {
+            run.state as u64
+        } else {
+            (previous + 1..=CHANGES)
+                .find(|&d| deleted[d as usize])
+                .unwrap_or(CHANGES)
+        };
+        assert!(
+            version >= previous,
+            "B went back from version {previous} to {version}: a stale value stuck"
+        );
+        versions.push(version);
+        previous = version;
+    }
+    assert_eq!(previous, CHANGES, "B saw the last change");
+
+    // For change v: the last time B still served a version older than v, after v was acked.
+    let mut last_end_below = vec![0u64; CHANGES as usize + 2];
+    for (run, &version) in runs.iter().zip(&versions) {
+        let slot = &mut last_end_below[version as usize + 1];
+        *slot = (*slot).max(run.last_end);
+    }
+    for v in 1..last_end_below.len() {
+        last_end_below[v] = last_end_below[v].max(last_end_below[v - 1]);
+    }
+    let mut stale: Vec<u64> = (1..=CHANGES as usize)
+        .map(|v| last_end_below[v].saturating_sub(acked[v]))
+        .collect();
+    stale.sort_unstable();
+    let (p50, p99, max) = (
+        percentile(&stale, 0.50),
+        percentile(&stale, 0.99),
+        *stale.last().unwrap(),
+    );
+    let bound_ms: u64 = end
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("bound_ms="))
+        .and_then(|b| b.parse().ok())
+        .expect("the reader reported its bound");
+    let report = format!(
+        "two processes, {CHANGES} changes (every 5th a delete), {kills} connections killed in \
+         {rounds} rounds: staleness p50 {:.3} ms, \
+         p99 {:.3} ms, max {:.3} ms; bound {bound_ms} ms; changes with any staleness {}; \
+         writer retries {retries}; reader {end}",
+        p50 as f64 / 1e6,
+        p99 as f64 / 1e6,
+        max as f64 / 1e6,
+        stale.iter().filter(|&&s| s > 0).count(),
+    );
+    eprintln!("{report}");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let _ = std::fs::write(target.join("tiered-staleness.txt"), format!("{report}\n"));
+    assert!(
+        rounds >= 4 && kills >= rounds,
+        "the kills happened: {report}"
+    );
+    assert!(
+        max <= bound_ms * 1_000_000,
+        "B served an old value longer than its stated bound: {report}"
+    );
+}
