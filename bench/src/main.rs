@@ -18,6 +18,7 @@ mod memory;
 mod remote;
 mod report;
 mod scale;
+mod tiered;
 mod typed;
 mod workload;
 
@@ -183,7 +184,8 @@ fn main() {
     }
     let start = Instant::now();
     let mut rows = Vec::new();
-    // CACHE_BENCH_ONLY=local,typed,remote,memory runs a subset, for profiling.
+    // CACHE_BENCH_ONLY=local,typed,remote,memory runs a subset, for profiling (`tiered` alone:
+    // row 17 by itself).
     let only = std::env::var("CACHE_BENCH_ONLY").ok();
     let wanted = |part: &str| {
         only.as_deref()
@@ -209,6 +211,10 @@ fn main() {
                     .and_then(|()| asynchronous::run_remote(&plan, &redis, &memcached, &mut rows))
                     .and_then(|()| layers::run(&plan, &redis, &mut rows))
                     .and_then(|()| {
+                        step("tiered");
+                        tiered::run(&plan, &redis, &mut rows)
+                    })
+                    .and_then(|()| {
                         step("several servers");
                         scale::run(&plan, &redis, &memcached, &mut rows)
                     })
@@ -225,6 +231,16 @@ fn main() {
                 );
                 std::process::exit(1);
             }
+        }
+    }
+    if only.as_deref() == Some("tiered") {
+        // Row 17 alone, for profiling (the full run has it among the remote rows).
+        step("tiered");
+        let redis = TestServer::start(ServerKind::Redis, &[]).unwrap_or_else(|e| panic!("{e}"));
+        remote::pin(&[&redis]);
+        if let Err(e) = tiered::run(&plan, &redis, &mut rows) {
+            eprintln!("tiered comparisons failed: {e}");
+            std::process::exit(1);
         }
     }
     if wanted("memory") {

@@ -38,9 +38,10 @@
 //! - **Without a feed** (memcached, most third-party engines), a change by another process is
 //!   seen when the local copy expires: up to the local TTL (60 s by default; set it short).
 //!
-//! Measured on loopback with two processes over 10,000 changes (see `docs/RELIABILITY.md`):
-//! the other process stopped serving the old value within a median well under a millisecond,
-//! and always within the stated bound, including while its connections were killed.
+//! Measured on loopback with two processes over 10,000 changes while both processes' Redis
+//! connections were killed every second (see `docs/RELIABILITY.md`): the reading process
+//! stopped serving the old value within p50 0 ms, p99 at most 1.7 ms and max at most 26 ms
+//! over several runs, never beyond the stated bound.
 //!
 //! # Example
 //!
