@@ -51,9 +51,15 @@ pub struct Walkthrough {
 pub fn walkthrough(a: &ServiceCache, b: &ServiceCache) -> cache_core::Result<Walkthrough> {
     let ten_seconds = Ttl::After(Duration::from_secs(10));
     a.set("user:1", Bytes::from_static(b"Ada"), ten_seconds)?;
-    // Let the feed echo A's write before B reads (a read racing an invalidation is not kept).
-    std::thread::sleep(Duration::from_millis(20));
-    b.get("user:1")?;
+    // B reads from Redis and keeps the value locally. A read that raced the feed's report of
+    // A's write is (rightly) not kept, so read until the local tier has it (a moment at most).
+    let reading = Instant::now();
+    while b.get("user:1")?.is_some() && b.local().get("user:1")?.is_none() {
+        if reading.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let local_ttl_after_refill = b.local().remaining_ttl("user:1")?;
     let second_read_local = b.local().get("user:1")?.is_some() && b.get("user:1")?.is_some();
     a.set("user:1", Bytes::from_static(b"Ada Lovelace"), ten_seconds)?;
