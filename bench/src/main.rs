@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod asynchronous;
+mod compression;
 mod layers;
 mod local;
 mod measure;
@@ -200,6 +201,7 @@ fn main() {
     if wanted("typed") {
         step("typed layer");
         typed::run(&plan, &mut rows);
+        compression::run(&plan, &mut rows);
     }
     if wanted("remote") {
         step("remote engines");

@@ -39,29 +39,43 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
 
 /// Compact binary encoding with `bincode` 2.0.1 (standard configuration: little endian, varints).
 ///
-/// Decoding is bounded: bincode is told a memory limit of the first size class (4 KiB, 64 KiB,
-/// 1 MiB, 16 MiB, 256 MiB, 1 GiB) that holds the input, so a length prefix claiming 2^40 bytes
-/// fails at once instead of allocating. Through serde only strings and byte buffers count against
-/// that limit, and a valid value never claims more than its own length, so valid values always
-/// decode.
+/// Decoding is bounded: bincode is told a memory limit, and checks every length a value claims
+/// against it before allocating, so a length prefix claiming 2^40 bytes fails at once. The
+/// limit starts at the first size class (4 KiB, 64 KiB, 1 MiB, 16 MiB, 256 MiB, 1 GiB) that
+/// holds 16 times the input, and a value that needs more moves up one class at a time: bincode counts a
+/// vector of `n` elements as `n * size_of::<T>()`, which for a `Vec<(u32, String)>` is 16 times
+/// its encoded size, so a first class alone refused valid values (found by a test of 100
+/// rows). Every class only bounds claims; what is allocated is what the input really holds, so
+/// hostile input still costs at most a few failed passes. Values whose claims exceed 1 GiB are
+/// refused.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
-macro_rules! bounded_decode {
-    ($bytes:expr, $($limit:expr),+) => {{
-        let len = $bytes.len();
-        $(
-            if len <= $limit {
-                return finish(
-                    bincode::serde::decode_from_slice($bytes, BINCODE.with_limit::<$limit>()),
-                    len,
-                );
+/// The limit classes, smallest first.
+const CLASSES: [usize; 6] = [
+    4096,
+    65_536,
+    1_048_576,
+    16_777_216,
+    268_435_456,
+    1_073_741_824,
+];
+
+fn decode_within<T: DeserializeOwned>(
+    bytes: &[u8],
+    class: usize,
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    macro_rules! at {
+        ($($limit:literal),+) => {
+            match class {
+                $($limit => bincode::serde::decode_from_slice(bytes, BINCODE.with_limit::<$limit>()),)+
+                _ => bincode::serde::decode_from_slice(bytes, BINCODE.with_limit::<1_073_741_824>()),
             }
-        )+
-        Err(format!("a bincode value of {len} bytes is larger than the 1 GiB this codec decodes").into())
-    }};
+        };
+    }
+    at!(4096, 65_536, 1_048_576, 16_777_216, 268_435_456)
 }
 
 fn finish<T>(
@@ -85,15 +99,28 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError> {
-        bounded_decode!(
-            bytes,
-            4096,
-            65_536,
-            1_048_576,
-            16_777_216,
-            268_435_456,
-            1_073_741_824
-        )
+        let len = bytes.len();
+        if len > CLASSES[CLASSES.len() - 1] {
+            return Err(format!(
+                "a bincode value of {len} bytes is larger than the 1 GiB this codec decodes"
+            )
+            .into());
+        }
+        // Start where claims of 16 times the input fit: most values then decode in one pass.
+        let first = CLASSES
+            .iter()
+            .position(|&class| len.saturating_mul(16) <= class)
+            .unwrap_or(CLASSES.len() - 1);
+        let mut last = None;
+        for &class in &CLASSES[first..] {
+            match decode_within::<T>(bytes, class) {
+                Err(bincode::error::DecodeError::LimitExceeded) => {
+                    last = Some(bincode::error::DecodeError::LimitExceeded);
+                }
+                result => return finish(result, len),
+            }
+        }
+        Err(last.map_or_else(|| "no limit class".into(), |e| e.into()))
     }
 }
 
@@ -148,6 +175,24 @@ mod tests {
         assert!(Bincode.decode::<String>(&hostile).is_err());
         assert!(Bincode.decode::<Vec<u8>>(&hostile).is_err());
         assert!(Bincode.decode::<Vec<String>>(&hostile).is_err());
+    }
+
+    #[test]
+    fn bincode_decodes_values_larger_in_memory_than_encoded() {
+        // 100 rows of (u32, String): about 3 KiB encoded, claims of about 6 KiB.
+        let rows: Vec<(u32, String)> = (0..100).map(|i| (i, format!("row {i} of many"))).collect();
+        let mut out = Vec::new();
+        Bincode.encode(&rows, &mut out).unwrap();
+        assert!(out.len() < 4096);
+        assert_eq!(Bincode.decode::<Vec<(u32, String)>>(&out).unwrap(), rows);
+        // Unit-like elements: one byte each, far larger in memory.
+        let sparse: Vec<Option<[u64; 32]>> = vec![None; 3000];
+        let mut out = Vec::new();
+        Bincode.encode(&sparse, &mut out).unwrap();
+        assert_eq!(
+            Bincode.decode::<Vec<Option<[u64; 32]>>>(&out).unwrap(),
+            sparse
+        );
     }
 
     #[test]

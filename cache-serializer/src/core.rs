@@ -69,7 +69,14 @@ pub(crate) struct TypedCore<C> {
     pub(crate) fail_open: FailOpen,
     pub(crate) schemas: TypeMap<Fingerprint>,
     pub(crate) stats: Counters,
+    /// Payloads of at least this many bytes are stored LZ4-compressed (`None`: never).
+    pub(crate) compress_above: Option<usize>,
+    /// The most bytes a compressed value may inflate to when read.
+    pub(crate) max_inflated: usize,
 }
+
+/// The default of [`TypedCacheBuilder::max_inflated_size`](crate::TypedCacheBuilder::max_inflated_size): 64 MiB.
+pub const DEFAULT_MAX_INFLATED: usize = 64 << 20;
 
 impl<C: Codec> TypedCore<C> {
     pub(crate) fn stats(&self) -> CacheStats {
@@ -133,6 +140,13 @@ impl<C: Codec> TypedCore<C> {
         envelope::write_header(&mut out, C::ID, fingerprint);
         let encoded = self.codec.encode(value, &mut out);
         LAST_LEN.with(|last| last.set(out.len()));
+        if encoded.is_ok()
+            && self
+                .compress_above
+                .is_some_and(|above| out.len() - envelope::HEADER_LEN >= above)
+        {
+            envelope::compress(&mut out);
+        }
         encoded.map_err(|e| {
             CacheError::serialization(
                 format!(
@@ -153,8 +167,20 @@ impl<C: Codec> TypedCore<C> {
         fingerprint: Fingerprint,
     ) -> Result<Option<T>> {
         let stats = &self.stats;
-        let failure = match envelope::open(bytes, C::ID, fingerprint) {
-            Ok(payload) => match self.codec.decode::<T>(payload) {
+        let inflated = envelope::open(bytes, C::ID, fingerprint)
+            .map(|payload| payload.inflate(self.max_inflated));
+        let failure = match inflated {
+            Ok(Err(why)) => {
+                bump(&stats.decode_failures);
+                CacheError::Serialization {
+                    message: format!(
+                        "cannot read the value under key {}: {why}",
+                        KeyDisplay::new(key)
+                    ),
+                    source: None,
+                }
+            }
+            Ok(Ok(payload)) => match self.codec.decode::<T>(&payload) {
                 Ok(value) => {
                     bump(&stats.hits);
                     return Ok(Some(value));

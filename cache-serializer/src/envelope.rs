@@ -2,17 +2,88 @@
 //!
 //! ```text
 //! byte 0      magic 0xC7
-//! byte 1      envelope format version (1)
+//! byte 1      envelope format: 1 plain payload, 2 LZ4-compressed payload
 //! byte 2      codec id (1 bincode, 2 json, 128-255 third-party)
 //! bytes 3-10  fingerprint of the type's schema, big endian
-//! bytes 11-   the codec's payload
+//! bytes 11-   format 1: the codec's payload
+//!             format 2: the payload's length (u32, big endian), then the payload as one LZ4
+//!             block
 //! ```
+//!
+//! Format 2 is a new format byte rather than a flag elsewhere so that readers that predate it
+//! see a version they do not know (a schema mismatch, so a miss), never garbage.
 
 use crate::fingerprint::Fingerprint;
 
 pub(crate) const MAGIC: u8 = 0xC7;
 pub(crate) const VERSION: u8 = 1;
+/// The format of an envelope whose payload is LZ4-compressed.
+pub(crate) const COMPRESSED: u8 = 2;
 pub(crate) const HEADER_LEN: usize = 11;
+/// LZ4 cannot inflate a block by more than about 255 times: a length claiming more is a lie,
+/// refused before anything is allocated.
+const LZ4_MAX_RATIO: usize = 255;
+
+/// The payload of an envelope, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payload<'a> {
+    Plain(&'a [u8]),
+    Lz4 { inflated: usize, block: &'a [u8] },
+}
+
+impl<'a> Payload<'a> {
+    /// The codec's bytes: the plain payload as is, a compressed one inflated, if it claims no
+    /// more than `max_inflated` bytes (and no more than LZ4 can produce from its block), and
+    /// inflates to exactly what it claims.
+    pub(crate) fn inflate(self, max_inflated: usize) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+        match self {
+            Payload::Plain(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            Payload::Lz4 { inflated, block } => {
+                if inflated > max_inflated {
+                    return Err(format!(
+                        "a compressed value claims {inflated} bytes, over the {max_inflated}-byte \
+                         limit (TypedCacheBuilder::max_inflated_size)"
+                    ));
+                }
+                if inflated > block.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(16) {
+                    return Err(format!(
+                        "a compressed value of {} bytes claims {inflated} bytes: more than LZ4 \
+                         can inflate to",
+                        block.len()
+                    ));
+                }
+                let out = lz4_flex::block::decompress(block, inflated)
+                    .map_err(|e| format!("a compressed value does not inflate: {e}"))?;
+                if out.len() != inflated {
+                    return Err(format!(
+                        "a compressed value inflated to {} bytes, not the {inflated} it claims",
+                        out.len()
+                    ));
+                }
+                Ok(std::borrow::Cow::Owned(out))
+            }
+        }
+    }
+}
+
+/// Compresses the payload of `envelope` (a whole envelope of format 1) in place when that makes
+/// it smaller.
+pub(crate) fn compress(envelope: &mut Vec<u8>) {
+    let Some(payload) = envelope.get(HEADER_LEN..) else {
+        return;
+    };
+    let Ok(inflated) = u32::try_from(payload.len()) else {
+        return;
+    };
+    let block = lz4_flex::block::compress(payload);
+    if block.len() + 4 >= payload.len() {
+        return; // incompressible: stored plain
+    }
+    envelope.truncate(HEADER_LEN);
+    envelope[1] = COMPRESSED;
+    envelope.extend_from_slice(&inflated.to_be_bytes());
+    envelope.extend_from_slice(&block);
+}
 
 /// Why the bytes under a key are not a value this reader can decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,14 +102,18 @@ pub(crate) fn write_header(out: &mut Vec<u8>, codec: u8, fingerprint: Fingerprin
 }
 
 /// Checks the header and returns the payload.
-pub(crate) fn open(bytes: &[u8], codec: u8, fingerprint: Fingerprint) -> Result<&[u8], Refusal> {
+pub(crate) fn open(
+    bytes: &[u8],
+    codec: u8,
+    fingerprint: Fingerprint,
+) -> Result<Payload<'_>, Refusal> {
     let Some((header, payload)) = bytes.split_first_chunk::<HEADER_LEN>() else {
         return Err(Refusal::Foreign);
     };
     if header[0] != MAGIC {
         return Err(Refusal::Foreign);
     }
-    if header[1] != VERSION {
+    if header[1] != VERSION && header[1] != COMPRESSED {
         return Err(Refusal::Mismatch {
             expected: format!("envelope v{VERSION}"),
             found: format!("envelope v{}", header[1]),
@@ -59,7 +134,14 @@ pub(crate) fn open(bytes: &[u8], codec: u8, fingerprint: Fingerprint) -> Result<
             found: format!("schema {found}"),
         });
     }
-    Ok(payload)
+    if header[1] == COMPRESSED {
+        let Some((length, block)) = payload.split_first_chunk::<4>() else {
+            return Err(Refusal::Foreign);
+        };
+        let inflated = usize::try_from(u32::from_be_bytes(*length)).unwrap_or(usize::MAX);
+        return Ok(Payload::Lz4 { inflated, block });
+    }
+    Ok(Payload::Plain(payload))
 }
 
 #[cfg(test)]
@@ -71,7 +153,10 @@ mod tests {
         let mut out = Vec::new();
         write_header(&mut out, 1, Fingerprint(0xdead_beef));
         out.extend_from_slice(b"payload");
-        assert_eq!(open(&out, 1, Fingerprint(0xdead_beef)), Ok(&b"payload"[..]));
+        assert_eq!(
+            open(&out, 1, Fingerprint(0xdead_beef)),
+            Ok(Payload::Plain(&b"payload"[..]))
+        );
     }
 
     #[test]
@@ -92,10 +177,90 @@ mod tests {
             Err(Refusal::Foreign)
         );
         let mut newer = out.clone();
-        newer[1] = 2;
+        newer[1] = 3;
         assert!(matches!(
             open(&newer, 1, Fingerprint(7)),
             Err(Refusal::Mismatch { .. })
         ));
+    }
+
+    fn compressed(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_header(&mut out, 1, Fingerprint(7));
+        out.extend_from_slice(payload);
+        compress(&mut out);
+        out
+    }
+
+    #[test]
+    fn compressible_payloads_are_compressed_and_inflate_back() {
+        let payload = b"order order order order order order order order order order ".repeat(20);
+        let out = compressed(&payload);
+        assert_eq!(out[1], COMPRESSED);
+        assert!(out.len() < payload.len() / 4, "{} bytes", out.len());
+        let opened = open(&out, 1, Fingerprint(7)).unwrap();
+        assert_eq!(
+            opened.inflate(1 << 20).unwrap().as_ref(),
+            payload.as_slice()
+        );
+        // The limit is the reader's: a smaller one refuses the value without inflating it.
+        let err = opened.inflate(100).unwrap_err();
+        assert!(err.contains("max_inflated_size"), "{err}");
+    }
+
+    #[test]
+    fn incompressible_payloads_stay_plain() {
+        // SplitMix64 output: no repeats for LZ4 to find.
+        let mut state = 7u64;
+        let payload: Vec<u8> = (0..2000)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)) as u8
+            })
+            .collect();
+        let out = compressed(&payload);
+        assert_eq!(out[1], VERSION);
+        assert_eq!(
+            open(&out, 1, Fingerprint(7)),
+            Ok(Payload::Plain(&payload[..]))
+        );
+    }
+
+    #[test]
+    fn lying_lengths_and_broken_blocks_are_refused_without_a_large_allocation() {
+        let payload = b"abcabcabcabcabcabcabcabcabcabcabcabcabcabc".repeat(10);
+        let mut out = compressed(&payload);
+        // A claim of 4 GiB for a block of a few bytes: refused by the ratio bound.
+        out[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let err = open(&out, 1, Fingerprint(7))
+            .unwrap()
+            .inflate(usize::MAX)
+            .unwrap_err();
+        assert!(err.contains("more than LZ4"), "{err}");
+        // A claim within bounds but wrong: the block does not inflate to it.
+        let mut out = compressed(&payload);
+        out[HEADER_LEN..HEADER_LEN + 4]
+            .copy_from_slice(&((payload.len() + 1) as u32).to_be_bytes());
+        assert!(
+            open(&out, 1, Fingerprint(7))
+                .unwrap()
+                .inflate(1 << 20)
+                .is_err()
+        );
+        // A truncated block, and a header cut before the length.
+        let out = compressed(&payload);
+        assert!(
+            open(&out[..out.len() - 3], 1, Fingerprint(7))
+                .unwrap()
+                .inflate(1 << 20)
+                .is_err()
+        );
+        assert_eq!(
+            open(&out[..HEADER_LEN + 2], 1, Fingerprint(7)),
+            Err(Refusal::Foreign)
+        );
     }
 }

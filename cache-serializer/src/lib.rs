@@ -71,5 +71,6 @@ pub use async_typed::AsyncTypedCache;
 #[cfg(feature = "json")]
 pub use codec::Json;
 pub use codec::{Bincode, Codec};
+pub use core::DEFAULT_MAX_INFLATED;
 pub use fingerprint::Fingerprint;
 pub use typed::{CacheStats, FailureHook, LoadError, TypedCache, TypedCacheBuilder};

@@ -1,5 +1,6 @@
 //! Arbitrary bytes under a key, read as several types, lenient and strict: a value, a miss or a
-//! typed error, never a panic, an abort or a huge allocation.
+//! typed error, never a panic, an abort or a huge allocation; compressed envelopes included (a
+//! claimed length is bounded before anything is inflated).
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -58,6 +59,19 @@ fuzz_target!(|data: &[u8]| {
     .flatten()
     {
         inputs.push([header.as_slice(), data].concat());
+    }
+    // And as a compressed envelope of each type (format 2): the fuzzed bytes as the claimed
+    // length and LZ4 block, so inflation and its bounds are reached too.
+    for header in [
+        lenient.encode(&String::new()).map(|b| b[..11].to_vec()),
+        lenient.encode(&Shape::Empty).map(|b| b[..11].to_vec()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut compressed = header;
+        compressed[1] = 2;
+        inputs.push([compressed.as_slice(), data].concat());
     }
     for bytes in &inputs {
         for cache in [lenient, strict] {
