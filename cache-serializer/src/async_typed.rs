@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
-use crate::core::{CacheStats, TypedCore, bump};
+use crate::core::{CacheStats, Found, TypedCore, bump};
 use crate::fingerprint::Fingerprint;
 use crate::flight::{Flights, Outcome, Role};
 use crate::typed::{LoadError, TypedCacheBuilder};
@@ -268,12 +268,103 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, Er>>,
     {
+        let loaded = self
+            .load_through(key, ttl, None, || async { load().await.map(Some) })
+            .await?;
+        // The loader always gives a value: none means it could not be stored and read.
+        loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))
+    }
+
+    /// As [`TypedCache::get_or_set_optional_with`](crate::TypedCache::get_or_set_optional_with):
+    /// a loader's `None` is cached as an absence for `negative_ttl`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_set_with`](Self::get_or_set_with).
+    pub async fn get_or_set_optional_with<T, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        negative_ttl: Ttl,
+        load: F,
+    ) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let loaded = self
+            .load_through(key, ttl, Some(negative_ttl), || async {
+                Ok::<_, std::convert::Infallible>(load().await)
+            })
+            .await;
+        loaded.map_err(|e| match e {
+            LoadError::Cache(e) => e,
+            LoadError::Loader(never) => match *never {},
+        })
+    }
+
+    /// As [`TypedCache::try_get_or_set_optional_with`](crate::TypedCache::try_get_or_set_optional_with).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    pub async fn try_get_or_set_optional_with<T, Er, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        negative_ttl: Ttl,
+        load: F,
+    ) -> Result<Option<T>, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, Er>>,
+    {
+        self.load_through(key, ttl, Some(negative_ttl), load).await
+    }
+
+    /// What the cache holds under `key` for `T`s.
+    async fn lookup<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        fingerprint: Fingerprint,
+    ) -> Result<Found<T>> {
+        let core = &self.shared.core;
+        match core.read(self.shared.engine.get(key).await, || None)? {
+            Some(bytes) => core.found(key, &bytes, fingerprint),
+            None => {
+                core.miss::<()>()?;
+                Ok(Found::Miss)
+            }
+        }
+    }
+
+    /// The single-flight loop of every `get_or_set` flavour (see the blocking face's).
+    async fn load_through<T, Er, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        negative_ttl: Option<Ttl>,
+        load: F,
+    ) -> Result<Option<T>, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, Er>>,
+    {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
         let mut load = Some(load);
         loop {
-            if let Some(value) = self.get::<T>(key).await? {
-                return Ok(value);
+            match self.lookup::<T>(key, fingerprint).await? {
+                Found::Value(value) => return Ok(Some(value)),
+                // A cached absence answers optional loads; a loader that always finds a value
+                // replaces it.
+                Found::Absent if negative_ttl.is_some() => return Ok(None),
+                Found::Absent | Found::Miss => {}
             }
             let role = self
                 .shared
@@ -282,12 +373,13 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             let guard = match role {
                 Role::Waiter(flight) => {
                     match flight.wait_async().await {
-                        Outcome::Value(bytes) => {
-                            if let Some(value) = core.decode_with(key, &bytes, fingerprint)? {
-                                return Ok(value);
-                            }
-                            // The leader loaded another type under this key: load our own.
-                        }
+                        Outcome::Value(bytes) => match core.found(key, &bytes, fingerprint)? {
+                            Found::Value(value) => return Ok(Some(value)),
+                            Found::Absent if negative_ttl.is_some() => return Ok(None),
+                            // The leader loaded another type under this key (or found nothing
+                            // where we need a value): load our own.
+                            Found::Absent | Found::Miss => {}
+                        },
                         Outcome::LoaderError(error) => {
                             if let Ok(error) = error.downcast::<Er>() {
                                 return Err(LoadError::Loader(error));
@@ -302,21 +394,40 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 Role::Leader(guard) => guard,
             };
             // A leader that finished just before we joined may have stored the value.
-            if let Some(value) = self.get::<T>(key).await? {
-                return Ok(value);
+            match self.lookup::<T>(key, fingerprint).await? {
+                Found::Value(value) => return Ok(Some(value)),
+                Found::Absent if negative_ttl.is_some() => return Ok(None),
+                Found::Absent | Found::Miss => {}
             }
             let Some(load) = load.take() else {
                 return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
             };
             bump(&core.stats.loads);
             return match load().await {
-                Ok(value) => {
+                Ok(Some(value)) => {
                     let bytes = core.encode(&value)?;
                     let result = self.shared.engine.set(key, bytes.clone(), ttl).await;
                     let stored = core.stored(result, 1);
                     guard.finish(Outcome::Value(bytes));
                     stored?;
-                    Ok(value)
+                    Ok(Some(value))
+                }
+                Ok(None) => {
+                    let bytes = core.absent(fingerprint);
+                    let stored = match negative_ttl {
+                        Some(negative_ttl) => {
+                            let result = self
+                                .shared
+                                .engine
+                                .set(key, bytes.clone(), negative_ttl)
+                                .await;
+                            core.stored(result, 1)
+                        }
+                        None => Ok(()),
+                    };
+                    guard.finish(Outcome::Value(bytes));
+                    stored?;
+                    Ok(None)
                 }
                 Err(error) => {
                     let error = Arc::new(error);

@@ -39,6 +39,10 @@ pub struct CacheStats {
     pub loads: u64,
     /// Callers that waited for another caller's loader instead of running their own.
     pub coalesced_waits: u64,
+    /// Reads that found a cached absence (a loader's "not found", see
+    /// [`TypedCache::get_or_set_optional_with`](crate::TypedCache::get_or_set_optional_with)):
+    /// they return `None` without loading. Not counted as misses.
+    pub negative_hits: u64,
     /// Reads whose backend failure became a miss (fail-open mode).
     pub failed_open_reads: u64,
     /// Writes whose backend failure was skipped (fail-open mode).
@@ -54,6 +58,17 @@ pub(crate) struct Counters {
     pub(crate) decode_failures: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) coalesced_waits: AtomicU64,
+    pub(crate) negative_hits: AtomicU64,
+}
+
+/// What a read found under a key.
+pub(crate) enum Found<T> {
+    /// A value of the type.
+    Value(T),
+    /// A cached absence of the type.
+    Absent,
+    /// Nothing usable: absent, or (lenient) another type's value or undecodable bytes.
+    Miss,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -90,6 +105,7 @@ impl<C: Codec> TypedCore<C> {
             decode_failures: load(&c.decode_failures),
             loads: load(&c.loads),
             coalesced_waits: load(&c.coalesced_waits),
+            negative_hits: load(&c.negative_hits),
             failed_open_reads: self.fail_open.counts().failed_open_reads,
             failed_open_writes: self.fail_open.counts().failed_open_writes,
         }
@@ -166,9 +182,31 @@ impl<C: Codec> TypedCore<C> {
         bytes: &[u8],
         fingerprint: Fingerprint,
     ) -> Result<Option<T>> {
+        Ok(match self.found(key, bytes, fingerprint)? {
+            Found::Value(value) => Some(value),
+            Found::Absent | Found::Miss => None,
+        })
+    }
+
+    /// The envelope of a cached absence of `T`s.
+    pub(crate) fn absent(&self, fingerprint: Fingerprint) -> Bytes {
+        Bytes::from(envelope::absent(C::ID, fingerprint))
+    }
+
+    /// What `bytes`, read under `key`, hold for a reader of the type `fingerprint` names.
+    pub(crate) fn found<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        fingerprint: Fingerprint,
+    ) -> Result<Found<T>> {
         let stats = &self.stats;
-        let inflated = envelope::open(bytes, C::ID, fingerprint)
-            .map(|payload| payload.inflate(self.max_inflated));
+        let opened = envelope::open(bytes, C::ID, fingerprint);
+        if let Ok(envelope::Payload::Absent) = opened {
+            bump(&stats.negative_hits);
+            return Ok(Found::Absent);
+        }
+        let inflated = opened.map(|payload| payload.inflate(self.max_inflated));
         let failure = match inflated {
             Ok(Err(why)) => {
                 bump(&stats.decode_failures);
@@ -183,7 +221,7 @@ impl<C: Codec> TypedCore<C> {
             Ok(Ok(payload)) => match self.codec.decode::<T>(&payload) {
                 Ok(value) => {
                     bump(&stats.hits);
-                    return Ok(Some(value));
+                    return Ok(Found::Value(value));
                 }
                 Err(e) => {
                     bump(&stats.decode_failures);
@@ -220,7 +258,7 @@ impl<C: Codec> TypedCore<C> {
             Err(failure)
         } else {
             bump(&stats.misses);
-            Ok(None)
+            Ok(Found::Miss)
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! byte 0      magic 0xC7
-//! byte 1      envelope format: 1 plain payload, 2 LZ4-compressed payload
+//! byte 1      envelope format: 1 plain payload, 2 LZ4-compressed payload, 3 a cached
+//!             absence (a loader's "not found"; nothing follows the header)
 //! byte 2      codec id (1 bincode, 2 json, 128-255 third-party)
 //! bytes 3-10  fingerprint of the type's schema, big endian
 //! bytes 11-   format 1: the codec's payload
@@ -19,6 +20,8 @@ pub(crate) const MAGIC: u8 = 0xC7;
 pub(crate) const VERSION: u8 = 1;
 /// The format of an envelope whose payload is LZ4-compressed.
 pub(crate) const COMPRESSED: u8 = 2;
+/// The format of a cached absence: a loader said "not found" (no payload).
+pub(crate) const ABSENT: u8 = 3;
 pub(crate) const HEADER_LEN: usize = 11;
 /// LZ4 cannot inflate a block by more than about 255 times: a length claiming more is a lie,
 /// refused before anything is allocated.
@@ -28,7 +31,12 @@ const LZ4_MAX_RATIO: usize = 255;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Payload<'a> {
     Plain(&'a [u8]),
-    Lz4 { inflated: usize, block: &'a [u8] },
+    Lz4 {
+        inflated: usize,
+        block: &'a [u8],
+    },
+    /// A cached absence of a value of this type.
+    Absent,
 }
 
 impl<'a> Payload<'a> {
@@ -38,6 +46,7 @@ impl<'a> Payload<'a> {
     pub(crate) fn inflate(self, max_inflated: usize) -> Result<std::borrow::Cow<'a, [u8]>, String> {
         match self {
             Payload::Plain(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            Payload::Absent => Ok(std::borrow::Cow::Borrowed(&[])),
             Payload::Lz4 { inflated, block } => {
                 if inflated > max_inflated {
                     return Err(format!(
@@ -64,6 +73,14 @@ impl<'a> Payload<'a> {
             }
         }
     }
+}
+
+/// The envelope of a cached absence of a value of the type `fingerprint` names.
+pub(crate) fn absent(codec: u8, fingerprint: Fingerprint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    write_header(&mut out, codec, fingerprint);
+    out[1] = ABSENT;
+    out
 }
 
 /// Compresses the payload of `envelope` (a whole envelope of format 1) in place when that makes
@@ -113,7 +130,7 @@ pub(crate) fn open(
     if header[0] != MAGIC {
         return Err(Refusal::Foreign);
     }
-    if header[1] != VERSION && header[1] != COMPRESSED {
+    if !matches!(header[1], VERSION | COMPRESSED | ABSENT) {
         return Err(Refusal::Mismatch {
             expected: format!("envelope v{VERSION}"),
             found: format!("envelope v{}", header[1]),
@@ -133,6 +150,13 @@ pub(crate) fn open(
             expected: format!("schema {fingerprint}"),
             found: format!("schema {found}"),
         });
+    }
+    if header[1] == ABSENT {
+        return if payload.is_empty() {
+            Ok(Payload::Absent)
+        } else {
+            Err(Refusal::Foreign)
+        };
     }
     if header[1] == COMPRESSED {
         let Some((length, block)) = payload.split_first_chunk::<4>() else {
@@ -177,7 +201,7 @@ mod tests {
             Err(Refusal::Foreign)
         );
         let mut newer = out.clone();
-        newer[1] = 3;
+        newer[1] = 4;
         assert!(matches!(
             open(&newer, 1, Fingerprint(7)),
             Err(Refusal::Mismatch { .. })
@@ -262,5 +286,18 @@ mod tests {
             open(&out[..HEADER_LEN + 2], 1, Fingerprint(7)),
             Err(Refusal::Foreign)
         );
+    }
+
+    #[test]
+    fn absences_carry_no_payload() {
+        let out = absent(1, Fingerprint(7));
+        assert_eq!(open(&out, 1, Fingerprint(7)), Ok(Payload::Absent));
+        assert!(matches!(
+            open(&out, 1, Fingerprint(8)),
+            Err(Refusal::Mismatch { .. })
+        ));
+        let mut longer = out.clone();
+        longer.push(0);
+        assert_eq!(open(&longer, 1, Fingerprint(7)), Err(Refusal::Foreign));
     }
 }

@@ -13,7 +13,7 @@ use cache_layers::FailOpen;
 
 use crate::codec::{Bincode, Codec};
 pub use crate::core::{CacheStats, FailureHook};
-use crate::core::{Counters, TypedCore, bump};
+use crate::core::{Counters, Found, TypedCore, bump};
 use crate::fingerprint::{Fingerprint, TypeMap};
 use crate::flight::{Flights, Outcome, Role};
 
@@ -482,12 +482,128 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
+        match self.load_through(key, ttl, None, || load().map(Some))? {
+            Some(value) => Ok(value),
+            // The loader always gives a value: none means it could not be stored and read.
+            None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
+        }
+    }
+
+    /// Like [`get_or_set_with`](Self::get_or_set_with) for a loader that may find nothing:
+    /// `None` is cached too, as an absence, for `negative_ttl` (usually shorter than `ttl`), so
+    /// a key that does not exist is not looked up again and again. While it lasts, reads of the
+    /// key return `None` ([`get`](Self::get) included, counted in
+    /// [`CacheStats::negative_hits`]) without running the loader. Single-flight as
+    /// `get_or_set_with`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_core::Ttl;
+    /// use cache_local::InMemoryEngine;
+    /// use cache_serializer::TypedCache;
+    ///
+    /// # fn main() -> cache_core::Result<()> {
+    /// let cache = TypedCache::new(InMemoryEngine::new());
+    /// let find = |id: u64| (id == 1).then(|| "Ada".to_string()); // a database query, say
+    /// let ttl = Ttl::After(Duration::from_secs(300));
+    /// let not_found = Ttl::After(Duration::from_secs(30));
+    /// assert_eq!(cache.get_or_set_optional_with("user:2", ttl, not_found, || find(2))?, None);
+    /// // Cached: the loader does not run again for 30 s.
+    /// let again = cache.get_or_set_optional_with("user:2", ttl, not_found, || -> Option<String> {
+    ///     unreachable!("cached as absent")
+    /// })?;
+    /// assert_eq!(again, None);
+    /// assert_eq!(cache.stats().negative_hits, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_set_with`](Self::get_or_set_with).
+    pub fn get_or_set_optional_with<T, F>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        negative_ttl: Ttl,
+        load: F,
+    ) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Option<T>,
+    {
+        self.try_get_or_set_optional_with(key, ttl, negative_ttl, || {
+            Ok::<_, std::convert::Infallible>(load())
+        })
+        .map_err(|e| match e {
+            LoadError::Cache(e) => e,
+            LoadError::Loader(never) => match *never {},
+        })
+    }
+
+    /// [`get_or_set_optional_with`](Self::get_or_set_optional_with) with a fallible loader: its
+    /// error is returned to every caller that waited for it and never cached.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    pub fn try_get_or_set_optional_with<T, Er, F>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        negative_ttl: Ttl,
+        load: F,
+    ) -> Result<Option<T>, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Result<Option<T>, Er>,
+    {
+        self.load_through(key, ttl, Some(negative_ttl), load)
+    }
+
+    /// What the cache holds under `key` for `T`s.
+    fn lookup<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        fingerprint: Fingerprint,
+    ) -> Result<Found<T>> {
+        let core = &self.shared.core;
+        match core.read(self.shared.engine.get(key), || None)? {
+            Some(bytes) => core.found(key, &bytes, fingerprint),
+            None => {
+                core.miss::<()>()?;
+                Ok(Found::Miss)
+            }
+        }
+    }
+
+    /// The single-flight loop of every `get_or_set` flavour: a value found is returned, a
+    /// cached absence is `None`; otherwise one caller per key loads, stores the value for `ttl`
+    /// (or, when the loader found nothing and `negative_ttl` is given, an absence for that
+    /// long) and hands it to the callers waiting.
+    fn load_through<T, Er, F>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        negative_ttl: Option<Ttl>,
+        load: F,
+    ) -> Result<Option<T>, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Result<Option<T>, Er>,
+    {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
         let mut load = Some(load);
         loop {
-            if let Some(value) = self.get::<T>(key)? {
-                return Ok(value);
+            match self.lookup::<T>(key, fingerprint)? {
+                Found::Value(value) => return Ok(Some(value)),
+                // A cached absence answers optional loads; a loader that always finds a value
+                // replaces it.
+                Found::Absent if negative_ttl.is_some() => return Ok(None),
+                Found::Absent | Found::Miss => {}
             }
             let stats = &core.stats;
             match self
@@ -496,12 +612,13 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                 .join(key, || bump(&stats.coalesced_waits))
             {
                 Role::Waiter(flight) => match flight.wait() {
-                    Outcome::Value(bytes) => {
-                        if let Some(value) = core.decode_with(key, &bytes, fingerprint)? {
-                            return Ok(value);
-                        }
-                        // The leader loaded another type under this key: load our own.
-                    }
+                    Outcome::Value(bytes) => match core.found(key, &bytes, fingerprint)? {
+                        Found::Value(value) => return Ok(Some(value)),
+                        Found::Absent if negative_ttl.is_some() => return Ok(None),
+                        // The leader loaded another type under this key (or found nothing
+                        // where we need a value): load our own.
+                        Found::Absent | Found::Miss => {}
+                    },
                     Outcome::LoaderError(error) => {
                         if let Ok(error) = error.downcast::<Er>() {
                             return Err(LoadError::Loader(error));
@@ -511,8 +628,10 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                 },
                 Role::Leader(guard) => {
                     // A leader that finished just before we joined may have stored the value.
-                    if let Some(value) = self.get::<T>(key)? {
-                        return Ok(value);
+                    match self.lookup::<T>(key, fingerprint)? {
+                        Found::Value(value) => return Ok(Some(value)),
+                        Found::Absent if negative_ttl.is_some() => return Ok(None),
+                        Found::Absent | Found::Miss => {}
                     }
                     let Some(load) = load.take() else {
                         // Our loader already ran and its value could not be read back: report
@@ -521,13 +640,26 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                     };
                     bump(&stats.loads);
                     match load() {
-                        Ok(value) => {
+                        Ok(Some(value)) => {
                             let bytes = core.encode(&value)?;
                             let stored =
                                 core.stored(self.shared.engine.set(key, bytes.clone(), ttl), 1);
                             guard.finish(Outcome::Value(bytes));
                             stored?;
-                            return Ok(value);
+                            return Ok(Some(value));
+                        }
+                        Ok(None) => {
+                            let bytes = core.absent(fingerprint);
+                            let stored = match negative_ttl {
+                                Some(negative_ttl) => core.stored(
+                                    self.shared.engine.set(key, bytes.clone(), negative_ttl),
+                                    1,
+                                ),
+                                None => Ok(()),
+                            };
+                            guard.finish(Outcome::Value(bytes));
+                            stored?;
+                            return Ok(None);
                         }
                         Err(error) => {
                             let error = Arc::new(error);
