@@ -19,6 +19,10 @@ use crate::coherence::{Local, TieredStats};
 /// when its future is dropped before the shared tier answered (the write may still land), and a
 /// read dropped mid-way keeps nothing.
 ///
+/// `close` ends the feed's thread and waits for it, up to 50 ms (its read slice), on the
+/// calling task's thread; the feed's events are handled on that thread too, never on the
+/// runtime.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use cache_core::{AsyncCacheEngine, Bytes, Ttl};
