@@ -2,15 +2,13 @@
 //! subscriber installed (a layer nobody listens to must cost nothing), then with a Prometheus
 //! recorder and an `info` subscriber installed for the rest of the process.
 
-use std::time::Instant;
-
 use cache_core::{Bytes, CacheEngine, Ttl};
 use cache_layers::{LayerExt, Metrics, Tracing};
 use cache_local::InMemoryEngine;
 use cache_redis::RedisEngine;
 use cache_tests::servers::TestServer;
 
-use crate::measure::{interleave, rate};
+use crate::measure::{gets, interleave};
 use crate::{Goal, Plan, Row};
 
 fn in_memory() -> InMemoryEngine {
@@ -26,14 +24,6 @@ fn in_memory() -> InMemoryEngine {
         );
     }
     engine
-}
-
-fn gets(engine: &dyn CacheEngine, keys: &[String], ops: usize) -> f64 {
-    let start = Instant::now();
-    for i in 0..ops {
-        std::hint::black_box(engine.get(&keys[i % keys.len()]).ok());
-    }
-    rate(ops, start.elapsed())
 }
 
 pub(crate) fn run(plan: &Plan, redis: &TestServer, rows: &mut Vec<Row>) -> Result<(), String> {

@@ -49,3 +49,12 @@ where
     // The scope joined every thread: the time since the barrier is the run's length.
     rate(threads * ops_per_thread, elapsed.elapsed())
 }
+
+/// `ops` gets of `keys` in turn on `engine`, as operations per second.
+pub(crate) fn gets(engine: &dyn cache_core::CacheEngine, keys: &[String], ops: usize) -> f64 {
+    let start = std::time::Instant::now();
+    for i in 0..ops {
+        std::hint::black_box(engine.get(&keys[i % keys.len()]).ok());
+    }
+    rate(ops, start.elapsed())
+}

@@ -3,15 +3,13 @@
 //! round trip, then the refill). The tiered engine listens to Redis's invalidation feed
 //! throughout, as it would in a service.
 
-use std::time::Instant;
-
 use cache_core::{Bytes, CacheEngine, Ttl};
 use cache_local::InMemoryEngine;
 use cache_redis::RedisEngine;
 use cache_tests::servers::TestServer;
 use cache_tiered::TieredEngine;
 
-use crate::measure::{interleave, rate};
+use crate::measure::{gets, interleave};
 use crate::{Goal, Plan, Row};
 
 fn local() -> InMemoryEngine {
@@ -19,14 +17,6 @@ fn local() -> InMemoryEngine {
         .max_capacity(20_000)
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn gets(engine: &dyn CacheEngine, keys: &[String], ops: usize) -> f64 {
-    let start = Instant::now();
-    for i in 0..ops {
-        std::hint::black_box(engine.get(&keys[i % keys.len()]).ok());
-    }
-    rate(ops, start.elapsed())
 }
 
 pub(crate) fn run(plan: &Plan, redis: &TestServer, rows: &mut Vec<Row>) -> Result<(), String> {

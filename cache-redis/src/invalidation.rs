@@ -29,8 +29,9 @@ const CHANNEL: &[u8] = b"__redis__:invalidate";
 /// How long the listener waits in one read, so that a cancelled subscription ends quickly.
 const SLICE: Duration = Duration::from_millis(50);
 /// The most keys one invalidation message may name (Redis batches the keys one event-loop
-/// iteration changed: an `UNLINK` of a clear's batch, say).
-const MAX_KEYS: usize = 1_000_000;
+/// iteration changed: an `UNLINK` of a clear's 500-key batch, say). A message announcing more is
+/// refused before it is read; the feed then restarts, which drops the local tier: safe.
+const MAX_KEYS: usize = 100_000;
 /// The first pause before reconnecting, doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);

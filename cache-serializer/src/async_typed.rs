@@ -357,14 +357,11 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
+        let optional = negative_ttl.is_some();
         let mut load = Some(load);
         loop {
-            match self.lookup::<T>(key, fingerprint).await? {
-                Found::Value(value) => return Ok(Some(value)),
-                // A cached absence answers optional loads; a loader that always finds a value
-                // replaces it.
-                Found::Absent if negative_ttl.is_some() => return Ok(None),
-                Found::Absent | Found::Miss => {}
+            if let Some(answer) = self.lookup::<T>(key, fingerprint).await?.answer(optional) {
+                return Ok(answer);
             }
             let role = self
                 .shared
@@ -373,13 +370,14 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             let guard = match role {
                 Role::Waiter(flight) => {
                     match flight.wait_async().await {
-                        Outcome::Value(bytes) => match core.found(key, &bytes, fingerprint)? {
-                            Found::Value(value) => return Ok(Some(value)),
-                            Found::Absent if negative_ttl.is_some() => return Ok(None),
+                        Outcome::Value(bytes) => {
+                            let found = core.found(key, &bytes, fingerprint)?;
+                            if let Some(answer) = found.answer(optional) {
+                                return Ok(answer);
+                            }
                             // The leader loaded another type under this key (or found nothing
                             // where we need a value): load our own.
-                            Found::Absent | Found::Miss => {}
-                        },
+                        }
                         Outcome::LoaderError(error) => {
                             if let Ok(error) = error.downcast::<Er>() {
                                 return Err(LoadError::Loader(error));
@@ -394,10 +392,8 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 Role::Leader(guard) => guard,
             };
             // A leader that finished just before we joined may have stored the value.
-            match self.lookup::<T>(key, fingerprint).await? {
-                Found::Value(value) => return Ok(Some(value)),
-                Found::Absent if negative_ttl.is_some() => return Ok(None),
-                Found::Absent | Found::Miss => {}
+            if let Some(answer) = self.lookup::<T>(key, fingerprint).await?.answer(optional) {
+                return Ok(answer);
             }
             let Some(load) = load.take() else {
                 return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));

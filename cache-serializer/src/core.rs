@@ -71,6 +71,19 @@ pub(crate) enum Found<T> {
     Miss,
 }
 
+impl<T> Found<T> {
+    /// What a `get_or_set` flavour answers with this, if it answers: a value, or for optional
+    /// loads a cached absence (a loader that always finds a value replaces an absence).
+    /// `None`: load.
+    pub(crate) fn answer(self, optional: bool) -> Option<Option<T>> {
+        match self {
+            Found::Value(value) => Some(Some(value)),
+            Found::Absent if optional => Some(None),
+            Found::Absent | Found::Miss => None,
+        }
+    }
+}
+
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }

@@ -596,14 +596,11 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
+        let optional = negative_ttl.is_some();
         let mut load = Some(load);
         loop {
-            match self.lookup::<T>(key, fingerprint)? {
-                Found::Value(value) => return Ok(Some(value)),
-                // A cached absence answers optional loads; a loader that always finds a value
-                // replaces it.
-                Found::Absent if negative_ttl.is_some() => return Ok(None),
-                Found::Absent | Found::Miss => {}
+            if let Some(answer) = self.lookup::<T>(key, fingerprint)?.answer(optional) {
+                return Ok(answer);
             }
             let stats = &core.stats;
             match self
@@ -612,13 +609,14 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                 .join(key, || bump(&stats.coalesced_waits))
             {
                 Role::Waiter(flight) => match flight.wait() {
-                    Outcome::Value(bytes) => match core.found(key, &bytes, fingerprint)? {
-                        Found::Value(value) => return Ok(Some(value)),
-                        Found::Absent if negative_ttl.is_some() => return Ok(None),
-                        // The leader loaded another type under this key (or found nothing
-                        // where we need a value): load our own.
-                        Found::Absent | Found::Miss => {}
-                    },
+                    Outcome::Value(bytes) => {
+                        if let Some(answer) = core.found(key, &bytes, fingerprint)?.answer(optional)
+                        {
+                            return Ok(answer);
+                        }
+                        // The leader loaded another type under this key (or found nothing where
+                        // we need a value): load our own.
+                    }
                     Outcome::LoaderError(error) => {
                         if let Ok(error) = error.downcast::<Er>() {
                             return Err(LoadError::Loader(error));
@@ -628,10 +626,8 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                 },
                 Role::Leader(guard) => {
                     // A leader that finished just before we joined may have stored the value.
-                    match self.lookup::<T>(key, fingerprint)? {
-                        Found::Value(value) => return Ok(Some(value)),
-                        Found::Absent if negative_ttl.is_some() => return Ok(None),
-                        Found::Absent | Found::Miss => {}
+                    if let Some(answer) = self.lookup::<T>(key, fingerprint)?.answer(optional) {
+                        return Ok(answer);
                     }
                     let Some(load) = load.take() else {
                         // Our loader already ran and its value could not be read back: report

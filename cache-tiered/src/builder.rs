@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_core::invalidation::{InvalidationSource, Sink, Subscription};
-use cache_core::{Async, Blocking, CacheEngine, CacheError, Result};
+use cache_core::{Async, Blocking, CacheEngine, CacheError, Capabilities, Result};
 
 use crate::coherence::Local;
 
@@ -51,13 +51,112 @@ impl<L: fmt::Debug, S: fmt::Debug, Face> fmt::Debug for TieredBuilder<L, S, Face
     }
 }
 
-/// What an engine is built from.
-pub(crate) struct Parts<L, S> {
+/// Both tiers and the feed: what an engine of either face holds, shared by its clones.
+pub(crate) struct Tiers<L, S> {
     pub(crate) local: Arc<Local<L>>,
     pub(crate) shared: S,
     pub(crate) subscription: Mutex<Option<Subscription>>,
     pub(crate) detection_bound: Option<Duration>,
 }
+
+impl<L, S> Tiers<L, S> {
+    /// See `TieredEngine::staleness_bound`.
+    pub(crate) fn staleness_bound(&self) -> Duration {
+        let cap = self.local.ttl_cap;
+        self.detection_bound.map_or(cap, |bound| bound.min(cap))
+    }
+
+    /// Ends the feed: no event arrives once this returns.
+    pub(crate) fn end_feed(&self) {
+        let subscription = self.subscription.lock().ok().and_then(|mut s| s.take());
+        if let Some(subscription) = subscription {
+            subscription.cancel();
+        }
+    }
+
+    pub(crate) fn fmt_as(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result
+    where
+        L: fmt::Debug,
+        S: fmt::Debug,
+    {
+        f.debug_struct(name)
+            .field("local", &self.local.engine)
+            .field("shared", &self.shared)
+            .field("local_ttl", &self.local.ttl_cap)
+            .field("feed", &self.detection_bound.is_some())
+            .finish()
+    }
+}
+
+/// The capabilities of a tiered engine: the shared tier's, with the local tier's resolution
+/// added (a local copy may outlive its TTL by that much) and the shorter key limit.
+pub(crate) fn capabilities(local: &Capabilities, shared: Capabilities) -> Capabilities {
+    let mut caps = shared;
+    caps.backend = "tiered";
+    caps.ttl_resolution += local.ttl_resolution;
+    caps.max_key_len = caps.max_key_len.min(local.max_key_len);
+    caps.shared_across_threads &= local.shared_across_threads;
+    caps
+}
+
+/// The parts of both engines that do not depend on the face: the struct's clone, `Debug`,
+/// construction and accessors.
+macro_rules! tiered_engine_common {
+    ($engine:ident) => {
+        impl<L, S> Clone for $engine<L, S> {
+            fn clone(&self) -> Self {
+                Self {
+                    local: std::sync::Arc::clone(&self.local),
+                    tiers: std::sync::Arc::clone(&self.tiers),
+                }
+            }
+        }
+
+        impl<L: std::fmt::Debug, S: std::fmt::Debug> std::fmt::Debug for $engine<L, S> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.tiers.fmt_as(stringify!($engine), f)
+            }
+        }
+
+        impl<L, S> $engine<L, S> {
+            pub(crate) fn from_tiers(tiers: crate::builder::Tiers<L, S>) -> Self {
+                Self {
+                    local: std::sync::Arc::clone(&tiers.local),
+                    tiers: std::sync::Arc::new(tiers),
+                }
+            }
+
+            /// The local tier.
+            pub fn local(&self) -> &L {
+                &self.local.engine
+            }
+
+            /// The shared tier.
+            pub fn shared(&self) -> &S {
+                &self.tiers.shared
+            }
+
+            /// What the coherence machinery has done so far.
+            pub fn stats(&self) -> crate::TieredStats {
+                self.local.stats()
+            }
+
+            /// Whether values are kept locally now: always without a feed; with one, while it
+            /// is connected.
+            pub fn is_caching_locally(&self) -> bool {
+                self.local.is_caching()
+            }
+
+            /// The longest a local entry may be stale: the feed's detection bound (while a
+            /// broken feed goes unnoticed) with a feed, the local TTL without one; never more
+            /// than the local TTL either way.
+            pub fn staleness_bound(&self) -> std::time::Duration {
+                self.tiers.staleness_bound()
+            }
+        }
+    };
+}
+pub(crate) use tiered_engine_common;
 
 impl<L, S, Face> TieredBuilder<L, S, Face> {
     pub(crate) fn new(local: L, shared: S) -> Self {
@@ -95,7 +194,7 @@ impl<L, S, Face> TieredBuilder<L, S, Face> {
     }
 
     /// Checks the settings and subscribes to the feed.
-    pub(crate) fn parts(self, shared_caps: cache_core::Capabilities) -> Result<Parts<L, S>>
+    pub(crate) fn tiers(self, shared_caps: Capabilities) -> Result<Tiers<L, S>>
     where
         L: CacheEngine + 'static,
     {
@@ -151,7 +250,7 @@ impl<L, S, Face> TieredBuilder<L, S, Face> {
                 )
             }
         };
-        Ok(Parts {
+        Ok(Tiers {
             local,
             shared: self.shared,
             subscription: Mutex::new(subscription),
@@ -176,7 +275,7 @@ impl<L, S> TieredBuilder<L, S, Blocking> {
         S: CacheEngine,
     {
         let caps = self.shared.capabilities();
-        Ok(crate::TieredEngine::from_parts(self.parts(caps)?))
+        Ok(crate::TieredEngine::from_tiers(self.tiers(caps)?))
     }
 }
 
@@ -192,6 +291,6 @@ impl<L, S> TieredBuilder<L, S, Async> {
         S: cache_core::AsyncCacheEngine,
     {
         let caps = self.shared.capabilities();
-        Ok(crate::AsyncTieredEngine::from_parts(self.parts(caps)?))
+        Ok(crate::AsyncTieredEngine::from_tiers(self.tiers(caps)?))
     }
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 use cache_core::invalidation::Invalidation;
 use cache_core::{Bytes, CacheEngine, Remaining};
 
+/// A value read from the shared tier with its remaining TTL.
+pub(crate) type WithTtl = Option<(Bytes, Remaining)>;
+
 /// Stripes of key epochs: invalidations of different keys rarely make each other's refills
 /// drop.
 const STRIPES: usize = 4096;
@@ -121,6 +124,54 @@ impl<L: CacheEngine> Local<L> {
         }
     }
 
+    /// Keeps what a shared read found (see [`refill`](Self::refill)), when it found something
+    /// and values may be kept.
+    pub(crate) fn keep(&self, key: &str, found: &WithTtl, snapshot: Option<Snapshot>) {
+        if let (Some((value, left)), Some(snapshot)) = (found, snapshot) {
+            self.refill(key, value, *left, snapshot);
+        }
+    }
+
+    /// The keys the local tier did not have (empty slots of `found`), with their snapshots,
+    /// taken now: before the shared tier is asked for them.
+    pub(crate) fn misses<'k>(&self, keys: &[&'k str], found: &[Option<Bytes>]) -> Misses<'k> {
+        let indices: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        let keys: Vec<&str> = indices.iter().map(|&i| keys[i]).collect();
+        let snapshots = keys.iter().map(|key| self.snapshot(key)).collect();
+        Misses {
+            keys,
+            indices,
+            snapshots,
+        }
+    }
+
+    /// Puts what the shared tier `fetched` for `misses` into `found`, keeping each locally.
+    pub(crate) fn fill(
+        &self,
+        misses: Misses<'_>,
+        fetched: Vec<WithTtl>,
+        found: &mut [Option<Bytes>],
+    ) {
+        let Misses {
+            keys,
+            indices,
+            snapshots,
+        } = misses;
+        for (((key, index), snapshot), slot) in
+            keys.into_iter().zip(indices).zip(snapshots).zip(fetched)
+        {
+            self.keep(key, &slot, snapshot);
+            found[index] = slot.map(|(value, _)| value);
+        }
+    }
+
+    /// Drops `keys` from the local tier when the guard goes out of scope: after the shared
+    /// write it covers, and also when that write panics or its future is dropped mid-way (the
+    /// write may still land).
+    pub(crate) fn guard<'a>(&'a self, keys: Keys<'a>) -> Invalidate<'a, L> {
+        Invalidate { local: self, keys }
+    }
+
     /// Forgets `key` locally: after a write of this process, or when the feed names it.
     pub(crate) fn invalidate(&self, key: &str) {
         self.stripes[self.stripe(key)].fetch_add(1, Ordering::SeqCst);
@@ -168,6 +219,47 @@ impl<L> Local<L> {
             local_flushes: self.local_flushes.load(Ordering::Relaxed),
             refills_dropped: self.refills_dropped.load(Ordering::Relaxed),
             feed_lost: self.feed_lost.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The local misses of a bulk read.
+pub(crate) struct Misses<'k> {
+    /// The keys to ask the shared tier for.
+    pub(crate) keys: Vec<&'k str>,
+    indices: Vec<usize>,
+    snapshots: Vec<Option<Snapshot>>,
+}
+
+impl Misses<'_> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The keys a write touches.
+pub(crate) enum Keys<'a> {
+    One(&'a str),
+    Many(&'a [&'a str]),
+    Entries(&'a [(&'a str, Bytes)]),
+    All,
+}
+
+/// Drops keys from the local tier when dropped (see [`Local::guard`]).
+pub(crate) struct Invalidate<'a, L: CacheEngine> {
+    local: &'a Local<L>,
+    keys: Keys<'a>,
+}
+
+impl<L: CacheEngine> Drop for Invalidate<'_, L> {
+    fn drop(&mut self) {
+        match self.keys {
+            Keys::One(key) => self.local.invalidate(key),
+            Keys::Many(keys) => keys.iter().for_each(|key| self.local.invalidate(key)),
+            Keys::Entries(entries) => entries
+                .iter()
+                .for_each(|(key, _)| self.local.invalidate(key)),
+            Keys::All => self.local.invalidate_all(),
         }
     }
 }

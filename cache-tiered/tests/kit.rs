@@ -4,7 +4,7 @@
 
 use cache_local::InMemoryEngine;
 use cache_memcached::MemcachedEngine;
-use cache_redis::{AsyncRedisEngine, RedisEngine};
+use cache_redis::{AsyncRedisEngine, RedisEngine, RedisEngineBuilder};
 use cache_tests::servers::{ServerKind, TestServer};
 use cache_tests::{ReferenceEngine, TestContext};
 use cache_tiered::{AsyncTieredEngine, TieredEngine};
@@ -26,13 +26,21 @@ fn over_reference(ctx: &TestContext) -> TieredEngine<InMemoryEngine, ReferenceEn
         .expect("valid settings")
 }
 
-fn redis(ctx: &TestContext) -> TieredEngine<InMemoryEngine, RedisEngine> {
+/// The kit's Redis settings, for either face's builder.
+fn redis_settings<Face>(
+    builder: RedisEngineBuilder<Face>,
+    ctx: &TestContext,
+) -> RedisEngineBuilder<Face> {
     let server = TestServer::shared(ServerKind::Redis).expect("checked by `require`");
-    let shared = RedisEngine::builder()
+    builder
         .url(server.url())
         .namespace(ctx.namespace())
         .default_ttl(ctx.default_ttl())
         .max_value_size(1 << 20)
+}
+
+fn redis(ctx: &TestContext) -> TieredEngine<InMemoryEngine, RedisEngine> {
+    let shared = redis_settings(RedisEngine::builder(), ctx)
         .build()
         .expect("valid settings");
     let feed = shared.invalidations();
@@ -43,12 +51,7 @@ fn redis(ctx: &TestContext) -> TieredEngine<InMemoryEngine, RedisEngine> {
 }
 
 fn async_redis(ctx: &TestContext) -> AsyncTieredEngine<InMemoryEngine, AsyncRedisEngine> {
-    let server = TestServer::shared(ServerKind::Redis).expect("checked by `require`");
-    let shared = AsyncRedisEngine::builder()
-        .url(server.url())
-        .namespace(ctx.namespace())
-        .default_ttl(ctx.default_ttl())
-        .max_value_size(1 << 20)
+    let shared = redis_settings(AsyncRedisEngine::builder(), ctx)
         .build()
         .expect("valid settings");
     let feed = shared.invalidations();

@@ -300,8 +300,9 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, direction: Direction, pumps: Pum
 }
 
 /// Checks that an engine behind a [`FaultProxy`] survives each fault: while it lasts, operations
-/// fail with a typed error within a few seconds; after it ends, operations succeed again within
-/// 3 s and every key reads back its own value (a late or partial reply never answers a later
+/// fail with a typed error within a few seconds (`get`, and `get_with_ttl`, an exchange of
+/// several replies on Redis); after it ends, operations succeed again within 3 s and every key
+/// reads back its own value through both (a late or partial reply never answers a later
 /// request).
 ///
 /// `engine_at` builds an engine (with an operation timeout of at most 1 s) for a server address.
@@ -346,8 +347,45 @@ pub fn survives_faults(
             "{fault:?}: took {:?}",
             start.elapsed()
         );
+        // A multi-reply exchange (Redis: MULTI, GET, PTTL, EXEC) under the same fault.
+        let start = Instant::now();
+        match engine.get_with_ttl("fault-1") {
+            Err(
+                CacheError::Connection { .. }
+                | CacheError::Timeout { .. }
+                | CacheError::Backend { .. },
+            ) => {}
+            other => panic!(
+                "{fault:?}: get_with_ttl: expected a connection, timeout or backend error, got \
+                 {other:?}"
+            ),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{fault:?}: get_with_ttl took {:?}",
+            start.elapsed()
+        );
         proxy.set(Fault::None);
         let start = Instant::now();
+        for i in 0..4 {
+            loop {
+                match engine.get_with_ttl(&format!("fault-{i}")) {
+                    Ok(got) => {
+                        assert_eq!(
+                            got.map(|(v, _)| v),
+                            Some(value(i)),
+                            "{fault:?}: get_with_ttl of fault-{i} got another reply"
+                        );
+                        break;
+                    }
+                    Err(e) => assert!(
+                        start.elapsed() < Duration::from_secs(3),
+                        "{fault:?}: get_with_ttl not recovered after 3 s: {e}"
+                    ),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         for i in (0..4).rev() {
             loop {
                 match engine.get(&format!("fault-{i}")) {
