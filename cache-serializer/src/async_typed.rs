@@ -10,9 +10,11 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
 use crate::core::{CacheStats, Found, TypedCore, bump};
+use crate::envelope;
 use crate::fingerprint::Fingerprint;
 use crate::flight::{Flights, Outcome, Role};
-use crate::typed::{LoadError, TypedCacheBuilder};
+use crate::refresh::{self, Refresh};
+use crate::typed::{LoadError, Release, TypedCacheBuilder};
 
 /// The async face of [`TypedCache`](crate::TypedCache): serde values over any
 /// [`AsyncCacheEngine`], with the same envelope, fingerprints, strict mode, fail-open,
@@ -269,7 +271,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         Fut: Future<Output = Result<T, Er>>,
     {
         let loaded = self
-            .load_through(key, ttl, None, || async { load().await.map(Some) })
+            .load_through(key, ttl, None, || async { load().await.map(Some) }, false)
             .await?;
         // The loader always gives a value: none means it could not be stored and read.
         loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))
@@ -294,9 +296,13 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         Fut: Future<Output = Option<T>>,
     {
         let loaded = self
-            .load_through(key, ttl, Some(negative_ttl), || async {
-                Ok::<_, std::convert::Infallible>(load().await)
-            })
+            .load_through(
+                key,
+                ttl,
+                Some(negative_ttl),
+                || async { Ok::<_, std::convert::Infallible>(load().await) },
+                false,
+            )
             .await;
         loaded.map_err(|e| match e {
             LoadError::Cache(e) => e,
@@ -322,7 +328,8 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, Er>>,
     {
-        self.load_through(key, ttl, Some(negative_ttl), load).await
+        self.load_through(key, ttl, Some(negative_ttl), load, false)
+            .await
     }
 
     /// What the cache holds under `key` for `T`s.
@@ -348,6 +355,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         ttl: Ttl,
         negative_ttl: Option<Ttl>,
         load: F,
+        mut looked: bool,
     ) -> Result<Option<T>, LoadError<Er>>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -360,8 +368,10 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let optional = negative_ttl.is_some();
         let mut load = Some(load);
         loop {
-            if let Some(answer) = self.lookup::<T>(key, fingerprint).await?.answer(optional) {
-                return Ok(answer);
+            if !std::mem::take(&mut looked) {
+                if let Some(answer) = self.lookup::<T>(key, fingerprint).await?.answer(optional) {
+                    return Ok(answer);
+                }
             }
             let role = self
                 .shared
@@ -399,9 +409,12 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
             };
             bump(&core.stats.loads);
-            return match load().await {
+            let started = std::time::Instant::now();
+            let loaded = load().await;
+            let took = started.elapsed();
+            return match loaded {
                 Ok(Some(value)) => {
-                    let bytes = core.encode(&value)?;
+                    let bytes = core.encode_loaded(&value, Some(took))?;
                     let result = self.shared.engine.set(key, bytes.clone(), ttl).await;
                     let stored = core.stored(result, 1);
                     guard.finish(Outcome::Value(bytes));
@@ -437,5 +450,150 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     /// How many keys are being loaded right now by `get_or_set_with`.
     pub fn loads_in_flight(&self) -> usize {
         self.shared.flights.len()
+    }
+}
+
+impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
+    /// As [`TypedCache::get_or_refresh_with`](crate::TypedCache::get_or_refresh_with): a fresh
+    /// value is returned as is, a stale one at once while it is refreshed, a missing one loaded
+    /// by this caller (single-flight).
+    ///
+    /// The background refresh is spawned on the tokio runtime the call runs on, with this
+    /// crate's `tokio` feature. Without the feature, or outside a tokio runtime, there is
+    /// nothing to spawn on: the caller that finds the value stale (or draws an early refresh)
+    /// runs the refresh itself and returns the new value (or, if the loader fails, the stale
+    /// one), while every other caller is served the stale value without waiting. Either way,
+    /// one refresh runs per key at a time in this process.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_local::InMemoryEngine;
+    /// use cache_serializer::{AsyncTypedCache, Refresh};
+    ///
+    /// # async fn run() -> cache_core::Result<()> {
+    /// let cache = AsyncTypedCache::new(InMemoryEngine::new());
+    /// let refresh = Refresh::after(Duration::from_secs(60)).serve_stale_for(Duration::from_secs(30));
+    /// let rate: f64 = cache
+    ///     .get_or_refresh_with("rate:eur", refresh, || async { 1.08 })
+    ///     .await?;
+    /// assert_eq!(rate, 1.08);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`TypedCache::get_or_refresh_with`](crate::TypedCache::get_or_refresh_with).
+    pub async fn get_or_refresh_with<T, F, Fut>(
+        &self,
+        key: &str,
+        refresh: Refresh,
+        load: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let loaded = self
+            .try_get_or_refresh_with(key, refresh, move || async move {
+                Ok::<T, std::convert::Infallible>(load().await)
+            })
+            .await;
+        loaded.map_err(|e| match e {
+            LoadError::Cache(e) => e,
+            LoadError::Loader(never) => match *never {},
+        })
+    }
+
+    /// [`get_or_refresh_with`](Self::get_or_refresh_with) with a fallible loader, as
+    /// [`TypedCache::try_get_or_refresh_with`](crate::TypedCache::try_get_or_refresh_with).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    pub async fn try_get_or_refresh_with<T, Er, F, Fut>(
+        &self,
+        key: &str,
+        refresh: Refresh,
+        load: F,
+    ) -> Result<T, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Er>> + Send + 'static,
+    {
+        let core = &self.shared.core;
+        let stored_ttl = refresh.stored_ttl()?;
+        let fingerprint = core.fingerprint::<T>()?;
+        let found = self.shared.engine.get_with_ttl(key).await;
+        match core.read(found, || None)? {
+            Some((bytes, remaining)) => {
+                if let Found::Value(value) = core.found::<T>(key, &bytes, fingerprint)? {
+                    let judgement =
+                        refresh.judge(remaining, envelope::load_time(&bytes), refresh::draw());
+                    if core.serve(judgement) && core.refreshing.claim(key) {
+                        core.refresh_started(judgement);
+                        let task = self.clone().refresh_now(key.to_owned(), stored_ttl, load);
+                        #[cfg(feature = "tokio")]
+                        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                            runtime.spawn(task);
+                            return Ok(value);
+                        }
+                        // Nothing to spawn on: refresh here, and return what it loaded.
+                        return Ok(task.await.unwrap_or(value));
+                    }
+                    return Ok(value);
+                }
+            }
+            None => {
+                core.miss::<()>()?;
+            }
+        }
+        let loaded = self
+            .load_through(
+                key,
+                stored_ttl,
+                None,
+                || async { load().await.map(Some) },
+                true,
+            )
+            .await?;
+        loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))
+    }
+
+    /// Refreshes `key` (claimed by the caller): loads, stores for `stored_ttl`, releases the
+    /// claim, also when dropped half-way. The value stored, if it was.
+    async fn refresh_now<T, Er, F, Fut>(self, key: String, stored_ttl: Ttl, load: F) -> Option<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Er>> + Send + 'static,
+    {
+        let core = &self.shared.core;
+        let _release = Release(&core.refreshing, &key);
+        let started = std::time::Instant::now();
+        let loaded = load().await;
+        let stored = match loaded {
+            Ok(value) => match core.encode_loaded(&value, Some(started.elapsed())) {
+                Ok(bytes) => {
+                    let result = self.shared.engine.set(&key, bytes, stored_ttl).await;
+                    core.stored(result, 1).ok().map(|()| value)
+                }
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        if stored.is_none() {
+            bump(&core.stats.refresh_failures);
+        }
+        stored
+    }
+
+    /// How many keys are being refreshed in the background right now.
+    pub fn refreshes_in_flight(&self) -> usize {
+        self.shared.core.refreshing.len()
     }
 }

@@ -15,6 +15,7 @@ use cache_layers::{FailOpen, Operation};
 use crate::codec::Codec;
 use crate::envelope::{self, Refusal};
 use crate::fingerprint::{Fingerprint, TypeMap, fingerprint_of};
+use crate::refresh::{Judgement, Refreshing};
 
 /// Called with every backend failure (see [`TypedCacheBuilder::on_backend_error`](crate::TypedCacheBuilder::on_backend_error)).
 pub type FailureHook = Arc<dyn Fn(&CacheError) + Send + Sync>;
@@ -43,6 +44,16 @@ pub struct CacheStats {
     /// [`TypedCache::get_or_set_optional_with`](crate::TypedCache::get_or_set_optional_with)):
     /// they return `None` without loading. Not counted as misses.
     pub negative_hits: u64,
+    /// Values served past their freshness by `get_or_refresh_with` while they were refreshed.
+    pub stale_hits: u64,
+    /// Background refreshes started by `get_or_refresh_with`: stale values, and fresh ones that
+    /// early refresh drew (counted in [`early_refreshes`](Self::early_refreshes) too).
+    pub refreshes: u64,
+    /// Background refreshes started before the value went stale (early refresh, XFetch).
+    pub early_refreshes: u64,
+    /// Background refreshes whose loader failed or whose value could not be stored; the old
+    /// value stays until it expires.
+    pub refresh_failures: u64,
     /// Reads whose backend failure became a miss (fail-open mode).
     pub failed_open_reads: u64,
     /// Writes whose backend failure was skipped (fail-open mode).
@@ -59,6 +70,10 @@ pub(crate) struct Counters {
     pub(crate) loads: AtomicU64,
     pub(crate) coalesced_waits: AtomicU64,
     pub(crate) negative_hits: AtomicU64,
+    pub(crate) stale_hits: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) early_refreshes: AtomicU64,
+    pub(crate) refresh_failures: AtomicU64,
 }
 
 /// What a read found under a key.
@@ -101,6 +116,8 @@ pub(crate) struct TypedCore<C> {
     pub(crate) compress_above: Option<usize>,
     /// The most bytes a compressed value may inflate to when read.
     pub(crate) max_inflated: usize,
+    /// The keys this cache refreshes in the background right now.
+    pub(crate) refreshing: Refreshing,
 }
 
 /// The default of [`TypedCacheBuilder::max_inflated_size`](crate::TypedCacheBuilder::max_inflated_size): 64 MiB.
@@ -119,6 +136,10 @@ impl<C: Codec> TypedCore<C> {
             loads: load(&c.loads),
             coalesced_waits: load(&c.coalesced_waits),
             negative_hits: load(&c.negative_hits),
+            stale_hits: load(&c.stale_hits),
+            refreshes: load(&c.refreshes),
+            early_refreshes: load(&c.early_refreshes),
+            refresh_failures: load(&c.refresh_failures),
             failed_open_reads: self.fail_open.counts().failed_open_reads,
             failed_open_writes: self.fail_open.counts().failed_open_writes,
         }
@@ -153,6 +174,20 @@ impl<C: Codec> TypedCore<C> {
         &self,
         value: &T,
     ) -> Result<Bytes> {
+        self.encode_loaded(value, None)
+    }
+
+    /// Encodes `value` with its envelope, recording `load_time` (how long its loader took) when
+    /// given.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`](Self::encode).
+    pub(crate) fn encode_loaded<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+        value: &T,
+        load_time: Option<std::time::Duration>,
+    ) -> Result<Bytes> {
         thread_local! {
             /// The size of this thread's last encoded value.
             static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -166,13 +201,17 @@ impl<C: Codec> TypedCore<C> {
             .with(std::cell::Cell::get)
             .clamp(envelope::HEADER_LEN + 8, 1 << 20);
         let mut out = Vec::with_capacity(hint);
-        envelope::write_header(&mut out, C::ID, fingerprint);
+        match load_time {
+            Some(took) => envelope::write_timed_header(&mut out, C::ID, fingerprint, took),
+            None => envelope::write_header(&mut out, C::ID, fingerprint),
+        }
+        let start = out.len();
         let encoded = self.codec.encode(value, &mut out);
         LAST_LEN.with(|last| last.set(out.len()));
         if encoded.is_ok()
             && self
                 .compress_above
-                .is_some_and(|above| out.len() - envelope::HEADER_LEN >= above)
+                .is_some_and(|above| out.len() - start >= above)
         {
             envelope::compress(&mut out);
         }
@@ -339,6 +378,29 @@ impl<C: Codec> TypedCore<C> {
                 KeyDisplay::new(key)
             ),
             source: None,
+        }
+    }
+}
+
+impl<C: Codec> TypedCore<C> {
+    /// Counts what a refresh judgement means for the value served: `true` when a background
+    /// refresh should start.
+    pub(crate) fn serve(&self, judgement: Judgement) -> bool {
+        match judgement {
+            Judgement::Fresh => false,
+            Judgement::Early => true,
+            Judgement::Stale => {
+                bump(&self.stats.stale_hits);
+                true
+            }
+        }
+    }
+
+    /// Counts a background refresh that starts.
+    pub(crate) fn refresh_started(&self, judgement: Judgement) {
+        bump(&self.stats.refreshes);
+        if judgement == Judgement::Early {
+            bump(&self.stats.early_refreshes);
         }
     }
 }

@@ -3,16 +3,21 @@
 //! ```text
 //! byte 0      magic 0xC7
 //! byte 1      envelope format: 1 plain payload, 2 LZ4-compressed payload, 3 a cached
-//!             absence (a loader's "not found"; nothing follows the header)
+//!             absence (a loader's "not found"; nothing follows the header); plus 0x10
+//!             when the value records its load time
 //! byte 2      codec id (1 bincode, 2 json, 128-255 third-party)
 //! bytes 3-10  fingerprint of the type's schema, big endian
-//! bytes 11-   format 1: the codec's payload
+//! bytes 11-14 with 0x10 only: how long the loader took to produce the value, in
+//!             microseconds (u32, big endian, saturated), for early refresh
+//! then        format 1: the codec's payload
 //!             format 2: the payload's length (u32, big endian), then the payload as one LZ4
 //!             block
 //! ```
 //!
 //! Format 2 is a new format byte rather than a flag elsewhere so that readers that predate it
 //! see a version they do not know (a schema mismatch, so a miss), never garbage.
+
+use std::time::Duration;
 
 use crate::fingerprint::Fingerprint;
 
@@ -23,6 +28,9 @@ pub(crate) const COMPRESSED: u8 = 2;
 /// The format of a cached absence: a loader said "not found" (no payload).
 pub(crate) const ABSENT: u8 = 3;
 pub(crate) const HEADER_LEN: usize = 11;
+/// Added to the format: the header is followed by the load time.
+pub(crate) const TIMED: u8 = 0x10;
+const TIME_LEN: usize = 4;
 /// LZ4 cannot inflate a block by more than about 255 times: a length claiming more is a lie,
 /// refused before anything is allocated.
 const LZ4_MAX_RATIO: usize = 255;
@@ -86,7 +94,8 @@ pub(crate) fn absent(codec: u8, fingerprint: Fingerprint) -> Vec<u8> {
 /// Compresses the payload of `envelope` (a whole envelope of format 1) in place when that makes
 /// it smaller.
 pub(crate) fn compress(envelope: &mut Vec<u8>) {
-    let Some(payload) = envelope.get(HEADER_LEN..) else {
+    let start = payload_start(envelope);
+    let Some(payload) = envelope.get(start..) else {
         return;
     };
     let Ok(inflated) = u32::try_from(payload.len()) else {
@@ -96,8 +105,8 @@ pub(crate) fn compress(envelope: &mut Vec<u8>) {
     if block.len() + 4 >= payload.len() {
         return; // incompressible: stored plain
     }
-    envelope.truncate(HEADER_LEN);
-    envelope[1] = COMPRESSED;
+    envelope.truncate(start);
+    envelope[1] = COMPRESSED | (envelope[1] & TIMED);
     envelope.extend_from_slice(&inflated.to_be_bytes());
     envelope.extend_from_slice(&block);
 }
@@ -118,6 +127,39 @@ pub(crate) fn write_header(out: &mut Vec<u8>, codec: u8, fingerprint: Fingerprin
     out.extend_from_slice(&fingerprint.0.to_be_bytes());
 }
 
+/// Writes the header of a value that took `load_time` to load.
+pub(crate) fn write_timed_header(
+    out: &mut Vec<u8>,
+    codec: u8,
+    fingerprint: Fingerprint,
+    load_time: Duration,
+) {
+    write_header(out, codec, fingerprint);
+    out[1] |= TIMED;
+    let micros = u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&micros.to_be_bytes());
+}
+
+/// Where the payload of a whole envelope starts.
+pub(crate) fn payload_start(envelope: &[u8]) -> usize {
+    match envelope.get(1) {
+        Some(format) if format & TIMED != 0 => HEADER_LEN + TIME_LEN,
+        _ => HEADER_LEN,
+    }
+}
+
+/// The load time an envelope records, if it is one of ours and records one.
+pub(crate) fn load_time(bytes: &[u8]) -> Option<Duration> {
+    let (header, rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
+    if header[0] != MAGIC || header[1] & TIMED == 0 {
+        return None;
+    }
+    let (micros, _) = rest.split_first_chunk::<TIME_LEN>()?;
+    Some(Duration::from_micros(u64::from(u32::from_be_bytes(
+        *micros,
+    ))))
+}
+
 /// Checks the header and returns the payload.
 pub(crate) fn open(
     bytes: &[u8],
@@ -130,7 +172,8 @@ pub(crate) fn open(
     if header[0] != MAGIC {
         return Err(Refusal::Foreign);
     }
-    if !matches!(header[1], VERSION | COMPRESSED | ABSENT) {
+    let format = header[1] & !TIMED;
+    if !matches!(format, VERSION | COMPRESSED | ABSENT) {
         return Err(Refusal::Mismatch {
             expected: format!("envelope v{VERSION}"),
             found: format!("envelope v{}", header[1]),
@@ -151,14 +194,22 @@ pub(crate) fn open(
             found: format!("schema {found}"),
         });
     }
-    if header[1] == ABSENT {
+    let payload = if header[1] & TIMED == 0 {
+        payload
+    } else {
+        match payload.split_first_chunk::<TIME_LEN>() {
+            Some((_, payload)) => payload,
+            None => return Err(Refusal::Foreign),
+        }
+    };
+    if format == ABSENT {
         return if payload.is_empty() {
             Ok(Payload::Absent)
         } else {
             Err(Refusal::Foreign)
         };
     }
-    if header[1] == COMPRESSED {
+    if format == COMPRESSED {
         let Some((length, block)) = payload.split_first_chunk::<4>() else {
             return Err(Refusal::Foreign);
         };
@@ -286,6 +337,47 @@ mod tests {
             open(&out[..HEADER_LEN + 2], 1, Fingerprint(7)),
             Err(Refusal::Foreign)
         );
+    }
+
+    #[test]
+    fn load_times_ride_before_the_payload_plain_or_compressed() {
+        let mut out = Vec::new();
+        write_timed_header(&mut out, 1, Fingerprint(7), Duration::from_micros(1234));
+        out.extend_from_slice(b"payload");
+        assert_eq!(out[1], VERSION | TIMED);
+        assert_eq!(load_time(&out), Some(Duration::from_micros(1234)));
+        assert_eq!(
+            open(&out, 1, Fingerprint(7)),
+            Ok(Payload::Plain(&b"payload"[..]))
+        );
+        // Cut inside the load time: not ours.
+        assert_eq!(
+            open(&out[..HEADER_LEN + 2], 1, Fingerprint(7)),
+            Err(Refusal::Foreign)
+        );
+        assert_eq!(load_time(&out[..HEADER_LEN + 2]), None);
+
+        let payload = b"order order order order order order order order ".repeat(20);
+        let mut out = Vec::new();
+        write_timed_header(&mut out, 1, Fingerprint(7), Duration::from_secs(3));
+        out.extend_from_slice(&payload);
+        compress(&mut out);
+        assert_eq!(out[1], COMPRESSED | TIMED);
+        assert_eq!(load_time(&out), Some(Duration::from_secs(3)));
+        let opened = open(&out, 1, Fingerprint(7)).unwrap();
+        assert_eq!(
+            opened.inflate(1 << 20).unwrap().as_ref(),
+            payload.as_slice()
+        );
+
+        // Saturated, never wrapped; untimed envelopes record none.
+        let mut out = Vec::new();
+        write_timed_header(&mut out, 1, Fingerprint(7), Duration::from_secs(1 << 40));
+        assert_eq!(
+            load_time(&out),
+            Some(Duration::from_micros(u64::from(u32::MAX)))
+        );
+        assert_eq!(load_time(&absent(1, Fingerprint(7))), None);
     }
 
     #[test]

@@ -64,6 +64,7 @@ mod core;
 mod envelope;
 pub mod fingerprint;
 mod flight;
+mod refresh;
 mod shape;
 mod typed;
 
@@ -73,4 +74,5 @@ pub use codec::Json;
 pub use codec::{Bincode, Codec};
 pub use core::DEFAULT_MAX_INFLATED;
 pub use fingerprint::Fingerprint;
+pub use refresh::{DEFAULT_BETA, DEFAULT_MAX_BACKGROUND_REFRESHES, Refresh};
 pub use typed::{CacheStats, FailureHook, LoadError, TypedCache, TypedCacheBuilder};

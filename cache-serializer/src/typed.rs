@@ -14,8 +14,10 @@ use cache_layers::FailOpen;
 use crate::codec::{Bincode, Codec};
 pub use crate::core::{CacheStats, FailureHook};
 use crate::core::{Counters, Found, TypedCore, bump};
+use crate::envelope;
 use crate::fingerprint::{Fingerprint, TypeMap};
 use crate::flight::{Flights, Outcome, Role};
+use crate::refresh::{self, Judgement, Refresh};
 
 /// Stores serde values as bytes in any [`CacheEngine`], and knows when bytes under a key were
 /// written for another type.
@@ -128,6 +130,7 @@ pub struct TypedCacheBuilder<E, C = Bincode, Face = Blocking> {
     schemas: TypeMap<Fingerprint>,
     compress_above: Option<usize>,
     max_inflated: usize,
+    max_refreshes: usize,
     face: PhantomData<fn() -> Face>,
 }
 
@@ -154,6 +157,7 @@ impl<E, Face> TypedCacheBuilder<E, Bincode, Face> {
             schemas: TypeMap::default(),
             compress_above: None,
             max_inflated: crate::core::DEFAULT_MAX_INFLATED,
+            max_refreshes: crate::refresh::DEFAULT_MAX_BACKGROUND_REFRESHES,
             face: PhantomData,
         }
     }
@@ -171,6 +175,7 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
             schemas: self.schemas,
             compress_above: self.compress_above,
             max_inflated: self.max_inflated,
+            max_refreshes: self.max_refreshes,
             face: PhantomData,
         }
     }
@@ -245,6 +250,15 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
         self
     }
 
+    /// The most background refreshes ([`TypedCache::get_or_refresh_with`]) that run at once
+    /// (64 by default; at least 1). A stale value found while this many run is served without
+    /// starting another; a later read starts it once one ends. On the blocking face each runs
+    /// on a thread of its own, so this bounds the threads too.
+    pub fn max_background_refreshes(mut self, refreshes: usize) -> Self {
+        self.max_refreshes = refreshes.max(1);
+        self
+    }
+
     /// The parts both faces are built from.
     pub(crate) fn into_parts(self) -> (E, TypedCore<C>) {
         (
@@ -257,6 +271,7 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
                 stats: Counters::default(),
                 compress_above: self.compress_above,
                 max_inflated: self.max_inflated,
+                refreshing: crate::refresh::Refreshing::new(self.max_refreshes),
             },
         )
     }
@@ -482,7 +497,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
-        match self.load_through(key, ttl, None, || load().map(Some))? {
+        match self.load_through(key, ttl, None, || load().map(Some), false)? {
             Some(value) => Ok(value),
             // The loader always gives a value: none means it could not be stored and read.
             None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
@@ -559,7 +574,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<Option<T>, Er>,
     {
-        self.load_through(key, ttl, Some(negative_ttl), load)
+        self.load_through(key, ttl, Some(negative_ttl), load, false)
     }
 
     /// What the cache holds under `key` for `T`s.
@@ -581,13 +596,15 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// The single-flight loop of every `get_or_set` flavour: a value found is returned, a
     /// cached absence is `None`; otherwise one caller per key loads, stores the value for `ttl`
     /// (or, when the loader found nothing and `negative_ttl` is given, an absence for that
-    /// long) and hands it to the callers waiting.
+    /// long) and hands it to the callers waiting. `looked` skips the first read when the caller
+    /// has just read the key.
     fn load_through<T, Er, F>(
         &self,
         key: &str,
         ttl: Ttl,
         negative_ttl: Option<Ttl>,
         load: F,
+        mut looked: bool,
     ) -> Result<Option<T>, LoadError<Er>>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -599,8 +616,10 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         let optional = negative_ttl.is_some();
         let mut load = Some(load);
         loop {
-            if let Some(answer) = self.lookup::<T>(key, fingerprint)?.answer(optional) {
-                return Ok(answer);
+            if !std::mem::take(&mut looked) {
+                if let Some(answer) = self.lookup::<T>(key, fingerprint)?.answer(optional) {
+                    return Ok(answer);
+                }
             }
             let stats = &core.stats;
             match self
@@ -635,9 +654,12 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                         return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
                     };
                     bump(&stats.loads);
-                    match load() {
+                    let started = std::time::Instant::now();
+                    let loaded = load();
+                    let took = started.elapsed();
+                    match loaded {
                         Ok(Some(value)) => {
-                            let bytes = core.encode(&value)?;
+                            let bytes = core.encode_loaded(&value, Some(took))?;
                             let stored =
                                 core.stored(self.shared.engine.set(key, bytes.clone(), ttl), 1);
                             guard.finish(Outcome::Value(bytes));
@@ -671,5 +693,167 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// How many keys are being loaded right now by `get_or_set_with`.
     pub fn loads_in_flight(&self) -> usize {
         self.shared.flights.len()
+    }
+}
+
+impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
+    /// Returns the `T` under `key`, refreshing it ahead of its expiry as `refresh` says: a
+    /// fresh value is returned as is; a stale one (in the last
+    /// [`stale_for`](Refresh::serve_stale_for) of its life) is returned at once while `load`
+    /// runs on a background thread and replaces it; a missing one is loaded by this caller,
+    /// single-flight, as [`get_or_set_with`](Self::get_or_set_with) does, and stored for
+    /// `fresh_for + stale_for`. With [`Refresh::early`], hot keys are refreshed in the
+    /// background shortly before they go stale, by whichever read draws it.
+    ///
+    /// One background refresh runs per key at a time in this process (other processes may each
+    /// run one: freshness is the engine's, the refreshing set is local), on a thread of its
+    /// own, and at most [`max_background_refreshes`](TypedCacheBuilder::max_background_refreshes)
+    /// at once; past that, stale values are served without a refresh until one ends. A
+    /// background loader that fails (or whose value cannot be stored) is counted in
+    /// [`CacheStats::refresh_failures`] and the stale value is served until it expires; backend
+    /// failures also reach [`on_backend_error`](TypedCacheBuilder::on_backend_error).
+    ///
+    /// `load` must be `Send + 'static`, since it may run on another thread; when the value is
+    /// fresh it is dropped without running.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_local::InMemoryEngine;
+    /// use cache_serializer::{Refresh, TypedCache};
+    ///
+    /// # fn main() -> cache_core::Result<()> {
+    /// let cache = TypedCache::new(InMemoryEngine::new());
+    /// let refresh = Refresh::after(Duration::from_secs(60))
+    ///     .serve_stale_for(Duration::from_secs(30))
+    ///     .early(1.0);
+    /// let rate: f64 = cache.get_or_refresh_with("rate:eur", refresh, || 1.08)?; // a slow call, say
+    /// assert_eq!(rate, 1.08);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_set_with`](Self::get_or_set_with); [`CacheError::InvalidConfig`] for a
+    /// `refresh` whose freshness is zero or whose `beta` is not finite and positive.
+    pub fn get_or_refresh_with<T, F>(&self, key: &str, refresh: Refresh, load: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.try_get_or_refresh_with(key, refresh, move || {
+            Ok::<T, std::convert::Infallible>(load())
+        })
+        .map_err(|e| match e {
+            LoadError::Cache(e) => e,
+            LoadError::Loader(never) => match *never {},
+        })
+    }
+
+    /// [`get_or_refresh_with`](Self::get_or_refresh_with) with a fallible loader. When this
+    /// caller loads (a miss), its error is returned to it and to every caller that waited;
+    /// a background refresh's error is counted in [`CacheStats::refresh_failures`] and the
+    /// stale value is kept. Errors are never cached.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    pub fn try_get_or_refresh_with<T, Er, F>(
+        &self,
+        key: &str,
+        refresh: Refresh,
+        load: F,
+    ) -> Result<T, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Result<T, Er> + Send + 'static,
+    {
+        let core = &self.shared.core;
+        let stored_ttl = refresh.stored_ttl()?;
+        let fingerprint = core.fingerprint::<T>()?;
+        match core.read(self.shared.engine.get_with_ttl(key), || None)? {
+            Some((bytes, remaining)) => {
+                if let Found::Value(value) = core.found::<T>(key, &bytes, fingerprint)? {
+                    let judgement =
+                        refresh.judge(remaining, envelope::load_time(&bytes), refresh::draw());
+                    if core.serve(judgement) {
+                        self.refresh_in_background::<T, Er, F>(key, stored_ttl, judgement, load);
+                    }
+                    return Ok(value);
+                }
+            }
+            None => {
+                core.miss::<()>()?;
+            }
+        }
+        match self.load_through(key, stored_ttl, None, || load().map(Some), true)? {
+            Some(value) => Ok(value),
+            None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
+        }
+    }
+
+    /// Starts a refresh of `key` on a thread of its own, unless one runs already or the limit
+    /// is reached.
+    fn refresh_in_background<T, Er, F>(
+        &self,
+        key: &str,
+        stored_ttl: Ttl,
+        judgement: Judgement,
+        load: F,
+    ) where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Result<T, Er> + Send + 'static,
+    {
+        let core = &self.shared.core;
+        if !core.refreshing.claim(key) {
+            return;
+        }
+        core.refresh_started(judgement);
+        let cache = self.clone();
+        let owned = key.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("cache-refresh".into())
+            .spawn(move || {
+                let release = Release(&cache.shared.core.refreshing, &owned);
+                let core = &cache.shared.core;
+                let started = std::time::Instant::now();
+                let stored = match load() {
+                    Ok(value) => core
+                        .encode_loaded(&value, Some(started.elapsed()))
+                        .and_then(|bytes| {
+                            core.stored(cache.shared.engine.set(&owned, bytes, stored_ttl), 1)
+                        })
+                        .is_ok(),
+                    Err(_) => false,
+                };
+                if !stored {
+                    bump(&core.stats.refresh_failures);
+                }
+                drop(release);
+            });
+        if spawned.is_err() {
+            // No thread to be had: the value is served stale, and a later read tries again.
+            core.refreshing.release(key);
+            bump(&core.stats.refresh_failures);
+        }
+    }
+
+    /// How many keys are being refreshed in the background right now.
+    pub fn refreshes_in_flight(&self) -> usize {
+        self.shared.core.refreshing.len()
+    }
+}
+
+/// Releases a key's background refresh when dropped, a panicking loader included.
+pub(crate) struct Release<'a>(
+    pub(crate) &'a crate::refresh::Refreshing,
+    pub(crate) &'a str,
+);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
     }
 }
