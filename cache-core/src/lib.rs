@@ -48,6 +48,7 @@ mod engine;
 mod error;
 pub mod invalidation;
 pub mod key;
+pub mod tags;
 pub mod ttl;
 
 pub use async_engine::{Async, AsyncCacheEngine, Blocking, BoxFuture, DynAsyncCacheEngine};

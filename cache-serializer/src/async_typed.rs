@@ -4,12 +4,13 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use cache_core::tags::AsyncTagExt;
 use cache_core::{Async, AsyncCacheEngine, Bytes, Result, Ttl};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
-use crate::core::{CacheStats, Found, TypedCore, bump};
+use crate::core::{CacheStats, Found, Tagging, TypedCore, bump};
 use crate::envelope;
 use crate::fingerprint::Fingerprint;
 use crate::flight::{Flights, Outcome, Role};
@@ -139,8 +140,28 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
         match core.read(self.shared.engine.get(key).await, || None)? {
-            Some(bytes) => core.decode_with(key, &bytes, fingerprint),
+            Some(bytes) => match self.untag(key, bytes).await? {
+                Some(bytes) => core.decode_with(key, &bytes, fingerprint),
+                None => core.miss(),
+            },
             None => core.miss(),
+        }
+    }
+
+    /// As the blocking face's: the envelope inside `bytes`, once a tagged entry's tags are
+    /// read and current.
+    async fn untag(&self, key: &str, bytes: Bytes) -> Result<Option<Bytes>> {
+        let core = &self.shared.core;
+        match core.tagging(key, bytes)? {
+            Tagging::Plain(bytes) => Ok(Some(bytes)),
+            Tagging::Malformed => Ok(None),
+            Tagging::Check(tagged) => {
+                let keys = tagged.tag_keys();
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let current = self.shared.engine.get_many(&refs).await;
+                let current = core.read(current, || vec![None; refs.len()])?;
+                Ok(core.tags_checked(tagged, &current))
+            }
         }
     }
 
@@ -202,7 +223,14 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
         let result = self.shared.engine.get_many(keys).await;
-        let values = core.read(result, || vec![None; keys.len()])?;
+        let found = core.read(result, || vec![None; keys.len()])?;
+        let mut values = Vec::with_capacity(found.len());
+        for (key, bytes) in keys.iter().zip(found) {
+            values.push(match bytes {
+                Some(bytes) => self.untag(key, bytes).await?,
+                None => None,
+            });
+        }
         core.decode_all(keys, values, fingerprint)
     }
 
@@ -271,7 +299,14 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         Fut: Future<Output = Result<T, Er>>,
     {
         let loaded = self
-            .load_through(key, ttl, None, || async { load().await.map(Some) }, false)
+            .load_through(
+                key,
+                ttl,
+                None,
+                || async { load().await.map(Some) },
+                false,
+                &[],
+            )
             .await?;
         // The loader always gives a value: none means it could not be stored and read.
         loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))
@@ -302,6 +337,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 Some(negative_ttl),
                 || async { Ok::<_, std::convert::Infallible>(load().await) },
                 false,
+                &[],
             )
             .await;
         loaded.map_err(|e| match e {
@@ -328,8 +364,104 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, Er>>,
     {
-        self.load_through(key, ttl, Some(negative_ttl), load, false)
+        self.load_through(key, ttl, Some(negative_ttl), load, false, &[])
             .await
+    }
+
+    /// As [`TypedCache::set_tagged`](crate::TypedCache::set_tagged): stores `value` carrying
+    /// `tags`.
+    ///
+    /// # Errors
+    ///
+    /// As [`TypedCache::set_tagged`](crate::TypedCache::set_tagged).
+    pub async fn set_tagged<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Ttl,
+        tags: &[&str],
+    ) -> Result<()> {
+        let core = &self.shared.core;
+        let bytes = core.encode(value)?;
+        let versions = self.shared.engine.tag_versions(tags).await;
+        let Some(versions) = core.write(versions.map(Some), || None)? else {
+            return Ok(()); // fail-open: skipped, like any failed write
+        };
+        let result = self
+            .shared
+            .engine
+            .set_with_versions(key, &bytes, ttl, &versions)
+            .await;
+        core.stored(result, 1)
+    }
+
+    /// As [`TypedCache::get_or_set_tagged_with`](crate::TypedCache::get_or_set_tagged_with).
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_set_with`](Self::get_or_set_with) and [`set_tagged`](Self::set_tagged).
+    pub async fn get_or_set_tagged_with<T, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        tags: &[&str],
+        load: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let loaded = self
+            .try_get_or_set_tagged_with(key, ttl, tags, || async {
+                Ok::<T, std::convert::Infallible>(load().await)
+            })
+            .await;
+        loaded.map_err(|e| match e {
+            LoadError::Cache(e) => e,
+            LoadError::Loader(never) => match *never {},
+        })
+    }
+
+    /// As [`TypedCache::try_get_or_set_tagged_with`](crate::TypedCache::try_get_or_set_tagged_with).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    pub async fn try_get_or_set_tagged_with<T, Er, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        tags: &[&str],
+        load: F,
+    ) -> Result<T, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, Er>>,
+    {
+        let loaded = self
+            .load_through(
+                key,
+                ttl,
+                None,
+                || async { load().await.map(Some) },
+                false,
+                tags,
+            )
+            .await?;
+        loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))
+    }
+
+    /// As [`TypedCache::invalidate_tag`](crate::TypedCache::invalidate_tag): one write, errors
+    /// returned in fail-open mode too.
+    ///
+    /// # Errors
+    ///
+    /// The engine's errors; as [`set_tagged`](Self::set_tagged) for a bad tag.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        self.shared.engine.invalidate_tag(tag).await
     }
 
     /// What the cache holds under `key` for `T`s.
@@ -340,7 +472,13 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     ) -> Result<Found<T>> {
         let core = &self.shared.core;
         match core.read(self.shared.engine.get(key).await, || None)? {
-            Some(bytes) => core.found(key, &bytes, fingerprint),
+            Some(bytes) => match self.untag(key, bytes).await? {
+                Some(bytes) => core.found(key, &bytes, fingerprint),
+                None => {
+                    core.miss::<()>()?;
+                    Ok(Found::Miss)
+                }
+            },
             None => {
                 core.miss::<()>()?;
                 Ok(Found::Miss)
@@ -356,6 +494,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         negative_ttl: Option<Ttl>,
         load: F,
         mut looked: bool,
+        tags: &[&str],
     ) -> Result<Option<T>, LoadError<Er>>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -381,6 +520,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 Role::Waiter(flight) => {
                     match flight.wait_async().await {
                         Outcome::Value(bytes) => {
+                            let bytes = TypedCore::<C>::strip_tags(key, bytes);
                             let found = core.found(key, &bytes, fingerprint)?;
                             if let Some(answer) = found.answer(optional) {
                                 return Ok(answer);
@@ -408,22 +548,39 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             let Some(load) = load.take() else {
                 return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
             };
+            // Tag versions before the loader runs (see the blocking face).
+            let versions = match tags {
+                [] => None,
+                tags => {
+                    let versions = self.shared.engine.tag_versions(tags).await;
+                    core.read(versions.map(Some), || None)?
+                }
+            };
+            let tagged = |bytes: Bytes| match &versions {
+                Some(versions) => versions.wrap(&bytes),
+                None => bytes,
+            };
+            let store = tags.is_empty() || versions.is_some();
             bump(&core.stats.loads);
             let started = std::time::Instant::now();
             let loaded = load().await;
             let took = started.elapsed();
             return match loaded {
                 Ok(Some(value)) => {
-                    let bytes = core.encode_loaded(&value, Some(took))?;
-                    let result = self.shared.engine.set(key, bytes.clone(), ttl).await;
-                    let stored = core.stored(result, 1);
+                    let bytes = tagged(core.encode_loaded(&value, Some(took))?);
+                    let stored = if store {
+                        let result = self.shared.engine.set(key, bytes.clone(), ttl).await;
+                        core.stored(result, 1)
+                    } else {
+                        Ok(())
+                    };
                     guard.finish(Outcome::Value(bytes));
                     stored?;
                     Ok(Some(value))
                 }
                 Ok(None) => {
-                    let bytes = core.absent(fingerprint);
-                    let stored = match negative_ttl {
+                    let bytes = tagged(core.absent(fingerprint));
+                    let stored = match negative_ttl.filter(|_| store) {
                         Some(negative_ttl) => {
                             let result = self
                                 .shared
@@ -529,24 +686,29 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
         let fingerprint = core.fingerprint::<T>()?;
         let found = self.shared.engine.get_with_ttl(key).await;
         match core.read(found, || None)? {
-            Some((bytes, remaining)) => {
-                if let Found::Value(value) = core.found::<T>(key, &bytes, fingerprint)? {
-                    let judgement =
-                        refresh.judge(remaining, envelope::load_time(&bytes), refresh::draw());
-                    if core.serve(judgement) && core.refreshing.claim(key) {
-                        core.refresh_started(judgement);
-                        let task = self.clone().refresh_now(key.to_owned(), stored_ttl, load);
-                        #[cfg(feature = "tokio")]
-                        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                            runtime.spawn(task);
-                            return Ok(value);
+            Some((bytes, remaining)) => match self.untag(key, bytes).await? {
+                Some(bytes) => {
+                    if let Found::Value(value) = core.found::<T>(key, &bytes, fingerprint)? {
+                        let judgement =
+                            refresh.judge(remaining, envelope::load_time(&bytes), refresh::draw());
+                        if core.serve(judgement) && core.refreshing.claim(key) {
+                            core.refresh_started(judgement);
+                            let task = self.clone().refresh_now(key.to_owned(), stored_ttl, load);
+                            #[cfg(feature = "tokio")]
+                            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                                runtime.spawn(task);
+                                return Ok(value);
+                            }
+                            // Nothing to spawn on: refresh here, and return what it loaded.
+                            return Ok(task.await.unwrap_or(value));
                         }
-                        // Nothing to spawn on: refresh here, and return what it loaded.
-                        return Ok(task.await.unwrap_or(value));
+                        return Ok(value);
                     }
-                    return Ok(value);
                 }
-            }
+                None => {
+                    core.miss::<()>()?;
+                }
+            },
             None => {
                 core.miss::<()>()?;
             }
@@ -558,6 +720,7 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
                 None,
                 || async { load().await.map(Some) },
                 true,
+                &[],
             )
             .await?;
         loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))

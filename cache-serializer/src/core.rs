@@ -54,6 +54,9 @@ pub struct CacheStats {
     /// Background refreshes whose loader failed or whose value could not be stored; the old
     /// value stays until it expires.
     pub refresh_failures: u64,
+    /// Reads that found an entry carrying a tag invalidated since it was written: misses
+    /// (counted in [`misses`](Self::misses) too).
+    pub tag_misses: u64,
     /// Reads whose backend failure became a miss (fail-open mode).
     pub failed_open_reads: u64,
     /// Writes whose backend failure was skipped (fail-open mode).
@@ -74,6 +77,7 @@ pub(crate) struct Counters {
     pub(crate) refreshes: AtomicU64,
     pub(crate) early_refreshes: AtomicU64,
     pub(crate) refresh_failures: AtomicU64,
+    pub(crate) tag_misses: AtomicU64,
 }
 
 /// What a read found under a key.
@@ -140,6 +144,7 @@ impl<C: Codec> TypedCore<C> {
             refreshes: load(&c.refreshes),
             early_refreshes: load(&c.early_refreshes),
             refresh_failures: load(&c.refresh_failures),
+            tag_misses: load(&c.tag_misses),
             failed_open_reads: self.fail_open.counts().failed_open_reads,
             failed_open_writes: self.fail_open.counts().failed_open_writes,
         }
@@ -401,6 +406,60 @@ impl<C: Codec> TypedCore<C> {
         bump(&self.stats.refreshes);
         if judgement == Judgement::Early {
             bump(&self.stats.early_refreshes);
+        }
+    }
+}
+
+/// What the bytes under a key are, before the envelope is opened.
+pub(crate) enum Tagging {
+    /// Untagged: the envelope itself.
+    Plain(Bytes),
+    /// Tagged: check the tags, then open the envelope inside.
+    Check(cache_core::tags::Tagged),
+    /// A malformed tag header (lenient mode): a miss, counted as a decode failure.
+    Malformed,
+}
+
+impl<C: Codec> TypedCore<C> {
+    /// Splits off a tag header, if `bytes` have one.
+    ///
+    /// # Errors
+    ///
+    /// In strict mode, `Serialization` for a malformed tag header.
+    pub(crate) fn tagging(&self, key: &str, bytes: Bytes) -> Result<Tagging> {
+        match cache_core::tags::unwrap(key, bytes) {
+            Ok(cache_core::tags::Unwrapped::Plain(bytes)) => Ok(Tagging::Plain(bytes)),
+            Ok(cache_core::tags::Unwrapped::Tagged(tagged)) => Ok(Tagging::Check(tagged)),
+            Err(e) => {
+                bump(&self.stats.decode_failures);
+                if self.strict {
+                    Err(e)
+                } else {
+                    Ok(Tagging::Malformed)
+                }
+            }
+        }
+    }
+
+    /// The envelope of a tagged entry whose tags were just read as `current`: `None` (counted)
+    /// when one was invalidated.
+    pub(crate) fn tags_checked(
+        &self,
+        tagged: cache_core::tags::Tagged,
+        current: &[Option<Bytes>],
+    ) -> Option<Bytes> {
+        let checked = tagged.check(current);
+        if checked.is_none() {
+            bump(&self.stats.tag_misses);
+        }
+        checked
+    }
+
+    /// The envelope inside bytes this process just wrote (a leader's outcome): no check.
+    pub(crate) fn strip_tags(key: &str, bytes: Bytes) -> Bytes {
+        match cache_core::tags::unwrap(key, bytes.clone()) {
+            Ok(cache_core::tags::Unwrapped::Tagged(tagged)) => tagged.into_value(),
+            _ => bytes,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use cache_core::tags::TagExt;
 use cache_core::{Blocking, Bytes, CacheEngine, CacheError, Result, Ttl};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -13,7 +14,7 @@ use cache_layers::FailOpen;
 
 use crate::codec::{Bincode, Codec};
 pub use crate::core::{CacheStats, FailureHook};
-use crate::core::{Counters, Found, TypedCore, bump};
+use crate::core::{Counters, Found, Tagging, TypedCore, bump};
 use crate::envelope;
 use crate::fingerprint::{Fingerprint, TypeMap};
 use crate::flight::{Flights, Outcome, Role};
@@ -372,8 +373,29 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
         match core.read(self.shared.engine.get(key), || None)? {
-            Some(bytes) => core.decode_with(key, &bytes, fingerprint),
+            Some(bytes) => match self.untag(key, bytes)? {
+                Some(bytes) => core.decode_with(key, &bytes, fingerprint),
+                None => core.miss(),
+            },
             None => core.miss(),
+        }
+    }
+
+    /// The envelope inside `bytes` read under `key`: as is when untagged; for a tagged entry,
+    /// once its tags are read and current (`None` when one was invalidated).
+    fn untag(&self, key: &str, bytes: Bytes) -> Result<Option<Bytes>> {
+        let core = &self.shared.core;
+        match core.tagging(key, bytes)? {
+            Tagging::Plain(bytes) => Ok(Some(bytes)),
+            Tagging::Malformed => Ok(None),
+            Tagging::Check(tagged) => {
+                let keys = tagged.tag_keys();
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let current = core.read(self.shared.engine.get_many(&refs), || {
+                    vec![None; refs.len()]
+                })?;
+                Ok(core.tags_checked(tagged, &current))
+            }
         }
     }
 
@@ -434,6 +456,14 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
         let values = core.read(self.shared.engine.get_many(keys), || vec![None; keys.len()])?;
+        let values = keys
+            .iter()
+            .zip(values)
+            .map(|(key, bytes)| match bytes {
+                Some(bytes) => self.untag(key, bytes),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         core.decode_all(keys, values, fingerprint)
     }
 
@@ -497,7 +527,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
-        match self.load_through(key, ttl, None, || load().map(Some), false)? {
+        match self.load_through(key, ttl, None, || load().map(Some), false, &[])? {
             Some(value) => Ok(value),
             // The loader always gives a value: none means it could not be stored and read.
             None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
@@ -574,7 +604,129 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<Option<T>, Er>,
     {
-        self.load_through(key, ttl, Some(negative_ttl), load, false)
+        self.load_through(key, ttl, Some(negative_ttl), load, false, &[])
+    }
+
+    /// Stores `value` under `key` for `ttl`, carrying `tags`: after
+    /// [`invalidate_tag`](Self::invalidate_tag) of any of them, every read of the key misses
+    /// until it is written again. The tags' versions are read (and created, for new tags) in
+    /// one bulk read before the write; reading a tagged entry costs one more bulk read of its
+    /// tags' versions. See [`cache_core::tags`] for how tags work on every engine.
+    ///
+    /// ```
+    /// use cache_core::Ttl;
+    /// use cache_local::InMemoryEngine;
+    /// use cache_serializer::TypedCache;
+    ///
+    /// # fn main() -> cache_core::Result<()> {
+    /// let cache = TypedCache::new(InMemoryEngine::new());
+    /// cache.set_tagged("order:1", &"two books", Ttl::Default, &["user:7"])?;
+    /// cache.set_tagged("order:2", &"a lamp", Ttl::Default, &["user:7", "eu"])?;
+    /// cache.set_tagged("order:3", &"a chair", Ttl::Default, &["user:8"])?;
+    ///
+    /// cache.invalidate_tag("user:7")?; // one write, however many entries carry the tag
+    /// assert_eq!(cache.get::<String>("order:1")?, None);
+    /// assert_eq!(cache.get::<String>("order:2")?, None);
+    /// assert_eq!(cache.get::<String>("order:3")?.as_deref(), Some("a chair"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set); [`CacheError::InvalidConfig`] for more than
+    /// [`MAX_TAGS`](cache_core::tags::MAX_TAGS) tags or an empty or over-long tag; `InvalidKey`
+    /// for a tag the key rule refuses.
+    pub fn set_tagged<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Ttl,
+        tags: &[&str],
+    ) -> Result<()> {
+        let core = &self.shared.core;
+        let bytes = core.encode(value)?;
+        let Some(versions) =
+            core.write(self.shared.engine.tag_versions(tags).map(Some), || None)?
+        else {
+            return Ok(()); // fail-open: skipped, like any failed write
+        };
+        core.stored(
+            self.shared
+                .engine
+                .set_with_versions(key, &bytes, ttl, &versions),
+            1,
+        )
+    }
+
+    /// [`get_or_set_with`](Self::get_or_set_with) for a value that carries `tags` (see
+    /// [`set_tagged`](Self::set_tagged)). The tags' versions are taken before the loader runs,
+    /// so a tag invalidated while it runs (the data it read may predate the change) makes the
+    /// value it stores miss at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_set_with`](Self::get_or_set_with) and [`set_tagged`](Self::set_tagged).
+    pub fn get_or_set_tagged_with<T, F>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        tags: &[&str],
+        load: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> T,
+    {
+        self.try_get_or_set_tagged_with(
+            key,
+            ttl,
+            tags,
+            || Ok::<T, std::convert::Infallible>(load()),
+        )
+        .map_err(|e| match e {
+            LoadError::Cache(e) => e,
+            LoadError::Loader(never) => match *never {},
+        })
+    }
+
+    /// [`get_or_set_tagged_with`](Self::get_or_set_tagged_with) with a fallible loader.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    pub fn try_get_or_set_tagged_with<T, Er, F>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        tags: &[&str],
+        load: F,
+    ) -> Result<T, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Result<T, Er>,
+    {
+        if tags.is_empty() {
+            return self.try_get_or_set_with(key, ttl, load);
+        }
+        match self.load_through(key, ttl, None, || load().map(Some), false, tags)? {
+            Some(value) => Ok(value),
+            None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
+        }
+    }
+
+    /// Makes every entry carrying `tag` a miss, with one write (a new version of the tag),
+    /// however many entries carry it.
+    ///
+    /// Its errors are returned in fail-open mode too: an invalidation skipped without a word
+    /// would leave stale values in use.
+    ///
+    /// # Errors
+    ///
+    /// The engine's errors; as [`set_tagged`](Self::set_tagged) for a bad tag.
+    pub fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        self.shared.engine.invalidate_tag(tag)
     }
 
     /// What the cache holds under `key` for `T`s.
@@ -585,7 +737,13 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ) -> Result<Found<T>> {
         let core = &self.shared.core;
         match core.read(self.shared.engine.get(key), || None)? {
-            Some(bytes) => core.found(key, &bytes, fingerprint),
+            Some(bytes) => match self.untag(key, bytes)? {
+                Some(bytes) => core.found(key, &bytes, fingerprint),
+                None => {
+                    core.miss::<()>()?;
+                    Ok(Found::Miss)
+                }
+            },
             None => {
                 core.miss::<()>()?;
                 Ok(Found::Miss)
@@ -605,6 +763,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         negative_ttl: Option<Ttl>,
         load: F,
         mut looked: bool,
+        tags: &[&str],
     ) -> Result<Option<T>, LoadError<Er>>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -629,6 +788,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             {
                 Role::Waiter(flight) => match flight.wait() {
                     Outcome::Value(bytes) => {
+                        let bytes = TypedCore::<C>::strip_tags(key, bytes);
                         if let Some(answer) = core.found(key, &bytes, fingerprint)?.answer(optional)
                         {
                             return Ok(answer);
@@ -653,22 +813,39 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                         // rather than loop.
                         return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
                     };
+                    // Tag versions before the loader runs: an invalidation while it runs makes
+                    // its value miss.
+                    let versions = match tags {
+                        [] => None,
+                        tags => {
+                            core.read(self.shared.engine.tag_versions(tags).map(Some), || None)?
+                        }
+                    };
+                    let tagged = |bytes: Bytes| match &versions {
+                        Some(versions) => versions.wrap(&bytes),
+                        None => bytes,
+                    };
+                    // Versions that could not be read (fail-open): the value is not stored.
+                    let store = tags.is_empty() || versions.is_some();
                     bump(&stats.loads);
                     let started = std::time::Instant::now();
                     let loaded = load();
                     let took = started.elapsed();
                     match loaded {
                         Ok(Some(value)) => {
-                            let bytes = core.encode_loaded(&value, Some(took))?;
-                            let stored =
-                                core.stored(self.shared.engine.set(key, bytes.clone(), ttl), 1);
+                            let bytes = tagged(core.encode_loaded(&value, Some(took))?);
+                            let stored = if store {
+                                core.stored(self.shared.engine.set(key, bytes.clone(), ttl), 1)
+                            } else {
+                                Ok(())
+                            };
                             guard.finish(Outcome::Value(bytes));
                             stored?;
                             return Ok(Some(value));
                         }
                         Ok(None) => {
-                            let bytes = core.absent(fingerprint);
-                            let stored = match negative_ttl {
+                            let bytes = tagged(core.absent(fingerprint));
+                            let stored = match negative_ttl.filter(|_| store) {
                                 Some(negative_ttl) => core.stored(
                                     self.shared.engine.set(key, bytes.clone(), negative_ttl),
                                     1,
@@ -773,21 +950,28 @@ impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
         let stored_ttl = refresh.stored_ttl()?;
         let fingerprint = core.fingerprint::<T>()?;
         match core.read(self.shared.engine.get_with_ttl(key), || None)? {
-            Some((bytes, remaining)) => {
-                if let Found::Value(value) = core.found::<T>(key, &bytes, fingerprint)? {
-                    let judgement =
-                        refresh.judge(remaining, envelope::load_time(&bytes), refresh::draw());
-                    if core.serve(judgement) {
-                        self.refresh_in_background::<T, Er, F>(key, stored_ttl, judgement, load);
+            Some((bytes, remaining)) => match self.untag(key, bytes)? {
+                Some(bytes) => {
+                    if let Found::Value(value) = core.found::<T>(key, &bytes, fingerprint)? {
+                        let judgement =
+                            refresh.judge(remaining, envelope::load_time(&bytes), refresh::draw());
+                        if core.serve(judgement) {
+                            self.refresh_in_background::<T, Er, F>(
+                                key, stored_ttl, judgement, load,
+                            );
+                        }
+                        return Ok(value);
                     }
-                    return Ok(value);
                 }
-            }
+                None => {
+                    core.miss::<()>()?;
+                }
+            },
             None => {
                 core.miss::<()>()?;
             }
         }
-        match self.load_through(key, stored_ttl, None, || load().map(Some), true)? {
+        match self.load_through(key, stored_ttl, None, || load().map(Some), true, &[])? {
             Some(value) => Ok(value),
             None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
         }
