@@ -72,6 +72,20 @@ pub trait AsyncCacheEngine: Send + Sync + Debug {
     /// As [`CacheEngine::delete`](crate::CacheEngine::delete).
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Removes the entry under `key` only if its value is byte for byte `expected`, atomically;
+    /// `true` when it removed it, `false` (nothing changed) when the key is absent, expired or
+    /// holds another value. See
+    /// [`CacheEngine::delete_if_equals`](crate::CacheEngine::delete_if_equals).
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::delete_if_equals`](crate::CacheEngine::delete_if_equals).
+    fn delete_if_equals(
+        &self,
+        key: &str,
+        expected: &[u8],
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// Whether a live entry is stored under `key`.
     ///
     /// # Errors
@@ -208,6 +222,11 @@ pub trait DynAsyncCacheEngine: Send + Sync + Debug {
     fn boxed_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>>>;
     fn boxed_set<'a>(&'a self, key: &'a str, value: Bytes, ttl: Ttl) -> BoxFuture<'a, Result<()>>;
     fn boxed_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn boxed_delete_if_equals<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool>>;
     fn boxed_exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
     fn boxed_clear(&self) -> BoxFuture<'_, Result<()>>;
     fn boxed_close(&self) -> BoxFuture<'_, Result<()>>;
@@ -246,6 +265,13 @@ impl<E: AsyncCacheEngine> DynAsyncCacheEngine for E {
     }
     fn boxed_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.delete(key))
+    }
+    fn boxed_delete_if_equals<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.delete_if_equals(key, expected))
     }
     fn boxed_exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.exists(key))
@@ -318,6 +344,9 @@ impl AsyncCacheEngine for dyn DynAsyncCacheEngine {
     async fn delete(&self, key: &str) -> Result<bool> {
         self.boxed_delete(key).await
     }
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        self.boxed_delete_if_equals(key, expected).await
+    }
     async fn exists(&self, key: &str) -> Result<bool> {
         self.boxed_exists(key).await
     }
@@ -374,6 +403,13 @@ macro_rules! forward_async_engine {
         }
         fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
             (**self).delete(key)
+        }
+        fn delete_if_equals(
+            &self,
+            key: &str,
+            expected: &[u8],
+        ) -> impl Future<Output = Result<bool>> + Send {
+            (**self).delete_if_equals(key, expected)
         }
         fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
             (**self).exists(key)

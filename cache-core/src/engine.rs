@@ -71,6 +71,36 @@ pub trait CacheEngine: Send + Sync + Debug {
     /// `InvalidKey`, `Closed`, transport errors.
     fn delete(&self, key: &str) -> Result<bool>;
 
+    /// Removes the entry under `key` only if its value is byte for byte `expected`; `true` when
+    /// it removed it.
+    ///
+    /// `false` when the key is absent or expired, or holds any other value (a prefix of
+    /// `expected`, a longer value, anything else): then nothing changes. The comparison and the
+    /// removal are one atomic step with respect to every other operation on the engine, from
+    /// every thread and, for engines shared across processes, every client: a value another
+    /// writer stored after this call read the entry is never deleted. This is what releasing a
+    /// lease or a lock needs: each holder stores a token of its own under the lock's key, and
+    /// releases with its token, so a holder whose lease expired and was taken over cannot
+    /// delete its successor's.
+    ///
+    /// ```
+    /// use cache_core::{Bytes, CacheEngine, Ttl};
+    ///
+    /// fn release(cache: &dyn CacheEngine, lock: &str, token: &[u8]) -> cache_core::Result<bool> {
+    ///     // Another holder's token stays where it is.
+    ///     cache.delete_if_equals(lock, token)
+    /// }
+    /// # let _ = release;
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`delete`](Self::delete): `InvalidKey` (checked before anything is sent, so nothing
+    /// changed), `Closed`, transport errors. After `Connection` or `Timeout` the outcome is
+    /// unknown (the removal may have happened, and is never sent a second time): treat the
+    /// lease as held until its TTL ends.
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool>;
+
     /// Whether a live entry is stored under `key`.
     ///
     /// # Errors
@@ -234,6 +264,9 @@ macro_rules! forward_engine {
         }
         fn delete(&self, key: &str) -> Result<bool> {
             (**self).delete(key)
+        }
+        fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+            (**self).delete_if_equals(key, expected)
         }
         fn exists(&self, key: &str) -> Result<bool> {
             (**self).exists(key)

@@ -38,11 +38,13 @@ pub enum Operation {
     GetWithTtl,
     /// `get_many_with_ttl`.
     GetManyWithTtl,
+    /// `delete_if_equals`: a write, like `delete` (a failure fails open as "not deleted").
+    DeleteIfEquals,
 }
 
 impl Operation {
     /// Every operation, in a fixed order (for pre-registering metrics, say).
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Self::Get,
         Self::Set,
         Self::Delete,
@@ -58,6 +60,7 @@ impl Operation {
         Self::RemainingTtl,
         Self::GetWithTtl,
         Self::GetManyWithTtl,
+        Self::DeleteIfEquals,
     ];
 
     /// The operation's name, as the engine traits spell it (`get_many`).
@@ -78,6 +81,7 @@ impl Operation {
             Self::RemainingTtl => "remaining_ttl",
             Self::GetWithTtl => "get_with_ttl",
             Self::GetManyWithTtl => "get_many_with_ttl",
+            Self::DeleteIfEquals => "delete_if_equals",
         }
     }
 

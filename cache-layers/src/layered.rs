@@ -240,6 +240,17 @@ impl<E: CacheEngine, I: Interceptor> CacheEngine for Layered<E, I> {
         self.settle(&c, t, self.inner.delete(key), nothing, Some(|| false))
     }
 
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        if self.interceptor.is_idle() {
+            return self.inner.delete_if_equals(key, expected);
+        }
+        let source = source!(self, CacheEngine);
+        let c = call(&source, Operation::DeleteIfEquals, key);
+        let t = self.interceptor.before(&c);
+        let result = self.inner.delete_if_equals(key, expected);
+        self.settle(&c, t, result, nothing, Some(|| false))
+    }
+
     fn exists(&self, key: &str) -> Result<bool> {
         if self.interceptor.is_idle() {
             return self.inner.exists(key);
@@ -407,6 +418,17 @@ impl<E: AsyncCacheEngine, I: Interceptor> AsyncCacheEngine for Layered<E, I> {
         let c = call(&source, Operation::Delete, key);
         let t = self.interceptor.before(&c);
         self.settle(&c, t, self.inner.delete(key).await, nothing, Some(|| false))
+    }
+
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        if self.interceptor.is_idle() {
+            return self.inner.delete_if_equals(key, expected).await;
+        }
+        let source = source!(self, AsyncCacheEngine);
+        let c = call(&source, Operation::DeleteIfEquals, key);
+        let t = self.interceptor.before(&c);
+        let result = self.inner.delete_if_equals(key, expected).await;
+        self.settle(&c, t, result, nothing, Some(|| false))
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {

@@ -133,7 +133,7 @@ fn reads_with_ttls_reach_the_engine_whole_and_are_counted() {
     assert_eq!(counts.calls(Operation::Get), 0);
     assert_eq!((counts.hits, counts.misses), (2, 2));
     assert_eq!(
-        Operation::ALL.map(Operation::name)[12..],
+        Operation::ALL.map(Operation::name)[12..15],
         ["remaining_ttl", "get_with_ttl", "get_many_with_ttl"]
     );
     assert!(Operation::GetManyWithTtl.is_read());
@@ -174,6 +174,31 @@ fn a_layered_redis_engine_reads_with_ttls_in_one_transaction() {
     assert_eq!(execs(), before + 1, "one MULTI/EXEC through every layer");
 }
 
+#[test]
+fn releases_reach_the_engine_and_are_counted_as_writes_are_not() {
+    let stats = Stats::new();
+    let engine = every_layer(InMemoryEngine::new().layer(stats.clone()));
+    engine
+        .set("lease", Bytes::from_static(b"mine"), Ttl::Default)
+        .unwrap();
+    assert!(!engine.delete_if_equals("lease", b"theirs").unwrap());
+    assert!(engine.delete_if_equals("lease", b"mine").unwrap());
+    assert_eq!(engine.get("lease").unwrap(), None);
+    assert!(matches!(
+        engine.delete_if_equals("bad key", b"mine"),
+        Err(CacheError::InvalidKey { .. })
+    ));
+    let counts = stats.snapshot();
+    assert_eq!(counts.calls(Operation::DeleteIfEquals), 3);
+    assert_eq!(counts.calls(Operation::Delete), 0, "not split on the way");
+    // Like `delete`: neither a read (no hit or miss) nor a stored entry.
+    assert_eq!((counts.hits, counts.misses, counts.writes), (0, 1, 1));
+    assert_eq!(counts.errors, 1);
+    assert_eq!(Operation::DeleteIfEquals.name(), "delete_if_equals");
+    assert_eq!(Operation::ALL[15], Operation::DeleteIfEquals);
+    assert!(!Operation::DeleteIfEquals.is_read());
+}
+
 fn dead_address() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -202,6 +227,10 @@ fn failing_open_turns_a_dead_server_into_misses() {
         .unwrap();
     assert!(!engine.delete("k").unwrap());
     assert!(
+        !engine.delete_if_equals("k", b"v").unwrap(),
+        "a release that failed open did not release"
+    );
+    assert!(
         engine.increment("n", 1).is_err(),
         "no counter can be made up: the error is returned"
     );
@@ -221,10 +250,10 @@ fn failing_open_turns_a_dead_server_into_misses() {
     ));
     let counts = fail_open.counts();
     assert_eq!(counts.failed_open_reads, 5);
-    assert_eq!(counts.failed_open_writes, 2);
+    assert_eq!(counts.failed_open_writes, 3);
     assert_eq!(
         seen.lock().unwrap().len(),
-        8,
+        9,
         "every backend failure is reported"
     );
 }

@@ -316,6 +316,25 @@ impl CacheEngine for InMemoryEngine {
             .is_some_and(|(_, e)| !e.is_expired(&inner.settings.timer)))
     }
 
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let inner = self.open()?;
+        check_key(key, 0)?;
+        let timer = &inner.settings.timer;
+        // The test and the removal run under the shard's write lock, so no write can come
+        // between them. The decision is taken once, inside: reading the clock again afterwards
+        // could call a live entry that was just removed expired.
+        let mut removed_live = false;
+        inner.store.remove_if(key, |e| {
+            if e.is_expired(timer) {
+                // Absent either way; dropping it frees its room.
+                return true;
+            }
+            removed_live = e.value == expected;
+            removed_live
+        });
+        Ok(removed_live)
+    }
+
     fn exists(&self, key: &str) -> Result<bool> {
         let inner = self.open()?;
         check_key(key, 0)?;
@@ -619,6 +638,9 @@ impl AsyncCacheEngine for InMemoryEngine {
     }
     async fn delete(&self, key: &str) -> Result<bool> {
         CacheEngine::delete(self, key)
+    }
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        CacheEngine::delete_if_equals(self, key, expected)
     }
     async fn exists(&self, key: &str) -> Result<bool> {
         CacheEngine::exists(self, key)

@@ -301,6 +301,21 @@ impl CacheEngine for ThreadLocalEngine {
         Ok(self.slot()?.remove_live(key, &self.inner.settings))
     }
 
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        check_key(key, 0)?;
+        let timer = &self.inner.settings.timer;
+        // Only this thread reaches its slot, and the lock is held throughout.
+        let mut removed_live = false;
+        self.slot()?.store.remove_if(key, |e| {
+            if e.is_expired(timer) {
+                return true;
+            }
+            removed_live = e.value == expected;
+            removed_live
+        });
+        Ok(removed_live)
+    }
+
     fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
         check_key(key, 0)?;
         let settings = &self.inner.settings;

@@ -553,3 +553,61 @@ fn increment_respects_the_byte_bound_per_thread() {
     let walked = engine.weighted_bytes();
     assert!(walked <= MAX_BYTES, "weighted_bytes {walked} > {MAX_BYTES}");
 }
+
+/// A release frees the entry's room in the bounds; a mismatch keeps it; an expired entry is
+/// absent for it (and dropped, since nothing can read it again).
+#[test]
+fn delete_if_equals_frees_room_and_treats_expired_entries_as_absent() {
+    let clock = Arc::new(ManualClock::new());
+    let memory = InMemoryEngine::builder()
+        .max_capacity(1_000)
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    memory.set("lease", value(1_000), Ttl::Never).unwrap();
+    let held = memory.bytes_bound_in_use().unwrap();
+    assert!(held >= 1_005, "{held}");
+    assert!(!memory.delete_if_equals("lease", &value(999)).unwrap());
+    assert_eq!(
+        memory.bytes_bound_in_use(),
+        Some(held),
+        "a mismatch keeps it"
+    );
+    assert!(memory.delete_if_equals("lease", &value(1_000)).unwrap());
+    assert_eq!(memory.entry_count(), 0);
+    assert_eq!(
+        memory.bytes_bound_in_use(),
+        Some(0),
+        "a release frees its room"
+    );
+    memory
+        .set("expiring", value(10), Ttl::After(Duration::from_secs(1)))
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert!(!memory.delete_if_equals("expiring", &value(10)).unwrap());
+    assert_eq!(memory.entry_count(), 0, "the expired entry is dropped");
+
+    let per_thread = ThreadLocalEngine::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    per_thread.set("lease", value(1_000), Ttl::Never).unwrap();
+    assert!(!per_thread.delete_if_equals("lease", &value(1_001)).unwrap());
+    assert_eq!(per_thread.weighted_bytes(), 1_005);
+    let other = per_thread.clone();
+    let elsewhere = thread::spawn(move || other.delete_if_equals("lease", &value(1_000)))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(!elsewhere, "another thread's entry is not there to release");
+    assert!(per_thread.delete_if_equals("lease", &value(1_000)).unwrap());
+    assert_eq!(per_thread.weighted_bytes(), 0);
+    per_thread
+        .set("expiring", value(10), Ttl::After(Duration::from_secs(1)))
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert!(!per_thread.delete_if_equals("expiring", &value(10)).unwrap());
+    assert_eq!(per_thread.entry_count(), 0, "the expired entry is dropped");
+}

@@ -162,6 +162,17 @@
 //! arithmetic exactly, keeps the counter's remaining TTL (to the second), and creates a missing
 //! counter atomically with the default TTL.
 //!
+//! # Compare-and-delete
+//!
+//! [`delete_if_equals`](cache_core::CacheEngine::delete_if_equals) reads the value with its CAS
+//! (`mg <key> v f c`), compares it (an entry of an older generation, or another key's value under
+//! a hashed key, is absent, as for `get`) and deletes it with that CAS (`md <key> C<cas>`), so a
+//! value rewritten after the read is never deleted. If the entry was rewritten between the two
+//! (`EX`), it reads again: a new value gives `false`, and after 5 rounds that each found the
+//! expected value rewritten again, the call fails with `Backend` rather than guess (`false`
+//! would be untrue, and a delete without the CAS could delete another writer's value). Only a
+//! writer storing the same bytes over and over can cause that.
+//!
 //! # Deadlines, limits and failures
 //!
 //! - **One deadline per operation.** An operation ends within
@@ -187,8 +198,8 @@
 //! - **Failures.** A connection goes back to the pool only when every reply of its last request
 //!   was read; any doubt drops it. After a server restart, the first operation on a stale pooled
 //!   connection drops the idle ones and runs again on a new connection if no request that must
-//!   not be sent twice may have reached the server: `add`, `delete` and the write of
-//!   `increment` are never sent twice.
+//!   not be sent twice may have reached the server: `add`, `delete`, the delete of
+//!   `delete_if_equals` and the write of `increment` are never sent twice.
 //!
 //! # Features and faces
 //!

@@ -20,6 +20,12 @@ use crate::keys::{
 /// Rounds of the compare-and-swap loop of `increment` before giving up.
 const CAS_ATTEMPTS: usize = 1_000;
 
+/// Rounds of `delete_if_equals` (read the value and its CAS, delete with that CAS) before it
+/// gives up. A round is lost only when the entry was rewritten *with the expected value* between
+/// the read and the delete (any other value ends it with `false`), so losing several in a row
+/// takes writers storing those same bytes again and again.
+pub(crate) const DELETE_IF_EQUALS_ATTEMPTS: usize = 5;
+
 /// A reply memcached sent as an error line, kept as the source of a `CacheError`.
 #[derive(Debug)]
 struct ServerError {
@@ -544,6 +550,15 @@ impl Commands {
         )
     }
 
+    /// See [`DeleteIfEquals`].
+    pub(crate) fn delete_if_equals<'a>(
+        &'a self,
+        wire: &'a WireKey,
+        expected: &'a [u8],
+    ) -> impl Exchange<Reply, Output = bool> + 'a {
+        DeleteIfEquals::new(self, wire, expected)
+    }
+
     /// memcached's `incr` is unsigned and stops at zero: Redis's signed arithmetic is
     /// emulated exactly with a compare-and-swap loop that keeps the remaining TTL.
     pub(crate) fn increment<'a>(
@@ -584,6 +599,98 @@ impl Commands {
                 other => Err(self.unexpected(other, "touch")),
             },
         )
+    }
+}
+
+/// `delete_if_equals`: `mg <key> v f c` reads the value and its CAS; a different value (or
+/// another key's under a hashed key, or none) ends with `false`; an equal one is deleted with
+/// `md <key> C<cas>`, which memcached applies only if the entry was not rewritten since the read.
+/// `HD` is `true`; `NF` (deleted or expired since the read) is `false`; `EX` (rewritten since)
+/// reads again, at most [`DELETE_IF_EQUALS_ATTEMPTS`] times, then fails with `Backend`: every
+/// read found the expected value, so `false` would be untrue, and deleting without the CAS could
+/// delete another writer's value.
+pub(crate) struct DeleteIfEquals<'a> {
+    commands: &'a Commands,
+    wire: &'a WireKey,
+    expected: &'a [u8],
+    limits: ReplyLimits,
+    attempts: usize,
+    /// Whether the last request was the `md`.
+    deleting: bool,
+}
+
+impl<'a> DeleteIfEquals<'a> {
+    pub(crate) fn new(commands: &'a Commands, wire: &'a WireKey, expected: &'a [u8]) -> Self {
+        Self {
+            commands,
+            wire,
+            expected,
+            limits: commands.limits(),
+            attempts: 0,
+            deleting: false,
+        }
+    }
+
+    fn read(&mut self) -> Result<Step<bool>> {
+        if self.attempts == DELETE_IF_EQUALS_ATTEMPTS {
+            return Err(CacheError::Backend {
+                backend: BACKEND,
+                source: format!(
+                    "delete_if_equals lost {DELETE_IF_EQUALS_ATTEMPTS} compare-and-swap races in \
+                     a row: the entry kept being rewritten with the expected value"
+                )
+                .into(),
+            });
+        }
+        self.attempts += 1;
+        self.deleting = false;
+        let mut bytes = Vec::with_capacity(self.wire.key.len() + 24);
+        meta::push_get(
+            &mut bytes,
+            Key::Text(&self.wire.key),
+            &[b"v", b"f", b"c"],
+            0,
+        );
+        Ok(Step::Send(request(bytes, 1, self.limits)))
+    }
+}
+
+impl Exchange<Reply> for DeleteIfEquals<'_> {
+    type Output = bool;
+
+    fn start(&mut self) -> Result<Step<bool>> {
+        self.read()
+    }
+
+    fn next(&mut self, replies: Vec<Reply>) -> Result<Step<bool>> {
+        let reply = first(replies);
+        if self.deleting {
+            return match reply {
+                Some(Reply::Status { code: Code::Hd, .. }) => Ok(Step::Done(true)),
+                Some(Reply::Status { code: Code::Nf, .. }) => Ok(Step::Done(false)),
+                // Rewritten since the read, perhaps with the same bytes: look again.
+                Some(Reply::Status { code: Code::Ex, .. }) => self.read(),
+                other => Err(self.commands.unexpected(other, "delete_if_equals")),
+            };
+        }
+        match reply {
+            Some(Reply::Value { data, flags }) => {
+                let current = unwrap_payload(self.wire, flags.number(b'f'), data);
+                if current.as_deref() != Some(self.expected) {
+                    return Ok(Step::Done(false));
+                }
+                let Some(cas) = flags.number(b'c') else {
+                    return Err(self.commands.unexpected(None, "delete_if_equals"));
+                };
+                let cas = meta::flag(b'C', cas);
+                let mut bytes = Vec::with_capacity(self.wire.key.len() + 32);
+                meta::push_delete(&mut bytes, Key::Text(&self.wire.key), &[&cas], 0);
+                self.deleting = true;
+                Ok(Step::Send(request(bytes, 1, self.limits).not_idempotent()))
+            }
+            Some(Reply::Status { code: Code::En, .. }) => Ok(Step::Done(false)),
+            other => Err(self.commands.unexpected(other, "delete_if_equals")),
+        }
     }
 }
 

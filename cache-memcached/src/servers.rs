@@ -544,6 +544,18 @@ impl<T: Transport> Servers<T> {
             .await
     }
 
+    /// A compare-and-swap delete on the key's server (see [`crate::ops::DeleteIfEquals`]).
+    pub(crate) async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let deadline = self.deadline();
+        self.commands.keys.check(key)?;
+        let (wire, node) = self.prepare(key, "delete_if_equals", deadline).await?;
+        let commands = &self.commands;
+        self.run_on(node, "delete_if_equals", deadline, || {
+            Ok(commands.delete_if_equals(&wire, expected))
+        })
+        .await
+    }
+
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         let deadline = self.deadline();
         self.commands.keys.check(key)?;

@@ -787,3 +787,141 @@ fn an_increment_is_never_applied_twice() {
         &direct,
     );
 }
+
+#[test]
+fn a_release_is_never_sent_twice() {
+    let Some(server) = server(&[]) else { return };
+    let direct = engine(&server, Some("once"));
+    cache_tests::faults::release_is_never_sent_twice(
+        &server.address(),
+        b"md ",
+        |address| {
+            std::sync::Arc::new(
+                MemcachedEngine::builder()
+                    .server(address)
+                    .namespace("once")
+                    .build()
+                    .unwrap(),
+            )
+        },
+        &direct,
+    );
+}
+
+/// `delete_if_equals` deletes with the CAS it read: an entry rewritten while its read was on
+/// the way (a proxy holds the replies to the release's reads) is read again, and released only
+/// if it still holds the expected bytes; rewritten with them round after round, it fails after
+/// 5 rounds rather than answer `false` or delete blindly.
+#[test]
+fn delete_if_equals_deletes_only_what_it_read() {
+    let Some(server) = server(&[]) else { return };
+    let proxy = cache_tests::proxy::FaultProxy::start(&server.address()).unwrap();
+    let through = MemcachedEngine::builder()
+        .server(proxy.address())
+        .namespace("cas")
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let writer = engine(&server, Some("cas"));
+    // A release's read is `mg <key> v f c`; no other operation asks for exactly these flags.
+    let hold = Duration::from_millis(200);
+    proxy.delay_replies_to(b" v f c O", hold);
+    let release_while = |rewrite: &(dyn Fn() + Sync)| {
+        std::thread::scope(|s| {
+            let release = s.spawn(|| through.delete_if_equals("lease", b"token"));
+            rewrite();
+            release.join().unwrap()
+        })
+    };
+
+    // Rewritten with another value during the read: not released, the new value kept.
+    writer.set("lease", v("token"), Ttl::Default).unwrap();
+    let released = release_while(&|| {
+        std::thread::sleep(hold / 4);
+        writer.set("lease", v("successor"), Ttl::Default).unwrap();
+    });
+    assert!(!released.unwrap());
+    assert_eq!(writer.get("lease").unwrap(), Some(v("successor")));
+
+    // Rewritten once with the same bytes: the delete loses its CAS race, reads again, releases.
+    writer.set("lease", v("token"), Ttl::Default).unwrap();
+    let released = release_while(&|| {
+        std::thread::sleep(hold / 4);
+        writer.set("lease", v("token"), Ttl::Default).unwrap();
+    });
+    assert!(released.unwrap(), "released on the second round");
+    assert_eq!(writer.get("lease").unwrap(), None);
+
+    // Rewritten with the same bytes through every round: a typed error, the entry kept.
+    writer.set("lease", v("token"), Ttl::Default).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let released = std::thread::scope(|s| {
+        let release = s.spawn(|| {
+            let result = through.delete_if_equals("lease", b"token");
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            result
+        });
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            writer.set("lease", v("token"), Ttl::Default).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        release.join().unwrap()
+    });
+    let err = released.unwrap_err();
+    assert!(
+        matches!(err, CacheError::Backend { .. }),
+        "after 5 lost rounds: {err:?}"
+    );
+    assert!(
+        started.elapsed() >= hold * 5,
+        "5 rounds, each read held {hold:?}: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        writer.get("lease").unwrap(),
+        Some(v("token")),
+        "nothing deleted"
+    );
+}
+
+/// A release compares what the engine itself stores: under a hashed key, another client's value
+/// (without the original key in front of it) is not this key's, and an entry of the namespace's
+/// previous generation is gone.
+#[test]
+fn delete_if_equals_compares_the_stored_layout() {
+    use sha2::{Digest, Sha256};
+    let Some(server) = server(&[]) else { return };
+    let mut raw = Raw::new(&server);
+    let cache = MemcachedEngine::builder()
+        .server(server.url())
+        .hash_keys(true)
+        .build()
+        .unwrap();
+    let key = "with space";
+    let wire: String = std::iter::once("#".to_string())
+        .chain(
+            Sha256::digest(key.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}")),
+        )
+        .collect();
+    raw.set(&wire, "token");
+    assert!(!cache.delete_if_equals(key, b"token").unwrap());
+    assert_eq!(
+        raw.get(&wire).as_deref(),
+        Some("token"),
+        "another client's value"
+    );
+    cache.set(key, v("token"), Ttl::Default).unwrap();
+    assert!(!cache.delete_if_equals(key, b"with space").unwrap());
+    assert!(cache.delete_if_equals(key, b"token").unwrap());
+    assert_eq!(raw.get(&wire), None);
+
+    let namespaced = engine(&server, Some("gen"));
+    namespaced.set("k", v("token"), Ttl::Default).unwrap();
+    namespaced.clear().unwrap();
+    assert!(!namespaced.delete_if_equals("k", b"token").unwrap());
+    namespaced.set("k", v("token"), Ttl::Default).unwrap();
+    assert!(namespaced.delete_if_equals("k", b"token").unwrap());
+}

@@ -328,6 +328,14 @@ impl<T: Transport> Core<T> {
             .await
     }
 
+    pub(crate) async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let commands = &self.commands;
+        self.keyed("delete_if_equals", key, self.deadline(), || {
+            commands.delete_if_equals(key, expected)
+        })
+        .await
+    }
+
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         let commands = &self.commands;
         self.keyed("exists", key, self.deadline(), || commands.exists(key))

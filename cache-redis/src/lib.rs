@@ -139,9 +139,10 @@
 //!   was read; a timeout, an I/O error or a reply that cannot be trusted drops it. After a
 //!   server restart, the first operation on a stale pooled connection drops the idle ones and
 //!   runs again on a new connection if no request that must not be sent twice may have reached
-//!   the server: `add`, `increment`, `delete` and `touch` with a zero TTL report the error
-//!   instead of risking a second application. Wrong credentials are `Authentication`; an ACL
-//!   refusal is `PermissionDenied`; a write refused at `maxmemory` (`OOM`) is `Refused`.
+//!   the server: `add`, `increment`, `delete`, `delete_if_equals` and `touch` with a zero TTL
+//!   report the error instead of risking a second application. Wrong credentials are
+//!   `Authentication`; an ACL refusal is `PermissionDenied`; a write refused at `maxmemory`
+//!   (`OOM`) is `Refused`.
 //!
 //! # Behaviour
 //!
@@ -153,8 +154,9 @@
 //!   ACL user limited to `~app:*` without `@dangerous` commands. **Without a namespace,
 //!   `clear()` runs `FLUSHDB` on the engine's database**: every key of that database goes.
 //! - **Atomic operations**: `add` is `SET NX`, `increment` is one `MULTI` of `SET NX` (with the
-//!   default TTL) and `INCRBY`, `touch` is `PEXPIRE` or `PERSIST`; bulk reads are `MGET`s, bulk
-//!   writes pipelines. A bulk write refused part-way (`OOM`) is `Refused` with
+//!   default TTL) and `INCRBY`, `touch` is `PEXPIRE` or `PERSIST`, `delete_if_equals` is one
+//!   `EVAL` of a Lua script (`GET`, compare, `DEL`; ACL users need `EVAL`, in `@scripting`, or
+//!   get `PermissionDenied`); bulk reads are `MGET`s, bulk writes pipelines. A bulk write refused part-way (`OOM`) is `Refused` with
 //!   `partly_applied`: earlier entries may be stored.
 //! - **Keys** follow the portable rule by default (checked before anything is sent);
 //!   [`relaxed_keys`](RedisEngineBuilder::relaxed_keys) accepts any key up to 64 KiB.

@@ -27,6 +27,13 @@ const CLEAR_BATCH: usize = 500;
 /// exceed, and far less than memory allows.
 const SCAN_REPLY_KEYS: usize = 100_000;
 
+/// `delete_if_equals` as a Lua script: `GET` answers `false` for an absent (or expired) key,
+/// which equals no string, so only the expected value is deleted. Sent whole with `EVAL` rather
+/// than by `EVALSHA`: it is 97 bytes, and `EVALSHA` would need a `NOSCRIPT` fallback for every
+/// server that restarted, failed over or ran `SCRIPT FLUSH`.
+pub(crate) const DELETE_IF_EQUALS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('DEL', KEYS[1]) else return 0 end";
+
 /// What every operation needs: the key space, the default TTL, the value limit and the reply
 /// limits that follow from it.
 #[derive(Debug)]
@@ -206,6 +213,31 @@ impl Commands {
         Ok(single(request, move |replies| match only(replies) {
             Value::Integer(n) => Ok(n > 0),
             other => Err(self.failure(other, "delete", None)),
+        }))
+    }
+
+    /// One `EVAL` of [`DELETE_IF_EQUALS`]: the comparison and the `DEL` run as one script, so
+    /// no other client's command comes between them. Never sent twice, like `delete`: resent
+    /// after the first one deleted, it would report `false` for a delete that happened, or
+    /// delete a value stored equal again in between.
+    pub(crate) fn delete_if_equals<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &[u8],
+    ) -> Result<impl Exchange<Value, Output = bool> + 'a> {
+        let full = self.key(key)?;
+        let request = self
+            .request(&[
+                b"EVAL",
+                DELETE_IF_EQUALS.as_bytes(),
+                b"1",
+                full.as_bytes(),
+                expected,
+            ])
+            .not_idempotent();
+        Ok(single(request, move |replies| match only(replies) {
+            Value::Integer(n) => Ok(n > 0),
+            other => Err(self.failure(other, "delete_if_equals", Some((key, false)))),
         }))
     }
 

@@ -228,6 +228,7 @@ fn a_restricted_acl_user_can_use_its_namespace() {
     assert!(tenant.add("b", v("2"), Ttl::Default).unwrap());
     assert!(tenant.touch("a", Ttl::Never).unwrap());
     assert_eq!(tenant.get_many(&["a", "b"]).unwrap().len(), 2);
+    assert!(tenant.delete_if_equals("b", b"2").unwrap());
     tenant.clear().unwrap();
     assert_eq!(tenant.get("a").unwrap(), None);
     // Outside its namespace the ACL refuses, with a distinct error.
@@ -238,6 +239,14 @@ fn a_restricted_acl_user_can_use_its_namespace() {
         "{err:?}"
     );
     assert!(!err.is_transient());
+    // The script's key is checked against the ACL as any command's is.
+    let err = outside
+        .delete_if_equals("other:secret", b"canary")
+        .unwrap_err();
+    assert!(
+        matches!(err, CacheError::PermissionDenied { .. }),
+        "{err:?}"
+    );
     let err = outside.clear().unwrap_err();
     assert!(
         matches!(err, CacheError::PermissionDenied { .. }),
@@ -473,6 +482,112 @@ fn an_increment_is_never_applied_twice() {
         b"INCRBY",
         |address| std::sync::Arc::new(engine_at(address, "once")),
         &direct,
+    );
+}
+
+#[test]
+fn a_release_is_never_sent_twice() {
+    let Some(server) = server() else { return };
+    let direct = engine(&server, Some("once"));
+    cache_tests::faults::release_is_never_sent_twice(
+        &server.address(),
+        b"EVAL",
+        |address| std::sync::Arc::new(engine_at(address, "once")),
+        &direct,
+    );
+}
+
+#[test]
+fn delete_if_equals_is_one_script_on_the_namespaced_key() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    let app = engine(&server, Some("app"));
+    // Written by another client: the script compares what the server holds.
+    redis::cmd("SET")
+        .arg("app:lease")
+        .arg("their-token")
+        .exec(&mut raw)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("lease")
+        .arg("my-token")
+        .exec(&mut raw)
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(&mut raw)
+        .unwrap();
+    assert!(!app.delete_if_equals("lease", b"my-token").unwrap());
+    assert!(app.delete_if_equals("lease", b"their-token").unwrap());
+    assert!(!app.delete_if_equals("lease", b"their-token").unwrap());
+    let calls = command_calls(&mut raw);
+    assert_eq!(calls.get("eval").copied(), Some(3), "{calls:?}");
+    assert_eq!(
+        calls.get("del").copied(),
+        Some(1),
+        "one DEL, from the script: {calls:?}"
+    );
+    assert_eq!(calls.get("evalsha"), None, "{calls:?}");
+    let gone: Option<String> = redis::cmd("GET").arg("app:lease").query(&mut raw).unwrap();
+    assert_eq!(gone, None);
+    let outside: Option<String> = redis::cmd("GET").arg("lease").query(&mut raw).unwrap();
+    assert_eq!(
+        outside.as_deref(),
+        Some("my-token"),
+        "outside the namespace"
+    );
+    // A key of another type is an error (the script's WRONGTYPE), never a release.
+    redis::cmd("RPUSH")
+        .arg("app:list")
+        .arg("a")
+        .exec(&mut raw)
+        .unwrap();
+    let err = app.delete_if_equals("list", b"a").unwrap_err();
+    assert!(matches!(err, CacheError::Backend { .. }), "{err:?}");
+    let kept: i64 = redis::cmd("LLEN").arg("app:list").query(&mut raw).unwrap();
+    assert_eq!(kept, 1);
+}
+
+#[test]
+fn a_user_without_scripting_cannot_release_and_is_told_so() {
+    let Some(server) = server() else { return };
+    let mut raw = admin(&server);
+    redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "noscript",
+                "on",
+                ">noscript-pw",
+                "~noscript:*",
+                "+@all",
+                "-@scripting",
+            ][..],
+        )
+        .exec(&mut raw)
+        .unwrap();
+    let url = server
+        .url()
+        .replace("redis://", "redis://noscript:noscript-pw@");
+    let user = RedisEngine::builder()
+        .url(&url)
+        .namespace("noscript")
+        .build()
+        .unwrap();
+    user.set("lease", v("token"), Ttl::Default).unwrap();
+    let err = user.delete_if_equals("lease", b"token").unwrap_err();
+    match &err {
+        CacheError::PermissionDenied { operation, .. } => {
+            assert_eq!(*operation, "delete_if_equals");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_transient());
+    assert!(err.is_backend_failure());
+    assert_eq!(
+        user.get("lease").unwrap(),
+        Some(v("token")),
+        "nothing released"
     );
 }
 

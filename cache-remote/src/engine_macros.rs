@@ -4,8 +4,9 @@
 //! The macros expect the engine to be a struct with a field `inner` that dereferences to its
 //! core: a type generic over the [`Transport`](crate::Transport) with one `async` method per
 //! operation, named and typed as the trait's (`get(&self, key: &str)`, `set(&self, key, value,
-//! ttl)`, ..., `remaining_ttl`, `get_with_ttl` and `get_many_with_ttl` included, so the trait's
-//! provided two-step versions are never used), plus `ping()`, `capabilities()` and `close()`. The core is written once; the
+//! ttl)`, ..., `delete_if_equals(&self, key, expected: &[u8])`, and `remaining_ttl`,
+//! `get_with_ttl` and `get_many_with_ttl` included, so the trait's provided two-step versions are
+//! never used), plus `ping()`, `capabilities()` and `close()`. The core is written once; the
 //! blocking face runs its futures with [`block_on`](crate::block_on) (they are ready at their
 //! first poll), the async face awaits them.
 
@@ -121,6 +122,10 @@ macro_rules! blocking_engine_methods {
             $crate::block_on(self.inner.delete(key))
         }
 
+        fn delete_if_equals(&self, key: &str, expected: &[u8]) -> $crate::__private::Result<bool> {
+            $crate::block_on(self.inner.delete_if_equals(key, expected))
+        }
+
         fn exists(&self, key: &str) -> $crate::__private::Result<bool> {
             $crate::block_on(self.inner.exists(key))
         }
@@ -223,6 +228,14 @@ macro_rules! async_engine_methods {
 
         async fn delete(&self, key: &str) -> $crate::__private::Result<bool> {
             self.inner.delete(key).await
+        }
+
+        async fn delete_if_equals(
+            &self,
+            key: &str,
+            expected: &[u8],
+        ) -> $crate::__private::Result<bool> {
+            self.inner.delete_if_equals(key, expected).await
         }
 
         async fn exists(&self, key: &str) -> $crate::__private::Result<bool> {

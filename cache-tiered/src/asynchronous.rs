@@ -74,6 +74,11 @@ impl<L: CacheEngine, S: AsyncCacheEngine> AsyncCacheEngine for AsyncTieredEngine
         self.tiers.shared.delete(key).await
     }
 
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let _invalidate = self.local.guard(Keys::One(key));
+        self.tiers.shared.delete_if_equals(key, expected).await
+    }
+
     async fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.local.engine.exists(key)? || self.tiers.shared.exists(key).await?)
     }

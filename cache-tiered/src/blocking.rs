@@ -14,9 +14,10 @@ use crate::coherence::{Keys, Local, WithTtl};
 /// - **Reads** (`get`, `get_many`, `exists`) look in the local tier first; a miss there reads
 ///   the shared tier with the entry's remaining TTL (one round trip) and keeps the value
 ///   locally for that long, capped by the [local TTL](TieredBuilder::local_ttl).
-/// - **Writes** (`set`, `set_many`, `delete`, `delete_many`, `add`, `increment`, `touch`) go to
-///   the shared tier and then drop the key from the local tier, whatever the outcome; the next
-///   read fetches the shared value. `clear` clears the shared tier's namespace and the whole
+/// - **Writes** (`set`, `set_many`, `delete`, `delete_if_equals`, `delete_many`, `add`,
+///   `increment`, `touch`) go to the shared tier and then drop the key from the local tier,
+///   whatever the outcome; the next read fetches the shared value. `delete_if_equals` compares
+///   in the shared tier, never against a local copy, so it is as atomic as the shared engine's. `clear` clears the shared tier's namespace and the whole
 ///   local tier.
 /// - **`remaining_ttl`** asks the shared tier: it holds the truth.
 /// - **Coherence**: with a feed (see [`TieredBuilder::invalidations`]) every change anyone
@@ -81,6 +82,11 @@ impl<L: CacheEngine, S: CacheEngine> CacheEngine for TieredEngine<L, S> {
     fn delete(&self, key: &str) -> Result<bool> {
         let _invalidate = self.local.guard(Keys::One(key));
         self.tiers.shared.delete(key)
+    }
+
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let _invalidate = self.local.guard(Keys::One(key));
+        self.tiers.shared.delete_if_equals(key, expected)
     }
 
     fn exists(&self, key: &str) -> Result<bool> {

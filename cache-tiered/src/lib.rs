@@ -12,7 +12,7 @@
 //! | operation | what happens |
 //! |---|---|
 //! | `get`, `get_many`, `exists` | local tier first; on a local miss, the shared tier's value *and its remaining TTL* in one round trip, kept locally for no longer than that remaining TTL, capped by the local TTL |
-//! | `set`, `delete`, `add`, `increment`, `touch`, bulk writes | the shared tier, then the key is dropped locally (the next read fetches it) |
+//! | `set`, `delete`, `delete_if_equals`, `add`, `increment`, `touch`, bulk writes | the shared tier (which compares, for `delete_if_equals`), then the key is dropped locally (the next read fetches it) |
 //! | `clear` | the shared tier's namespace, then the whole local tier |
 //! | `remaining_ttl`, `get_with_ttl` | the shared tier: it holds the truth |
 //!

@@ -254,6 +254,7 @@ impl CacheEngine for Gated {
         get(key: &str) -> Option<Bytes>;
         set(key: &str, value: Bytes, ttl: Ttl) -> ();
         delete(key: &str) -> bool;
+        delete_if_equals(key: &str, expected: &[u8]) -> bool;
         exists(key: &str) -> bool;
         clear() -> ();
         close() -> ();

@@ -70,6 +70,9 @@ impl<E: AsyncCacheEngine> CacheEngine for BlockingFace<E> {
     fn delete(&self, key: &str) -> Result<bool> {
         self.block(self.0.delete(key))
     }
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        self.block(self.0.delete_if_equals(key, expected))
+    }
     fn exists(&self, key: &str) -> Result<bool> {
         self.block(self.0.exists(key))
     }
@@ -127,6 +130,9 @@ impl<E: CacheEngine> AsyncCacheEngine for AsyncFace<E> {
     }
     async fn delete(&self, key: &str) -> Result<bool> {
         self.0.delete(key)
+    }
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        self.0.delete_if_equals(key, expected)
     }
     async fn exists(&self, key: &str) -> Result<bool> {
         self.0.exists(key)

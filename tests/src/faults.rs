@@ -236,3 +236,41 @@ pub fn increment_is_never_applied_twice(
         "the increment must be applied exactly once"
     );
 }
+
+/// Through a proxy that lets the request carrying a release's delete (the first request that
+/// contains `delete_pattern`, such as `EVAL` or `md `) reach the server but drops its reply,
+/// closing the connection, and answers every later request, a `delete_if_equals` fails: it is
+/// never sent again, which would answer `false` for a release that happened (or delete an
+/// equal value stored again in between). The entry is gone, released once. `engine_at` and
+/// `direct` are as for [`increment_is_never_applied_twice`].
+///
+/// # Panics
+///
+/// When the release answers through the proxy (`Ok(false)` is the mark of a second sending),
+/// or the entry is still there.
+pub fn release_is_never_sent_twice(
+    server: &str,
+    delete_pattern: &[u8],
+    engine_at: impl Fn(&str) -> Arc<dyn CacheEngine>,
+    direct: &dyn CacheEngine,
+) {
+    use crate::proxy::FaultProxy;
+
+    let proxy = FaultProxy::start(server).unwrap_or_else(|e| panic!("proxy: {e}"));
+    let engine = engine_at(proxy.address());
+    direct
+        .set("lease", value("token"), Ttl::Default)
+        .unwrap_or_else(|e| panic!("set: {e}"));
+    // A pooled connection, so that the failure looks like one that died while idle.
+    engine
+        .get("lease")
+        .unwrap_or_else(|e| panic!("get through the proxy: {e}"));
+    proxy.drop_one_reply_to(delete_pattern);
+    let result = engine.delete_if_equals("lease", b"token");
+    assert!(
+        result.is_err(),
+        "the reply was dropped, yet the release answered {result:?}"
+    );
+    let stored = direct.get("lease").unwrap_or_else(|e| panic!("get: {e}"));
+    assert_eq!(stored, None, "the release reached the server once");
+}

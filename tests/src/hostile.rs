@@ -368,6 +368,7 @@ pub const OPERATIONS: &[&str] = &[
     "remaining_ttl",
     "get_with_ttl",
     "get_many_with_ttl",
+    "delete_if_equals",
     "clear",
 ];
 
@@ -399,6 +400,7 @@ pub fn run_operation(engine: &dyn CacheEngine, name: &str) -> cache_core::Result
         "remaining_ttl" => engine.remaining_ttl("hostile").map(drop),
         "get_with_ttl" => engine.get_with_ttl("hostile").map(drop),
         "get_many_with_ttl" => engine.get_many_with_ttl(&["a", "b", "c"]).map(drop),
+        "delete_if_equals" => engine.delete_if_equals("hostile", b"value").map(drop),
         "clear" => engine.clear(),
         other => panic!("no operation named {other:?}"),
     }

@@ -67,11 +67,12 @@ pub struct FaultProxy {
 }
 
 /// Replies to requests holding `pattern` are held for `delay`, or dropped (the connection
-/// closed instead) when `delay` is `None`.
+/// closed instead) when `delay` is `None`; with `once`, only the first such request's.
 #[derive(Debug, Clone)]
 struct Slow {
     pattern: Vec<u8>,
     delay: Option<Duration>,
+    once: bool,
 }
 
 /// What the two pumps of one proxied connection share.
@@ -147,6 +148,7 @@ impl FaultProxy {
         *self.slow.lock().unwrap_or_else(|p| p.into_inner()) = Some(Slow {
             pattern: pattern.to_vec(),
             delay: Some(delay),
+            once: false,
         });
     }
 
@@ -157,6 +159,18 @@ impl FaultProxy {
         *self.slow.lock().unwrap_or_else(|p| p.into_inner()) = Some(Slow {
             pattern: pattern.to_vec(),
             delay: None,
+            once: false,
+        });
+    }
+
+    /// As [`drop_replies_to`](Self::drop_replies_to), for the next request that contains
+    /// `pattern` only: later ones, a retry of it included, are answered as usual. This tells a
+    /// request sent twice from one sent once when both would change the same thing.
+    pub fn drop_one_reply_to(&self, pattern: &[u8]) {
+        *self.slow.lock().unwrap_or_else(|p| p.into_inner()) = Some(Slow {
+            pattern: pattern.to_vec(),
+            delay: None,
+            once: true,
         });
     }
 
@@ -208,8 +222,21 @@ struct Pumps {
 }
 
 impl Pumps {
-    fn slow(&self) -> Option<Slow> {
-        self.slow.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Whether `request` holds the slow pattern; a pattern for one request is used up.
+    fn matches(&self, request: &[u8]) -> Option<Slow> {
+        let mut slow = self.slow.lock().unwrap_or_else(|p| p.into_inner());
+        let found = slow.as_ref().is_some_and(|slow| {
+            request
+                .windows(slow.pattern.len().max(1))
+                .any(|w| w == slow.pattern.as_slice())
+        });
+        if !found {
+            return None;
+        }
+        if slow.as_ref().is_some_and(|s| s.once) {
+            return slow.take();
+        }
+        slow.clone()
     }
 }
 
@@ -230,18 +257,13 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, direction: Direction, pumps: Pum
                 if current == Fault::CutConnections {
                     break;
                 }
-                if let Some(slow) = pumps.slow() {
-                    if buf[..n]
-                        .windows(slow.pattern.len().max(1))
-                        .any(|w| w == slow.pattern.as_slice())
-                    {
-                        match slow.delay {
-                            Some(delay) => {
-                                let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                                pumps.link.hold_next_reply_ms.store(ms, Ordering::SeqCst);
-                            }
-                            None => pumps.link.drop_next_reply.store(true, Ordering::SeqCst),
+                if let Some(slow) = pumps.matches(&buf[..n]) {
+                    match slow.delay {
+                        Some(delay) => {
+                            let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                            pumps.link.hold_next_reply_ms.store(ms, Ordering::SeqCst);
                         }
+                        None => pumps.link.drop_next_reply.store(true, Ordering::SeqCst),
                     }
                 }
                 if to.write_all(&buf[..n]).is_err() {

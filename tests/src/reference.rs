@@ -129,6 +129,20 @@ impl CacheEngine for ReferenceEngine {
         Ok(self.delete_many(&[key])? == 1)
     }
 
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let key = self.key(key)?;
+        // One lock for the comparison and the removal: atomic.
+        let mut store = self.lock()?;
+        if self
+            .live(&store, &key)
+            .is_some_and(|v| v.as_ref() == expected)
+        {
+            store.remove(&key);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.get(key)?.is_some())
     }

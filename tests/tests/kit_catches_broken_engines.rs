@@ -34,6 +34,12 @@ enum Fault {
     SubSecondIsNever,
     /// `Ttl::Default` is stored without expiry (other TTLs are honoured).
     DefaultIsNever,
+    /// `delete_if_equals` deletes whatever the value is.
+    ReleasesAnyValue,
+    /// `delete_if_equals` deletes a value that starts with the expected bytes.
+    ReleasesByPrefix,
+    /// `delete_if_equals` compares, then deletes, in two steps.
+    RacyRelease,
 }
 
 #[derive(Debug)]
@@ -99,6 +105,24 @@ impl CacheEngine for Faulty {
     }
     fn delete(&self, key: &str) -> Result<bool> {
         self.inner.delete(&self.key(key)?)
+    }
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let full = self.key(key)?;
+        match self.fault {
+            Fault::ReleasesAnyValue => self.inner.delete(&full),
+            Fault::ReleasesByPrefix => match self.inner.get(&full)? {
+                Some(value) if value.starts_with(expected) => self.inner.delete(&full),
+                _ => Ok(false),
+            },
+            Fault::RacyRelease => match self.inner.get(&full)? {
+                Some(value) if value == expected => {
+                    std::thread::yield_now();
+                    self.inner.delete(&full)
+                }
+                _ => Ok(false),
+            },
+            _ => self.inner.delete_if_equals(&full, expected),
+        }
     }
     fn exists(&self, key: &str) -> Result<bool> {
         self.inner.exists(&self.key(key)?)
@@ -254,6 +278,45 @@ fn an_engine_that_loses_increments_fails() {
 }
 
 #[test]
+fn an_engine_that_releases_other_values_fails() {
+    let message = failure(
+        Fault::ReleasesAnyValue,
+        behaviours::delete_if_equals_compares,
+    );
+    assert!(
+        message.contains(r#"deleted "token-123" when asked for "token-12""#),
+        "{message}"
+    );
+    let message = failure(
+        Fault::ReleasesByPrefix,
+        behaviours::delete_if_equals_compares,
+    );
+    assert!(
+        message.contains(r#"deleted "token-123" when asked for "token-12""#),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_engine_that_compares_then_deletes_fails() {
+    // The race is likely but not certain in one run; try a few times.
+    let factory = with_fault(Fault::RacyRelease);
+    let caught = (0..20).find_map(|_| {
+        catch_unwind(AssertUnwindSafe(|| {
+            behaviours::delete_if_equals_compares(&factory)
+        }))
+        .err()
+    });
+    let message = caught
+        .and_then(|payload| payload.downcast_ref::<String>().cloned())
+        .expect("the kit never caught a release that compares, then deletes, in 20 runs");
+    assert!(
+        message.contains("written after a release read the old one was deleted"),
+        "{message}"
+    );
+}
+
+#[test]
 fn an_engine_that_rounds_short_ttls_to_never_fails() {
     let message = failure(Fault::SubSecondIsNever, behaviours::sub_second_ttl);
     assert!(message.contains("never expired"), "{message}");
@@ -295,6 +358,10 @@ mod through_the_async_face {
         failure_async(Fault::SubSecondIsNever, behaviours::sub_second_ttl);
         failure_async(Fault::DefaultIsNever, behaviours::default_ttl_applies);
         failure_async(Fault::IgnoresTtl, behaviours::remaining_ttl_reports);
+        failure_async(
+            Fault::ReleasesAnyValue,
+            behaviours::delete_if_equals_compares,
+        );
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! Atomic operations: `add`, `increment`, `touch`, alone and under threads.
+//! Atomic operations: `add`, `increment`, `touch`, `delete_if_equals`, alone and under threads.
 
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cache_core::{CacheError, Ttl};
+use cache_core::{Bytes, CacheError, Remaining, Ttl};
 
-use super::{assert_value, bytes, exists, set, short_ttl};
+use super::{assert_value, bytes, exists, remaining, set, short_ttl};
 use crate::{EngineFactory, Harness};
 
 /// `add` stores only when the key is free, and an expired entry counts as free.
@@ -283,4 +283,195 @@ pub fn touch_semantics(factory: &dyn EngineFactory) {
         h.caps.backend
     );
     assert_value(&h, "expired", None, "touch of an expired entry");
+}
+
+/// `delete_if_equals` removes an entry only when its value is exactly the one given: not a
+/// prefix of it, not a longer value, not an expired entry, not an absent key, and a mismatch
+/// leaves the entry and its TTL as they were. Empty and binary values compare byte for byte;
+/// bad keys fail as `delete` fails. Under threads on a shared engine, of 8 callers releasing the
+/// same value exactly one succeeds, and a value written after a caller read the old one is never
+/// deleted (per thread on a per-thread engine: each thread releases its own).
+pub fn delete_if_equals_compares(factory: &dyn EngineFactory) {
+    let h = Harness::new(factory);
+    let backend = h.caps.backend;
+    let cas = |key: &str, expected: &[u8]| {
+        h.engine
+            .delete_if_equals(key, expected)
+            .unwrap_or_else(|e| panic!("{backend}: delete_if_equals({key:?}) failed: {e}"))
+    };
+
+    assert!(!cas("absent", b"token"), "{backend}: an absent key");
+    assert!(
+        !exists(&h, "absent"),
+        "{backend}: an absent key was created"
+    );
+
+    set(&h, "lease", "token-123", Ttl::Never);
+    for other in [
+        &b"token-12"[..],
+        b"token-1234",
+        b"TOKEN-123",
+        b"",
+        b"token-123\0",
+    ] {
+        assert!(
+            !cas("lease", other),
+            "{backend}: deleted \"token-123\" when asked for {:?}",
+            String::from_utf8_lossy(other)
+        );
+        assert_value(&h, "lease", Some("token-123"), "after a mismatched release");
+    }
+    assert_eq!(
+        remaining(&h, "lease"),
+        Some(Remaining::Never),
+        "{backend}: a mismatched release changed the entry's TTL"
+    );
+    assert!(cas("lease", b"token-123"), "{backend}: the equal value");
+    assert_value(&h, "lease", None, "after a release with the equal value");
+    assert!(!cas("lease", b"token-123"), "{backend}: a second release");
+
+    h.engine
+        .set("empty", Bytes::new(), Ttl::Default)
+        .expect("set empty");
+    assert!(
+        !cas("empty", b"x"),
+        "{backend}: an empty value is not \"x\""
+    );
+    assert!(cas("empty", b""), "{backend}: an empty value equals \"\"");
+    assert_value(&h, "empty", None, "after releasing an empty value");
+
+    let all: Vec<u8> = (0..=255u8).chain(*b"\r\nEND\r\n").collect();
+    let mut off_by_one = all.clone();
+    off_by_one[200] ^= 1;
+    h.engine
+        .set("binary", Bytes::from(all.clone()), Ttl::Default)
+        .expect("set binary");
+    assert!(
+        !cas("binary", &off_by_one),
+        "{backend}: binary values differing in one byte"
+    );
+    assert!(
+        !cas("binary", &all[..all.len() - 1]),
+        "{backend}: a binary prefix"
+    );
+    assert!(cas("binary", &all), "{backend}: the same binary value");
+    assert_value(&h, "binary", None, "after releasing a binary value");
+
+    let ttl = short_ttl(&h);
+    set(&h, "expiring", "token", Ttl::After(ttl));
+    h.ctx.pass(h.expiry_wait(ttl));
+    assert!(!cas("expiring", b"token"), "{backend}: an expired entry");
+    assert_value(&h, "expiring", None, "an expired entry stays absent");
+
+    set(&h, "canary", "alive", Ttl::Default);
+    let too_long = "x".repeat(h.caps.max_key_len + 1);
+    for key in [
+        "",
+        "with space",
+        "crlf\r\ndelete canary",
+        "nul\0",
+        &too_long,
+    ] {
+        let by_value = h.engine.delete_if_equals(key, b"alive");
+        let plain = h.engine.delete(key);
+        let same = match (&by_value, &plain) {
+            (Err(a), Err(b)) => std::mem::discriminant(a) == std::mem::discriminant(b),
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        assert!(
+            same,
+            "{backend}: key {key:?}: delete_if_equals gave {by_value:?}, delete {plain:?}"
+        );
+    }
+    assert_value(&h, "canary", Some("alive"), "after releases of bad keys");
+
+    let threads = 8;
+    for round in 0..10 {
+        let key = format!("release-{round}");
+        if h.caps.shared_across_threads {
+            set(&h, &key, "holder", Ttl::Default);
+        }
+        let barrier = Arc::new(Barrier::new(threads));
+        let released: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (engine, barrier, key) =
+                        (Arc::clone(&h.engine), Arc::clone(&barrier), key.clone());
+                    let shared = h.caps.shared_across_threads;
+                    s.spawn(move || {
+                        if !shared {
+                            engine
+                                .set(&key, bytes("holder"), Ttl::Default)
+                                .expect("set");
+                        }
+                        barrier.wait();
+                        usize::from(engine.delete_if_equals(&key, b"holder").expect("release"))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).sum()
+        });
+        let expected = if h.caps.shared_across_threads {
+            1
+        } else {
+            threads
+        };
+        assert_eq!(
+            released, expected,
+            "{backend}: successful releases of one value in round {round}"
+        );
+    }
+    if h.caps.shared_across_threads {
+        rewrites_are_never_deleted(&h);
+    }
+}
+
+/// A writer stores `bait-i` then `kept-i` under one key, and reads the key back; releasers
+/// read the key and release whatever `bait-*` value they saw. Nobody ever releases a `kept-*`
+/// value, so the writer must always find a value: an engine that compares and then deletes in
+/// two steps deletes `kept-i` when the writer's second write falls in between. (Which value it
+/// finds is not checked here: a two-tier engine may show, for a moment, a value a concurrent
+/// reader fetched just before the write.)
+fn rewrites_are_never_deleted(h: &Harness) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let backend = h.caps.backend;
+    let key = "rewritten";
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let (engine, done) = (Arc::clone(&h.engine), &done);
+            s.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    match engine.get(key).expect("get") {
+                        Some(seen) if seen.starts_with(b"bait-") => {
+                            engine.delete_if_equals(key, &seen).expect("release");
+                        }
+                        _ => std::thread::yield_now(),
+                    }
+                }
+            });
+        }
+        let engine = &h.engine;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for i in 0..300 {
+                engine
+                    .set(key, bytes(&format!("bait-{i}")), Ttl::Default)
+                    .expect("set");
+                engine
+                    .set(key, bytes(&format!("kept-{i}")), Ttl::Default)
+                    .expect("set");
+                assert!(
+                    engine.get(key).expect("get").is_some(),
+                    "{backend}: a value written after a release read the old one was deleted \
+                     (round {i})"
+                );
+            }
+        }));
+        done.store(true, Ordering::Relaxed);
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    });
 }

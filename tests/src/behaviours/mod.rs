@@ -104,7 +104,7 @@ mod tests {
         defined.sort_unstable();
         let mut listed = BEHAVIOURS.to_vec();
         listed.sort_unstable();
-        assert_eq!(defined.len(), 31, "{defined:?}");
+        assert_eq!(defined.len(), 32, "{defined:?}");
         assert_eq!(
             defined, listed,
             "behaviours defined (left) and run by conformance_suite! (right) differ"

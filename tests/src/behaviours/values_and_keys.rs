@@ -143,6 +143,10 @@ pub fn invalid_keys_rejected(factory: &dyn EngineFactory) {
             ("get", h.engine.get(k).map(drop)),
             ("set", h.engine.set(k, bytes("v"), Ttl::Default)),
             ("delete", h.engine.delete(k).map(drop)),
+            (
+                "delete_if_equals",
+                h.engine.delete_if_equals(k, b"alive").map(drop),
+            ),
             ("exists", h.engine.exists(k).map(drop)),
             ("add", h.engine.add(k, bytes("v"), Ttl::Default).map(drop)),
             ("increment", h.engine.increment(k, 1).map(drop)),
