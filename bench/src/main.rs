@@ -16,6 +16,7 @@ mod layers;
 mod local;
 mod measure;
 mod memory;
+mod refresh;
 mod remote;
 mod report;
 mod scale;
@@ -185,6 +186,7 @@ fn main() {
     }
     let start = Instant::now();
     let mut rows = Vec::new();
+    let mut sections: Vec<String> = Vec::new();
     // CACHE_BENCH_ONLY=local,typed,remote,memory runs a subset, for profiling (`tiered` alone:
     // row 17 by itself).
     let only = std::env::var("CACHE_BENCH_ONLY").ok();
@@ -202,6 +204,8 @@ fn main() {
         step("typed layer");
         typed::run(&plan, &mut rows);
         compression::run(&plan, &mut rows);
+        step("refresh ahead");
+        sections.push(refresh::run(&plan, &mut rows));
     }
     if wanted("remote") {
         step("remote engines");
@@ -252,16 +256,17 @@ fn main() {
     rows.sort_by_key(|r| r.id);
     let table = report::table(&rows);
     println!(
-        "\n{} run, {:.1} s\n\n{table}",
+        "\n{} run, {:.1} s\n\n{table}\n{}",
         plan.name,
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        sections.concat()
     );
     if plan.name == "full" {
-        write_docs(&table, &rows, start.elapsed().as_secs_f64());
+        write_docs(&table, &rows, &sections, start.elapsed().as_secs_f64());
     }
 }
 
-fn write_docs(table: &str, rows: &[Row], seconds: f64) {
+fn write_docs(table: &str, rows: &[Row], sections: &[String], seconds: f64) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs");
     let doc = format!(
         "# Benchmarks\n\n\
@@ -278,6 +283,7 @@ fn write_docs(table: &str, rows: &[Row], seconds: f64) {
          ![ratios against goals](benchmarks.svg)\n\n\
          {table}\n\
          {}\
+         {}\
          ## Machine\n\n{}\n\
          ## Workloads\n\n\
          - Local: 100k keys, capacity 10k, Zipf s = 0.8 and 1.0 from a fixed-seed SplitMix64, 64-byte values;\n\
@@ -289,6 +295,7 @@ fn write_docs(table: &str, rows: &[Row], seconds: f64) {
          ```sh\ncargo run -p cache-bench --release            # full run, rewrites this file and the chart\n\
          cargo run -p cache-bench --release -- --quick # under a minute, prints the table only\n```\n",
         report::unmet_notes(rows),
+        sections.concat(),
         report::machine()
     );
     let written = std::fs::write(format!("{root}/BENCHMARKS.md"), doc)

@@ -14,6 +14,8 @@ use crate::core::{CacheStats, Found, Tagging, TypedCore, bump};
 use crate::envelope;
 use crate::fingerprint::Fingerprint;
 use crate::flight::{Flights, Outcome, Role};
+#[cfg(feature = "tokio")]
+use crate::lease::{self, Taken};
 use crate::refresh::{self, Refresh};
 use crate::typed::{LoadError, Release, TypedCacheBuilder};
 
@@ -75,6 +77,16 @@ impl<E: fmt::Debug, C: Codec> fmt::Debug for AsyncTypedCache<E, C> {
 }
 
 impl<E: AsyncCacheEngine, C: Codec> TypedCacheBuilder<E, C, Async> {
+    /// As [`TypedCacheBuilder::lease`] on the blocking face: loads take a
+    /// [`Lease`](crate::Lease) first, so one loader runs per missing key across processes.
+    /// Waiting for another process's lease sleeps on the tokio timer, hence the `tokio`
+    /// feature. A caller whose future is dropped while it holds a lease leaves it to expire.
+    #[cfg(feature = "tokio")]
+    pub fn lease(mut self, lease: crate::Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
     /// Builds the async cache.
     pub fn build(self) -> AsyncTypedCache<E, C> {
         let (engine, core) = self.into_parts();
@@ -548,6 +560,33 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             let Some(load) = load.take() else {
                 return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
             };
+            // Across processes: one loader per key, if a lease is set (see the blocking face).
+            #[cfg(feature = "tokio")]
+            let held = match &core.lease {
+                Some(lease) => match self.take_lease(key, lease).await? {
+                    Taken::Held {
+                        key: lease_key,
+                        token,
+                    } => {
+                        let found = self.lookup::<T>(key, fingerprint).await?;
+                        if let Some(answer) = found.answer(optional) {
+                            self.release_lease(&lease_key, &token).await;
+                            return Ok(answer);
+                        }
+                        Some((lease_key, token))
+                    }
+                    Taken::Found(bytes) => {
+                        if let Some(answer) = core.found(key, &bytes, fingerprint)?.answer(optional)
+                        {
+                            guard.finish(Outcome::Value(bytes));
+                            return Ok(answer);
+                        }
+                        None
+                    }
+                    Taken::Free => None,
+                },
+                None => None,
+            };
             // Tag versions before the loader runs (see the blocking face).
             let versions = match tags {
                 [] => None,
@@ -565,43 +604,105 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             let started = std::time::Instant::now();
             let loaded = load().await;
             let took = started.elapsed();
-            return match loaded {
-                Ok(Some(value)) => {
-                    let bytes = tagged(core.encode_loaded(&value, Some(took))?);
-                    let stored = if store {
-                        let result = self.shared.engine.set(key, bytes.clone(), ttl).await;
-                        core.stored(result, 1)
-                    } else {
-                        Ok(())
-                    };
-                    guard.finish(Outcome::Value(bytes));
-                    stored?;
-                    Ok(Some(value))
-                }
-                Ok(None) => {
-                    let bytes = tagged(core.absent(fingerprint));
-                    let stored = match negative_ttl.filter(|_| store) {
-                        Some(negative_ttl) => {
-                            let result = self
-                                .shared
-                                .engine
-                                .set(key, bytes.clone(), negative_ttl)
-                                .await;
+            // `?` inside leaves the block, not the function: the lease is released below.
+            let result: Result<Option<T>, LoadError<Er>> = async {
+                match loaded {
+                    Ok(Some(value)) => {
+                        let bytes = tagged(core.encode_loaded(&value, Some(took))?);
+                        let stored = if store {
+                            let result = self.shared.engine.set(key, bytes.clone(), ttl).await;
                             core.stored(result, 1)
-                        }
-                        None => Ok(()),
-                    };
-                    guard.finish(Outcome::Value(bytes));
-                    stored?;
-                    Ok(None)
+                        } else {
+                            Ok(())
+                        };
+                        guard.finish(Outcome::Value(bytes));
+                        stored?;
+                        Ok(Some(value))
+                    }
+                    Ok(None) => {
+                        let bytes = tagged(core.absent(fingerprint));
+                        let stored = match negative_ttl.filter(|_| store) {
+                            Some(negative_ttl) => {
+                                let result = self
+                                    .shared
+                                    .engine
+                                    .set(key, bytes.clone(), negative_ttl)
+                                    .await;
+                                core.stored(result, 1)
+                            }
+                            None => Ok(()),
+                        };
+                        guard.finish(Outcome::Value(bytes));
+                        stored?;
+                        Ok(None)
+                    }
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        guard.finish(Outcome::LoaderError(error.clone()));
+                        Err(LoadError::Loader(error))
+                    }
                 }
-                Err(error) => {
-                    let error = Arc::new(error);
-                    guard.finish(Outcome::LoaderError(error.clone()));
-                    Err(LoadError::Loader(error))
-                }
-            };
+            }
+            .await;
+            #[cfg(feature = "tokio")]
+            if let Some((lease_key, token)) = held {
+                self.release_lease(&lease_key, &token).await;
+            }
+            return result;
         }
+    }
+
+    /// Takes the lease of `key`, or waits for the process that holds it (see the blocking
+    /// face).
+    #[cfg(feature = "tokio")]
+    async fn take_lease(&self, key: &str, lease: &crate::Lease) -> Result<Taken> {
+        lease.check()?;
+        let core = &self.shared.core;
+        let engine = &self.shared.engine;
+        let lease_key = lease::lease_key(key, engine.capabilities().max_key_len);
+        let token = lease::token();
+        let deadline = tokio::time::Instant::now() + lease.waits();
+        let mut waited = false;
+        loop {
+            match engine
+                .add(&lease_key, token.clone(), Ttl::After(lease.hold()))
+                .await
+            {
+                Ok(true) => {
+                    return Ok(Taken::Held {
+                        key: lease_key,
+                        token,
+                    });
+                }
+                Ok(false) => {}
+                Err(e) if e.is_backend_failure() => {
+                    let _ = core.read(Err::<(), _>(e), || ());
+                    bump(&core.stats.lease_timeouts);
+                    return Ok(Taken::Free);
+                }
+                Err(e) => return Err(e),
+            }
+            if !std::mem::replace(&mut waited, true) {
+                bump(&core.stats.lease_waits);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                bump(&core.stats.lease_timeouts);
+                return Ok(Taken::Free);
+            }
+            tokio::time::sleep(lease.polls().min(deadline - now)).await;
+            if let Ok(Some(bytes)) = engine.get(key).await {
+                if let Some(bytes) = self.untag(key, bytes).await? {
+                    return Ok(Taken::Found(bytes));
+                }
+            }
+        }
+    }
+
+    /// Releases a lease this caller holds, if it still holds it.
+    #[cfg(feature = "tokio")]
+    async fn release_lease(&self, lease_key: &str, token: &[u8]) {
+        let _ = self.shared.engine.delete_if_equals(lease_key, token).await;
     }
 
     /// How many keys are being loaded right now by `get_or_set_with`.

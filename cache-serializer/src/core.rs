@@ -57,6 +57,12 @@ pub struct CacheStats {
     /// Reads that found an entry carrying a tag invalidated since it was written: misses
     /// (counted in [`misses`](Self::misses) too).
     pub tag_misses: u64,
+    /// Loads that found another process's lease on the key and waited for its value (see
+    /// [`Lease`](crate::Lease)).
+    pub lease_waits: u64,
+    /// Waits for another process's lease that ended with this caller loading: the wait bound
+    /// passed, or the engine failed.
+    pub lease_timeouts: u64,
     /// Reads whose backend failure became a miss (fail-open mode).
     pub failed_open_reads: u64,
     /// Writes whose backend failure was skipped (fail-open mode).
@@ -78,6 +84,8 @@ pub(crate) struct Counters {
     pub(crate) early_refreshes: AtomicU64,
     pub(crate) refresh_failures: AtomicU64,
     pub(crate) tag_misses: AtomicU64,
+    pub(crate) lease_waits: AtomicU64,
+    pub(crate) lease_timeouts: AtomicU64,
 }
 
 /// What a read found under a key.
@@ -122,6 +130,8 @@ pub(crate) struct TypedCore<C> {
     pub(crate) max_inflated: usize,
     /// The keys this cache refreshes in the background right now.
     pub(crate) refreshing: Refreshing,
+    /// Loads take a lease across processes first, when set.
+    pub(crate) lease: Option<crate::Lease>,
 }
 
 /// The default of [`TypedCacheBuilder::max_inflated_size`](crate::TypedCacheBuilder::max_inflated_size): 64 MiB.
@@ -145,6 +155,8 @@ impl<C: Codec> TypedCore<C> {
             early_refreshes: load(&c.early_refreshes),
             refresh_failures: load(&c.refresh_failures),
             tag_misses: load(&c.tag_misses),
+            lease_waits: load(&c.lease_waits),
+            lease_timeouts: load(&c.lease_timeouts),
             failed_open_reads: self.fail_open.counts().failed_open_reads,
             failed_open_writes: self.fail_open.counts().failed_open_writes,
         }

@@ -18,6 +18,7 @@ use crate::core::{Counters, Found, Tagging, TypedCore, bump};
 use crate::envelope;
 use crate::fingerprint::{Fingerprint, TypeMap};
 use crate::flight::{Flights, Outcome, Role};
+use crate::lease::{self, Taken};
 use crate::refresh::{self, Judgement, Refresh};
 
 /// Stores serde values as bytes in any [`CacheEngine`], and knows when bytes under a key were
@@ -132,6 +133,7 @@ pub struct TypedCacheBuilder<E, C = Bincode, Face = Blocking> {
     compress_above: Option<usize>,
     max_inflated: usize,
     max_refreshes: usize,
+    pub(crate) lease: Option<crate::Lease>,
     face: PhantomData<fn() -> Face>,
 }
 
@@ -159,6 +161,7 @@ impl<E, Face> TypedCacheBuilder<E, Bincode, Face> {
             compress_above: None,
             max_inflated: crate::core::DEFAULT_MAX_INFLATED,
             max_refreshes: crate::refresh::DEFAULT_MAX_BACKGROUND_REFRESHES,
+            lease: None,
             face: PhantomData,
         }
     }
@@ -177,6 +180,7 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
             compress_above: self.compress_above,
             max_inflated: self.max_inflated,
             max_refreshes: self.max_refreshes,
+            lease: self.lease,
             face: PhantomData,
         }
     }
@@ -273,6 +277,7 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
                 compress_above: self.compress_above,
                 max_inflated: self.max_inflated,
                 refreshing: crate::refresh::Refreshing::new(self.max_refreshes),
+                lease: self.lease,
             },
         )
     }
@@ -292,6 +297,26 @@ fn fail_open_layer(open: bool, hook: Option<FailureHook>) -> FailOpen {
 }
 
 impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C, Blocking> {
+    /// Loads take a [`Lease`](crate::Lease) first, so that one loader runs per missing key
+    /// across every process sharing the engine (every `get_or_set` flavour, and the loads of
+    /// `get_or_refresh_with` on a miss; background refreshes take none). Default: no lease
+    /// (one loader per key and process).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_local::InMemoryEngine;
+    /// use cache_serializer::{Lease, TypedCache};
+    ///
+    /// let cache = TypedCache::builder(InMemoryEngine::new())
+    ///     .lease(Lease::new(Duration::from_secs(10)))
+    ///     .build();
+    /// # drop(cache);
+    /// ```
+    pub fn lease(mut self, lease: crate::Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
     /// Builds the cache.
     pub fn build(self) -> TypedCache<E, C> {
         let (engine, core) = self.into_parts();
@@ -813,6 +838,35 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                         // rather than loop.
                         return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
                     };
+                    // Across processes: one loader per key, if a lease is set.
+                    let held = match &core.lease {
+                        Some(lease) => match self.take_lease(key, lease)? {
+                            Taken::Held {
+                                key: lease_key,
+                                token,
+                            } => {
+                                // Another process may have stored it just before we took it.
+                                let found = self.lookup::<T>(key, fingerprint)?;
+                                if let Some(answer) = found.answer(optional) {
+                                    self.release_lease(&lease_key, &token);
+                                    return Ok(answer);
+                                }
+                                Some((lease_key, token))
+                            }
+                            Taken::Found(bytes) => {
+                                if let Some(answer) =
+                                    core.found(key, &bytes, fingerprint)?.answer(optional)
+                                {
+                                    guard.finish(Outcome::Value(bytes));
+                                    return Ok(answer);
+                                }
+                                None
+                            }
+                            Taken::Free => None,
+                        },
+                        None => None,
+                    };
+                    let _lease = LeaseRelease { cache: self, held };
                     // Tag versions before the loader runs: an invalidation while it runs makes
                     // its value miss.
                     let versions = match tags {
@@ -865,6 +919,54 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
                 }
             }
         }
+    }
+
+    /// Takes the lease of `key`, or waits for the process that holds it.
+    fn take_lease(&self, key: &str, lease: &crate::Lease) -> Result<Taken> {
+        lease.check()?;
+        let core = &self.shared.core;
+        let engine = &self.shared.engine;
+        let lease_key = lease::lease_key(key, engine.capabilities().max_key_len);
+        let token = lease::token();
+        let deadline = std::time::Instant::now() + lease.waits();
+        let mut waited = false;
+        loop {
+            match engine.add(&lease_key, token.clone(), Ttl::After(lease.hold())) {
+                Ok(true) => {
+                    return Ok(Taken::Held {
+                        key: lease_key,
+                        token,
+                    });
+                }
+                Ok(false) => {}
+                Err(e) if e.is_backend_failure() => {
+                    // Reported like any backend failure; the load goes on without a lease.
+                    let _ = core.read(Err::<(), _>(e), || ());
+                    bump(&core.stats.lease_timeouts);
+                    return Ok(Taken::Free);
+                }
+                Err(e) => return Err(e),
+            }
+            if !std::mem::replace(&mut waited, true) {
+                bump(&core.stats.lease_waits);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                bump(&core.stats.lease_timeouts);
+                return Ok(Taken::Free);
+            }
+            std::thread::sleep(lease.polls().min(deadline - now));
+            if let Ok(Some(bytes)) = engine.get(key) {
+                if let Some(bytes) = self.untag(key, bytes)? {
+                    return Ok(Taken::Found(bytes));
+                }
+            }
+        }
+    }
+
+    /// Releases a lease this caller holds, if it still holds it; a failure leaves it to expire.
+    fn release_lease(&self, lease_key: &str, token: &[u8]) {
+        let _ = self.shared.engine.delete_if_equals(lease_key, token);
     }
 
     /// How many keys are being loaded right now by `get_or_set_with`.
@@ -1039,5 +1141,19 @@ pub(crate) struct Release<'a>(
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         self.0.release(self.1);
+    }
+}
+
+/// Releases a held lease when the load ends, however it ends (a panicking loader included).
+struct LeaseRelease<'a, E: CacheEngine, C: Codec> {
+    cache: &'a TypedCache<E, C>,
+    held: Option<(String, Bytes)>,
+}
+
+impl<E: CacheEngine, C: Codec> Drop for LeaseRelease<'_, E, C> {
+    fn drop(&mut self) {
+        if let Some((key, token)) = self.held.take() {
+            self.cache.release_lease(&key, &token);
+        }
     }
 }

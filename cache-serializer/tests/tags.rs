@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use cache_core::tags::{TagExt, tag_key};
-use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
+use cache_core::{CacheEngine, CacheError, Ttl};
 use cache_local::InMemoryEngine;
 use cache_serializer::{AsyncTypedCache, TypedCache};
 use cache_tests::servers::{ServerKind, TestServer};
@@ -222,12 +222,7 @@ fn malformed_tag_headers_are_misses_or_strict_errors() {
     assert!(!cache.exists("other").unwrap());
     // The core API reads what the typed layer wrote, and the other way round.
     engine
-        .set_tagged(
-            "raw",
-            Bytes::from(cache.encode(&5u32).unwrap()),
-            minutes(5),
-            &["t"],
-        )
+        .set_tagged("raw", cache.encode(&5u32).unwrap(), minutes(5), &["t"])
         .unwrap();
     assert_eq!(cache.get::<u32>("raw").unwrap(), Some(5));
     cache.invalidate_tag("t").unwrap();
