@@ -326,7 +326,7 @@ macro_rules! __with_behaviours {
             delete_many_counts, add_semantics, add_is_atomic_under_threads,
             increment_semantics, increment_keeps_ttl,
             increment_loses_nothing_under_threads, touch_semantics,
-            delete_if_equals_compares,
+            delete_if_equals_compares, tags_invalidate_what_carries_them,
             concurrency_smoke, close_is_final
         }
     };

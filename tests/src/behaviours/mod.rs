@@ -17,6 +17,7 @@ mod basics;
 mod bulk;
 mod lifecycle;
 mod namespaces;
+mod tags;
 mod ttl;
 mod values_and_keys;
 
@@ -25,6 +26,7 @@ pub use basics::*;
 pub use bulk::*;
 pub use lifecycle::*;
 pub use namespaces::*;
+pub use tags::*;
 pub use ttl::*;
 pub use values_and_keys::*;
 
@@ -39,6 +41,7 @@ pub const FAMILY_SOURCES: &[&str] = &[
     include_str!("bulk.rs"),
     include_str!("lifecycle.rs"),
     include_str!("namespaces.rs"),
+    include_str!("tags.rs"),
     include_str!("ttl.rs"),
     include_str!("values_and_keys.rs"),
 ];
@@ -104,7 +107,7 @@ mod tests {
         defined.sort_unstable();
         let mut listed = BEHAVIOURS.to_vec();
         listed.sort_unstable();
-        assert_eq!(defined.len(), 32, "{defined:?}");
+        assert_eq!(defined.len(), 33, "{defined:?}");
         assert_eq!(
             defined, listed,
             "behaviours defined (left) and run by conformance_suite! (right) differ"
