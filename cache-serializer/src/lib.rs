@@ -49,6 +49,21 @@
 //! [`TypedCache::get_or_set_with`] runs the loader once when many threads ask for the same missing
 //! key; the others wait for its value. A failing loader's error reaches every waiter and is not
 //! cached.
+//!
+//! # Freshness
+//!
+//! - **Refresh ahead**: [`TypedCache::get_or_refresh_with`] with a [`Refresh`] policy serves a
+//!   value past its freshness while one refresh per key runs in the background, up to a hard
+//!   limit, and can refresh hot keys early (XFetch) from the load time recorded with the value.
+//! - **Leases across processes**: with [`TypedCacheBuilder::lease`] (a [`Lease`]), one loader
+//!   runs per missing key across every process sharing the engine.
+//! - **Tags**: [`TypedCache::set_tagged`], [`TypedCache::get_or_set_tagged_with`] and
+//!   [`TypedCache::invalidate_tag`], built on [`cache_core::tags`]: one write invalidates every
+//!   entry carrying a tag.
+//! - **Negative caching**: [`TypedCache::get_or_set_optional_with`] caches a loader's "not
+//!   found" for its own TTL.
+//! - **Compression**: [`TypedCacheBuilder::compress_above`].
+//!
 //! # Failing open
 //!
 //! By default every backend error is returned (fail closed). With

@@ -645,9 +645,9 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// # fn main() -> cache_core::Result<()> {
     /// let cache = TypedCache::new(InMemoryEngine::new());
-    /// cache.set_tagged("order:1", &"two books", Ttl::Default, &["user:7"])?;
-    /// cache.set_tagged("order:2", &"a lamp", Ttl::Default, &["user:7", "eu"])?;
-    /// cache.set_tagged("order:3", &"a chair", Ttl::Default, &["user:8"])?;
+    /// cache.set_tagged("order:1", &"two books".to_string(), Ttl::Default, &["user:7"])?;
+    /// cache.set_tagged("order:2", &"a lamp".to_string(), Ttl::Default, &["user:7", "eu"])?;
+    /// cache.set_tagged("order:3", &"a chair".to_string(), Ttl::Default, &["user:8"])?;
     ///
     /// cache.invalidate_tag("user:7")?; // one write, however many entries carry the tag
     /// assert_eq!(cache.get::<String>("order:1")?, None);

@@ -1,11 +1,13 @@
 //! Arbitrary bytes under a key, read as several types, lenient and strict: a value, a miss or a
 //! typed error, never a panic, an abort or a huge allocation; compressed envelopes included (a
-//! claimed length is bounded before anything is inflated).
+//! claimed length is bounded before anything is inflated); envelopes with a load time; and
+//! bytes behind a tag header, read through an engine.
 #![no_main]
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use cache_core::CacheEngine;
 use cache_local::InMemoryEngine;
 use cache_serializer::TypedCache;
 use libfuzzer_sys::fuzz_target;
@@ -69,12 +71,30 @@ fuzz_target!(|data: &[u8]| {
     .into_iter()
     .flatten()
     {
-        let mut compressed = header;
+        let mut compressed = header.clone();
         compressed[1] = 2;
         inputs.push([compressed.as_slice(), data].concat());
+        // With a load time (formats 0x11 and 0x12): the 4 bytes of time come from the input.
+        for format in [0x11, 0x12] {
+            let mut timed = header.clone();
+            timed[1] = format;
+            inputs.push([timed.as_slice(), data].concat());
+        }
     }
+    // And behind a tag header (cache_core::tags), read through the engine so the header is
+    // parsed and the tags' versions looked up.
+    inputs.push([&[0xC8, b'T', 1][..], data].concat());
     for bytes in &inputs {
         for cache in [lenient, strict] {
+            let stored = cache.engine().set(
+                "k",
+                cache_core::Bytes::copy_from_slice(bytes),
+                cache_core::Ttl::Default,
+            );
+            if stored.is_ok() {
+                let _ = cache.get::<Record>("k");
+                let _ = cache.get::<Shape>("k");
+            }
             let _ = cache.decode::<Record>("k", bytes);
             let _ = cache.decode::<String>("k", bytes);
             let _ = cache.decode::<Vec<Vec<u8>>>("k", bytes);
