@@ -1,0 +1,3 @@
+//! HTTP response caching for tower (work in progress).
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]

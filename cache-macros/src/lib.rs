@@ -1,0 +1,3 @@
+//! Attribute macros for cache-toolkit (work in progress).
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
