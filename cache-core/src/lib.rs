@@ -56,3 +56,8 @@ pub use bytes::Bytes;
 pub use engine::{CacheEngine, Capabilities};
 pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Redacted, Result};
 pub use ttl::{DEFAULT_TTL, Expiry, Remaining, Ttl};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

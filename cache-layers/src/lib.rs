@@ -40,6 +40,7 @@
 //! the same conformance kit.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod call;
 mod fail_open;
@@ -58,3 +59,8 @@ pub use metrics::Metrics;
 pub use stats::{EngineStats, Stats};
 #[cfg(feature = "tracing")]
 pub use tracing::{KeyReport, Tracing};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

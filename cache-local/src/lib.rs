@@ -49,3 +49,8 @@ mod thread_local;
 pub use common::{DEFAULT_MAX_CAPACITY, MAX_TTL};
 pub use memory::{InMemoryEngine, InMemoryEngineBuilder};
 pub use thread_local::{ThreadLocalEngine, ThreadLocalEngineBuilder};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -217,6 +217,7 @@
 //! reply.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "tokio")]
 mod async_engine;
@@ -240,3 +241,8 @@ pub use config::{
     DEFAULT_GENERATION_REFRESH, DEFAULT_ITEM_SIZE_LIMIT, DEFAULT_SERVER, MemcachedEngineBuilder,
 };
 pub use engine::MemcachedEngine;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

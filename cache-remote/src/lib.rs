@@ -28,6 +28,7 @@
 //! its operations as exchanges; [`blocking::Client`] runs them.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 pub mod blocking;
@@ -94,3 +95,8 @@ pub fn batch_ranges(sizes: impl IntoIterator<Item = usize>) -> Vec<std::ops::Ran
     }
     ranges
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
