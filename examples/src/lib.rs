@@ -5,6 +5,7 @@
 #![doc = include_str!("../../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod freshness;
 pub mod observability;
 pub mod service;
 pub mod two_tiers;
