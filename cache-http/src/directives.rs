@@ -1,0 +1,276 @@
+//! `Cache-Control` parsing (RFC 9111 section 5.2), for responses and for requests.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::CACHE_CONTROL;
+
+/// The largest delta-seconds value honoured: RFC 9111 section 1.2.2 asks caches to read larger
+/// values as 2^31 seconds.
+const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// A delta-seconds value: `Ok` when well formed, `Err` when present but malformed or given
+/// twice with different values (RFC 9111 section 4.2.1: then the response is stale).
+pub(crate) type Delta = Result<Duration, ()>;
+
+/// What a response's `Cache-Control` says to a shared cache.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ResponseDirectives {
+    pub(crate) no_store: bool,
+    /// `no-cache`, with or without a field list.
+    pub(crate) no_cache: bool,
+    /// `private`, with or without a field list.
+    pub(crate) private: bool,
+    pub(crate) public: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) max_age: Option<Delta>,
+    pub(crate) s_maxage: Option<Delta>,
+    /// A `Cache-Control` line that is not visible ASCII (`obs-text`), or not parseable.
+    pub(crate) unreadable: bool,
+}
+
+/// What a request's `Cache-Control` asks of the cache.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RequestDirectives {
+    pub(crate) no_store: bool,
+    pub(crate) no_cache: bool,
+    pub(crate) max_age: Option<Delta>,
+    pub(crate) min_fresh: Option<Delta>,
+    pub(crate) only_if_cached: bool,
+}
+
+impl ResponseDirectives {
+    pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        let mut out = Self::default();
+        let readable = each_directive(headers, |name, value| match name {
+            "no-store" => out.no_store = true,
+            "no-cache" => out.no_cache = true,
+            "private" => out.private = true,
+            "public" => out.public = true,
+            "must-revalidate" => out.must_revalidate = true,
+            "max-age" => merge(&mut out.max_age, delta(value)),
+            "s-maxage" => merge(&mut out.s_maxage, delta(value)),
+            _ => {}
+        });
+        out.unreadable = !readable;
+        out
+    }
+}
+
+impl RequestDirectives {
+    pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        let mut out = Self::default();
+        each_directive(headers, |name, value| match name {
+            "no-store" => out.no_store = true,
+            "no-cache" => out.no_cache = true,
+            "max-age" => merge(&mut out.max_age, delta(value)),
+            "min-fresh" => merge(&mut out.min_fresh, delta(value)),
+            "only-if-cached" => out.only_if_cached = true,
+            _ => {}
+        });
+        out
+    }
+
+    /// Whether the client refuses stored responses without revalidation (`no-cache`, or
+    /// `max-age=0`, or a malformed `max-age`, read as 0).
+    pub(crate) fn wants_reload(&self) -> bool {
+        self.no_cache || matches!(self.max_age, Some(Err(()) | Ok(Duration::ZERO)))
+    }
+}
+
+/// A second occurrence of a directive must agree with the first, or the value is malformed.
+fn merge(slot: &mut Option<Delta>, value: Delta) {
+    *slot = match slot.take() {
+        None => Some(value),
+        Some(Ok(first)) if value == Ok(first) => Some(Ok(first)),
+        Some(_) => Some(Err(())),
+    };
+}
+
+/// delta-seconds (`1*DIGIT`, RFC 9111 section 1.2.2), also accepted in quoted form.
+fn delta(value: Option<&str>) -> Delta {
+    let value = value.ok_or(())?;
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    // Any run of digits: saturate rather than overflow.
+    let seconds = value
+        .parse::<u64>()
+        .unwrap_or(MAX_DELTA_SECONDS)
+        .min(MAX_DELTA_SECONDS);
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Parses the `Age` header (RFC 9111 section 5.1): delta-seconds; `None` when absent or invalid.
+pub(crate) fn age(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::AGE)?.to_str().ok()?;
+    delta(Some(value.trim())).ok()
+}
+
+/// Calls `each` with every directive of every `Cache-Control` line: its name lowercased and its
+/// value (unquoted) if it has one. Returns `false` when a line could not be read.
+fn each_directive(headers: &HeaderMap, mut each: impl FnMut(&str, Option<&str>)) -> bool {
+    let mut readable = true;
+    for line in headers.get_all(CACHE_CONTROL) {
+        let Ok(line) = line.to_str() else {
+            readable = false;
+            continue;
+        };
+        if parse_line(line, &mut each).is_none() {
+            readable = false;
+        }
+    }
+    readable
+}
+
+/// `#cache-directive`: `token [ "=" ( token / quoted-string ) ]`, separated by commas with
+/// optional whitespace; empty list elements are allowed (RFC 9110 section 5.6.1).
+fn parse_line(line: &str, each: &mut impl FnMut(&str, Option<&str>)) -> Option<()> {
+    let bytes = line.as_bytes();
+    let mut at = 0;
+    let skip_ows = |at: &mut usize| {
+        while *at < bytes.len() && (bytes[*at] == b' ' || bytes[*at] == b'\t') {
+            *at += 1;
+        }
+    };
+    loop {
+        skip_ows(&mut at);
+        if at == bytes.len() {
+            return Some(());
+        }
+        if bytes[at] == b',' {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        while at < bytes.len() && is_tchar(bytes[at]) {
+            at += 1;
+        }
+        if at == start {
+            return None;
+        }
+        let name = line[start..at].to_ascii_lowercase();
+        skip_ows(&mut at);
+        let mut unquoted = String::new();
+        let value = if at < bytes.len() && bytes[at] == b'=' {
+            at += 1;
+            skip_ows(&mut at);
+            if at < bytes.len() && bytes[at] == b'"' {
+                at += 1;
+                loop {
+                    match bytes.get(at)? {
+                        b'"' => {
+                            at += 1;
+                            break;
+                        }
+                        b'\\' => {
+                            unquoted.push(char::from(*bytes.get(at + 1)?));
+                            at += 2;
+                        }
+                        &byte => {
+                            unquoted.push(char::from(byte));
+                            at += 1;
+                        }
+                    }
+                }
+                Some(unquoted.as_str())
+            } else {
+                let start = at;
+                while at < bytes.len() && is_tchar(bytes[at]) {
+                    at += 1;
+                }
+                Some(&line[start..at])
+            }
+        } else {
+            None
+        };
+        each(&name, value);
+        skip_ows(&mut at);
+        match bytes.get(at) {
+            None => return Some(()),
+            Some(b',') => at += 1,
+            Some(_) => return None,
+        }
+    }
+}
+
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(lines: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for line in lines {
+            map.append(CACHE_CONTROL, HeaderValue::from_str(line).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn response_directives_are_read() {
+        let d = ResponseDirectives::parse(&headers(&["Public, MAX-AGE=60", "s-maxage=\"10\""]));
+        assert!(d.public && !d.private && !d.no_store);
+        assert_eq!(d.max_age, Some(Ok(Duration::from_secs(60))));
+        assert_eq!(d.s_maxage, Some(Ok(Duration::from_secs(10))));
+        assert!(!d.unreadable);
+    }
+
+    #[test]
+    fn quoted_field_lists_hide_nothing() {
+        let d = ResponseDirectives::parse(&headers(&[
+            r#"private="set-cookie, x-a", max-age=5, no-cache="x\"y""#,
+        ]));
+        assert!(d.private && d.no_cache);
+        assert_eq!(d.max_age, Some(Ok(Duration::from_secs(5))));
+    }
+
+    #[test]
+    fn malformed_or_conflicting_ages_are_errors() {
+        for line in [
+            "max-age=abc",
+            "max-age=",
+            "max-age",
+            "max-age=-1",
+            "max-age=1, max-age=2",
+        ] {
+            let d = ResponseDirectives::parse(&headers(&[line]));
+            assert_eq!(d.max_age, Some(Err(())), "{line}");
+        }
+        let d = ResponseDirectives::parse(&headers(&["max-age=7, max-age=7"]));
+        assert_eq!(d.max_age, Some(Ok(Duration::from_secs(7))));
+        let d = ResponseDirectives::parse(&headers(&["max-age=99999999999999999999999"]));
+        assert_eq!(d.max_age, Some(Ok(Duration::from_secs(1 << 31))));
+    }
+
+    #[test]
+    fn garbage_is_unreadable() {
+        assert!(ResponseDirectives::parse(&headers(&["max-age=1 junk"])).unreadable);
+        assert!(ResponseDirectives::parse(&headers(&["max-age=\"1"])).unreadable);
+        assert!(ResponseDirectives::parse(&headers(&["=1"])).unreadable);
+        assert!(!ResponseDirectives::parse(&headers(&[" , ,no-store,"])).unreadable);
+    }
+
+    #[test]
+    fn request_directives_are_read() {
+        let d = RequestDirectives::parse(&headers(&["no-store, min-fresh=3, only-if-cached"]));
+        assert!(d.no_store && d.only_if_cached && !d.wants_reload());
+        assert_eq!(d.min_fresh, Some(Ok(Duration::from_secs(3))));
+        assert!(RequestDirectives::parse(&headers(&["max-age=0"])).wants_reload());
+        assert!(RequestDirectives::parse(&headers(&["no-cache"])).wants_reload());
+        assert!(!RequestDirectives::parse(&headers(&["max-age=5"])).wants_reload());
+    }
+
+    #[test]
+    fn age_is_read() {
+        let mut map = HeaderMap::new();
+        map.insert(http::header::AGE, HeaderValue::from_static("30"));
+        assert_eq!(age(&map), Some(Duration::from_secs(30)));
+        map.insert(http::header::AGE, HeaderValue::from_static("x"));
+        assert_eq!(age(&map), None);
+    }
+}

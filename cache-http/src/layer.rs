@@ -1,0 +1,320 @@
+//! The layer, its builder and its statistics.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cache_core::{AsyncCacheEngine, CacheError};
+use http::HeaderName;
+use tower::Layer;
+
+use crate::flight::Flights;
+use crate::key::{KEY_PREFIX, Keys, MIN_HEX_DIGITS};
+use crate::service::HttpCache;
+
+/// The default limit of a stored body: 1 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 1 << 20;
+
+/// The header that tells a hit from a miss when
+/// [`cache_status_header`](HttpCacheBuilder::cache_status_header) is on.
+pub const CACHE_STATUS_HEADER: &str = "x-cache";
+
+pub(crate) type ErrorHook = Arc<dyn Fn(&CacheError) + Send + Sync>;
+
+/// A [`tower::Layer`] that caches responses to `GET` (and answers `HEAD` from them) in an
+/// [`AsyncCacheEngine`], as a shared cache in the sense of RFC 9111.
+///
+/// Cloning it is cheap, and every clone and every service it makes share one engine, one set
+/// of statistics and one single-flight table. See the [crate docs](crate) for the rules.
+pub struct HttpCacheLayer<E> {
+    state: Arc<State<E>>,
+}
+
+impl<E> Clone for HttpCacheLayer<E> {
+    fn clone(&self) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl<E: AsyncCacheEngine> fmt::Debug for HttpCacheLayer<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCacheLayer")
+            .field("engine", &self.state.engine)
+            .field("settings", &self.state.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: AsyncCacheEngine> HttpCacheLayer<E> {
+    /// A layer over `engine` with the defaults: bodies up to 1 MiB, no key headers, nothing
+    /// stored without explicit freshness, request directives honoured, no `x-cache` header.
+    ///
+    /// # Errors
+    ///
+    /// As [`HttpCacheBuilder::build`].
+    pub fn new(engine: E) -> cache_core::Result<Self> {
+        Self::builder(engine).build()
+    }
+
+    /// A builder over `engine`.
+    pub fn builder(engine: E) -> HttpCacheBuilder<E> {
+        HttpCacheBuilder {
+            engine,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            key_headers: Vec::new(),
+            default_ttl: None,
+            max_ttl: None,
+            cache_status_header: false,
+            honour_request_directives: true,
+            on_engine_error: None,
+        }
+    }
+
+    /// What the layer has done so far, counted across every service it made.
+    pub fn stats(&self) -> HttpCacheStats {
+        self.state.counters.snapshot()
+    }
+
+    /// The engine the layer stores in.
+    pub fn engine(&self) -> &E {
+        &self.state.engine
+    }
+}
+
+impl<S, E> Layer<S> for HttpCacheLayer<E> {
+    type Service = HttpCache<S, E>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpCache::new(inner, Arc::clone(&self.state))
+    }
+}
+
+/// Configures an [`HttpCacheLayer`]; made by [`HttpCacheLayer::builder`].
+#[must_use]
+pub struct HttpCacheBuilder<E> {
+    engine: E,
+    max_body_size: usize,
+    key_headers: Vec<String>,
+    default_ttl: Option<Duration>,
+    max_ttl: Option<Duration>,
+    cache_status_header: bool,
+    honour_request_directives: bool,
+    on_engine_error: Option<ErrorHook>,
+}
+
+impl<E: AsyncCacheEngine> fmt::Debug for HttpCacheBuilder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCacheBuilder")
+            .field("engine", &self.engine)
+            .field("max_body_size", &self.max_body_size)
+            .field("key_headers", &self.key_headers)
+            .field("default_ttl", &self.default_ttl)
+            .field("max_ttl", &self.max_ttl)
+            .field("cache_status_header", &self.cache_status_header)
+            .field("honour_request_directives", &self.honour_request_directives)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
+    /// The largest body stored, in bytes (1 MiB by default). A larger response is read up to
+    /// this many bytes, then streamed on, whole, and not stored. The engine's own
+    /// `max_value_size` lowers it further.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// Request headers whose values become part of every key, for example a tenant header
+    /// that the inner service reads but its responses do not name in `Vary`. Names are
+    /// case-insensitive; they replace any set before. None by default.
+    pub fn key_headers<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        self.key_headers = names
+            .into_iter()
+            .map(|name| name.as_ref().to_owned())
+            .collect();
+        self
+    }
+
+    /// Stores responses that carry no explicit freshness (no `s-maxage`, `max-age` or
+    /// `Expires`) for `ttl`: RFC 9111 heuristic freshness, chosen by you. By default such
+    /// responses are not stored.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Stores no response for longer than `ttl`, whatever its headers say (the engine's
+    /// `max_ttl` applies in any case).
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.max_ttl = Some(ttl);
+        self
+    }
+
+    /// Adds `x-cache: HIT` to responses served from the cache and `x-cache: MISS` to responses
+    /// to `GET` and `HEAD` that reached the inner service. Off by default.
+    pub fn cache_status_header(mut self, on: bool) -> Self {
+        self.cache_status_header = on;
+        self
+    }
+
+    /// Whether requests' `Cache-Control` is honoured (`no-cache`, `no-store`, `max-age`,
+    /// `min-fresh`, `only-if-cached`; on by default). Turn it off where clients must not be
+    /// able to make every request reach the inner service.
+    pub fn honour_request_directives(mut self, on: bool) -> Self {
+        self.honour_request_directives = on;
+        self
+    }
+
+    /// Called with every error of the engine. The request goes on as if the cache missed (or,
+    /// for a write, as if it had not been stored) and
+    /// [`HttpCacheStats::engine_errors`] counts it; this hook is for logging it.
+    pub fn on_engine_error(mut self, hook: impl Fn(&CacheError) + Send + Sync + 'static) -> Self {
+        self.on_engine_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::InvalidConfig`] when a key header is not a valid header name, or when the
+    /// engine's keys (`capabilities().max_key_len`) have no room for a key of the layer
+    /// (`http:` and at least 32 hex digits of a SHA-256).
+    pub fn build(self) -> cache_core::Result<HttpCacheLayer<E>> {
+        let capabilities = self.engine.capabilities();
+        let mut key_headers = Vec::with_capacity(self.key_headers.len());
+        for name in &self.key_headers {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                CacheError::invalid_config(format!("key header {name:?} is not a header name"))
+            })?;
+            key_headers.push(header);
+        }
+        let keys = Keys::new(key_headers, capabilities.max_key_len).ok_or_else(|| {
+            CacheError::invalid_config(format!(
+                "the engine's keys hold {} bytes; the HTTP cache needs {}",
+                capabilities.max_key_len,
+                KEY_PREFIX.len() + MIN_HEX_DIGITS
+            ))
+        })?;
+        let max_ttl = self
+            .max_ttl
+            .map_or(capabilities.max_ttl, |ttl| ttl.min(capabilities.max_ttl));
+        let settings = Settings {
+            max_body_size: capabilities
+                .max_value_size
+                .map_or(self.max_body_size, |max| max.min(self.max_body_size)),
+            max_value_size: capabilities.max_value_size,
+            default_ttl: self.default_ttl,
+            max_ttl,
+            ttl_margin: capabilities.ttl_resolution,
+            cache_status_header: self.cache_status_header,
+            honour_request_directives: self.honour_request_directives,
+        };
+        Ok(HttpCacheLayer {
+            state: Arc::new(State {
+                engine: self.engine,
+                keys,
+                flights: Arc::new(Flights::default()),
+                counters: Counters::default(),
+                settings,
+                on_engine_error: self.on_engine_error,
+            }),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) max_body_size: usize,
+    pub(crate) max_value_size: Option<usize>,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) max_ttl: Duration,
+    /// Subtracted from every TTL, so that an entry the engine keeps a little longer than asked
+    /// is never served past its freshness.
+    pub(crate) ttl_margin: Duration,
+    pub(crate) cache_status_header: bool,
+    pub(crate) honour_request_directives: bool,
+}
+
+pub(crate) struct State<E> {
+    pub(crate) engine: E,
+    pub(crate) keys: Keys,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) counters: Counters,
+    pub(crate) settings: Settings,
+    pub(crate) on_engine_error: Option<ErrorHook>,
+}
+
+/// What an [`HttpCacheLayer`] has done, from [`HttpCacheLayer::stats`] or
+/// [`HttpCache::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpCacheStats {
+    /// Responses served from the engine.
+    pub hits: u64,
+    /// Requests that waited for another request of the same key and were served its response
+    /// without reaching the inner service (single-flight).
+    pub coalesced: u64,
+    /// `GET` and `HEAD` requests that reached the inner service.
+    pub misses: u64,
+    /// Responses written to the engine.
+    pub stores: u64,
+    /// Responses to `GET` misses that the rules forbid storing (status, `Cache-Control`,
+    /// `Set-Cookie`, `Vary: *`, `Authorization`, no freshness).
+    pub not_storable: u64,
+    /// Responses that could be stored but whose body was over the size limit.
+    pub too_large: u64,
+    /// Requests of other methods, passed to the inner service untouched.
+    pub passed: u64,
+    /// Stored entries removed because an unsafe request (`POST`, `PUT`, `DELETE`...) to the
+    /// same URI succeeded.
+    pub invalidations: u64,
+    /// Errors of the engine, absorbed (the request went on as a miss).
+    pub engine_errors: u64,
+    /// Values under the layer's keys that were not a valid entry (read as misses).
+    pub corrupt_entries: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) stores: AtomicU64,
+    pub(crate) not_storable: AtomicU64,
+    pub(crate) too_large: AtomicU64,
+    pub(crate) passed: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+    pub(crate) engine_errors: AtomicU64,
+    pub(crate) corrupt_entries: AtomicU64,
+}
+
+pub(crate) fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> HttpCacheStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        HttpCacheStats {
+            hits: read(&self.hits),
+            coalesced: read(&self.coalesced),
+            misses: read(&self.misses),
+            stores: read(&self.stores),
+            not_storable: read(&self.not_storable),
+            too_large: read(&self.too_large),
+            passed: read(&self.passed),
+            invalidations: read(&self.invalidations),
+            engine_errors: read(&self.engine_errors),
+            corrupt_entries: read(&self.corrupt_entries),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Whether a response may be stored by a shared cache, for how long, and under which scope
+//! (RFC 9111 sections 3, 3.5 and 4.2).
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{AUTHORIZATION, DATE, EXPIRES, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderName, StatusCode};
+
+use crate::directives::{self, ResponseDirectives};
+
+/// The most `Vary` names a stored response may list; more is refused rather than stored.
+pub(crate) const MAX_VARY_NAMES: usize = 32;
+
+/// Statuses stored by this cache: those RFC 9110 section 15.1 makes heuristically cacheable,
+/// less 206 (ranges are not assembled here).
+pub(crate) fn status_is_storable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Who a stored response may be served to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Any request for the same key.
+    Shared,
+    /// Only requests with the same `Authorization` value (a response to an authorized request
+    /// whose only permission is `must-revalidate`).
+    User,
+}
+
+/// Why a response to a `GET` is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotStorable {
+    Status,
+    NoStore,
+    Private,
+    NoCache,
+    SetCookie,
+    VaryStar,
+    Authorization,
+    NoFreshness,
+    Stale,
+    Unreadable,
+}
+
+/// What the policy decided for a response that may be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Storable {
+    pub(crate) scope: Scope,
+    /// The freshness lifetime (s-maxage, max-age, Expires - Date, or the default TTL).
+    pub(crate) lifetime: Duration,
+    /// The corrected initial age (RFC 9111 section 4.2.3).
+    pub(crate) age: Duration,
+    /// The `Vary` names, lowercased, sorted and without duplicates.
+    pub(crate) vary: Vec<HeaderName>,
+}
+
+/// The inputs of a decision besides the response's headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Context {
+    /// Whether the request carried `Authorization`.
+    pub(crate) authorized: bool,
+    /// How long the inner service took to produce the response head.
+    pub(crate) response_delay: Duration,
+    /// The freshness given to responses without explicit freshness, if any.
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) now: SystemTime,
+}
+
+/// Decides whether a response to a `GET` may be stored by a shared cache.
+pub(crate) fn decide(
+    status: StatusCode,
+    headers: &HeaderMap,
+    context: Context,
+) -> Result<Storable, NotStorable> {
+    if !status_is_storable(status) {
+        return Err(NotStorable::Status);
+    }
+    let directives = ResponseDirectives::parse(headers);
+    if directives.unreadable {
+        return Err(NotStorable::Unreadable);
+    }
+    if directives.no_store {
+        return Err(NotStorable::NoStore);
+    }
+    if directives.private {
+        return Err(NotStorable::Private);
+    }
+    // Stored responses with no-cache may only be served after revalidation, which this cache
+    // does not do: not storing them is the correct equivalent.
+    if directives.no_cache {
+        return Err(NotStorable::NoCache);
+    }
+    if headers.contains_key(SET_COOKIE) {
+        return Err(NotStorable::SetCookie);
+    }
+    let vary = vary_names(headers).ok_or(NotStorable::VaryStar)?;
+    // Without credentials, or with a response that says it may be shared (public, s-maxage).
+    let shareable = directives.public || directives.s_maxage.is_some();
+    let scope = if !context.authorized || shareable {
+        Scope::Shared
+    } else if directives.must_revalidate {
+        Scope::User
+    } else {
+        return Err(NotStorable::Authorization);
+    };
+    let lifetime =
+        freshness_lifetime(headers, &directives, &context).ok_or(NotStorable::NoFreshness)?;
+    let age = corrected_initial_age(headers, &context);
+    if lifetime <= age {
+        return Err(NotStorable::Stale);
+    }
+    Ok(Storable {
+        scope,
+        lifetime,
+        age,
+        vary,
+    })
+}
+
+/// RFC 9111 section 4.2.1: s-maxage for a shared cache, then max-age, then Expires - Date,
+/// then (heuristic freshness) the configured default. `Some(ZERO)` for malformed values.
+fn freshness_lifetime(
+    headers: &HeaderMap,
+    directives: &ResponseDirectives,
+    context: &Context,
+) -> Option<Duration> {
+    if let Some(value) = directives.s_maxage.or(directives.max_age) {
+        return Some(value.unwrap_or(Duration::ZERO));
+    }
+    if headers.contains_key(EXPIRES) {
+        // An invalid Expires (such as "0") means already expired (section 5.3).
+        let Some(expires) = http_date(headers, &EXPIRES) else {
+            return Some(Duration::ZERO);
+        };
+        let date = http_date(headers, &DATE).unwrap_or(context.now);
+        return Some(expires.duration_since(date).unwrap_or(Duration::ZERO));
+    }
+    context.default_ttl
+}
+
+/// RFC 9111 section 4.2.3, with the response time taken as now: the larger of the apparent age
+/// (now - Date) and the `Age` header plus the time the inner service took.
+fn corrected_initial_age(headers: &HeaderMap, context: &Context) -> Duration {
+    let apparent = http_date(headers, &DATE)
+        .and_then(|date| context.now.duration_since(date).ok())
+        .unwrap_or(Duration::ZERO);
+    let corrected = directives::age(headers).unwrap_or(Duration::ZERO) + context.response_delay;
+    apparent.max(corrected)
+}
+
+/// A header holding one HTTP-date; `None` when absent, repeated or invalid.
+fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    httpdate::parse_http_date(value.to_str().ok()?).ok()
+}
+
+/// The names a response varies on, normalized; `None` for `Vary: *`, an unreadable `Vary`, or
+/// more than [`MAX_VARY_NAMES`] names.
+pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    for line in headers.get_all(VARY) {
+        for item in line.to_str().ok()?.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            if item == "*" {
+                return None;
+            }
+            names.push(HeaderName::from_bytes(item.as_bytes()).ok()?);
+        }
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    (names.len() <= MAX_VARY_NAMES).then_some(names)
+}
+
+/// Whether a request carries credentials that RFC 9111 section 3.5 restricts.
+pub(crate) fn is_authorized(headers: &HeaderMap) -> bool {
+    headers.contains_key(AUTHORIZATION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn context() -> Context {
+        Context {
+            authorized: false,
+            response_delay: Duration::ZERO,
+            default_ttl: None,
+            now: SystemTime::now(),
+        }
+    }
+
+    fn with(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn decide_ok(pairs: &[(&str, &str)]) -> Result<Storable, NotStorable> {
+        decide(StatusCode::OK, &with(pairs), context())
+    }
+
+    #[test]
+    fn explicit_freshness_is_stored_and_s_maxage_wins() {
+        let s = decide_ok(&[("cache-control", "max-age=60, s-maxage=5")]).unwrap();
+        assert_eq!(s.lifetime, Duration::from_secs(5));
+        assert_eq!(s.scope, Scope::Shared);
+        let s = decide_ok(&[("cache-control", "max-age=60")]).unwrap();
+        assert_eq!(s.lifetime, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn what_a_shared_cache_must_not_store() {
+        let cases: &[(&[(&str, &str)], NotStorable)] = &[
+            (
+                &[("cache-control", "no-store, max-age=60")],
+                NotStorable::NoStore,
+            ),
+            (
+                &[("cache-control", "private, max-age=60")],
+                NotStorable::Private,
+            ),
+            (
+                &[("cache-control", "no-cache, max-age=60")],
+                NotStorable::NoCache,
+            ),
+            (
+                &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],
+                NotStorable::SetCookie,
+            ),
+            (
+                &[("cache-control", "max-age=60"), ("vary", "accept, *")],
+                NotStorable::VaryStar,
+            ),
+            (&[], NotStorable::NoFreshness),
+            (&[("cache-control", "max-age=0")], NotStorable::Stale),
+            (&[("cache-control", "max-age=x")], NotStorable::Stale),
+            (
+                &[("cache-control", "max-age=60"), ("age", "60")],
+                NotStorable::Stale,
+            ),
+            (&[("expires", "0")], NotStorable::Stale),
+        ];
+        for (headers, why) in cases {
+            assert_eq!(decide_ok(headers), Err(*why), "{headers:?}");
+        }
+        let ok = with(&[("cache-control", "max-age=60")]);
+        for status in [206, 302, 304, 307, 400, 500, 503] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(decide(status, &ok, context()), Err(NotStorable::Status));
+        }
+    }
+
+    #[test]
+    fn default_ttl_applies_only_without_explicit_freshness() {
+        let mut ctx = context();
+        ctx.default_ttl = Some(Duration::from_secs(9));
+        let s = decide(StatusCode::NOT_FOUND, &HeaderMap::new(), ctx).unwrap();
+        assert_eq!(s.lifetime, Duration::from_secs(9));
+        let explicit = with(&[("cache-control", "max-age=0")]);
+        assert_eq!(
+            decide(StatusCode::OK, &explicit, ctx),
+            Err(NotStorable::Stale)
+        );
+    }
+
+    #[test]
+    fn expires_counts_from_date() {
+        let now = SystemTime::now();
+        let date = httpdate::fmt_http_date(now - Duration::from_secs(100));
+        let expires = httpdate::fmt_http_date(now + Duration::from_secs(100));
+        let s = decide_ok(&[("date", &date), ("expires", &expires)]).unwrap();
+        assert!(s.lifetime >= Duration::from_secs(199), "{s:?}");
+        assert!(s.age >= Duration::from_secs(99), "apparent age {s:?}");
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(10));
+        assert_eq!(decide_ok(&[("expires", &past)]), Err(NotStorable::Stale));
+    }
+
+    #[test]
+    fn authorization_needs_permission() {
+        let mut ctx = context();
+        ctx.authorized = true;
+        let scope = |cc: &str| {
+            decide(StatusCode::OK, &with(&[("cache-control", cc)]), ctx).map(|s| s.scope)
+        };
+        assert_eq!(scope("max-age=60"), Err(NotStorable::Authorization));
+        assert_eq!(scope("public, max-age=60"), Ok(Scope::Shared));
+        assert_eq!(scope("s-maxage=60"), Ok(Scope::Shared));
+        assert_eq!(scope("must-revalidate, max-age=60"), Ok(Scope::User));
+    }
+
+    #[test]
+    fn vary_names_are_normalized() {
+        let names = vary_names(&with(&[
+            ("vary", "Accept-Language, accept"),
+            ("vary", "ACCEPT"),
+        ]))
+        .unwrap();
+        assert_eq!(names, vec!["accept", "accept-language"]);
+        assert_eq!(vary_names(&with(&[("vary", "*")])), None);
+        assert_eq!(vary_names(&with(&[("vary", "a b")])), None);
+    }
+}

@@ -1,0 +1,625 @@
+//! The service: lookups, single-flight, storing, invalidation.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use cache_core::{AsyncCacheEngine, CacheError, Remaining, Ttl};
+use http::header::{AGE, CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use tower::Service;
+
+use crate::body::CacheBody;
+use crate::directives::RequestDirectives;
+use crate::entry::{self, Entry, StoredResponse, Variants};
+use crate::flight::{self, LeaderGuard, Outcome, Role};
+use crate::layer::{CACHE_STATUS_HEADER, HttpCacheStats, State, count};
+use crate::policy::{self, Scope};
+
+/// The [`tower::Service`] an [`HttpCacheLayer`](crate::HttpCacheLayer) wraps around an inner service.
+pub struct HttpCache<S, E> {
+    inner: S,
+    state: Arc<State<E>>,
+}
+
+impl<S: Clone, E> Clone for HttpCache<S, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl<S: fmt::Debug, E: AsyncCacheEngine> fmt::Debug for HttpCache<S, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("inner", &self.inner)
+            .field("engine", &self.state.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, E> HttpCache<S, E> {
+    pub(crate) fn new(inner: S, state: Arc<State<E>>) -> Self {
+        Self { inner, state }
+    }
+
+    /// What the layer has done so far (shared with the layer and its other services).
+    pub fn stats(&self) -> HttpCacheStats {
+        self.state.counters.snapshot()
+    }
+}
+
+type BoxedResponse<B, Error> =
+    Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, Error>> + Send>>;
+
+/// The future of [`HttpCache`]'s responses.
+pub struct ResponseFuture<B: Body, Error> {
+    inner: BoxedResponse<B, Error>,
+}
+
+impl<B: Body, Error> Future for ResponseFuture<B, Error> {
+    type Output = Result<Response<CacheBody<B>>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<B: Body, Error> fmt::Debug for ResponseFuture<B, Error> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, E, ReqBody, ResBody> Service<Request<ReqBody>> for HttpCache<S, E>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    E: AsyncCacheEngine + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Send,
+{
+    type Response = Response<CacheBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The service that was polled ready serves this request; the clone waits for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let state = Arc::clone(&self.state);
+        ResponseFuture {
+            inner: Box::pin(respond(state, inner, request)),
+        }
+    }
+}
+
+/// What a request for a key brings along to its response: its headers (for `Vary`), its keys
+/// and the variant lists its lookup found.
+struct Lookup {
+    headers: HeaderMap,
+    shared_key: String,
+    user_key: Option<String>,
+    /// The variant list found under each key, with its remaining TTL.
+    shared_list: Option<(Variants, Duration)>,
+    user_list: Option<(Variants, Duration)>,
+}
+
+enum Found {
+    Hit(StoredResponse, Duration),
+    Miss,
+}
+
+async fn respond<S, E, ReqBody, ResBody>(
+    state: Arc<State<E>>,
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    E: AsyncCacheEngine,
+    ResBody: Body,
+{
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        count(&state.counters.passed);
+        if matches!(method, Method::OPTIONS | Method::TRACE) {
+            return Ok(streaming(inner.call(request).await?));
+        }
+        // RFC 9111 section 4.4: a successful unsafe request invalidates the target URI.
+        let (parts, body) = request.into_parts();
+        let mut keys = vec![state.keys.primary(&parts, Scope::Shared)];
+        if policy::is_authorized(&parts.headers) {
+            keys.push(state.keys.primary(&parts, Scope::User));
+        }
+        let response = inner.call(Request::from_parts(parts, body)).await?;
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            state.invalidate(&keys).await;
+        }
+        return Ok(streaming(response));
+    }
+
+    let head = method == Method::HEAD;
+    let (parts, body) = request.into_parts();
+    let directives = if state.settings.honour_request_directives {
+        RequestDirectives::parse(&parts.headers)
+    } else {
+        RequestDirectives::default()
+    };
+    let authorized = policy::is_authorized(&parts.headers);
+    let mut lookup = Lookup {
+        headers: HeaderMap::new(),
+        shared_key: state.keys.primary(&parts, Scope::Shared),
+        user_key: authorized.then(|| state.keys.primary(&parts, Scope::User)),
+        shared_list: None,
+        user_list: None,
+    };
+    if !directives.wants_reload() {
+        if let Found::Hit(stored, age) =
+            state.lookup(&mut lookup, &parts.headers, &directives).await
+        {
+            count(&state.counters.hits);
+            return Ok(state.serve(stored, age, head));
+        }
+    }
+    if directives.only_if_cached {
+        let mut response = Response::new(CacheBody::full(Bytes::new()));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        return Ok(response);
+    }
+    if head || directives.no_store {
+        count(&state.counters.misses);
+        // A HEAD response has no body a GET could be served from; a no-store request's
+        // response must not be stored.
+        let response = streaming(inner.call(Request::from_parts(parts, body)).await?);
+        return Ok(state.mark(response, false));
+    }
+    lookup.headers = parts.headers.clone();
+    let request = Request::from_parts(parts, body);
+    if directives.wants_reload() {
+        // The client asked for a response from the inner service: it does not wait for
+        // another request's, and what it gets replaces what is stored.
+        return state.fetch(inner, request, lookup, None).await;
+    }
+    let flight_key = lookup
+        .user_key
+        .clone()
+        .unwrap_or_else(|| lookup.shared_key.clone());
+    loop {
+        let flight = match state.flights.join(&flight_key) {
+            Role::Leader(guard) => return state.fetch(inner, request, lookup, Some(guard)).await,
+            Role::Waiter(flight) => flight,
+        };
+        match flight.wait().await {
+            Outcome::Stored(shared) => {
+                if state.same_variant(&shared, &lookup) {
+                    count(&state.counters.coalesced);
+                    let age = shared.response.age + shared.stored_at.elapsed();
+                    return Ok(state.serve(shared.response.clone(), age, false));
+                }
+                return state.fetch(inner, request, lookup, None).await;
+            }
+            Outcome::NotStored => return state.fetch(inner, request, lookup, None).await,
+            Outcome::Abandoned => {}
+        }
+    }
+}
+
+fn streaming<B: Body>(response: Response<B>) -> Response<CacheBody<B>> {
+    response.map(CacheBody::streaming)
+}
+
+fn finish(guard: Option<LeaderGuard>, outcome: Outcome) {
+    if let Some(guard) = guard {
+        guard.finish(outcome);
+    }
+}
+
+impl<E: AsyncCacheEngine> State<E> {
+    fn engine_error(&self, error: &CacheError) {
+        count(&self.counters.engine_errors);
+        if let Some(hook) = &self.on_engine_error {
+            hook(error);
+        }
+    }
+
+    /// Adds `x-cache` when configured.
+    fn mark<B>(&self, mut response: Response<B>, hit: bool) -> Response<B> {
+        if self.settings.cache_status_header {
+            let value = HeaderValue::from_static(if hit { "HIT" } else { "MISS" });
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(CACHE_STATUS_HEADER), value);
+        }
+        response
+    }
+
+    /// A stored response as served: `Age` set, the body left out for `HEAD`.
+    fn serve<B: Body>(
+        &self,
+        stored: StoredResponse,
+        age: Duration,
+        head: bool,
+    ) -> Response<CacheBody<B>> {
+        let body = if head { Bytes::new() } else { stored.body };
+        let mut response = Response::new(CacheBody::full(body));
+        *response.status_mut() = stored.status;
+        *response.headers_mut() = stored.headers;
+        response
+            .headers_mut()
+            .insert(AGE, HeaderValue::from(age.as_secs()));
+        self.mark(response, true)
+    }
+
+    /// Reads the entries for a request: the shared key, then (with `Authorization`) the
+    /// user's key, following variant lists. Records the lists it finds in `lookup`.
+    async fn lookup(
+        &self,
+        lookup: &mut Lookup,
+        headers: &HeaderMap,
+        directives: &RequestDirectives,
+    ) -> Found {
+        let found = match &lookup.user_key {
+            None => self
+                .engine
+                .get_with_ttl(&lookup.shared_key)
+                .await
+                .map(|slot| vec![slot]),
+            Some(user_key) => {
+                self.engine
+                    .get_many_with_ttl(&[&lookup.shared_key, user_key])
+                    .await
+            }
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(error) => {
+                self.engine_error(&error);
+                return Found::Miss;
+            }
+        };
+        for (index, slot) in found.into_iter().enumerate() {
+            let Some((bytes, remaining)) = slot else {
+                continue;
+            };
+            let primary = if index == 0 {
+                &lookup.shared_key
+            } else {
+                lookup.user_key.as_deref().unwrap_or_default()
+            };
+            match Entry::decode(&bytes) {
+                None => count(&self.counters.corrupt_entries),
+                Some(Entry::Response(stored)) => {
+                    if let Some(age) = acceptable(&stored, remaining, directives) {
+                        return Found::Hit(stored, age);
+                    }
+                }
+                Some(Entry::Variants(list)) => {
+                    let key = self
+                        .keys
+                        .variant(primary, list.generation, &list.names, headers);
+                    let left = remaining_duration(remaining);
+                    if index == 0 {
+                        lookup.shared_list = Some((list, left));
+                    } else {
+                        lookup.user_list = Some((list, left));
+                    }
+                    match self.engine.get_with_ttl(&key).await {
+                        Ok(None) => {}
+                        Ok(Some((bytes, remaining))) => match Entry::decode(&bytes) {
+                            Some(Entry::Response(stored)) => {
+                                if let Some(age) = acceptable(&stored, remaining, directives) {
+                                    return Found::Hit(stored, age);
+                                }
+                            }
+                            _ => count(&self.counters.corrupt_entries),
+                        },
+                        Err(error) => self.engine_error(&error),
+                    }
+                }
+            }
+        }
+        Found::Miss
+    }
+
+    /// Whether a waiter's request is served by the response its leader stored.
+    fn same_variant(&self, shared: &flight::Shared, lookup: &Lookup) -> bool {
+        let Some((generation, names, key)) = &shared.variant else {
+            return true;
+        };
+        // The leader's primary key is the waiter's too (same flight), in the scope it chose.
+        [Some(&lookup.shared_key), lookup.user_key.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|primary| {
+                self.keys
+                    .variant(primary, *generation, names, &lookup.headers)
+                    == *key
+            })
+    }
+
+    /// Asks the inner service, and stores its response if the rules allow.
+    async fn fetch<S, ReqBody, ResBody>(
+        &self,
+        mut inner: S,
+        request: Request<ReqBody>,
+        lookup: Lookup,
+        guard: Option<LeaderGuard>,
+    ) -> Result<Response<CacheBody<ResBody>>, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        ResBody: Body,
+    {
+        count(&self.counters.misses);
+        let started = Instant::now();
+        // An error here drops the guard: the waiters try again themselves.
+        let response = inner.call(request).await?;
+        let context = policy::Context {
+            authorized: lookup.user_key.is_some(),
+            response_delay: started.elapsed(),
+            default_ttl: self.settings.default_ttl,
+            now: SystemTime::now(),
+        };
+        let decision = policy::decide(response.status(), response.headers(), context)
+            .ok()
+            .and_then(|storable| {
+                let ttl = storable
+                    .lifetime
+                    .saturating_sub(storable.age)
+                    .saturating_sub(self.settings.ttl_margin)
+                    .min(self.settings.max_ttl);
+                (ttl >= Duration::from_millis(1)).then_some((storable, ttl))
+            });
+        let Some((storable, ttl)) = decision else {
+            count(&self.counters.not_storable);
+            finish(guard, Outcome::NotStored);
+            return Ok(self.mark(streaming(response), false));
+        };
+        let (mut head, body) = response.into_parts();
+        let limit = self.settings.max_body_size;
+        if body.size_hint().lower() > limit as u64 {
+            count(&self.counters.too_large);
+            finish(guard, Outcome::NotStored);
+            let response = Response::from_parts(head, CacheBody::streaming(body));
+            return Ok(self.mark(response, false));
+        }
+
+        // Read up to the limit; past it, or at trailers or an error, give up storing and
+        // stream what was read, then the rest.
+        let mut body = Box::pin(body);
+        let mut read = VecDeque::new();
+        let mut len = 0usize;
+        loop {
+            match poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                None => break,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut data) => {
+                        len = len.saturating_add(data.remaining());
+                        read.push_back(Frame::data(data.copy_to_bytes(data.remaining())));
+                        if len > limit {
+                            count(&self.counters.too_large);
+                            finish(guard, Outcome::NotStored);
+                            let body = CacheBody::resumed(read, None, Some(body));
+                            return Ok(self.mark(Response::from_parts(head, body), false));
+                        }
+                    }
+                    Err(frame) => {
+                        count(&self.counters.not_storable);
+                        finish(guard, Outcome::NotStored);
+                        let trailers =
+                            frame.map_data(|mut data| data.copy_to_bytes(data.remaining()));
+                        read.push_back(trailers);
+                        let body = CacheBody::resumed(read, None, Some(body));
+                        return Ok(self.mark(Response::from_parts(head, body), false));
+                    }
+                },
+                Some(Err(error)) => {
+                    finish(guard, Outcome::NotStored);
+                    let body = CacheBody::resumed(read, Some(error), None);
+                    return Ok(self.mark(Response::from_parts(head, body), false));
+                }
+            }
+        }
+        let body = concat(read, len);
+
+        strip_hop_by_hop(&mut head.headers);
+        if head.status != StatusCode::NO_CONTENT {
+            head.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        let mut stored_headers = head.headers.clone();
+        stored_headers.remove(AGE);
+        let stored = StoredResponse {
+            status: head.status,
+            headers: stored_headers,
+            body: body.clone(),
+            age: storable.age,
+            ttl,
+        };
+        let response = self.mark(Response::from_parts(head, CacheBody::full(body)), false);
+        let fits = entry::response_len(&stored.headers, stored.body.len())
+            <= self.settings.max_value_size.unwrap_or(usize::MAX);
+        let Some(bytes) = stored.encode().filter(|_| fits) else {
+            count(&self.counters.too_large);
+            finish(guard, Outcome::NotStored);
+            return Ok(response);
+        };
+
+        let (primary, list) = match storable.scope {
+            Scope::Shared => (&lookup.shared_key, &lookup.shared_list),
+            Scope::User => match &lookup.user_key {
+                Some(user_key) => (user_key, &lookup.user_list),
+                None => (&lookup.shared_key, &lookup.shared_list),
+            },
+        };
+        let variant = self
+            .write(
+                primary,
+                list.as_ref(),
+                storable.vary,
+                &lookup.headers,
+                bytes,
+                ttl,
+            )
+            .await;
+        // Waiters get the response even when the engine failed: it is shareable either way.
+        finish(
+            guard,
+            Outcome::Stored(Arc::new(flight::Shared {
+                response: stored,
+                stored_at: Instant::now(),
+                variant,
+            })),
+        );
+        Ok(response)
+    }
+
+    /// Writes an encoded response under `primary`, or, when it varies, under its variant key
+    /// with the variant list under `primary` (reusing the generation of the `list` found, if
+    /// it has the same names). Returns the variant written, for the waiters.
+    async fn write(
+        &self,
+        primary: &str,
+        list: Option<&(Variants, Duration)>,
+        vary: Vec<HeaderName>,
+        headers: &HeaderMap,
+        bytes: Bytes,
+        ttl: Duration,
+    ) -> Option<(u64, Vec<HeaderName>, String)> {
+        let (written, variant) = if vary.is_empty() {
+            (self.engine.set(primary, bytes, Ttl::After(ttl)).await, None)
+        } else {
+            let (generation, list_ttl) = match list {
+                Some((list, left)) if list.names == vary => (list.generation, ttl.max(*left)),
+                _ => (random_generation(), ttl),
+            };
+            let key = self.keys.variant(primary, generation, &vary, headers);
+            let list = Variants {
+                generation,
+                names: vary,
+            };
+            // At most MAX_VARY_NAMES valid header names: always encodable.
+            let encoded = list.encode().unwrap_or_default();
+            let mut written = self.engine.set(&key, bytes, Ttl::After(ttl)).await;
+            if written.is_ok() {
+                let list_ttl = Ttl::After(list_ttl.min(self.settings.max_ttl));
+                written = self.engine.set(primary, encoded, list_ttl).await;
+            }
+            (written, Some((generation, list.names, key)))
+        };
+        match written {
+            Ok(()) => count(&self.counters.stores),
+            Err(error) => self.engine_error(&error),
+        }
+        variant
+    }
+
+    async fn invalidate(&self, keys: &[String]) {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        match self.engine.delete_many(&keys).await {
+            Ok(removed) => {
+                self.counters
+                    .invalidations
+                    .fetch_add(removed, Ordering::Relaxed);
+            }
+            Err(error) => self.engine_error(&error),
+        }
+    }
+}
+
+/// The age of a stored response read with `remaining` TTL left, if the request accepts it.
+fn acceptable(
+    stored: &StoredResponse,
+    remaining: Remaining,
+    directives: &RequestDirectives,
+) -> Option<Duration> {
+    let left = remaining_duration(remaining);
+    let age = stored.age + stored.ttl.saturating_sub(left);
+    if let Some(Ok(max_age)) = directives.max_age {
+        if age > max_age {
+            return None;
+        }
+    }
+    if let Some(Ok(min_fresh)) = directives.min_fresh {
+        if left < min_fresh {
+            return None;
+        }
+    }
+    Some(age)
+}
+
+fn remaining_duration(remaining: Remaining) -> Duration {
+    match remaining {
+        Remaining::After(left) => left,
+        // Never written by this layer; read as just stored.
+        Remaining::Never => Duration::MAX,
+    }
+}
+
+fn concat(frames: VecDeque<Frame<Bytes>>, len: usize) -> Bytes {
+    let mut chunks = frames
+        .into_iter()
+        .filter_map(|frame| frame.into_data().ok());
+    let Some(first) = chunks.next() else {
+        return Bytes::new();
+    };
+    if first.len() == len {
+        return first;
+    }
+    let mut out = BytesMut::with_capacity(len);
+    out.extend_from_slice(&first);
+    for chunk in chunks {
+        out.extend_from_slice(&chunk);
+    }
+    out.freeze()
+}
+
+/// Removes the fields that describe one connection rather than the response (RFC 9110
+/// section 7.6.1): a stored response is served on other connections, with a body of known
+/// length.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// A generation for a new variant list: distinct across lists, processes and restarts.
+fn random_generation() -> u64 {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.finish()
+}

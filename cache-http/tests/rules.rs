@@ -1,0 +1,571 @@
+//! Every caching rule, through a real axum server and a real HTTP client, over an
+//! `InMemoryEngine` and over an `AsyncRedisEngine` on a real Redis.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{App, Backend, pattern};
+use reqwest::Method;
+
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Memory).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Redis).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_engine!(
+    a_fresh_response_is_served_from_the_cache,
+    what_a_shared_cache_must_not_store_is_never_served_again,
+    max_age_expires,
+    s_maxage_takes_precedence_over_max_age,
+    vary_gives_each_variant_its_own_response,
+    vary_star_is_never_stored,
+    authorization_is_cached_only_when_the_response_allows_it,
+    statuses_cacheable_by_default_only,
+    no_explicit_freshness_needs_a_default_ttl,
+    upstream_age_and_expires_count,
+    large_bodies_stream_through_whole_and_uncached,
+    concurrent_misses_reach_the_handler_once,
+    other_methods_pass_through_and_unsafe_ones_invalidate,
+    head_is_served_from_a_cached_get,
+    request_directives_are_honoured,
+    key_headers_separate_entries,
+);
+
+async fn a_fresh_response_is_served_from_the_cache(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/fresh?cc=max-age=60";
+    let first = app.get(target).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        first.header("age"),
+        None,
+        "a response from the handler has no Age"
+    );
+    let second = app.get(target).await;
+    assert!(second.hit(), "{second:?}");
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("cache-control"), Some("max-age=60"));
+    let age = second.age().expect("a hit carries Age");
+    assert!(age <= 2, "age {age}");
+    assert_eq!(app.calls("GET", target), 1);
+    // Another query is another resource.
+    let other = app.get("/fresh?cc=max-age=60&x=1").await;
+    assert!(!other.hit());
+    let stats = app.layer.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.stores),
+        (1, 2, 2),
+        "{stats:?}"
+    );
+    assert_eq!(stats.engine_errors, 0);
+}
+
+async fn what_a_shared_cache_must_not_store_is_never_served_again(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    for target in [
+        "/never?cc=no-store",
+        "/never?cc=no-store,max-age=60",
+        "/never?cc=private,max-age=60",
+        "/never?cc=no-cache,max-age=60",
+        "/never?cc=max-age=60&cookie=1",
+        "/never?cc=max-age=abc",
+    ] {
+        for _ in 0..2 {
+            let reply = app.get(target).await;
+            assert_eq!(reply.status, 200);
+            assert!(!reply.hit(), "{target}");
+        }
+        assert_eq!(app.calls("GET", target), 2, "{target}");
+    }
+    // The Set-Cookie reached the client all the same.
+    let reply = app.get("/never?cc=max-age=60&cookie=1").await;
+    assert_eq!(reply.header("set-cookie"), Some("session=abc"));
+    assert_eq!(app.layer.stats().stores, 0);
+}
+
+async fn max_age_expires(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/short?cc=max-age=1";
+    assert!(!app.get(target).await.hit());
+    assert!(app.get(target).await.hit());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = app.get(target).await;
+    assert!(!after.hit(), "expired after max-age");
+    assert!(after.text().starts_with("call 2 "));
+    assert_eq!(app.calls("GET", target), 2);
+}
+
+async fn s_maxage_takes_precedence_over_max_age(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    // A shared cache keeps it for s-maxage, not max-age.
+    let short = "/smax?cc=max-age=60,s-maxage=1";
+    assert!(!app.get(short).await.hit());
+    assert!(app.get(short).await.hit());
+    let long = "/smax?cc=max-age=0,s-maxage=60";
+    assert!(!app.get(long).await.hit());
+    assert!(app.get(long).await.hit(), "s-maxage=60 wins over max-age=0");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !app.get(short).await.hit(),
+        "s-maxage=1 wins over max-age=60"
+    );
+    assert!(app.get(long).await.hit());
+    assert_eq!(app.calls("GET", short), 2);
+    assert_eq!(app.calls("GET", long), 1);
+}
+
+async fn vary_gives_each_variant_its_own_response(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/vary?cc=max-age=60&vary=accept-language";
+    let en = app.get_with(target, &[("accept-language", "en")]).await;
+    assert!(en.text().contains("lang=en"));
+    let fr = app.get_with(target, &[("accept-language", "fr")]).await;
+    assert!(
+        !fr.hit(),
+        "another value of a varied header is another variant"
+    );
+    assert!(fr.text().contains("lang=fr"));
+    // A header the response does not vary on is shared.
+    let en_again = app
+        .get_with(target, &[("accept-language", "en"), ("x-other", "2")])
+        .await;
+    assert!(en_again.hit());
+    assert_eq!(en_again.body, en.body);
+    let fr_again = app.get_with(target, &[("accept-language", "fr")]).await;
+    assert!(fr_again.hit());
+    assert_eq!(fr_again.body, fr.body);
+    // No accept-language at all is a variant of its own.
+    let none = app.get(target).await;
+    assert!(!none.hit());
+    assert!(none.text().contains("lang=-"));
+    assert!(app.get(target).await.hit());
+    assert_eq!(app.calls("GET", target), 3);
+    assert_eq!(en_again.header("vary"), Some("accept-language"));
+}
+
+async fn vary_star_is_never_stored(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/star?cc=max-age=60&vary=*";
+    assert!(!app.get(target).await.hit());
+    assert!(!app.get(target).await.hit());
+    assert_eq!(app.calls("GET", target), 2);
+}
+
+async fn authorization_is_cached_only_when_the_response_allows_it(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+
+    // max-age alone does not allow a shared cache to reuse an authorized response.
+    let plain = "/auth?cc=max-age=60";
+    assert!(
+        app.get_with(plain, &alice)
+            .await
+            .text()
+            .contains("user=Bearer alice")
+    );
+    let again = app.get_with(plain, &alice).await;
+    assert!(!again.hit());
+    let anonymous = app.get(plain).await;
+    assert!(
+        !anonymous.hit(),
+        "alice's response was not stored for anyone"
+    );
+    assert!(anonymous.text().contains("user=-"));
+    assert_eq!(app.calls("GET", plain), 3);
+
+    // public and s-maxage say it is shareable: any request may get it.
+    for target in ["/auth?cc=public,max-age=60", "/auth?cc=s-maxage=60"] {
+        let first = app.get_with(target, &alice).await;
+        assert!(first.text().contains("user=Bearer alice"));
+        let for_bob = app.get_with(target, &bob).await;
+        assert!(for_bob.hit(), "{target}: shareable by the origin's word");
+        assert_eq!(for_bob.body, first.body);
+        assert!(app.get(target).await.hit());
+        assert_eq!(app.calls("GET", target), 1, "{target}");
+    }
+
+    // must-revalidate allows reuse; here only for the same credentials.
+    let own = "/auth?cc=must-revalidate,max-age=60";
+    let first = app.get_with(own, &alice).await;
+    let again = app.get_with(own, &alice).await;
+    assert!(again.hit());
+    assert_eq!(again.body, first.body);
+    let for_bob = app.get_with(own, &bob).await;
+    assert!(!for_bob.hit(), "never alice's response for bob");
+    assert!(for_bob.text().contains("user=Bearer bob"));
+    assert!(app.get_with(own, &bob).await.hit());
+    let anonymous = app.get(own).await;
+    assert!(!anonymous.hit(), "nor for a request without credentials");
+    assert!(anonymous.text().contains("user=-"));
+    assert_eq!(app.calls("GET", own), 3);
+}
+
+async fn statuses_cacheable_by_default_only(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+        let target = format!("/status?cc=max-age=60&status={status}");
+        let first = app.get(&target).await;
+        assert_eq!(first.status, status);
+        let second = app.get(&target).await;
+        assert!(second.hit(), "{status} is stored");
+        assert_eq!(second.status, status);
+        assert_eq!(second.body, first.body);
+    }
+    for status in [201, 206, 302, 307, 400, 403, 500, 503] {
+        let target = format!("/status?cc=max-age=60&status={status}");
+        app.get(&target).await;
+        let second = app.get(&target).await;
+        assert!(!second.hit(), "{status} is not stored");
+        assert_eq!(app.calls("GET", &target), 2, "{status}");
+    }
+}
+
+async fn no_explicit_freshness_needs_a_default_ttl(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    app.get("/plain").await;
+    assert!(
+        !app.get("/plain").await.hit(),
+        "no freshness, no default: not stored"
+    );
+    drop(app);
+
+    let Some(app) = App::start(backend, |b| b.default_ttl(Duration::from_secs(60))).await else {
+        return;
+    };
+    app.get("/plain").await;
+    assert!(app.get("/plain").await.hit(), "stored for the default TTL");
+    app.get("/plain?status=404").await;
+    assert!(app.get("/plain?status=404").await.hit());
+    // Explicit freshness still wins over the default.
+    app.get("/plain?cc=max-age=0").await;
+    assert!(!app.get("/plain?cc=max-age=0").await.hit());
+    app.get("/plain?cc=no-store").await;
+    assert!(!app.get("/plain?cc=no-store").await.hit());
+}
+
+async fn upstream_age_and_expires_count(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    // An Age from upstream is part of the age, and of the TTL: 60 - 30 s left.
+    let aged = "/aged?cc=max-age=60&age=30";
+    app.get(aged).await;
+    let hit = app.get(aged).await;
+    assert!(hit.hit());
+    let age = hit.age().unwrap();
+    assert!((30..=32).contains(&age), "age {age}");
+    // Older than its max-age already: not stored.
+    let stale = "/aged?cc=max-age=60&age=100";
+    app.get(stale).await;
+    assert!(!app.get(stale).await.hit());
+    // Expires counts from Date when there is no max-age.
+    let expires = "/expires?expires_in=60";
+    app.get(expires).await;
+    assert!(app.get(expires).await.hit());
+    let past = "/expires?expires_in=-10";
+    app.get(past).await;
+    assert!(!app.get(past).await.hit());
+    // max-age takes precedence over Expires.
+    let both = "/expires?expires_in=60&cc=max-age=0";
+    app.get(both).await;
+    assert!(!app.get(both).await.hit());
+}
+
+async fn large_bodies_stream_through_whole_and_uncached(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b.max_body_size(64 * 1024)).await else {
+        return;
+    };
+    // Streamed without a length: read up to the limit, then streamed on.
+    let streamed = "/big?size=300000&cc=max-age=60";
+    for _ in 0..2 {
+        let reply = app.get(streamed).await;
+        assert_eq!(reply.status, 200);
+        assert!(!reply.hit());
+        assert_eq!(reply.body.len(), 300_000);
+        assert!(reply.body == pattern(300_000), "the body arrives intact");
+    }
+    assert_eq!(app.calls("GET", streamed), 2);
+    // Announced as larger than the limit: streamed from the start.
+    let announced = "/big?size=300000&cc=max-age=60&exact=1";
+    for _ in 0..2 {
+        let reply = app.get(announced).await;
+        assert!(reply.body == pattern(300_000));
+        assert_eq!(reply.header("content-length"), Some("300000"));
+    }
+    assert_eq!(app.calls("GET", announced), 2);
+    assert_eq!(app.layer.stats().too_large, 4);
+    // Under the limit, in several chunks: stored whole.
+    let fits = "/big?size=60000&cc=max-age=60";
+    app.get(fits).await;
+    let hit = app.get(fits).await;
+    assert!(hit.hit());
+    assert!(hit.body == pattern(60_000));
+    assert_eq!(hit.header("content-length"), Some("60000"));
+    drop(app);
+
+    // The default limit is 1 MiB: a 3 MiB body streams through.
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let large = "/big?size=3145728&cc=max-age=60";
+    for _ in 0..2 {
+        let reply = app.get(large).await;
+        assert!(!reply.hit());
+        assert!(reply.body == pattern(3 << 20));
+    }
+    let fits = "/big?size=1000000&cc=max-age=60";
+    app.get(fits).await;
+    let hit = app.get(fits).await;
+    assert!(hit.hit());
+    assert!(hit.body == pattern(1_000_000));
+}
+
+async fn concurrent_misses_reach_the_handler_once(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    let target = "/slow?cc=max-age=60&sleep_ms=500";
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let app = std::sync::Arc::clone(&app);
+            tokio::spawn(async move { app.get(target).await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for request in requests {
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, 200);
+        bodies.push(reply.body);
+    }
+    assert_eq!(app.calls("GET", target), 1, "one call for 16 requests");
+    assert!(bodies.iter().all(|body| *body == bodies[0]));
+    let stats = app.layer.stats();
+    assert_eq!(stats.misses, 1, "{stats:?}");
+    assert_eq!(stats.coalesced + stats.hits, 15, "{stats:?}");
+    assert!(stats.coalesced >= 1, "{stats:?}");
+
+    // Concurrent requests for a response that may not be stored each reach the handler, and
+    // none waits for long: after the first one's, the others ask at once.
+    let private = "/slow?cc=private&sleep_ms=300";
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let app = std::sync::Arc::clone(&app);
+            tokio::spawn(async move { app.get(private).await })
+        })
+        .collect();
+    for request in requests {
+        assert!(!request.await.unwrap().hit());
+    }
+    assert_eq!(app.calls("GET", private), 8);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+async fn other_methods_pass_through_and_unsafe_ones_invalidate(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/things?cc=max-age=60";
+    for _ in 0..2 {
+        let reply = app.send(Method::POST, target, &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("x-cache"), None, "not a cache matter");
+        assert!(reply.text().contains("of POST"));
+    }
+    assert_eq!(app.calls("POST", target), 2);
+    for _ in 0..2 {
+        app.send(Method::OPTIONS, target, &[]).await;
+    }
+    assert_eq!(app.calls("OPTIONS", target), 2);
+
+    // A successful POST to a cached URI removes its entry (RFC 9111 section 4.4).
+    app.get(target).await;
+    assert!(app.get(target).await.hit());
+    app.send(Method::POST, target, &[]).await;
+    let after = app.get(target).await;
+    assert!(!after.hit(), "invalidated by the POST");
+    assert!(app.get(target).await.hit());
+    // ... with its variants.
+    let varied = "/things?cc=max-age=60&vary=accept-language";
+    let fr = [("accept-language", "fr")];
+    app.get_with(varied, &fr).await;
+    assert!(app.get_with(varied, &fr).await.hit());
+    app.send(Method::DELETE, varied, &[]).await;
+    app.get(varied).await;
+    assert!(!app.get_with(varied, &fr).await.hit(), "variants go too");
+    // A failed one does not.
+    let failing = "/things?cc=max-age=60&status=404";
+    app.get(failing).await;
+    app.send(Method::PUT, "/things?cc=max-age=60&status=404", &[])
+        .await;
+    assert!(
+        app.get(failing).await.hit(),
+        "an error response invalidates nothing"
+    );
+    let stats = app.layer.stats();
+    assert_eq!(stats.passed, 7, "{stats:?}");
+    assert!(stats.invalidations >= 2, "{stats:?}");
+}
+
+async fn head_is_served_from_a_cached_get(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/head?cc=max-age=60";
+    let get = app.get(target).await;
+    let head = app.send(Method::HEAD, target, &[]).await;
+    assert!(head.hit());
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    assert_eq!(app.calls("HEAD", target), 0);
+    assert_eq!(app.calls("GET", target), 1);
+    // A HEAD miss reaches the handler and stores nothing a GET could use.
+    let fresh = "/head?cc=max-age=60&x=2";
+    let head = app.send(Method::HEAD, fresh, &[]).await;
+    assert!(!head.hit());
+    assert_eq!(app.calls("HEAD", fresh), 1);
+    let get = app.get(fresh).await;
+    assert!(!get.hit());
+    assert!(!get.body.is_empty());
+}
+
+async fn request_directives_are_honoured(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/req?cc=max-age=60";
+    app.get(target).await;
+    assert!(app.get(target).await.hit());
+    // no-cache (and max-age=0) reach the handler, and their response replaces the stored one.
+    for directive in ["no-cache", "max-age=0"] {
+        let reload = app.get_with(target, &[("cache-control", directive)]).await;
+        assert!(!reload.hit(), "{directive}");
+        let next = app.get(target).await;
+        assert!(next.hit());
+        assert_eq!(next.body, reload.body, "{directive}: the reload was stored");
+    }
+    assert_eq!(app.calls("GET", target), 3);
+    // max-age=N refuses older responses; min-fresh those expiring sooner.
+    let aged = "/req?cc=max-age=60&age=30";
+    app.get(aged).await;
+    assert!(
+        !app.get_with(aged, &[("cache-control", "max-age=10")])
+            .await
+            .hit()
+    );
+    assert!(
+        app.get_with(aged, &[("cache-control", "max-age=59")])
+            .await
+            .hit()
+    );
+    assert!(
+        !app.get_with(aged, &[("cache-control", "min-fresh=50")])
+            .await
+            .hit()
+    );
+    assert!(
+        app.get_with(aged, &[("cache-control", "min-fresh=5")])
+            .await
+            .hit()
+    );
+    // no-store: served from the cache if there, its own response never stored.
+    let fresh = "/req?cc=max-age=60&x=no-store";
+    let no_store = [("cache-control", "no-store")];
+    assert!(!app.get_with(fresh, &no_store).await.hit());
+    assert!(
+        !app.get(fresh).await.hit(),
+        "the no-store request's response was not stored"
+    );
+    assert!(app.get_with(fresh, &no_store).await.hit());
+    // only-if-cached: 504 on a miss, without reaching the handler.
+    let absent = "/req?cc=max-age=60&x=absent";
+    let reply = app
+        .get_with(absent, &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(app.calls("GET", absent), 0);
+    assert!(
+        app.get_with(target, &[("cache-control", "only-if-cached")])
+            .await
+            .hit()
+    );
+    drop(app);
+
+    // Turned off, the client's directives change nothing.
+    let Some(app) = App::start(backend, |b| b.honour_request_directives(false)).await else {
+        return;
+    };
+    app.get(target).await;
+    assert!(
+        app.get_with(target, &[("cache-control", "no-cache")])
+            .await
+            .hit()
+    );
+    assert_eq!(app.calls("GET", target), 1);
+}
+
+async fn key_headers_separate_entries(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b.key_headers(["X-Tenant"])).await else {
+        return;
+    };
+    let target = "/tenant?cc=max-age=60";
+    let a = app.get_with(target, &[("x-tenant", "a")]).await;
+    let b = app.get_with(target, &[("x-tenant", "b")]).await;
+    assert!(!b.hit());
+    assert!(a.text().contains("tenant=a") && b.text().contains("tenant=b"));
+    let a_again = app.get_with(target, &[("x-tenant", "a")]).await;
+    assert!(a_again.hit());
+    assert_eq!(a_again.body, a.body);
+    assert!(
+        !app.get(target).await.hit(),
+        "no tenant is a key of its own"
+    );
+    assert_eq!(app.calls("GET", target), 3);
+}
