@@ -15,6 +15,7 @@ mod compression;
 mod layers;
 mod local;
 mod measure;
+mod memoize;
 mod memory;
 mod refresh;
 mod remote;
@@ -204,6 +205,7 @@ fn main() {
         step("typed layer");
         typed::run(&plan, &mut rows);
         compression::run(&plan, &mut rows);
+        memoize::run(&plan, &mut rows);
         step("refresh ahead");
         sections.push(refresh::run(&plan, &mut rows));
     }

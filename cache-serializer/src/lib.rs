@@ -85,6 +85,8 @@ mod shape;
 mod typed;
 
 pub use async_typed::AsyncTypedCache;
+#[cfg(feature = "macros")]
+pub use cache_macros::cached;
 #[cfg(feature = "json")]
 pub use codec::Json;
 pub use codec::{Bincode, Codec};

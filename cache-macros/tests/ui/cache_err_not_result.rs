@@ -1,0 +1,14 @@
+use std::sync::LazyLock;
+
+use cache_local::InMemoryEngine;
+use cache_serializer::{TypedCache, cached};
+
+static CACHE: LazyLock<TypedCache<InMemoryEngine>> =
+    LazyLock::new(|| TypedCache::new(InMemoryEngine::new()));
+
+#[cached(cache = CACHE, key = "user:{id}", cache_err = true)]
+fn user(id: u64) -> Option<String> {
+    Some(format!("user {id}"))
+}
+
+fn main() {}

@@ -1,0 +1,16 @@
+use std::sync::LazyLock;
+
+use cache_local::InMemoryEngine;
+use cache_serializer::{TypedCache, cached};
+
+static CACHE: LazyLock<TypedCache<InMemoryEngine>> =
+    LazyLock::new(|| TypedCache::new(InMemoryEngine::new()));
+
+const KEY: &str = "user:{id}";
+
+#[cached(cache = CACHE, key = KEY)]
+fn user(id: u64) -> String {
+    format!("user {id}")
+}
+
+fn main() {}

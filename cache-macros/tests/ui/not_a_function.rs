@@ -1,0 +1,12 @@
+use std::sync::LazyLock;
+
+use cache_local::InMemoryEngine;
+use cache_serializer::{TypedCache, cached};
+
+static CACHE: LazyLock<TypedCache<InMemoryEngine>> =
+    LazyLock::new(|| TypedCache::new(InMemoryEngine::new()));
+
+#[cached(cache = CACHE, key = "user")]
+struct User;
+
+fn main() {}
