@@ -72,6 +72,7 @@
 //! server slows a service down instead of taking it down.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod async_typed;
 mod codec;
@@ -95,3 +96,8 @@ pub use fingerprint::Fingerprint;
 pub use lease::{LEASE_KEY_PREFIX, Lease};
 pub use refresh::{DEFAULT_BETA, DEFAULT_MAX_BACKGROUND_REFRESHES, Refresh};
 pub use typed::{CacheStats, FailureHook, LoadError, TypedCache, TypedCacheBuilder};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
