@@ -24,9 +24,12 @@
 //! key of the namespace that *anyone* changes (other tiered engines, plain engines, `redis-cli`,
 //! expiry and eviction), and each report drops the key locally.
 //!
-//! - **A refill never outlives an invalidation that came after its read.** Before reading the
-//!   shared tier a refill notes the key's invalidation epoch; it keeps the value only if no
-//!   invalidation came meanwhile, and checks again after inserting (see `coherence.rs`).
+//! - **A refill never outlives an invalidation that came after its read, and is never
+//!   served after it.** Before reading the shared tier a refill notes the key's invalidation
+//!   epoch; it keeps the value only if no invalidation came meanwhile, checking and inserting
+//!   under a lock that invalidations of the key also take (never taken by a hit; see
+//!   `coherence.rs`). So once a write has returned, no read (the writer's included) is served
+//!   an older value from the local tier.
 //! - **A broken feed stops local caching.** When the feed's connection closes (a `CLIENT
 //!   KILL`, a restart) the local tier is dropped at once and every read goes to the shared tier
 //!   until the feed is back; then the local tier starts empty, since changes made meanwhile were
