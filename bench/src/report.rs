@@ -121,18 +121,18 @@ pub(crate) fn unmet_notes(rows: &[Row]) -> String {
     let mut out = String::new();
     if missed(1) {
         out.push_str(
-            "- **1, hits against quick_cache.** Measured at 0.91-0.96 in runs where the \\
-             two-thread mode scaled, and down to 0.70 in the slow mode described above. Our \\
-             per-call work on a hit is the key check, the coarse clock read and the expiry test \\
-             on top of quick_cache's lookup (see 2). Single-threaded the ratio is about 0.78 \\
-             (reference row).\\n",
+            "- **1, hits against quick_cache.** Measured at 0.91-0.96 in runs where the \
+             two-thread mode scaled, and down to 0.70 in the slow mode described above. Our \
+             per-call work on a hit is the key check, the coarse clock read and the expiry test \
+             on top of quick_cache's lookup (see 2). Single-threaded the ratio is about 0.78 \
+             (reference row).\n",
         );
     }
     if missed_row(2, "2 threads / 1 thread") {
         out.push_str(
-            "- **2, two threads against one.** Bounded by quick_cache's own scaling in the \\
-             same run (the reference row): shard locks and hot Zipf keys shared by both \\
-             threads. In runs where quick_cache scaled 1.25x, ours scaled 1.37-1.45x.\\n",
+            "- **2, two threads against one.** Bounded by quick_cache's own scaling in the \
+             same run (the reference row): shard locks and hot Zipf keys shared by both \
+             threads. In runs where quick_cache scaled 1.25x, ours scaled 1.37-1.45x.\n",
         );
     }
     if missed_row(2, "/ quick_cache") {

@@ -104,3 +104,8 @@ pub use asynchronous::AsyncTieredEngine;
 pub use blocking::TieredEngine;
 pub use builder::{DEFAULT_LOCAL_TTL, TieredBuilder};
 pub use coherence::TieredStats;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
