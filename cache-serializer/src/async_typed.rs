@@ -236,13 +236,16 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let fingerprint = core.fingerprint::<T>()?;
         let result = self.shared.engine.get_many(keys).await;
         let found = core.read(result, || vec![None; keys.len()])?;
-        let mut values = Vec::with_capacity(found.len());
-        for (key, bytes) in keys.iter().zip(found) {
-            values.push(match bytes {
-                Some(bytes) => self.untag(key, bytes).await?,
-                None => None,
-            });
-        }
+        // Tagged entries: all their tags' versions in one more bulk read.
+        let bulk = core.bulk_tagging(keys, found)?;
+        let current = if bulk.tag_keys.is_empty() {
+            Vec::new()
+        } else {
+            let refs: Vec<&str> = bulk.tag_keys.iter().map(String::as_str).collect();
+            let current = self.shared.engine.get_many(&refs).await;
+            core.read(current, || vec![None; refs.len()])?
+        };
+        let values = core.bulk_checked(bulk, &current);
         core.decode_all(keys, values, fingerprint)
     }
 

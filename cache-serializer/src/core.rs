@@ -475,3 +475,80 @@ impl<C: Codec> TypedCore<C> {
         }
     }
 }
+
+/// What a bulk read found, before tags are checked: one slot per key, and the tag keys every
+/// tagged slot needs, each once, to be read in one bulk read.
+pub(crate) struct BulkTags {
+    slots: Vec<Slot>,
+    pub(crate) tag_keys: Vec<String>,
+}
+
+enum Slot {
+    /// An envelope (or nothing): no tags to check.
+    Ready(Option<Bytes>),
+    /// A tagged entry and the positions of its tags in `tag_keys`.
+    Tagged(cache_core::tags::Tagged, Vec<usize>),
+}
+
+impl<C: Codec> TypedCore<C> {
+    /// Splits what a bulk read of `keys` found into envelopes and tagged entries.
+    ///
+    /// # Errors
+    ///
+    /// As [`tagging`](Self::tagging).
+    pub(crate) fn bulk_tagging(
+        &self,
+        keys: &[&str],
+        found: Vec<Option<Bytes>>,
+    ) -> Result<BulkTags> {
+        let mut tag_keys: Vec<String> = Vec::new();
+        let mut positions_of: std::collections::HashMap<String, usize> = Default::default();
+        let mut slots = Vec::with_capacity(found.len());
+        for (key, bytes) in keys.iter().zip(found) {
+            let Some(bytes) = bytes else {
+                slots.push(Slot::Ready(None));
+                continue;
+            };
+            slots.push(match self.tagging(key, bytes)? {
+                Tagging::Plain(bytes) => Slot::Ready(Some(bytes)),
+                Tagging::Malformed => Slot::Ready(None),
+                Tagging::Check(tagged) => {
+                    let positions = tagged
+                        .tag_keys()
+                        .into_iter()
+                        .map(|tag_key| {
+                            *positions_of.entry(tag_key).or_insert_with_key(|tag_key| {
+                                tag_keys.push(tag_key.clone());
+                                tag_keys.len() - 1
+                            })
+                        })
+                        .collect();
+                    Slot::Tagged(tagged, positions)
+                }
+            });
+        }
+        Ok(BulkTags { slots, tag_keys })
+    }
+
+    /// The envelopes of a bulk read, once the tags' current versions (`current`, in the order
+    /// of [`BulkTags::tag_keys`]) are known: `None` where a tag was invalidated.
+    pub(crate) fn bulk_checked(
+        &self,
+        bulk: BulkTags,
+        current: &[Option<Bytes>],
+    ) -> Vec<Option<Bytes>> {
+        bulk.slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Ready(bytes) => bytes,
+                Slot::Tagged(tagged, positions) => {
+                    let mine: Vec<Option<Bytes>> = positions
+                        .iter()
+                        .map(|&at| current.get(at).cloned().flatten())
+                        .collect();
+                    self.tags_checked(tagged, &mine)
+                }
+            })
+            .collect()
+    }
+}

@@ -481,14 +481,17 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
         let values = core.read(self.shared.engine.get_many(keys), || vec![None; keys.len()])?;
-        let values = keys
-            .iter()
-            .zip(values)
-            .map(|(key, bytes)| match bytes {
-                Some(bytes) => self.untag(key, bytes),
-                None => Ok(None),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // Tagged entries: all their tags' versions in one more bulk read.
+        let bulk = core.bulk_tagging(keys, values)?;
+        let current = if bulk.tag_keys.is_empty() {
+            Vec::new()
+        } else {
+            let refs: Vec<&str> = bulk.tag_keys.iter().map(String::as_str).collect();
+            core.read(self.shared.engine.get_many(&refs), || {
+                vec![None; refs.len()]
+            })?
+        };
+        let values = core.bulk_checked(bulk, &current);
         core.decode_all(keys, values, fingerprint)
     }
 

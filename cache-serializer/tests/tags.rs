@@ -182,6 +182,36 @@ fn over_redis_one_write_invalidates_a_thousand_entries() {
     for i in [0, 500, 999] {
         assert_eq!(reader.get::<u32>(&format!("item:{i}")).unwrap(), None);
     }
+
+    // A bulk read of tagged entries reads all their tags at once: two MGETs for 100 entries
+    // carrying 5 distinct tags, not one per entry.
+    let keys: Vec<String> = (0..100).map(|i| format!("bulk:{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let tag = format!("shelf:{}", i % 5);
+        writer
+            .set_tagged(key, &(i as u32), minutes(5), &[&tag, "bulk"])
+            .unwrap();
+    }
+    writer.invalidate_tag("shelf:0").unwrap();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mgets = |admin: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(admin).unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("cmdstat_mget:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = mgets(&mut admin);
+    let got: Vec<Option<u32>> = reader.get_many(&refs).unwrap();
+    assert_eq!(
+        mgets(&mut admin) - before,
+        2,
+        "one MGET for the values, one for their tags"
+    );
+    for (i, value) in got.iter().enumerate() {
+        let expected = (i % 5 != 0).then_some(i as u32);
+        assert_eq!(*value, expected, "entry {i}");
+    }
 }
 
 #[test]
