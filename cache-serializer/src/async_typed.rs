@@ -15,7 +15,7 @@ use crate::envelope;
 use crate::fingerprint::Fingerprint;
 use crate::flight::{Flights, Outcome, Role};
 #[cfg(feature = "tokio")]
-use crate::lease::{self, Taken};
+use crate::lease::{self, Step, Taken};
 use crate::refresh::{self, Refresh};
 use crate::typed::{LoadError, Release, TypedCacheBuilder};
 
@@ -289,10 +289,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 Ok::<T, std::convert::Infallible>(load().await)
             })
             .await;
-        loaded.map_err(|e| match e {
-            LoadError::Cache(e) => e,
-            LoadError::Loader(never) => match *never {},
-        })
+        loaded.map_err(LoadError::into_cache_error)
     }
 
     /// Like [`get_or_set_with`](Self::get_or_set_with) with a fallible loader. A loader error is
@@ -355,10 +352,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 &[],
             )
             .await;
-        loaded.map_err(|e| match e {
-            LoadError::Cache(e) => e,
-            LoadError::Loader(never) => match *never {},
-        })
+        loaded.map_err(LoadError::into_cache_error)
     }
 
     /// As [`TypedCache::try_get_or_set_optional_with`](crate::TypedCache::try_get_or_set_optional_with).
@@ -432,10 +426,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 Ok::<T, std::convert::Infallible>(load().await)
             })
             .await;
-        loaded.map_err(|e| match e {
-            LoadError::Cache(e) => e,
-            LoadError::Loader(never) => match *never {},
-        })
+        loaded.map_err(LoadError::into_cache_error)
     }
 
     /// As [`TypedCache::try_get_or_set_tagged_with`](crate::TypedCache::try_get_or_set_tagged_with).
@@ -664,36 +655,25 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let engine = &self.shared.engine;
         let lease_key = lease::lease_key(key, engine.capabilities().max_key_len);
         let token = lease::token();
-        let deadline = tokio::time::Instant::now() + lease.waits();
-        let mut waited = false;
+        let mut waiting = lease::Waiting::new(lease);
         loop {
-            match engine
+            let added = engine
                 .add(&lease_key, token.clone(), Ttl::After(lease.hold()))
-                .await
-            {
-                Ok(true) => {
+                .await;
+            let report = |e| {
+                let _ = core.read(Err::<(), _>(e), || ());
+            };
+            let pause = match waiting.after_add(added, &core.stats, report)? {
+                Step::Held => {
                     return Ok(Taken::Held {
                         key: lease_key,
                         token,
                     });
                 }
-                Ok(false) => {}
-                Err(e) if e.is_backend_failure() => {
-                    let _ = core.read(Err::<(), _>(e), || ());
-                    bump(&core.stats.lease_timeouts);
-                    return Ok(Taken::Free);
-                }
-                Err(e) => return Err(e),
-            }
-            if !std::mem::replace(&mut waited, true) {
-                bump(&core.stats.lease_waits);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                bump(&core.stats.lease_timeouts);
-                return Ok(Taken::Free);
-            }
-            tokio::time::sleep(lease.polls().min(deadline - now)).await;
+                Step::Free => return Ok(Taken::Free),
+                Step::Sleep(pause) => pause,
+            };
+            tokio::time::sleep(pause).await;
             if let Ok(Some(bytes)) = engine.get(key).await {
                 if let Some(bytes) = self.untag(key, bytes).await? {
                     return Ok(Taken::Found(bytes));
@@ -761,10 +741,7 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
                 Ok::<T, std::convert::Infallible>(load().await)
             })
             .await;
-        loaded.map_err(|e| match e {
-            LoadError::Cache(e) => e,
-            LoadError::Loader(never) => match *never {},
-        })
+        loaded.map_err(LoadError::into_cache_error)
     }
 
     /// [`get_or_refresh_with`](Self::get_or_refresh_with) with a fallible loader, as

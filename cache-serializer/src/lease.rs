@@ -141,6 +141,66 @@ pub(crate) enum Taken {
     Free,
 }
 
+/// What a caller trying to take a lease does after an `add`: the part of waiting both faces
+/// share (they differ in how they sleep and call the engine).
+pub(crate) struct Waiting {
+    deadline: std::time::Instant,
+    poll: Duration,
+    waited: bool,
+}
+
+/// The next step of [`Waiting::after_add`].
+pub(crate) enum Step {
+    /// The lease is ours.
+    Held,
+    /// Load without a lease: the wait bound passed, or the engine failed.
+    Free,
+    /// Another process holds it: sleep this long, then look for the value and try again.
+    Sleep(Duration),
+}
+
+impl Waiting {
+    pub(crate) fn new(lease: &Lease) -> Self {
+        Self {
+            deadline: std::time::Instant::now() + lease.wait,
+            poll: lease.poll,
+            waited: false,
+        }
+    }
+
+    /// The step after an `add` of the lease answered `added`, counted in `stats`. A backend
+    /// failure goes to `report` (the fail-open layer's hook) and the load goes on without a
+    /// lease; other errors (a key the engine refuses) are returned.
+    pub(crate) fn after_add(
+        &mut self,
+        added: Result<bool>,
+        stats: &crate::core::Counters,
+        report: impl FnOnce(CacheError),
+    ) -> Result<Step> {
+        match added {
+            Ok(true) => return Ok(Step::Held),
+            Ok(false) => {}
+            Err(e) if e.is_backend_failure() => {
+                report(e);
+                crate::core::bump(&stats.lease_timeouts);
+                return Ok(Step::Free);
+            }
+            Err(e) => return Err(e),
+        }
+        if !std::mem::replace(&mut self.waited, true) {
+            crate::core::bump(&stats.lease_waits);
+        }
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            crate::core::bump(&stats.lease_timeouts);
+            return Ok(Step::Free);
+        }
+        Ok(Step::Sleep(self.poll.min(left)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use crate::core::{Counters, Found, Tagging, TypedCore, bump};
 use crate::envelope;
 use crate::fingerprint::{Fingerprint, TypeMap};
 use crate::flight::{Flights, Outcome, Role};
-use crate::lease::{self, Taken};
+use crate::lease::{self, Step, Taken};
 use crate::refresh::{self, Judgement, Refresh};
 
 /// Stores serde values as bytes in any [`CacheEngine`], and knows when bytes under a key were
@@ -109,6 +109,16 @@ impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
         match self {
             Self::Cache(e) => Some(e),
             Self::Loader(e) => Some(&**e),
+        }
+    }
+}
+
+impl LoadError<std::convert::Infallible> {
+    /// The cache's error: a loader that cannot fail left no other.
+    pub(crate) fn into_cache_error(self) -> CacheError {
+        match self {
+            Self::Cache(e) => e,
+            Self::Loader(never) => match *never {},
         }
     }
 }
@@ -532,10 +542,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         F: FnOnce() -> T,
     {
         self.try_get_or_set_with(key, ttl, || Ok::<T, std::convert::Infallible>(load()))
-            .map_err(|e| match e {
-                LoadError::Cache(e) => e,
-                LoadError::Loader(never) => match *never {},
-            })
+            .map_err(LoadError::into_cache_error)
     }
 
     /// Like [`get_or_set_with`](Self::get_or_set_with) with a fallible loader. A loader error is
@@ -608,10 +615,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         self.try_get_or_set_optional_with(key, ttl, negative_ttl, || {
             Ok::<_, std::convert::Infallible>(load())
         })
-        .map_err(|e| match e {
-            LoadError::Cache(e) => e,
-            LoadError::Loader(never) => match *never {},
-        })
+        .map_err(LoadError::into_cache_error)
     }
 
     /// [`get_or_set_optional_with`](Self::get_or_set_optional_with) with a fallible loader: its
@@ -712,10 +716,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             tags,
             || Ok::<T, std::convert::Infallible>(load()),
         )
-        .map_err(|e| match e {
-            LoadError::Cache(e) => e,
-            LoadError::Loader(never) => match *never {},
-        })
+        .map_err(LoadError::into_cache_error)
     }
 
     /// [`get_or_set_tagged_with`](Self::get_or_set_tagged_with) with a fallible loader.
@@ -931,34 +932,23 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         let engine = &self.shared.engine;
         let lease_key = lease::lease_key(key, engine.capabilities().max_key_len);
         let token = lease::token();
-        let deadline = std::time::Instant::now() + lease.waits();
-        let mut waited = false;
+        let mut waiting = lease::Waiting::new(lease);
         loop {
-            match engine.add(&lease_key, token.clone(), Ttl::After(lease.hold())) {
-                Ok(true) => {
+            let added = engine.add(&lease_key, token.clone(), Ttl::After(lease.hold()));
+            let report = |e| {
+                let _ = core.read(Err::<(), _>(e), || ());
+            };
+            let pause = match waiting.after_add(added, &core.stats, report)? {
+                Step::Held => {
                     return Ok(Taken::Held {
                         key: lease_key,
                         token,
                     });
                 }
-                Ok(false) => {}
-                Err(e) if e.is_backend_failure() => {
-                    // Reported like any backend failure; the load goes on without a lease.
-                    let _ = core.read(Err::<(), _>(e), || ());
-                    bump(&core.stats.lease_timeouts);
-                    return Ok(Taken::Free);
-                }
-                Err(e) => return Err(e),
-            }
-            if !std::mem::replace(&mut waited, true) {
-                bump(&core.stats.lease_waits);
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                bump(&core.stats.lease_timeouts);
-                return Ok(Taken::Free);
-            }
-            std::thread::sleep(lease.polls().min(deadline - now));
+                Step::Free => return Ok(Taken::Free),
+                Step::Sleep(pause) => pause,
+            };
+            std::thread::sleep(pause);
             if let Ok(Some(bytes)) = engine.get(key) {
                 if let Some(bytes) = self.untag(key, bytes)? {
                     return Ok(Taken::Found(bytes));
@@ -1026,10 +1016,7 @@ impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
         self.try_get_or_refresh_with(key, refresh, move || {
             Ok::<T, std::convert::Infallible>(load())
         })
-        .map_err(|e| match e {
-            LoadError::Cache(e) => e,
-            LoadError::Loader(never) => match *never {},
-        })
+        .map_err(LoadError::into_cache_error)
     }
 
     /// [`get_or_refresh_with`](Self::get_or_refresh_with) with a fallible loader. When this
