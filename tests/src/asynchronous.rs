@@ -225,15 +225,24 @@ where
                     let key = format!("cancel-{}", seed % 64);
                     let budget = Duration::from_micros((seed >> 8) % 3_000);
                     let operation = async {
-                        if (seed >> 20) % 2 == 0 {
-                            let mut value = format!("{key}#{task}#").into_bytes();
-                            value.resize(value.len() + ((seed >> 24) % 256) as usize, b'.');
-                            engine
-                                .set(&key, Bytes::from(value), Ttl::Default)
+                        match (seed >> 20) % 3 {
+                            0 => {
+                                let mut value = format!("{key}#{task}#").into_bytes();
+                                value.resize(value.len() + ((seed >> 24) % 256) as usize, b'.');
+                                engine
+                                    .set(&key, Bytes::from(value), Ttl::Default)
+                                    .await
+                                    .map(|()| None)
+                            }
+                            // A release that can never match (no value ends like this): `true`
+                            // would be another request's reply.
+                            1 => engine
+                                .delete_if_equals(&key, b"no value is this")
                                 .await
-                                .map(|()| None)
-                        } else {
-                            engine.get(&key).await
+                                .map(|released| {
+                                    released.then(|| Bytes::from_static(b"released a mismatch"))
+                                }),
+                            _ => engine.get(&key).await,
                         }
                     };
                     match tokio::time::timeout(budget, operation).await {

@@ -387,6 +387,25 @@ pub fn survives_faults(
             "{fault:?}: get_with_ttl took {:?}",
             start.elapsed()
         );
+        // A compare-and-delete (Redis: a script; memcached: a read, then a CAS delete) under
+        // the same fault, with a token that matches nothing: an error, never another reply.
+        let start = Instant::now();
+        match engine.delete_if_equals("fault-2", b"matches nothing") {
+            Err(
+                CacheError::Connection { .. }
+                | CacheError::Timeout { .. }
+                | CacheError::Backend { .. },
+            ) => {}
+            other => panic!(
+                "{fault:?}: delete_if_equals: expected a connection, timeout or backend error, \
+                 got {other:?}"
+            ),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{fault:?}: delete_if_equals took {:?}",
+            start.elapsed()
+        );
         proxy.set(Fault::None);
         let start = Instant::now();
         for i in 0..4 {
