@@ -121,13 +121,16 @@ impl Entry {
                 if usize::from(count) * 6 > reader.left() {
                     return None;
                 }
-                let mut headers = HeaderMap::with_capacity(usize::from(count));
+                // `HeaderMap` panics past its own limits (a capacity over 24,576, more than
+                // 32,768 entries): reserve a little and append with the fallible calls, so
+                // that no stored bytes can make a read panic.
+                let mut headers = HeaderMap::try_with_capacity(usize::from(count).min(64)).ok()?;
                 for _ in 0..count {
                     let len = usize::from(reader.u16()?);
                     let name = HeaderName::from_bytes(reader.take(len)?).ok()?;
                     let len = usize::try_from(reader.u32()?).ok()?;
                     let value = HeaderValue::from_maybe_shared(reader.slice(len)?).ok()?;
-                    headers.append(name, value);
+                    headers.try_append(name, value).ok()?;
                 }
                 let len = usize::try_from(reader.u32()?).ok()?;
                 let body = reader.slice(len)?;
@@ -262,5 +265,31 @@ mod tests {
         huge.extend_from_slice(&[0; 16]);
         huge.extend_from_slice(&[0xff, 0xff]);
         assert_eq!(Entry::decode(&Bytes::from(huge)), None);
+    }
+
+    /// Header counts past `HeaderMap`'s own limits (its capacity panics above 24,576, its
+    /// appends above 32,768 entries), with the bytes to back them: decoded or refused, never a
+    /// panic.
+    #[test]
+    fn header_counts_past_the_header_maps_limits_never_panic() {
+        for count in [24_577u16, 40_000, u16::MAX] {
+            let mut bytes = b"\xC9H\x01\x01\x00\xC8".to_vec();
+            bytes.extend_from_slice(&[0; 16]);
+            bytes.extend_from_slice(&count.to_be_bytes());
+            for _ in 0..count {
+                bytes.extend_from_slice(&1u16.to_be_bytes());
+                bytes.push(b'a');
+                bytes.extend_from_slice(&0u32.to_be_bytes());
+            }
+            bytes.extend_from_slice(&0u32.to_be_bytes());
+            let decoded = Entry::decode(&Bytes::from(bytes));
+            match decoded {
+                Some(Entry::Response(stored)) => {
+                    assert_eq!(stored.headers.len(), usize::from(count))
+                }
+                None => assert!(count > 32_768, "{count} headers fit a header map"),
+                Some(other) => panic!("{other:?}"),
+            }
+        }
     }
 }
