@@ -506,6 +506,17 @@ impl<E: AsyncCacheEngine> State<E> {
         let (written, variant) = if vary.is_empty() {
             (self.engine.set(primary, bytes, Ttl::After(ttl)).await, None)
         } else {
+            // Without a list from this request's lookup (a reload that skipped it, a waiter of
+            // another variant), read the stored one: a new generation would hide every other
+            // variant already stored.
+            let stored;
+            let list = match list {
+                Some(list) => Some(list),
+                None => {
+                    stored = self.stored_variants(primary).await;
+                    stored.as_ref()
+                }
+            };
             let (generation, list_ttl) = match list {
                 Some((list, left)) if list.names == vary => (list.generation, ttl.max(*left)),
                 _ => (random_generation(), ttl),
@@ -529,6 +540,21 @@ impl<E: AsyncCacheEngine> State<E> {
             Err(error) => self.engine_error(&error),
         }
         variant
+    }
+
+    /// The variant list stored under `primary`, with its remaining lifetime, if there is one.
+    async fn stored_variants(&self, primary: &str) -> Option<(Variants, Duration)> {
+        match self.engine.get_with_ttl(primary).await {
+            Ok(Some((bytes, remaining))) => match Entry::decode(&bytes) {
+                Some(Entry::Variants(list)) => Some((list, remaining_duration(remaining))),
+                _ => None,
+            },
+            Ok(None) => None,
+            Err(error) => {
+                self.engine_error(&error);
+                None
+            }
+        }
     }
 
     async fn invalidate(&self, keys: &[String]) {

@@ -171,6 +171,27 @@ async fn vary_gives_each_variant_its_own_response(backend: Backend) {
     assert!(app.get(target).await.hit());
     assert_eq!(app.calls("GET", target), 3);
     assert_eq!(en_again.header("vary"), Some("accept-language"));
+    // A reload of one variant (a request that skips the cache) keeps the others.
+    let reloaded = app
+        .get_with(
+            target,
+            &[("accept-language", "en"), ("cache-control", "no-cache")],
+        )
+        .await;
+    assert!(!reloaded.hit());
+    assert_eq!(app.calls("GET", target), 4);
+    assert!(
+        app.get_with(target, &[("accept-language", "fr")])
+            .await
+            .hit(),
+        "reloading the en variant hid the fr one"
+    );
+    assert!(
+        app.get_with(target, &[("accept-language", "en")])
+            .await
+            .hit()
+    );
+    assert_eq!(app.calls("GET", target), 4);
 }
 
 async fn vary_star_is_never_stored(backend: Backend) {
