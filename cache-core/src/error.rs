@@ -98,6 +98,22 @@ pub enum CacheError {
         after: Duration,
     },
 
+    /// Too much already waits for the server: the request was not sent. An async engine
+    /// bounds what waits on each connection (requests and bytes); a server that stalls fills
+    /// the bound, and operations beyond it fail at once instead of queueing without end.
+    /// Transient: the bound frees as the server answers or the stalled connection is replaced.
+    #[error("{backend}: {operation} not sent: the queue to {address} is full ({bound})")]
+    Overloaded {
+        /// The engine that refused the request.
+        backend: &'static str,
+        /// The operation refused.
+        operation: &'static str,
+        /// The server address, without credentials.
+        address: String,
+        /// The bound that was reached, such as `8192 requests` or `67108864 bytes`.
+        bound: String,
+    },
+
     /// The server refused to store a value although the request was valid (out of memory,
     /// say). For a bulk write, the other entries may have been stored: the batch may be partly
     /// applied, and a server may drop a refused key's previous value (memcached does).
@@ -201,12 +217,16 @@ pub enum CacheError {
 }
 
 impl CacheError {
-    /// Whether retrying the same operation later may succeed (`Connection`, `Timeout`).
+    /// Whether retrying the same operation later may succeed (`Connection`, `Timeout`,
+    /// `Overloaded`).
     ///
     /// Invalid input, closed engines and schema problems are not transient: retrying them gives
     /// the same error.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Connection { .. } | Self::Timeout { .. })
+        matches!(
+            self,
+            Self::Connection { .. } | Self::Timeout { .. } | Self::Overloaded { .. }
+        )
     }
 
     /// Whether the error is the cache's failure rather than the caller's mistake: the server
@@ -236,6 +256,7 @@ impl CacheError {
             self,
             Self::Connection { .. }
                 | Self::Timeout { .. }
+                | Self::Overloaded { .. }
                 | Self::Refused { .. }
                 | Self::Authentication { .. }
                 | Self::PermissionDenied { .. }
@@ -249,6 +270,7 @@ impl CacheError {
         match self {
             Self::Connection { operation, .. }
             | Self::Timeout { operation, .. }
+            | Self::Overloaded { operation, .. }
             | Self::Refused { operation, .. }
             | Self::PermissionDenied { operation, .. } => Some(operation),
             _ => None,

@@ -59,6 +59,10 @@ impl Backend for Memcached {
         &self.address
     }
 
+    fn keepalive(&self) -> Option<Request> {
+        Some(Request::new(b"mn\r\n".to_vec(), 1, ReplyLimits::scalar(0)))
+    }
+
     /// `stats settings`: learns `item_size_max`, so that values the server would refuse are
     /// refused before they are sent. A server at its connection limit answers `ERROR Too many
     /// open connections` instead, which the decoder turns into a transient connection error.

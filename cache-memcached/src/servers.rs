@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use cache_core::{Bytes, CacheError, Capabilities, Remaining, Result, Ttl};
 use cache_remote::meta::Reply;
-use cache_remote::{BoxExchange, Deadline, Make, Output, RemoteOptions, ReplyOf, Transport};
+use cache_remote::{
+    BoxExchange, Deadline, Make, Output, RemoteOptions, ReplyOf, Transport, route_of, routed,
+};
 
 use crate::backend::Memcached;
 use crate::generation::{Generation, Held, Raise, Read, next_generation};
@@ -80,8 +82,9 @@ impl<T: Transport> std::fmt::Debug for Servers<T> {
     }
 }
 
-/// What a server's part of a bulk operation gets: indices into the caller's keys.
-type Groups = Vec<(usize, Vec<usize>)>;
+/// The parts of a bulk operation: a server, the route of the connection the part goes on (see
+/// [`cache_remote::by_pipeline`]), and indices into the caller's keys.
+type Groups = Vec<(usize, u64, Vec<usize>)>;
 
 /// Builds a server's exchange of a bulk read of some keys: a slot per key, in order.
 type ReadMany<V> =
@@ -448,9 +451,12 @@ impl<T: Transport> Servers<T> {
 
     // ---- running ------------------------------------------------------------------------
 
+    /// Runs an operation on `key` on its server, on the connection of the key: the operations
+    /// on a key keep their order.
     async fn run_on<M>(
         &self,
         node: usize,
+        key: &str,
         operation: &'static str,
         deadline: Deadline,
         make: M,
@@ -459,20 +465,31 @@ impl<T: Transport> Servers<T> {
         M: Make<ReplyOf<Memcached>>,
     {
         let node = &self.nodes[node];
+        let make = routed(route_of(key.as_bytes()), make);
         let result = T::run(&node.client, operation, deadline, make).await;
         self.account(node, &result);
         result
     }
 
-    /// Where each key of `wires` goes, grouped by server in first-seen order.
-    fn group(&self, wires: &[&WireKey], operation: &'static str) -> Result<Groups> {
+    /// Where each key goes, grouped by server and connection in first-seen order (`keys` are
+    /// the caller's, `wires` their wire forms).
+    fn group(&self, keys: &[&str], wires: &[&WireKey], operation: &'static str) -> Result<Groups> {
         let ring = self.ring();
+        let pipelines = T::pipelines(&self.options.client) as u64;
         let mut groups: Groups = Vec::new();
-        for (index, wire) in wires.iter().enumerate() {
+        for (index, (key, wire)) in keys.iter().zip(wires).enumerate() {
             let node = self.locate(&ring, wire, operation)?;
-            match groups.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, members)) => members.push(index),
-                None => groups.push((node, vec![index])),
+            let route = if pipelines > 1 {
+                route_of(key.as_bytes())
+            } else {
+                0
+            };
+            match groups
+                .iter_mut()
+                .find(|(n, r, _)| *n == node && *r % pipelines == route % pipelines)
+            {
+                Some((_, _, members)) => members.push(index),
+                None => groups.push((node, route, vec![index])),
             }
         }
         Ok(groups)
@@ -518,7 +535,7 @@ impl<T: Transport> Servers<T> {
         self.commands.keys.check(key)?;
         let (wire, node) = self.prepare(key, "get", deadline).await?;
         let commands = &self.commands;
-        self.run_on(node, "get", deadline, || Ok(commands.get(&wire)))
+        self.run_on(node, key, "get", deadline, || Ok(commands.get(&wire)))
             .await
     }
 
@@ -529,7 +546,7 @@ impl<T: Transport> Servers<T> {
         check_size(key, hashed, &value, self.commands.max_value_size())?;
         let (wire, node) = self.prepare(key, "set", deadline).await?;
         let commands = &self.commands;
-        self.run_on(node, "set", deadline, || {
+        self.run_on(node, key, "set", deadline, || {
             Ok(commands.set(key, &wire, &value, exptime))
         })
         .await
@@ -540,7 +557,7 @@ impl<T: Transport> Servers<T> {
         self.commands.keys.check(key)?;
         let (wire, node) = self.prepare(key, "delete", deadline).await?;
         let commands = &self.commands;
-        self.run_on(node, "delete", deadline, || Ok(commands.delete(&wire)))
+        self.run_on(node, key, "delete", deadline, || Ok(commands.delete(&wire)))
             .await
     }
 
@@ -550,7 +567,7 @@ impl<T: Transport> Servers<T> {
         self.commands.keys.check(key)?;
         let (wire, node) = self.prepare(key, "delete_if_equals", deadline).await?;
         let commands = &self.commands;
-        self.run_on(node, "delete_if_equals", deadline, || {
+        self.run_on(node, key, "delete_if_equals", deadline, || {
             Ok(commands.delete_if_equals(&wire, expected))
         })
         .await
@@ -561,7 +578,7 @@ impl<T: Transport> Servers<T> {
         self.commands.keys.check(key)?;
         let (wire, node) = self.prepare(key, "exists", deadline).await?;
         let commands = &self.commands;
-        self.run_on(node, "exists", deadline, || Ok(commands.exists(&wire)))
+        self.run_on(node, key, "exists", deadline, || Ok(commands.exists(&wire)))
             .await
     }
 
@@ -571,7 +588,7 @@ impl<T: Transport> Servers<T> {
         self.commands.keys.check(key)?;
         let (wire, node) = self.prepare(key, "remaining_ttl", deadline).await?;
         let commands = &self.commands;
-        self.run_on(node, "remaining_ttl", deadline, || {
+        self.run_on(node, key, "remaining_ttl", deadline, || {
             Ok(commands.remaining_ttl(&wire))
         })
         .await
@@ -583,7 +600,7 @@ impl<T: Transport> Servers<T> {
         self.commands.keys.check(key)?;
         let (wire, node) = self.prepare(key, "get_with_ttl", deadline).await?;
         let commands = &self.commands;
-        self.run_on(node, "get_with_ttl", deadline, || {
+        self.run_on(node, key, "get_with_ttl", deadline, || {
             Ok(commands.get_with_ttl(&wire))
         })
         .await
@@ -644,27 +661,30 @@ impl<T: Transport> Servers<T> {
             .prepare_many(keys.iter().copied(), operation, deadline)
             .await?;
         let refs: Vec<&WireKey> = wires.iter().collect();
-        let groups = self.group(&refs, operation)?;
+        let groups = self.group(keys, &refs, operation)?;
         let commands = &self.commands;
-        if let [(node, _)] = groups.as_slice() {
-            return self
-                .run_on(*node, operation, deadline, || Ok(read(commands, &refs)))
-                .await;
+        if let [(node, route, _)] = groups.as_slice() {
+            let node = &self.nodes[*node];
+            let make = routed(*route, || Ok(read(commands, &refs)));
+            let result = T::run(&node.client, operation, deadline, make).await;
+            self.account(node, &result);
+            return result;
         }
         let subsets: Vec<Vec<&WireKey>> = groups
             .iter()
-            .map(|(_, members)| members.iter().map(|i| refs[*i]).collect())
+            .map(|(_, _, members)| members.iter().map(|i| refs[*i]).collect())
             .collect();
         let mut jobs = Vec::with_capacity(groups.len());
-        for ((node, _), subset) in groups.iter().zip(&subsets) {
-            jobs.push((&self.nodes[*node].client, move || {
-                Ok(read(commands, subset))
-            }));
+        for ((node, route, _), subset) in groups.iter().zip(&subsets) {
+            jobs.push((
+                &self.nodes[*node].client,
+                routed(*route, move || Ok(read(commands, subset))),
+            ));
         }
         let results = T::run_each(operation, deadline, jobs).await;
         let mut values: Vec<Option<V>> = (0..keys.len()).map(|_| None).collect();
         let mut first_error = None;
-        for ((node, members), result) in groups.iter().zip(results) {
+        for ((node, _, members), result) in groups.iter().zip(results) {
             self.account(&self.nodes[*node], &result);
             match result {
                 Ok(found) => {
@@ -695,11 +715,12 @@ impl<T: Transport> Servers<T> {
             .prepare_many(entries.iter().map(|(k, _)| *k), "set_many", deadline)
             .await?;
         let refs: Vec<&WireKey> = wires.iter().collect();
-        let groups = self.group(&refs, "set_many")?;
+        let keys: Vec<&str> = entries.iter().map(|(key, _)| *key).collect();
+        let groups = self.group(&keys, &refs, "set_many")?;
         let many = entries.len() > 1;
         let items: Vec<Vec<(&str, WireKey, &Bytes)>> = groups
             .iter()
-            .map(|(_, members)| {
+            .map(|(_, _, members)| {
                 members
                     .iter()
                     .map(|i| (entries[*i].0, wires[*i].clone(), &entries[*i].1))
@@ -708,14 +729,15 @@ impl<T: Transport> Servers<T> {
             .collect();
         let commands = &self.commands;
         let mut jobs = Vec::with_capacity(groups.len());
-        for ((node, _), items) in groups.iter().zip(&items) {
-            jobs.push((&self.nodes[*node].client, move || {
-                Ok(commands.set_many(items, exptime, many))
-            }));
+        for ((node, route, _), items) in groups.iter().zip(&items) {
+            jobs.push((
+                &self.nodes[*node].client,
+                routed(*route, move || Ok(commands.set_many(items, exptime, many))),
+            ));
         }
         let results = T::run_each("set_many", deadline, jobs).await;
         let mut outcome = Ok(());
-        for ((node, _), result) in groups.iter().zip(results) {
+        for ((node, _, _), result) in groups.iter().zip(results) {
             self.account(&self.nodes[*node], &result);
             if let (Err(e), Ok(())) = (result, &outcome) {
                 outcome = Err(e);
@@ -734,22 +756,23 @@ impl<T: Transport> Servers<T> {
             .prepare_many(keys.iter().copied(), "delete_many", deadline)
             .await?;
         let refs: Vec<&WireKey> = wires.iter().collect();
-        let groups = self.group(&refs, "delete_many")?;
+        let groups = self.group(keys, &refs, "delete_many")?;
         let subsets: Vec<Vec<&WireKey>> = groups
             .iter()
-            .map(|(_, members)| members.iter().map(|i| refs[*i]).collect())
+            .map(|(_, _, members)| members.iter().map(|i| refs[*i]).collect())
             .collect();
         let commands = &self.commands;
         let mut jobs = Vec::with_capacity(groups.len());
-        for ((node, _), subset) in groups.iter().zip(&subsets) {
-            jobs.push((&self.nodes[*node].client, move || {
-                Ok(commands.delete_many(subset))
-            }));
+        for ((node, route, _), subset) in groups.iter().zip(&subsets) {
+            jobs.push((
+                &self.nodes[*node].client,
+                routed(*route, move || Ok(commands.delete_many(subset))),
+            ));
         }
         let results = T::run_each("delete_many", deadline, jobs).await;
         let mut removed = 0;
         let mut first_error = None;
-        for ((node, _), result) in groups.iter().zip(results) {
+        for ((node, _, _), result) in groups.iter().zip(results) {
             self.account(&self.nodes[*node], &result);
             match result {
                 Ok(n) => removed += n,
@@ -770,14 +793,14 @@ impl<T: Transport> Servers<T> {
         let commands = &self.commands;
         match exptime {
             Some(exptime) => {
-                self.run_on(node, "add", deadline, || {
+                self.run_on(node, key, "add", deadline, || {
                     Ok(commands.add(key, &wire, &value, exptime))
                 })
                 .await
             }
             // Nothing would be kept: report whether the key was free, store nothing.
             None => self
-                .run_on(node, "add", deadline, || Ok(commands.exists(&wire)))
+                .run_on(node, key, "add", deadline, || Ok(commands.exists(&wire)))
                 .await
                 .map(|found| !found),
         }
@@ -791,7 +814,7 @@ impl<T: Transport> Servers<T> {
         check_size(key, hashed, &[b'0'; 20], self.commands.max_value_size())?;
         let (wire, node) = self.prepare(key, "increment", deadline).await?;
         let commands = &self.commands;
-        self.run_on(node, "increment", deadline, || {
+        self.run_on(node, key, "increment", deadline, || {
             Ok(commands.increment(key, &wire, delta, default_exptime))
         })
         .await
@@ -805,13 +828,13 @@ impl<T: Transport> Servers<T> {
         let commands = &self.commands;
         match exptime {
             Some(exptime) => {
-                self.run_on(node, "touch", deadline, || {
+                self.run_on(node, key, "touch", deadline, || {
                     Ok(commands.touch(&wire, exptime))
                 })
                 .await
             }
             None => {
-                self.run_on(node, "touch", deadline, || Ok(commands.delete(&wire)))
+                self.run_on(node, key, "touch", deadline, || Ok(commands.delete(&wire)))
                     .await
             }
         }

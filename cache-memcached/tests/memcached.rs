@@ -482,6 +482,52 @@ fn clear_without_namespace_flushes_the_server() {
 }
 
 #[test]
+fn a_black_hole_after_a_healthy_start_is_recovered_from() {
+    let Some(server) = server(&[]) else { return };
+    let (timeout, connect_timeout) = (Duration::from_millis(500), Duration::from_millis(500));
+    let took = cache_tests::faults::recovers_from_a_black_hole(
+        &server.address(),
+        timeout,
+        connect_timeout,
+        |address| {
+            std::sync::Arc::new(
+                MemcachedEngine::builder()
+                    .server(address)
+                    .timeout(timeout)
+                    .connect_timeout(connect_timeout)
+                    .build()
+                    .unwrap(),
+            )
+        },
+    );
+    eprintln!("serving again {took:?} after the network healed");
+}
+
+/// The blocking engines check no connection in the background: an idle connection older
+/// than `keepalive` is closed instead of reused.
+#[test]
+fn a_flow_that_died_while_idle_is_not_reused() {
+    let Some(server) = server(&[]) else { return };
+    let (timeout, keepalive) = (Duration::from_millis(500), Duration::from_secs(1));
+    cache_tests::faults::keepalive_finds_a_dead_idle_flow(
+        &server.address(),
+        timeout,
+        keepalive,
+        false,
+        |address| {
+            std::sync::Arc::new(
+                MemcachedEngine::builder()
+                    .server(address)
+                    .timeout(timeout)
+                    .keepalive(keepalive)
+                    .build()
+                    .unwrap(),
+            )
+        },
+    );
+}
+
+#[test]
 fn faults_between_engine_and_server_are_survived() {
     let Some(server) = server(&[]) else { return };
     cache_tests::proxy::survives_faults(&server.address(), |address| {

@@ -79,6 +79,12 @@ impl Backend for Redis {
         &self.address
     }
 
+    fn keepalive(&self) -> Option<Request> {
+        let mut bytes = Vec::new();
+        resp::command(&mut bytes, &[b"PING"]);
+        Some(Request::new(bytes, 1, ReplyLimits::scalar(64)))
+    }
+
     fn handshake(&self) -> Option<BoxExchange<'static, Value, ()>> {
         let (mut bytes, mut replies) = self.handshake.clone().unwrap_or_default();
         if self.require_master {

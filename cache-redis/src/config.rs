@@ -10,8 +10,11 @@ use cache_remote::{Async, Blocking, RemoteOptions};
 
 /// The URL `RedisEngine::new()` uses: `redis://127.0.0.1:6379`.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-/// Default largest value: 512 MiB, Redis's `proto-max-bulk-len`.
-pub const DEFAULT_MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
+/// Default largest value: 64 MiB. Redis itself accepts up to 512 MiB (`proto-max-bulk-len`);
+/// a cache value that large is rare, and every reply is bounded by this limit, so a lower
+/// default bounds what a misbehaving server can make the engine hold. Raise it with
+/// [`RedisEngineBuilder::max_value_size`].
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 * 1024 * 1024;
 
 /// Builds a [`RedisEngine`](crate::RedisEngine), or with the `tokio` feature an
 /// `AsyncRedisEngine` (`AsyncRedisEngine::builder()`, the [`Async`] face). Setters cannot fail;
@@ -125,9 +128,9 @@ impl<Face> RedisEngineBuilder<Face> {
 
     cache_remote::remote_builder_setters!();
 
-    /// The largest value accepted, in bytes; default 512 MiB (Redis's own limit). Larger values
-    /// are refused with `ValueTooLarge` before anything is sent, and a reply announcing a
-    /// larger value is refused before it is read (the connection is dropped).
+    /// The largest value accepted, in bytes; default 64 MiB (Redis's own limit is 512 MiB).
+    /// Larger values are refused with `ValueTooLarge` before anything is sent, and a reply
+    /// announcing a larger value is refused before it is read (the connection is dropped).
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = bytes;
         self

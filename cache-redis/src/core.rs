@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cache_core::{Bytes, CacheError, Capabilities, Remaining, Result, Ttl};
 use cache_remote::resp::{self, Value};
-use cache_remote::{BoxExchange, Deadline, Make, Output, RemoteOptions, ReplyOf, Transport};
+use cache_remote::{
+    BoxExchange, Deadline, Exchange, Make, Output, RemoteOptions, ReplyOf, Transport, by_pipeline,
+    route_of, routed,
+};
 
 use crate::backend::{BACKEND, Redirect, Redis};
 use crate::cluster::{
@@ -114,6 +117,9 @@ impl<T: Transport> Core<T> {
         M: Make<ReplyOf<Redis>> + Clone,
     {
         self.check_open()?;
+        // Every operation on a key goes on the key's connection, so that they keep their order.
+        let route = route_of(key.as_bytes());
+        let make = routed(route, make);
         let cluster = match &self.topology {
             Topology::Single(client) => return T::run(client, operation, deadline, make).await,
             Topology::Sentinel(sentinel) => return sentinel.run(operation, deadline, make).await,
@@ -127,10 +133,8 @@ impl<T: Transport> Core<T> {
                 Some(address) => {
                     let client = cluster.client(&address)?;
                     let mut inner = make.clone();
-                    T::run(&client, operation, deadline, move || {
-                        inner.make().map(|inner| Asking { inner })
-                    })
-                    .await
+                    let asking = move || inner.make().map(|inner| Asking { inner });
+                    T::run(&client, operation, deadline, routed(route, asking)).await
                 }
                 None => {
                     let address = cluster.owner(slot, deadline).await?;
@@ -211,6 +215,66 @@ impl<T: Transport> Core<T> {
         Ok(outputs)
     }
 
+    /// The keys of a bulk operation grouped by the connection each one goes on (see
+    /// [`by_pipeline`]), for [`on_master_in_parts`](Self::on_master_in_parts).
+    fn parts<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Vec<(u64, Vec<usize>)> {
+        by_pipeline(
+            keys.into_iter().map(str::as_bytes),
+            T::pipelines(&self.options.client),
+        )
+    }
+
+    /// A bulk operation on one server or the sentinels' master, in `parts` (at least one): each
+    /// part on its connection, all at once; `build` makes the exchange of the part of that
+    /// index. The outputs, in the order of the parts; the first error once every part ended.
+    async fn on_master_in_parts<E, F>(
+        &self,
+        operation: &'static str,
+        deadline: Deadline,
+        parts: &[(u64, Vec<usize>)],
+        build: F,
+    ) -> Result<Vec<E::Output>>
+    where
+        E: Exchange<Value>,
+        F: Fn(usize) -> Result<E> + Sync,
+    {
+        self.check_open()?;
+        let build = &build;
+        if let [(route, _)] = parts {
+            let make = routed(*route, move || build(0));
+            let output = match &self.topology {
+                Topology::Single(client) => T::run(client, operation, deadline, make).await,
+                Topology::Sentinel(sentinel) => sentinel.run(operation, deadline, make).await,
+                Topology::Cluster(_) => Err(CacheError::invalid_config(
+                    "a cluster's bulk operations go by slot",
+                )),
+            };
+            return output.map(|output| vec![output]);
+        }
+        let client = match &self.topology {
+            Topology::Single(client) => Arc::clone(client),
+            Topology::Sentinel(sentinel) => sentinel.master(deadline).await?,
+            Topology::Cluster(_) => {
+                return Err(CacheError::invalid_config(
+                    "a cluster's bulk operations go by slot",
+                ));
+            }
+        };
+        let jobs = parts
+            .iter()
+            .enumerate()
+            .map(|(index, (route, _))| (&*client, routed(*route, move || build(index))))
+            .collect();
+        let results: Result<Vec<E::Output>> = T::run_each(operation, deadline, jobs)
+            .await
+            .into_iter()
+            .collect();
+        if let Topology::Sentinel(sentinel) = &self.topology {
+            sentinel.after(&results, deadline).await;
+        }
+        results
+    }
+
     /// A bulk operation on a cluster: `full` keys grouped by the node serving their slot, one
     /// command per key (`build` makes a node's exchange for some of them), every node at once;
     /// keys redirected are sent again where they were sent to.
@@ -230,9 +294,11 @@ impl<T: Transport> Core<T> {
         let mut results: Vec<Option<V>> = (0..full.len()).map(|_| None).collect();
         let mut pending: Vec<(usize, Option<String>)> =
             (0..full.len()).map(|i| (i, None)).collect();
+        let pipelines = T::pipelines(&self.options.client) as u64;
         for _ in 0..MAX_REDIRECTS {
-            // Group by (node, asking), in first-seen order.
-            let mut groups: Vec<(String, bool, Vec<usize>)> = Vec::new();
+            // Group by (node, asking, connection), in first-seen order: each key goes on its
+            // own connection to its node, as single-key operations do.
+            let mut groups: Vec<(String, bool, u64, Vec<usize>)> = Vec::new();
             for (index, ask) in std::mem::take(&mut pending) {
                 let (address, asking) = match ask {
                     Some(address) => (address, true),
@@ -241,26 +307,31 @@ impl<T: Transport> Core<T> {
                         (cluster.owner(slot, deadline).await?, false)
                     }
                 };
-                match groups
-                    .iter_mut()
-                    .find(|(a, k, _)| *a == address && *k == asking)
-                {
-                    Some((_, _, members)) => members.push(index),
-                    None => groups.push((address, asking, vec![index])),
+                let route = if pipelines > 1 {
+                    route_of(keys.get(index).copied().unwrap_or_default().as_bytes())
+                } else {
+                    0
+                };
+                match groups.iter_mut().find(|(a, k, r, _)| {
+                    *a == address && *k == asking && *r % pipelines == route % pipelines
+                }) {
+                    Some((_, _, _, members)) => members.push(index),
+                    None => groups.push((address, asking, route, vec![index])),
                 }
             }
             let mut clients = Vec::with_capacity(groups.len());
-            for (address, _, _) in &groups {
+            for (address, _, _, _) in &groups {
                 clients.push(cluster.client(address)?);
             }
             let mut jobs = Vec::with_capacity(groups.len());
-            for ((_, asking, members), client) in groups.iter().zip(&clients) {
+            for ((_, asking, route, members), client) in groups.iter().zip(&clients) {
                 let (build, asking) = (&build, *asking);
-                jobs.push((&**client, move || Ok(build(members.clone(), asking))));
+                let make = move || Ok(build(members.clone(), asking));
+                jobs.push((&**client, routed(*route, make)));
             }
             let answers = T::run_each(operation, deadline, jobs).await;
             let mut first_error = None;
-            for ((_, _, members), answer) in groups.iter().zip(answers) {
+            for ((_, _, _, members), answer) in groups.iter().zip(answers) {
                 match answer {
                     Ok(list) => {
                         for (index, answer) in members.iter().zip(list) {
@@ -354,10 +425,20 @@ impl<T: Transport> Core<T> {
     pub(crate) async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         let commands = &self.commands;
         let Topology::Cluster(cluster) = &self.topology else {
-            return self
-                .on_every_master("get_many", self.deadline(), || commands.get_many(keys))
-                .await
-                .map(|mut all| all.pop().unwrap_or_default());
+            if keys.is_empty() {
+                return self
+                    .on_every_master("get_many", self.deadline(), || commands.get_many(keys))
+                    .await
+                    .map(|mut all| all.pop().unwrap_or_default());
+            }
+            let parts = self.parts(keys.iter().copied());
+            let keys_of = part_keys(keys, &parts);
+            let found = self
+                .on_master_in_parts("get_many", self.deadline(), &parts, |index| {
+                    commands.get_many(&keys_of[index])
+                })
+                .await?;
+            return Ok(scatter(keys.len(), &parts, found));
         };
         self.check_open()?;
         let full = keys
@@ -390,9 +471,28 @@ impl<T: Transport> Core<T> {
     pub(crate) async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
         let commands = &self.commands;
         let Topology::Cluster(cluster) = &self.topology else {
+            let parts = self.parts(entries.iter().map(|(key, _)| *key));
+            if parts.len() <= 1 {
+                return self
+                    .on_every_master("set_many", self.deadline(), || {
+                        commands.set_many(entries, ttl)
+                    })
+                    .await
+                    .map(drop);
+            }
+            // Every entry is checked before any part is sent: a bad one changes nothing.
+            for (key, value) in entries {
+                commands.key(key)?;
+                commands.check_value(key, value)?;
+            }
+            commands.expiry_ms(ttl)?;
+            let entries_of: Vec<Vec<(&str, Bytes)>> = parts
+                .iter()
+                .map(|(_, members)| members.iter().map(|i| entries[*i].clone()).collect())
+                .collect();
             return self
-                .on_every_master("set_many", self.deadline(), || {
-                    commands.set_many(entries, ttl)
+                .on_master_in_parts("set_many", self.deadline(), &parts, |index| {
+                    commands.set_many(&entries_of[index], ttl)
                 })
                 .await
                 .map(drop);
@@ -445,9 +545,23 @@ impl<T: Transport> Core<T> {
     pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let commands = &self.commands;
         let Topology::Cluster(cluster) = &self.topology else {
+            let parts = self.parts(keys.iter().copied());
+            if parts.len() <= 1 {
+                return self
+                    .on_every_master("delete_many", self.deadline(), || {
+                        commands.delete_many(keys)
+                    })
+                    .await
+                    .map(|all| all.into_iter().sum());
+            }
+            // Every key is checked before any part is sent: a bad one changes nothing.
+            for key in keys {
+                commands.key(key)?;
+            }
+            let keys_of = part_keys(keys, &parts);
             return self
-                .on_every_master("delete_many", self.deadline(), || {
-                    commands.delete_many(keys)
+                .on_master_in_parts("delete_many", self.deadline(), &parts, |index| {
+                    commands.delete_many(&keys_of[index])
                 })
                 .await
                 .map(|all| all.into_iter().sum());
@@ -531,12 +645,22 @@ impl<T: Transport> Core<T> {
         let commands = &self.commands;
         let deadline = self.deadline();
         if !matches!(self.topology, Topology::Cluster(_)) {
-            return self
-                .on_every_master("get_many_with_ttl", deadline, || {
-                    commands.get_many_with_ttl(keys)
+            if keys.is_empty() {
+                return self
+                    .on_every_master("get_many_with_ttl", deadline, || {
+                        commands.get_many_with_ttl(keys)
+                    })
+                    .await
+                    .map(|mut all| all.pop().unwrap_or_default());
+            }
+            let parts = self.parts(keys.iter().copied());
+            let keys_of = part_keys(keys, &parts);
+            let found = self
+                .on_master_in_parts("get_many_with_ttl", deadline, &parts, |index| {
+                    commands.get_many_with_ttl(&keys_of[index])
                 })
-                .await
-                .map(|mut all| all.pop().unwrap_or_default());
+                .await?;
+            return Ok(scatter(keys.len(), &parts, found));
         }
         self.check_open()?;
         for key in keys {
@@ -553,4 +677,25 @@ impl<T: Transport> Core<T> {
         }
         Ok(found)
     }
+}
+
+/// The keys of each part (see [`Core::parts`]).
+fn part_keys<'k>(keys: &[&'k str], parts: &[(u64, Vec<usize>)]) -> Vec<Vec<&'k str>> {
+    parts
+        .iter()
+        .map(|(_, members)| members.iter().map(|i| keys[*i]).collect())
+        .collect()
+}
+
+/// The answers of each part put back in the order of the keys.
+fn scatter<V: Default>(len: usize, parts: &[(u64, Vec<usize>)], found: Vec<Vec<V>>) -> Vec<V> {
+    let mut all: Vec<V> = (0..len).map(|_| V::default()).collect();
+    for ((_, members), values) in parts.iter().zip(found) {
+        for (index, value) in members.iter().zip(values) {
+            if let Some(slot) = all.get_mut(*index) {
+                *slot = value;
+            }
+        }
+    }
+    all
 }

@@ -116,7 +116,11 @@
 //! | connect timeout | 1 s | `CACHE_REDIS_CONNECT_TIMEOUT_MS` |
 //! | connections open at most | 32 | `CACHE_REDIS_MAX_CONNECTIONS` |
 //! | idle connections kept | 32 | `CACHE_REDIS_MAX_IDLE_CONNECTIONS` |
-//! | largest value | 512 MiB | (builder only) |
+//! | keepalive: idle connections checked after | 30 s | `CACHE_REDIS_KEEPALIVE_MS` (`0` or `off`: never) |
+//! | pipelines (async) | 1 | `CACHE_REDIS_PIPELINES` |
+//! | requests waiting per connection (async) | 16,384 | `CACHE_REDIS_MAX_QUEUED_REQUESTS` |
+//! | request bytes waiting per connection (async) | 64 MiB | `CACHE_REDIS_MAX_QUEUED_BYTES` |
+//! | largest value | 64 MiB | (builder only) |
 //!
 //! # Deadlines, limits and connections
 //!
@@ -176,6 +180,28 @@
 //! runs an async runtime inside. A future of the async engine may be dropped at any await point
 //! (a timeout, a `select!`): the connection stays in step and no other call ever receives its
 //! reply.
+//!
+//! Under a stalled or silent server, the async engine keeps these promises (each tested, see
+//! `docs/RELIABILITY.md`):
+//!
+//! - **Every operation ends within `timeout + connect_timeout` of its call**, whether it opens a
+//!   connection, waits for another caller's attempt to open one (one attempt serves them all),
+//!   or both.
+//! - **It recovers without being rebuilt**: a connection whose oldest unanswered request is a
+//!   whole `timeout` past its deadline is closed and replaced, so the engine serves again
+//!   within `2 x timeout + connect_timeout` of the server being reachable. A connection idle
+//!   for [`keepalive`](RedisEngineBuilder::keepalive) (30 s) is pinged, and closed unless
+//!   the ping is answered within `timeout`; sockets have TCP keepalive on.
+//! - **What waits is bounded**: per connection, at most
+//!   [`max_queued_requests`](RedisEngineBuilder::max_queued_requests) (16,384) requests and
+//!   [`max_queued_bytes`](RedisEngineBuilder::max_queued_bytes) (64 MiB) not yet written;
+//!   past either, an operation fails at once with `CacheError::Overloaded`. A request whose
+//!   caller was cancelled or whose deadline passed before it was written is never written.
+//! - **The operations on a key keep their order**: with several
+//!   [`pipelines`](RedisEngineBuilder::pipelines), each key goes on one connection (by a
+//!   hash of the key) and bulk operations are split by connection. The order holds while a
+//!   connection lives: a write sent on a connection that then failed may still land after a
+//!   write on its replacement.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -198,7 +224,9 @@ pub use async_engine::AsyncRedisEngine;
 pub use cache_remote::blocking::PoolState;
 pub use cache_remote::{Async, Blocking};
 pub use cache_remote::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_REQUESTS,
+    DEFAULT_PIPELINES, DEFAULT_TIMEOUT,
 };
 pub use config::{DEFAULT_MAX_VALUE_SIZE, DEFAULT_URL, RedisEngineBuilder};
 pub use engine::RedisEngine;

@@ -146,22 +146,33 @@ impl<T: Transport> Sentinel<T> {
     where
         M: Make<ReplyOf<Redis>>,
     {
+        let client = self.master(deadline).await?;
+        let result = T::run(&client, operation, deadline, make).await;
+        self.after(&result, deadline).await;
+        result
+    }
+
+    /// The client of the master, finding it first if need be.
+    pub(crate) async fn master(&self, deadline: Deadline) -> Result<Arc<Client<T>>> {
         self.watch();
-        let client = match self.current() {
-            Some(client) => client,
+        match self.current() {
+            Some(client) => Ok(client),
             None => {
                 self.ask(deadline, true).await?;
                 self.current()
-                    .ok_or_else(|| self.no_master("no sentinel named a master"))?
+                    .ok_or_else(|| self.no_master("no sentinel named a master"))
             }
-        };
-        let result = T::run(&client, operation, deadline, make).await;
-        if let Err(error) = &result {
+        }
+    }
+
+    /// After an operation on the master: a failure that may mean the master changed sends the
+    /// engine to the sentinels again.
+    pub(crate) async fn after<O>(&self, result: &Result<O>, deadline: Deadline) {
+        if let Err(error) = result {
             if error.is_transient() {
                 let _ = self.ask(deadline, false).await;
             }
         }
-        result
     }
 
     fn no_master(&self, why: &str) -> CacheError {

@@ -31,6 +31,14 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// a database, learning the server's limits), if any.
     fn handshake(&self) -> Option<BoxExchange<'static, ReplyOf<Self>, ()>>;
 
+    /// A short request whose answer shows that a connection idle for
+    /// [`ClientSettings::keepalive`](crate::ClientSettings::keepalive) still reaches the server
+    /// (Redis `PING`, memcached `mn`); any well-formed reply counts. The default, `None`,
+    /// leaves idle connections unchecked but for TCP keepalive.
+    fn keepalive(&self) -> Option<crate::exchange::Request> {
+        None
+    }
+
     /// TLS settings, when connections must be wrapped in TLS.
     #[cfg(feature = "tls")]
     fn tls(&self) -> Option<&TlsSettings> {
@@ -129,9 +137,22 @@ impl Broken {
     }
 }
 
+/// Which bound of an async connection's queue refused a request.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) enum QueueFull {
+    /// The most requests that may wait.
+    Requests(usize),
+    /// The most bytes that may wait to be written.
+    Bytes(usize),
+}
+
 /// How an exchange failed on a connection.
 #[derive(Debug)]
 pub(crate) enum Failure {
+    /// The request was not sent: the connection's queue is full. The connection is fine.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Full(QueueFull),
     /// Every reply was read; the operation failed (an error reply, a bad counter). The
     /// connection is in a known state and can be reused.
     Reply(CacheError),

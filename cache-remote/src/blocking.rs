@@ -488,7 +488,11 @@ impl<B: Backend> Client<B> {
     /// A client for `backend`; no connection is opened until the first operation.
     pub fn new(backend: B, settings: ClientSettings) -> Self {
         Self {
-            pool: Pool::new(settings.max_connections, settings.max_idle_connections),
+            pool: Pool::new(
+                settings.max_connections,
+                settings.max_idle_connections,
+                settings.keepalive,
+            ),
             backend,
             settings,
             closed: AtomicBool::new(false),
@@ -604,6 +608,11 @@ impl<B: Backend> Client<B> {
                     lease.checkin();
                     self.answered();
                     return Err(error);
+                }
+                // The blocking transport has no queue: it never refuses for a full one.
+                Err(Failure::Full(_)) => {
+                    lease.checkin();
+                    return Err(CacheError::Closed { backend });
                 }
                 Err(Failure::Broken {
                     why,
@@ -808,6 +817,7 @@ impl<B: Backend> Client<B> {
             })));
         };
         tcp.set_nodelay(true).map_err(unreachable)?;
+        crate::settings::set_tcp_keepalive(&tcp, self.settings.keepalive).map_err(unreachable)?;
         let stream = self
             .wrap(tcp, &deadline)
             .map_err(|why| why.into_error(backend, operation, address, budget))?;
@@ -822,6 +832,7 @@ impl<B: Backend> Client<B> {
             ) {
                 Ok(()) => {}
                 Err(Failure::Reply(e)) => return Err(e),
+                Err(Failure::Full(_)) => return Err(timed_out()),
                 Err(Failure::Broken { why, .. }) => {
                     return Err(why.into_error(backend, operation, address, budget));
                 }

@@ -6,6 +6,9 @@ use crate::protocol::{Decode, Decoded, ProtocolError, ReplyLimits};
 const MIN_READ: usize = 16 * 1024;
 /// A buffer that grew past this for one large reply shrinks back once it is empty.
 const KEEP: usize = 256 * 1024;
+/// The most the buffer grows beyond what has arrived: a reply announcing a large value (under
+/// the limit) is given room as its bytes come, never all at once before they do.
+const MAX_GROWTH: usize = 1024 * 1024;
 
 /// Bytes read from a connection and not yet decoded.
 ///
@@ -67,10 +70,14 @@ impl ReadBuffer {
         }
     }
 
-    /// Room to read into: at least 16 KiB, or what the reply being decoded still needs.
+    /// Room to read into: at least 16 KiB, or what the reply being decoded still needs, up
+    /// to 1 MiB more than has arrived.
     pub fn spare(&mut self) -> &mut [u8] {
         let filled = self.end - self.start;
-        let want = self.needed.saturating_sub(filled).max(MIN_READ);
+        let want = self
+            .needed
+            .saturating_sub(filled)
+            .clamp(MIN_READ, MAX_GROWTH.max(MIN_READ));
         if self.data.len() - self.end < want {
             if self.start > 0 {
                 self.data.copy_within(self.start..self.end, 0);
@@ -123,5 +130,18 @@ mod tests {
         );
         assert!(buf.is_empty());
         assert!(buf.data.len() <= KEEP);
+    }
+
+    #[test]
+    fn a_large_announced_reply_grows_the_buffer_as_it_arrives() {
+        let limits = ReplyLimits::scalar(1 << 30);
+        let mut buf = ReadBuffer::new();
+        let head = b"$400000000\r\n";
+        buf.spare()[..head.len()].copy_from_slice(head);
+        buf.advance(head.len());
+        assert_eq!(buf.decode(&Resp, &limits).unwrap(), None);
+        // 400 MB announced, 12 bytes arrived: room for at most 1 MiB more.
+        assert!(buf.spare().len() <= MAX_GROWTH, "{}", buf.data.len());
+        assert!(buf.data.len() <= head.len() + MAX_GROWTH);
     }
 }

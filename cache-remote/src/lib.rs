@@ -55,10 +55,11 @@ pub use exchange::{
 };
 pub use protocol::{Decode, Decoded, ProtocolError, ReplyLimits};
 pub use settings::{
-    ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IDLE_CONNECTIONS,
+    ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_REQUESTS,
     DEFAULT_PIPELINES, DEFAULT_TIMEOUT, RemoteOptions,
 };
-pub use transport::{Make, Output, Transport, block_on};
+pub use transport::{Make, Output, Routed, Transport, block_on, by_pipeline, route_of, routed};
 
 #[doc(hidden)]
 pub mod __private {

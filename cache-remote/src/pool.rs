@@ -1,6 +1,7 @@
 //! A bounded pool: at most `max_open` connections open at once, at most `max_idle` kept.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::exchange::Deadline;
 
@@ -22,7 +23,8 @@ pub(crate) enum Slot<C> {
 }
 
 struct State<C> {
-    idle: Vec<C>,
+    /// Idle connections, each with the moment it went idle.
+    idle: Vec<(C, Instant)>,
     /// Connections counted against `max_open`: idle, in use, and being opened.
     open: usize,
     waiting: usize,
@@ -37,10 +39,13 @@ pub(crate) struct Pool<C> {
     freed: Condvar,
     max_open: usize,
     max_idle: usize,
+    /// An idle connection older than this is closed instead of reused: its flow may have died
+    /// without a word (a NAT or load balancer forgot it).
+    max_idle_time: Option<Duration>,
 }
 
 impl<C> Pool<C> {
-    pub(crate) fn new(max_open: usize, max_idle: usize) -> Self {
+    pub(crate) fn new(max_open: usize, max_idle: usize, max_idle_time: Option<Duration>) -> Self {
         Self {
             state: Mutex::new(State {
                 idle: Vec::new(),
@@ -52,6 +57,7 @@ impl<C> Pool<C> {
             freed: Condvar::new(),
             max_open: max_open.max(1),
             max_idle: max_idle.min(max_open),
+            max_idle_time,
         }
     }
 
@@ -67,7 +73,17 @@ impl<C> Pool<C> {
             if state.closed {
                 return Err(Refusal::Closed);
             }
-            if let Some(conn) = state.idle.pop() {
+            if let Some((conn, since)) = state.idle.pop() {
+                if self
+                    .max_idle_time
+                    .is_some_and(|longest| since.elapsed() > longest)
+                {
+                    // Its room is reused for a new connection; the old one is closed outside
+                    // the lock.
+                    drop(state);
+                    drop(conn);
+                    return Ok(Slot::Vacant);
+                }
                 return Ok(Slot::Idle(conn));
             }
             if state.open < self.max_open {
@@ -101,7 +117,7 @@ impl<C> Pool<C> {
             }
             return;
         }
-        state.idle.push(conn);
+        state.idle.push((conn, Instant::now()));
         let wake = state.waiting > 0;
         drop(state);
         if wake {
@@ -155,11 +171,10 @@ impl<C> Pool<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn the_bound_holds_and_waiters_get_freed_room() {
-        let pool: Pool<u32> = Pool::new(2, 1);
+        let pool: Pool<u32> = Pool::new(2, 1, None);
         let deadline = Deadline::after(Duration::from_millis(50));
         assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
         assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
@@ -178,5 +193,22 @@ mod tests {
         pool.close();
         assert_eq!(pool.checkout(&deadline).err(), Some(Refusal::Closed));
         assert_eq!(pool.counts().0, 0);
+    }
+
+    #[test]
+    fn an_idle_connection_past_its_time_is_not_reused() {
+        let pool: Pool<u32> = Pool::new(1, 1, Some(Duration::from_millis(20)));
+        let deadline = Deadline::after(Duration::from_millis(50));
+        assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
+        pool.checkin(7);
+        assert!(matches!(pool.checkout(&deadline), Ok(Slot::Idle(7))));
+        pool.checkin(7);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
+        assert_eq!(
+            pool.counts(),
+            (1, 0, 1),
+            "the old one closed, its room reused"
+        );
     }
 }

@@ -33,6 +33,14 @@ pub trait Make<R>: Send {
     ///
     /// The operation's, before anything is sent.
     fn make(&mut self) -> Result<Self::Exchange>;
+
+    /// Which connection the operation belongs on, for a client that spreads its operations
+    /// over several (the async transport's pipelines): operations of one route go on one
+    /// connection, in the order they were issued. `None` (the default): any connection.
+    /// Operations on a key are routed by [`route_of`] the key, with [`routed`].
+    fn route(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<R, E, F> Make<R> for F
@@ -45,6 +53,67 @@ where
     fn make(&mut self) -> Result<E> {
         self()
     }
+}
+
+/// A maker whose operations go on the connection of one route: see [`routed`].
+#[derive(Debug, Clone)]
+pub struct Routed<M> {
+    make: M,
+    route: u64,
+}
+
+/// `make`, its operations sent on the connection of `route` (see [`Make::route`]).
+pub fn routed<M>(route: u64, make: M) -> Routed<M> {
+    Routed { make, route }
+}
+
+impl<R, M: Make<R>> Make<R> for Routed<M> {
+    type Exchange = M::Exchange;
+
+    fn make(&mut self) -> Result<M::Exchange> {
+        self.make.make()
+    }
+
+    fn route(&self) -> Option<u64> {
+        Some(self.route)
+    }
+}
+
+/// The route of the operations on `key`: a hash of it, the same for the life of the process.
+pub fn route_of(key: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+}
+
+/// The indices of `keys` grouped by the connection of a client of `pipelines` connections
+/// each one goes on (see [`route_of`]), in first-seen order, with a route for each group: a
+/// bulk operation sends each group on its own connection, so that every key keeps its order.
+///
+/// ```
+/// let keys: [&[u8]; 3] = [b"a", b"b", b"c"];
+/// assert_eq!(cache_remote::by_pipeline(keys, 1).len(), 1);
+/// let groups = cache_remote::by_pipeline(keys, 4);
+/// let mut all: Vec<usize> = groups.iter().flat_map(|(_, members)| members.clone()).collect();
+/// all.sort_unstable();
+/// assert_eq!(all, [0, 1, 2]);
+/// ```
+pub fn by_pipeline<'k>(
+    keys: impl IntoIterator<Item = &'k [u8]>,
+    pipelines: usize,
+) -> Vec<(u64, Vec<usize>)> {
+    let pipelines = pipelines.max(1) as u64;
+    let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+    for (index, key) in keys.into_iter().enumerate() {
+        let route = if pipelines == 1 { 0 } else { route_of(key) };
+        match groups
+            .iter_mut()
+            .find(|(r, _)| *r % pipelines == route % pipelines)
+        {
+            Some((_, members)) => members.push(index),
+            None => groups.push((route, vec![index])),
+        }
+    }
+    groups
 }
 
 /// How one face of the engines runs exchanges: [`Blocking`] with [`blocking::Client`]
@@ -91,6 +160,11 @@ pub trait Transport: Send + Sync + Sized + 'static {
 
     /// Waits `duration`: the thread sleeps on the blocking face, the task on the async one.
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// How many connections a client with `settings` spreads routed operations over (see
+    /// [`Make::route`]): 1 for the blocking face, whose callers each hold a connection of
+    /// their own for an operation; the number of pipelines for the async face.
+    fn pipelines(settings: &ClientSettings) -> usize;
 
     /// Operations in a row that failed on the client's connections (see
     /// [`blocking::Client::consecutive_failures`](crate::blocking::Client::consecutive_failures)).
@@ -156,6 +230,10 @@ impl Transport for Blocking {
         std::future::ready(())
     }
 
+    fn pipelines(_settings: &ClientSettings) -> usize {
+        1
+    }
+
     fn consecutive_failures<B: Backend>(client: &Self::Client<B>) -> u32 {
         client.consecutive_failures()
     }
@@ -217,6 +295,10 @@ impl Transport for Async {
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {
         ::tokio::time::sleep(duration)
+    }
+
+    fn pipelines(settings: &ClientSettings) -> usize {
+        settings.pipelines.max(1)
     }
 
     fn consecutive_failures<B: Backend>(client: &Self::Client<B>) -> u32 {

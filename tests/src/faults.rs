@@ -274,3 +274,127 @@ pub fn release_is_never_sent_twice(
     let stored = direct.get("lease").unwrap_or_else(|e| panic!("get: {e}"));
     assert_eq!(stored, None, "the release reached the server once");
 }
+
+/// The network between engine and server turns into a black hole after a healthy start:
+/// connections stay open and nothing passes either way (a NAT or load balancer that forgot the
+/// flow, a failed-over address that stopped answering). Operations fail with a transient error
+/// within `timeout + connect_timeout` (plus a second of slack); when the network heals (new
+/// connections pass; the black-holed ones stay dead), the same engine serves again within
+/// `2 x timeout + connect_timeout` (plus a second), without being rebuilt.
+///
+/// `engine_at` builds an engine with these `timeout` and `connect_timeout` for a server
+/// address. Returns how long recovery took.
+///
+/// # Panics
+///
+/// When an operation succeeds in the black hole, overruns, or the engine does not recover in
+/// time (or reads a wrong value).
+pub fn recovers_from_a_black_hole(
+    server: &str,
+    timeout: Duration,
+    connect_timeout: Duration,
+    engine_at: impl Fn(&str) -> Arc<dyn CacheEngine>,
+) -> Duration {
+    use crate::proxy::{Fault, FaultProxy};
+
+    let slack = Duration::from_secs(1);
+    let proxy = FaultProxy::start(server).unwrap_or_else(|e| panic!("proxy: {e}"));
+    let engine = engine_at(proxy.address());
+    engine
+        .set("hole", value("v"), Ttl::Default)
+        .unwrap_or_else(|e| panic!("set before the black hole: {e}"));
+    for _ in 0..5 {
+        assert_eq!(engine.get("hole").ok().flatten(), Some(value("v")));
+    }
+    proxy.set(Fault::BlackHole);
+    for round in 0..4 {
+        let start = Instant::now();
+        let result = engine.get("hole");
+        let took = start.elapsed();
+        match result {
+            Err(e) if e.is_transient() => {}
+            other => panic!("get {round} in the black hole: {other:?}"),
+        }
+        assert!(
+            took <= timeout + connect_timeout + slack,
+            "get {round} in the black hole took {took:?}"
+        );
+    }
+    proxy.set(Fault::None);
+    let healed = Instant::now();
+    let bound = timeout * 2 + connect_timeout + slack;
+    loop {
+        let start = Instant::now();
+        let result = engine.get("hole");
+        assert!(
+            start.elapsed() <= timeout + connect_timeout + slack,
+            "a get after healing took {:?}",
+            start.elapsed()
+        );
+        match result {
+            Ok(found) => {
+                assert_eq!(found, Some(value("v")), "another reply after healing");
+                break;
+            }
+            Err(e) => assert!(
+                healed.elapsed() <= bound,
+                "not serving {:?} after the network healed (bound {bound:?}): {e}",
+                healed.elapsed()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    healed.elapsed()
+}
+
+/// A connection left idle while its flow silently dies is found dead before the next request
+/// needs it: after `keepalive + timeout` (plus slack) in a black hole without any operation,
+/// the first operation once the network heals succeeds at once, without waiting out a
+/// timeout on the dead connection. With `in_background` (the async engines, which ping idle
+/// connections), the engine has also closed the dead connection by then.
+///
+/// `engine_at` builds an engine with this `timeout` and `keepalive` for a server address.
+///
+/// # Panics
+///
+/// When the first operation after the quiet spell fails, or (with `in_background`) the dead
+/// connection is still open.
+pub fn keepalive_finds_a_dead_idle_flow(
+    server: &str,
+    timeout: Duration,
+    keepalive: Duration,
+    in_background: bool,
+    engine_at: impl Fn(&str) -> Arc<dyn CacheEngine>,
+) {
+    use crate::proxy::{Fault, FaultProxy};
+
+    let proxy = FaultProxy::start(server).unwrap_or_else(|e| panic!("proxy: {e}"));
+    let engine = engine_at(proxy.address());
+    engine
+        .set("quiet", value("v"), Ttl::Default)
+        .unwrap_or_else(|e| panic!("set before the quiet spell: {e}"));
+    assert_eq!(engine.get("quiet").ok().flatten(), Some(value("v")));
+    assert!(proxy.open_connections() >= 1);
+    proxy.set(Fault::BlackHole);
+    std::thread::sleep(keepalive + timeout + Duration::from_millis(1500));
+    if in_background {
+        assert_eq!(
+            proxy.open_connections(),
+            0,
+            "the connection whose flow died while idle is still open"
+        );
+    }
+    proxy.set(Fault::None);
+    let start = Instant::now();
+    let result = engine.get("quiet");
+    assert_eq!(
+        result.as_ref().ok().cloned().flatten(),
+        Some(value("v")),
+        "the first get after a quiet spell in which the flow died: {result:?}"
+    );
+    assert!(
+        start.elapsed() < timeout,
+        "the first get after the quiet spell took {:?}",
+        start.elapsed()
+    );
+}

@@ -63,6 +63,18 @@ pub enum Misbehaviour {
     },
     /// A reply line that never ends: filler bytes without `\r\n`.
     EndlessLine,
+    /// Accepts connections and never answers anything, not even what engines send while
+    /// connecting (memcached's `stats settings`, Redis's `AUTH` or `SELECT`): a handshake
+    /// never ends.
+    Silent,
+    /// Announces a value of `announced` bytes (within the engine's limit), then sends its
+    /// bytes one every `every`.
+    SlowValue {
+        /// The announced length in bytes.
+        announced: u64,
+        /// Time between two bytes.
+        every: Duration,
+    },
 }
 
 /// A fake server on a free loopback port; see the [module docs](self).
@@ -160,13 +172,23 @@ fn serve(
     };
     let mut writer = writer;
     let mut reader = BufReader::new(client);
+    if *misbehaviour == Misbehaviour::Silent {
+        let mut sink = [0u8; 4096];
+        while !stop.load(Ordering::SeqCst) {
+            match reader.read(&mut sink) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        return;
+    }
     while !stop.load(Ordering::SeqCst) {
         let request = match dialect {
             Dialect::Redis => read_resp_request(&mut reader),
             Dialect::Memcached => read_memcached_request(&mut reader),
         };
         let Some(request) = request else { return };
-        if let Some(answer) = connection_setup_answer(dialect, &request) {
+        if let Some(answer) = connection_setup_answer(dialect, misbehaviour, &request) {
             if writer.write_all(&answer).is_err() {
                 return;
             }
@@ -179,8 +201,14 @@ fn serve(
     }
 }
 
-/// The answer to a request engines send while connecting, or `None` for a data request.
-fn connection_setup_answer(dialect: Dialect, request: &Request) -> Option<Vec<u8>> {
+/// The answer to a request engines send while connecting, or `None` for a data request. A
+/// memcached fake says its item limit is 1 MiB, or 1 GiB for [`Misbehaviour::SlowValue`],
+/// whose announced values must be within the engine's reply limit.
+fn connection_setup_answer(
+    dialect: Dialect,
+    misbehaviour: &Misbehaviour,
+    request: &Request,
+) -> Option<Vec<u8>> {
     let command = request.first()?.to_ascii_lowercase();
     let answer: &[u8] = match (dialect, command.as_slice()) {
         (Dialect::Redis, b"ping") => b"+PONG\r\n",
@@ -188,9 +216,12 @@ fn connection_setup_answer(dialect: Dialect, request: &Request) -> Option<Vec<u8
         (Dialect::Redis, b"hello") => b"-ERR unknown command 'HELLO'\r\n",
         (Dialect::Memcached, b"version") => b"VERSION 1.6.99-hostile\r\n",
         (Dialect::Memcached, b"mn") => b"MN\r\n",
-        (Dialect::Memcached, b"stats") => {
-            b"STAT item_size_max 1048576\r\nSTAT maxconns 1024\r\nEND\r\n"
-        }
+        (Dialect::Memcached, b"stats") => match misbehaviour {
+            Misbehaviour::SlowValue { .. } => {
+                b"STAT item_size_max 1073741824\r\nSTAT maxconns 1024\r\nEND\r\n"
+            }
+            _ => b"STAT item_size_max 1048576\r\nSTAT maxconns 1024\r\nEND\r\n",
+        },
         _ => return None,
     };
     Some(answer.to_vec())
@@ -241,6 +272,23 @@ fn misbehave(
             }
             Dialect::Memcached => writer.write_all(miss).is_ok(),
         },
+        Misbehaviour::Silent => true,
+        Misbehaviour::SlowValue { announced, every } => {
+            let head = match dialect {
+                Dialect::Redis => format!("${announced}\r\n"),
+                Dialect::Memcached => format!("VA {announced} f0\r\n"),
+            };
+            if writer.write_all(head.as_bytes()).is_err() {
+                return false;
+            }
+            while !stop.load(Ordering::SeqCst) {
+                if writer.write_all(b"z").is_err() {
+                    return false;
+                }
+                std::thread::sleep(*every);
+            }
+            false
+        }
         Misbehaviour::EndlessLine => {
             let head: &[u8] = match dialect {
                 Dialect::Redis => b"+",
@@ -347,9 +395,102 @@ pub fn peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Resident memory of this process now, in bytes (Linux; `None` elsewhere).
+pub fn current_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Resets the peak that [`peak_rss`] reports to the current resident memory (Linux).
 pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The variable that tells a test binary it runs as [`run_in_child`]'s child.
+const CHILD: &str = "CACHE_TESTS_CHILD";
+
+/// Runs the test named `test` (its full name, as `cargo test` lists it) again in a child
+/// process of its own, and waits at most `limit` for it (then kills it and fails): for checks
+/// of resident memory, which is counted per process, so that other tests running at the same
+/// time do not count. Returns `true` in the child, which then does the work and asserts, and
+/// `false` in the parent once the child passed.
+///
+/// ```no_run
+/// #[test]
+/// fn memory_stays_bounded() {
+///     if !cache_tests::hostile::run_in_child("memory_stays_bounded", std::time::Duration::from_secs(30)) {
+///         return;
+///     }
+///     // Only the child gets here: measure with `peak_rss`, assert.
+/// }
+/// ```
+///
+/// # Panics
+///
+/// In the parent, when the child fails, runs past `limit`, or did not run the test.
+pub fn run_in_child(test: &str, limit: Duration) -> bool {
+    if std::env::var(CHILD).ok().as_deref() == Some(test) {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("this test binary: {e}"));
+    let mut child = std::process::Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the child process: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for the child process: {e}"),
+        }
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    eprintln!("{err}");
+    let Some(status) = status else {
+        panic!("the child process running {test} was killed after {limit:?}:\n{out}");
+    };
+    assert!(
+        status.success(),
+        "{test} failed in its child process:\n{out}"
+    );
+    assert!(
+        out.contains("1 passed"),
+        "the child process did not run {test}:\n{out}"
+    );
+    false
 }
 
 /// The operations every engine offers, each run once by [`every_operation_ends_in_time`].

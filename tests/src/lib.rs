@@ -95,6 +95,8 @@ pub mod proxy;
 mod reference;
 pub mod servers;
 pub mod soak;
+#[cfg(feature = "tokio")]
+pub mod stalls;
 pub mod topologies;
 
 pub use cache_core;

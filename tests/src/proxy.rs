@@ -40,6 +40,13 @@ pub enum Fault {
     DropReplies = 5,
     /// Hold each piece of reply data for a random 0 to 3 ms before forwarding it.
     JitterReplies = 6,
+    /// Hold each piece of data, requests and replies, for a random 0 to 3 ms before forwarding
+    /// it: requests sent on two connections may reach the server in another order.
+    JitterBoth = 7,
+    /// A black hole: connections stay open and nothing passes, either way. A connection that
+    /// carried data while this was set (or was opened meanwhile) stays a black hole for good,
+    /// as a flow a NAT or load balancer forgot; connections opened after the fault ends pass.
+    BlackHole = 8,
 }
 
 impl Fault {
@@ -51,6 +58,8 @@ impl Fault {
             4 => Self::TrickleReplies,
             5 => Self::DropReplies,
             6 => Self::JitterReplies,
+            7 => Self::JitterBoth,
+            8 => Self::BlackHole,
             _ => Self::None,
         }
     }
@@ -64,6 +73,8 @@ pub struct FaultProxy {
     slow: Arc<Mutex<Option<Slow>>>,
     stop: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
+    /// Client connections open now (both pumps still running).
+    open: Arc<AtomicU64>,
 }
 
 /// Replies to requests holding `pattern` are held for `delay`, or dropped (the connection
@@ -82,6 +93,10 @@ struct Link {
     hold_next_reply_ms: AtomicU64,
     /// The last request held the pattern of replies to drop.
     drop_next_reply: AtomicBool,
+    /// The connection is a black hole for good.
+    holed: AtomicBool,
+    /// How many of its two pumps still run.
+    pumps: AtomicU8,
 }
 
 impl FaultProxy {
@@ -97,13 +112,15 @@ impl FaultProxy {
         let slow: Arc<Mutex<Option<Slow>>> = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
         let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(AtomicU64::new(0));
         let server = server.to_string();
         {
-            let (fault, slow, stop, streams) = (
+            let (fault, slow, stop, streams, open) = (
                 Arc::clone(&fault),
                 Arc::clone(&slow),
                 Arc::clone(&stop),
                 Arc::clone(&streams),
+                Arc::clone(&open),
             );
             std::thread::spawn(move || {
                 for client in listener.incoming() {
@@ -121,10 +138,16 @@ impl FaultProxy {
                         held.push(u);
                     }
                     let link = Arc::new(Link::default());
+                    if Fault::from_u8(fault.load(Ordering::SeqCst)) == Fault::BlackHole {
+                        link.holed.store(true, Ordering::SeqCst);
+                    }
+                    link.pumps.store(2, Ordering::SeqCst);
+                    open.fetch_add(1, Ordering::SeqCst);
                     let pumps = Pumps {
                         fault: Arc::clone(&fault),
                         slow: Arc::clone(&slow),
                         link,
+                        open: Arc::clone(&open),
                     };
                     spawn_pump(&client, &upstream, Direction::Requests, pumps.clone());
                     spawn_pump(&upstream, &client, Direction::Replies, pumps);
@@ -137,7 +160,14 @@ impl FaultProxy {
             slow,
             stop,
             streams,
+            open,
         })
+    }
+
+    /// How many client connections are open now: a connection the engine closed is counted
+    /// out once the proxy has seen it close.
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// From now on, holds each reply to a request that contains `pattern` for `delay` before
@@ -219,6 +249,7 @@ struct Pumps {
     fault: Arc<AtomicU8>,
     slow: Arc<Mutex<Option<Slow>>>,
     link: Arc<Link>,
+    open: Arc<AtomicU64>,
 }
 
 impl Pumps {
@@ -253,6 +284,16 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, direction: Direction, pumps: Pum
                 Ok(n) => n,
             };
             let current = Fault::from_u8(pumps.fault.load(Ordering::SeqCst));
+            if current == Fault::BlackHole {
+                pumps.link.holed.store(true, Ordering::SeqCst);
+            }
+            if pumps.link.holed.load(Ordering::SeqCst) {
+                // Swallowed; the connection stays open.
+                continue;
+            }
+            if current == Fault::JitterBoth {
+                std::thread::sleep(Duration::from_micros(rand::random::<u64>() % 3_000));
+            }
             if direction == Direction::Requests {
                 if current == Fault::CutConnections {
                     break;
@@ -279,7 +320,7 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, direction: Direction, pumps: Pum
                 std::thread::sleep(Duration::from_millis(hold));
             }
             match current {
-                Fault::None | Fault::CutConnections => {
+                Fault::None | Fault::CutConnections | Fault::JitterBoth | Fault::BlackHole => {
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }
@@ -318,6 +359,9 @@ fn spawn_pump(from: &TcpStream, to: &TcpStream, direction: Direction, pumps: Pum
         }
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
+        if pumps.link.pumps.fetch_sub(1, Ordering::SeqCst) == 1 {
+            pumps.open.fetch_sub(1, Ordering::SeqCst);
+        }
     });
 }
 

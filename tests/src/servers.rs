@@ -299,6 +299,75 @@ impl TestServer {
         }
     }
 
+    /// The server's statistics, as `name value` pairs: Redis's `INFO all` (lines such as
+    /// `connected_clients:3`, and `cmdstat_get` as `calls=12,...`), memcached's `stats`.
+    /// `None` when the server does not answer within a second.
+    pub fn stats(&self) -> Option<Vec<(String, String)>> {
+        let addr = self.address().to_socket_addrs().ok()?.next()?;
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        let request: &[u8] = match self.kind {
+            ServerKind::Redis | ServerKind::Sentinel => b"*2\r\n$4\r\nINFO\r\n$3\r\nall\r\n",
+            ServerKind::Memcached => b"stats\r\n",
+        };
+        stream.write_all(request).ok()?;
+        let mut reader = BufReader::new(stream);
+        let mut pairs = Vec::new();
+        let mut line = String::new();
+        if matches!(self.kind, ServerKind::Redis | ServerKind::Sentinel) {
+            reader.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut body = vec![0; len + 2];
+            std::io::Read::read_exact(&mut reader, &mut body).ok()?;
+            for line in String::from_utf8_lossy(&body).lines() {
+                if let Some((name, value)) = line.split_once(':') {
+                    pairs.push((name.to_string(), value.to_string()));
+                }
+            }
+            return Some(pairs);
+        }
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let text = line.trim_end();
+            if text == "END" {
+                return Some(pairs);
+            }
+            let mut words = text.split(' ');
+            if let (Some("STAT"), Some(name), Some(value)) =
+                (words.next(), words.next(), words.next())
+            {
+                pairs.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+
+    /// How many reads of one key the server has served: Redis's `GET` calls, memcached's
+    /// `cmd_get` (classic and meta gets). `None` when the server does not answer.
+    pub fn gets_served(&self) -> Option<u64> {
+        let stats = self.stats()?;
+        match self.kind {
+            ServerKind::Redis | ServerKind::Sentinel => Some(
+                stats
+                    .iter()
+                    .find(|(name, _)| name == "cmdstat_get")
+                    .and_then(|(_, value)| {
+                        value
+                            .split(',')
+                            .find_map(|part| part.strip_prefix("calls="))
+                            .and_then(|calls| calls.parse().ok())
+                    })
+                    .unwrap_or(0),
+            ),
+            ServerKind::Memcached => stats
+                .iter()
+                .find(|(name, _)| name == "cmd_get")
+                .and_then(|(_, value)| value.parse().ok()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
         self.process.lock().unwrap_or_else(|p| p.into_inner())
     }

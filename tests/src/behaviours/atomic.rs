@@ -194,8 +194,14 @@ pub fn increment_loses_nothing_under_threads(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
     let threads = 8;
     let per_thread = 1_000;
+    // The counter outlives the check however slow the machine: created by `increment`, it
+    // would get the kit's short default TTL and could expire while the threads still count.
+    let lifetime = Ttl::After(Duration::from_secs(600).min(h.caps.max_ttl));
     for round in 0..2 {
         let key = format!("shared-counter-{round}");
+        h.engine
+            .set(&key, Bytes::from_static(b"0"), lifetime)
+            .expect("create the counter");
         let barrier = Arc::new(Barrier::new(threads));
         let finals: Vec<i64> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
