@@ -67,6 +67,10 @@ pub struct CacheStats {
     pub failed_open_reads: u64,
     /// Writes whose backend failure was skipped (fail-open mode).
     pub failed_open_writes: u64,
+    /// Values a bulk read left out (misses, or `Serialization` in strict mode) because the
+    /// values before them had used up the call's budget (see
+    /// [`TypedCacheBuilder::max_bytes_per_call`](crate::TypedCacheBuilder::max_bytes_per_call)).
+    pub over_budget: u64,
 }
 
 #[derive(Default)]
@@ -86,6 +90,7 @@ pub(crate) struct Counters {
     pub(crate) tag_misses: AtomicU64,
     pub(crate) lease_waits: AtomicU64,
     pub(crate) lease_timeouts: AtomicU64,
+    pub(crate) over_budget: AtomicU64,
 }
 
 /// What a read found under a key.
@@ -128,6 +133,8 @@ pub(crate) struct TypedCore<C> {
     pub(crate) compress_above: Option<usize>,
     /// The most bytes a compressed value may inflate to when read.
     pub(crate) max_inflated: usize,
+    /// The most payload bytes (inflated) one bulk read decodes.
+    pub(crate) max_bytes_per_call: usize,
     /// The keys this cache refreshes in the background right now.
     pub(crate) refreshing: Refreshing,
     /// Loads take a lease across processes first, when set.
@@ -136,6 +143,8 @@ pub(crate) struct TypedCore<C> {
 
 /// The default of [`TypedCacheBuilder::max_inflated_size`](crate::TypedCacheBuilder::max_inflated_size): 64 MiB.
 pub const DEFAULT_MAX_INFLATED: usize = 64 << 20;
+/// The default of [`TypedCacheBuilder::max_bytes_per_call`](crate::TypedCacheBuilder::max_bytes_per_call): 256 MiB.
+pub const DEFAULT_MAX_BYTES_PER_CALL: usize = 256 << 20;
 
 impl<C: Codec> TypedCore<C> {
     pub(crate) fn stats(&self) -> CacheStats {
@@ -159,6 +168,7 @@ impl<C: Codec> TypedCore<C> {
             lease_timeouts: load(&c.lease_timeouts),
             failed_open_reads: self.fail_open.counts().failed_open_reads,
             failed_open_writes: self.fail_open.counts().failed_open_writes,
+            over_budget: load(&c.over_budget),
         }
     }
 
@@ -269,11 +279,47 @@ impl<C: Codec> TypedCore<C> {
         bytes: &[u8],
         fingerprint: Fingerprint,
     ) -> Result<Found<T>> {
+        let mut unbounded = usize::MAX;
+        self.found_within(key, bytes, fingerprint, &mut unbounded)
+    }
+
+    /// [`found`](Self::found), taking the value's payload size (inflated) from `budget`: a value
+    /// larger than what is left is not decoded (a miss, or `Serialization` in strict mode).
+    fn found_within<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        fingerprint: Fingerprint,
+        budget: &mut usize,
+    ) -> Result<Found<T>> {
         let stats = &self.stats;
         let opened = envelope::open(bytes, C::ID, fingerprint);
         if let Ok(envelope::Payload::Absent) = opened {
             bump(&stats.negative_hits);
             return Ok(Found::Absent);
+        }
+        if let Ok(payload) = &opened {
+            let size = payload.size();
+            if size > *budget {
+                bump(&stats.over_budget);
+                let failure = CacheError::Serialization {
+                    message: format!(
+                        "the value under key {} ({size} bytes) is over what is left of the \
+                         call's budget ({} of {} bytes, TypedCacheBuilder::max_bytes_per_call)",
+                        KeyDisplay::new(key),
+                        *budget,
+                        self.max_bytes_per_call
+                    ),
+                    source: None,
+                };
+                return if self.strict {
+                    Err(failure)
+                } else {
+                    bump(&stats.misses);
+                    Ok(Found::Miss)
+                };
+            }
+            *budget -= size;
         }
         let inflated = opened.map(|payload| payload.inflate(self.max_inflated));
         let failure = match inflated {
@@ -360,17 +406,22 @@ impl<C: Codec> TypedCore<C> {
         Ok(None)
     }
 
-    /// Decodes what a bulk read found, in the order of `keys`.
+    /// Decodes what a bulk read found, in the order of `keys`, within the call's budget of
+    /// payload bytes: values past it are misses (`Serialization` in strict mode), counted.
     pub(crate) fn decode_all<T: DeserializeOwned + 'static>(
         &self,
         keys: &[&str],
         values: Vec<Option<Bytes>>,
         fingerprint: Fingerprint,
     ) -> Result<Vec<Option<T>>> {
+        let mut budget = self.max_bytes_per_call;
         keys.iter()
             .zip(values)
             .map(|(key, bytes)| match bytes {
-                Some(bytes) => self.decode_with(key, &bytes, fingerprint),
+                Some(bytes) => match self.found_within(key, &bytes, fingerprint, &mut budget)? {
+                    Found::Value(value) => Ok(Some(value)),
+                    Found::Absent | Found::Miss => Ok(None),
+                },
                 None => self.miss(),
             })
             .collect()

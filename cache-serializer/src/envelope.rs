@@ -48,6 +48,15 @@ pub(crate) enum Payload<'a> {
 }
 
 impl<'a> Payload<'a> {
+    /// How many bytes the codec's bytes take once inflated (as claimed, for a compressed one).
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Payload::Plain(bytes) => bytes.len(),
+            Payload::Lz4 { inflated, .. } => *inflated,
+            Payload::Absent => 0,
+        }
+    }
+
     /// The codec's bytes: the plain payload as is, a compressed one inflated, if it claims no
     /// more than `max_inflated` bytes (and no more than LZ4 can produce from its block), and
     /// inflates to exactly what it claims.

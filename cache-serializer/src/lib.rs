@@ -91,7 +91,7 @@ pub use cache_macros::cached;
 #[cfg(feature = "json")]
 pub use codec::Json;
 pub use codec::{Bincode, Codec};
-pub use core::DEFAULT_MAX_INFLATED;
+pub use core::{DEFAULT_MAX_BYTES_PER_CALL, DEFAULT_MAX_INFLATED};
 pub use fingerprint::Fingerprint;
 pub use lease::{LEASE_KEY_PREFIX, Lease};
 pub use refresh::{DEFAULT_BETA, DEFAULT_MAX_BACKGROUND_REFRESHES, Refresh};

@@ -142,6 +142,7 @@ pub struct TypedCacheBuilder<E, C = Bincode, Face = Blocking> {
     schemas: TypeMap<Fingerprint>,
     compress_above: Option<usize>,
     max_inflated: usize,
+    max_bytes_per_call: usize,
     max_refreshes: usize,
     pub(crate) lease: Option<crate::Lease>,
     face: PhantomData<fn() -> Face>,
@@ -170,6 +171,7 @@ impl<E, Face> TypedCacheBuilder<E, Bincode, Face> {
             schemas: TypeMap::default(),
             compress_above: None,
             max_inflated: crate::core::DEFAULT_MAX_INFLATED,
+            max_bytes_per_call: crate::core::DEFAULT_MAX_BYTES_PER_CALL,
             max_refreshes: crate::refresh::DEFAULT_MAX_BACKGROUND_REFRESHES,
             lease: None,
             face: PhantomData,
@@ -189,6 +191,7 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
             schemas: self.schemas,
             compress_above: self.compress_above,
             max_inflated: self.max_inflated,
+            max_bytes_per_call: self.max_bytes_per_call,
             max_refreshes: self.max_refreshes,
             lease: self.lease,
             face: PhantomData,
@@ -265,6 +268,15 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
         self
     }
 
+    /// The most bytes of values one bulk read (`get_many`) decodes, counted once inflated
+    /// (256 MiB by default). Values past it are misses (or [`CacheError::Serialization`] in
+    /// strict mode), counted in [`CacheStats::over_budget`]: hostile bytes under many keys
+    /// cannot make one call hold more than this.
+    pub fn max_bytes_per_call(mut self, bytes: usize) -> Self {
+        self.max_bytes_per_call = bytes;
+        self
+    }
+
     /// The most background refreshes ([`TypedCache::get_or_refresh_with`]) that run at once
     /// (64 by default; at least 1). A stale value found while this many run is served without
     /// starting another; a later read starts it once one ends. On the blocking face each runs
@@ -286,6 +298,7 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
                 stats: Counters::default(),
                 compress_above: self.compress_above,
                 max_inflated: self.max_inflated,
+                max_bytes_per_call: self.max_bytes_per_call,
                 refreshing: crate::refresh::Refreshing::new(self.max_refreshes),
                 lease: self.lease,
             },

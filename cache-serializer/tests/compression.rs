@@ -139,3 +139,57 @@ fn values_larger_in_memory_than_encoded_read_back() {
         assert_eq!(cache.get::<Page>("p").unwrap(), Some(value), "{rows} rows");
     }
 }
+
+/// A bulk read decodes at most its budget of bytes (inflated): eight values that inflate to
+/// 1 MiB each, read with a budget of 3.5 MiB, give three values and five misses, counted (and
+/// a typed error in strict mode), on both faces. Without the budget, eight hostile values of
+/// 263 KB that each inflate to 64 MiB made one call hold over 500 MiB.
+#[test]
+fn bulk_reads_are_bounded_per_call() {
+    let engine = InMemoryEngine::new();
+    let writer = TypedCache::builder(engine.clone())
+        .compress_above(0)
+        .build();
+    let big = vec![7u8; 1 << 20];
+    let keys: Vec<String> = (0..8).map(|i| format!("bulk-{i}")).collect();
+    for key in &keys {
+        writer.set(key, &big, Ttl::Default).unwrap();
+    }
+    assert!(
+        engine.get("bulk-0").unwrap().unwrap().len() < 64 * 1024,
+        "stored compressed"
+    );
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let budget = (1 << 20) * 7 / 2;
+    let reader = TypedCache::builder(engine.clone())
+        .max_bytes_per_call(budget)
+        .build();
+    let found = reader.get_many::<Vec<u8>>(&keys).unwrap();
+    assert_eq!(found.iter().filter(|v| v.is_some()).count(), 3);
+    assert!(found[..3].iter().all(|v| v.as_ref() == Some(&big)));
+    assert_eq!(reader.stats().over_budget, 5);
+    assert_eq!(reader.stats().misses, 5);
+    // Each call has a budget of its own; single reads are bounded by max_inflated_size.
+    assert_eq!(reader.get_many::<Vec<u8>>(&keys[5..]).unwrap().len(), 3);
+    assert_eq!(reader.get::<Vec<u8>>("bulk-7").unwrap(), Some(big.clone()));
+
+    let strict = TypedCache::builder(engine.clone())
+        .max_bytes_per_call(budget)
+        .strict(true)
+        .build();
+    let err = strict.get_many::<Vec<u8>>(&keys).unwrap_err();
+    assert!(err.to_string().contains("max_bytes_per_call"), "{err}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let found = runtime.block_on(async {
+        let cache = AsyncTypedCache::builder(engine.clone())
+            .max_bytes_per_call(budget)
+            .build();
+        let found = cache.get_many::<Vec<u8>>(&keys).await.unwrap();
+        (found, cache.stats().over_budget)
+    });
+    assert_eq!(found.0.iter().filter(|v| v.is_some()).count(), 3);
+    assert_eq!(found.1, 5);
+}

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use cache_core::{Bytes, CacheEngine, Ttl};
 use cache_redis::RedisEngine;
-use cache_serializer::{AsyncTypedCache, LEASE_KEY_PREFIX, Lease, LoadError, TypedCache};
+#[cfg(feature = "tokio")]
+use cache_serializer::AsyncTypedCache;
+use cache_serializer::{LEASE_KEY_PREFIX, Lease, LoadError, TypedCache};
 use cache_tests::servers::{ServerKind, TestServer};
 
 const CHILD: &str = "CACHE_SERIALIZER_LEASE_CHILD";
@@ -306,6 +308,8 @@ fn over_memcached_two_caches_load_once() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// Async leases sleep on tokio's timer: the `tokio` feature.
+#[cfg(feature = "tokio")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_two_caches_of_32_tasks_load_once() {
     let Some(server) = TestServer::shared(ServerKind::Redis) else {
