@@ -6,20 +6,34 @@
 use std::sync::{Arc, Mutex};
 
 use cache_core::{Bytes, CacheEngine, CacheError, Remaining, Ttl};
-use cache_layers::{FailOpen, KeyReport, LayerExt, Layered, Metrics, Operation, Stats, Tracing};
+use cache_layers::{FailOpen, LayerExt, Layered, Operation, Stats};
 use cache_local::InMemoryEngine;
 use cache_redis::{AsyncRedisEngine, RedisEngine};
 use cache_tests::servers::{OrSkip, ServerKind, TestServer};
 use cache_tests::{ReferenceEngine, TestContext};
 
-type Stacked<E> = Layered<Layered<Layered<Layered<E, Stats>, Metrics>, Tracing>, FailOpen>;
+/// Every layer the crate's features build: statistics and fail-open always, metrics and
+/// tracing with their features.
+#[cfg(all(feature = "metrics", feature = "tracing"))]
+type Stacked<E> = Layered<
+    Layered<Layered<Layered<E, Stats>, cache_layers::Metrics>, cache_layers::Tracing>,
+    FailOpen,
+>;
+#[cfg(not(all(feature = "metrics", feature = "tracing")))]
+type Stacked<E> = Layered<Layered<E, Stats>, FailOpen>;
 
+#[cfg(all(feature = "metrics", feature = "tracing"))]
 fn every_layer<E>(engine: E) -> Stacked<E> {
     engine
         .layer(Stats::new())
-        .layer(Metrics::new())
-        .layer(Tracing::new().keys(KeyReport::Hashed))
+        .layer(cache_layers::Metrics::new())
+        .layer(cache_layers::Tracing::new().keys(cache_layers::KeyReport::Hashed))
         .layer(FailOpen::closed())
+}
+
+#[cfg(not(all(feature = "metrics", feature = "tracing")))]
+fn every_layer<E>(engine: E) -> Stacked<E> {
+    engine.layer(Stats::new()).layer(FailOpen::closed())
 }
 
 fn in_memory(ctx: &TestContext) -> Stacked<InMemoryEngine> {
@@ -256,72 +270,4 @@ fn failing_open_turns_a_dead_server_into_misses() {
         9,
         "every backend failure is reported"
     );
-}
-
-#[test]
-fn metrics_record_operations_hits_and_durations() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let layer = Metrics::new();
-        assert!(layer.is_listening());
-        let engine = InMemoryEngine::builder().build().unwrap().layer(layer);
-        engine
-            .set("k", Bytes::from_static(b"v"), Ttl::Default)
-            .unwrap();
-        engine.get("k").unwrap();
-        engine.get("missing").unwrap();
-        let _ = engine.get("bad key");
-    });
-    let mut found = std::collections::HashMap::new();
-    for (key, _, _, value) in snapshot_entries(snapshotter.snapshot()) {
-        let labels: Vec<String> = key
-            .key()
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        found.insert(format!("{} {}", key.key().name(), labels.join(",")), value);
-    }
-    let counter = |name: &str| match found.get(name) {
-        Some(DebugValue::Counter(n)) => *n,
-        other => panic!(
-            "{name}: {other:?} in {:?}",
-            found.keys().collect::<Vec<_>>()
-        ),
-    };
-    assert_eq!(counter("cache_hits_total backend=in-memory,namespace="), 1);
-    assert_eq!(
-        counter("cache_misses_total backend=in-memory,namespace="),
-        1
-    );
-    assert_eq!(
-        counter("cache_operations_total backend=in-memory,namespace=,operation=get,outcome=ok"),
-        2
-    );
-    assert_eq!(
-        counter("cache_errors_total backend=in-memory,namespace=,operation=get,kind=caller"),
-        1
-    );
-    match found.get("cache_operation_duration_seconds backend=in-memory,namespace=,operation=get") {
-        Some(DebugValue::Histogram(values)) => assert_eq!(values.len(), 3),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn snapshot_entries(
-    snapshot: metrics_util::debugging::Snapshot,
-) -> Vec<(
-    metrics_util::CompositeKey,
-    Option<metrics::Unit>,
-    Option<metrics::SharedString>,
-    metrics_util::debugging::DebugValue,
-)> {
-    snapshot.into_vec()
-}
-
-#[test]
-fn with_no_recorder_the_metrics_layer_does_not_listen() {
-    assert!(!Metrics::new().is_listening());
 }

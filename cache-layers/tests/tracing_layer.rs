@@ -1,6 +1,7 @@
 //! The tracing layer, in a test binary of its own: `tracing` caches each call site's interest
 //! process-wide, and other tests' threads would race the scoped subscriber for it.
 
+#![cfg(feature = "tracing")]
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use std::io::Write;
