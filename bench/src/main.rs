@@ -41,6 +41,8 @@ pub(crate) struct Plan {
     remote_ops: usize,
     codec_ops: usize,
     memory_rounds: usize,
+    /// Trials of each way of reading through an expiry (rows 19 and 20), 0.7 s each.
+    refresh_trials: usize,
 }
 
 impl Plan {
@@ -54,18 +56,20 @@ impl Plan {
             remote_ops: 10_000,
             codec_ops: 400_000,
             memory_rounds: 3,
+            refresh_trials: 18,
         }
     }
     fn quick() -> Self {
         Self {
             name: "quick",
-            rounds: 5,
+            rounds: 3,
             local_ops: 400_000,
             stream_len: 1_000_000,
             ratio_requests: 600_000,
             remote_ops: 2_000,
             codec_ops: 100_000,
             memory_rounds: 1,
+            refresh_trials: 3,
         }
     }
     fn smoke() -> Self {
@@ -78,6 +82,7 @@ impl Plan {
             remote_ops: 32,
             codec_ops: 200,
             memory_rounds: 1,
+            refresh_trials: 2,
         }
     }
 }
@@ -189,7 +194,7 @@ fn main() {
     let mut rows = Vec::new();
     let mut sections: Vec<String> = Vec::new();
     // CACHE_BENCH_ONLY=local,typed,remote,memory runs a subset, for profiling (`tiered` alone:
-    // row 17 by itself).
+    // row 17 by itself; `async` alone: rows 11 and 13).
     let only = std::env::var("CACHE_BENCH_ONLY").ok();
     let wanted = |part: &str| {
         only.as_deref()
@@ -239,6 +244,17 @@ fn main() {
                 );
                 std::process::exit(1);
             }
+        }
+    }
+    if only.as_deref() == Some("async") {
+        // Rows 11 and 13 alone, for profiling (the full run has them among the remote rows).
+        step("async remote engines");
+        let redis = TestServer::start(ServerKind::Redis, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let memcached =
+            TestServer::start(ServerKind::Memcached, &[]).unwrap_or_else(|e| panic!("{e}"));
+        if let Err(e) = asynchronous::run_remote(&plan, &redis, &memcached, &mut rows) {
+            eprintln!("async comparisons failed: {e}");
+            std::process::exit(1);
         }
     }
     if only.as_deref() == Some("tiered") {
@@ -295,7 +311,7 @@ fn write_docs(table: &str, rows: &[Row], sections: &[String], seconds: f64) {
          - Memory: 100k entries with 64-byte values, resident memory growth in a fresh process per cache.\n\n\
          ## Rerun\n\n\
          ```sh\ncargo run -p cache-bench --release            # full run, rewrites this file and the chart\n\
-         cargo run -p cache-bench --release -- --quick # under a minute, prints the table only\n```\n",
+         cargo run -p cache-bench --release -- --quick # under 45 s (the build aside), prints the table only\n```\n",
         report::unmet_notes(rows),
         sections.concat(),
         report::machine()

@@ -157,7 +157,7 @@ fn trial(mode: Mode) -> Trial {
 
 /// Runs the trials; adds rows 19 and 20; returns the section for docs/BENCHMARKS.md.
 pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) -> String {
-    let trials = (plan.rounds * 2).max(2);
+    let trials = plan.refresh_trials.max(1);
     let mut table = String::from(
         "| reading with | loader runs per expiry | callers that waited for a load | trials reloaded before expiry |\n|---|---|---|---|\n",
     );
