@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::Capabilities;
-use crate::error::Result;
+use crate::CacheEngine;
+use crate::capabilities::{Capabilities, Operation};
+use crate::engine::check_keys;
+use crate::error::{CacheError, Result};
 use crate::ttl::{Remaining, Ttl};
 
 /// The blocking face of a builder: its `build` makes the blocking engine (or typed cache).
@@ -39,7 +41,13 @@ type ManyWithTtl = Vec<Option<(Bytes, Remaining)>>;
 ///
 /// This crate depends on no runtime. Engines that do I/O need one (the remote engines' async
 /// faces run on tokio, behind their `tokio` feature); engines that never block, such as
-/// `InMemoryEngine`, work on any executor.
+/// `InMemoryEngine`, declare themselves [`NonBlocking`] and get this trait from their blocking
+/// one, on any executor.
+///
+/// The required and optional methods are those of
+/// [`CacheEngine`](crate::CacheEngine#required-and-optional-methods), with the same rule: the
+/// provided optional methods answer [`CacheError::Unsupported`], and an engine that overrides
+/// one declares it in [`Capabilities::operations`].
 ///
 /// ```
 /// use cache_core::{AsyncCacheEngine, Bytes, Result, Ttl};
@@ -72,27 +80,6 @@ pub trait AsyncCacheEngine: Send + Sync + Debug {
     /// As [`CacheEngine::delete`](crate::CacheEngine::delete).
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Removes the entry under `key` only if its value is byte for byte `expected`, atomically;
-    /// `true` when it removed it, `false` (nothing changed) when the key is absent, expired or
-    /// holds another value. See
-    /// [`CacheEngine::delete_if_equals`](crate::CacheEngine::delete_if_equals).
-    ///
-    /// # Errors
-    ///
-    /// As [`CacheEngine::delete_if_equals`](crate::CacheEngine::delete_if_equals).
-    fn delete_if_equals(
-        &self,
-        key: &str,
-        expected: &[u8],
-    ) -> impl Future<Output = Result<bool>> + Send;
-
-    /// Whether a live entry is stored under `key`.
-    ///
-    /// # Errors
-    ///
-    /// As [`CacheEngine::exists`](crate::CacheEngine::exists).
-    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
-
     /// Removes every entry of this engine (its namespace, its database), and nothing else.
     ///
     /// # Errors
@@ -107,14 +94,37 @@ pub trait AsyncCacheEngine: Send + Sync + Debug {
     /// As [`CacheEngine::close`](crate::CacheEngine::close).
     fn close(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// Reads several keys; the result has one slot per key, in the same order.
+    /// What this engine supports and its limits, including the optional operations it offers.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Whether a live entry is stored under `key`; provided as a `get`.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::exists`](crate::CacheEngine::exists).
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        async move { Ok(self.get(key).await?.is_some()) }
+    }
+
+    /// Reads several keys; the result has one slot per key, in the same order. Provided as one
+    /// `get` per key after every key was checked.
     ///
     /// # Errors
     ///
     /// As [`CacheEngine::get_many`](crate::CacheEngine::get_many).
-    fn get_many(&self, keys: &[&str]) -> impl Future<Output = Result<Vec<Option<Bytes>>>> + Send;
+    fn get_many(&self, keys: &[&str]) -> impl Future<Output = Result<Vec<Option<Bytes>>>> + Send {
+        async move {
+            check_keys(&self.capabilities(), keys.iter().copied())?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.get(key).await?);
+            }
+            Ok(out)
+        }
+    }
 
-    /// Stores several entries with one TTL.
+    /// Stores several entries with one TTL. Provided as one `set` per entry after every key and
+    /// value was checked.
     ///
     /// # Errors
     ///
@@ -123,54 +133,124 @@ pub trait AsyncCacheEngine: Send + Sync + Debug {
         &self,
         entries: &[(&str, Bytes)],
         ttl: Ttl,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let caps = self.capabilities();
+            check_keys(&caps, entries.iter().map(|(key, _)| *key))?;
+            if let Some(limit) = caps.max_value_size {
+                if let Some((key, value)) = entries.iter().find(|(_, value)| value.len() > limit) {
+                    return Err(CacheError::ValueTooLarge {
+                        backend: caps.backend,
+                        key: crate::KeyDisplay::new(key),
+                        size: value.len(),
+                        limit,
+                    });
+                }
+            }
+            for (key, value) in entries {
+                self.set(key, value.clone(), ttl).await?;
+            }
+            Ok(())
+        }
+    }
 
-    /// Removes several keys; returns how many entries were removed.
+    /// Removes several keys; returns how many entries were removed. Provided as one `delete`
+    /// per key after every key was checked.
     ///
     /// # Errors
     ///
     /// As [`CacheEngine::delete_many`](crate::CacheEngine::delete_many).
-    fn delete_many(&self, keys: &[&str]) -> impl Future<Output = Result<u64>> + Send;
+    fn delete_many(&self, keys: &[&str]) -> impl Future<Output = Result<u64>> + Send {
+        async move {
+            check_keys(&self.capabilities(), keys.iter().copied())?;
+            let mut removed = 0;
+            for key in keys {
+                removed += u64::from(self.delete(key).await?);
+            }
+            Ok(removed)
+        }
+    }
 
     /// Stores `value` only if no live entry is under `key`, atomically; `true` when it stored.
+    /// Optional ([`Operation::Add`]).
     ///
     /// # Errors
     ///
     /// As [`CacheEngine::add`](crate::CacheEngine::add).
-    fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
+    fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (key, value, ttl);
+        std::future::ready(Err(self.capabilities().unsupported(Operation::Add)))
+    }
 
     /// Adds `delta` to the counter under `key`, atomically, and returns the new value.
+    /// Optional ([`Operation::Increment`]).
     ///
     /// # Errors
     ///
     /// As [`CacheEngine::increment`](crate::CacheEngine::increment).
-    fn increment(&self, key: &str, delta: i64) -> impl Future<Output = Result<i64>> + Send;
+    fn increment(&self, key: &str, delta: i64) -> impl Future<Output = Result<i64>> + Send {
+        let _ = (key, delta);
+        std::future::ready(Err(self.capabilities().unsupported(Operation::Increment)))
+    }
 
     /// Gives an existing entry a new TTL without rewriting its value; `true` when it existed.
+    /// Optional ([`Operation::Touch`]).
     ///
     /// # Errors
     ///
     /// As [`CacheEngine::touch`](crate::CacheEngine::touch).
-    fn touch(&self, key: &str, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
+    fn touch(&self, key: &str, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (key, ttl);
+        std::future::ready(Err(self.capabilities().unsupported(Operation::Touch)))
+    }
 
-    /// How long the entry under `key` has left; `None` when it is absent.
+    /// Removes the entry under `key` only if its value is byte for byte `expected`, atomically;
+    /// `true` when it removed it, `false` (nothing changed) when the key is absent, expired or
+    /// holds another value. Optional ([`Operation::DeleteIfEquals`]); see
+    /// [`CacheEngine::delete_if_equals`](crate::CacheEngine::delete_if_equals).
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheEngine::delete_if_equals`](crate::CacheEngine::delete_if_equals).
+    fn delete_if_equals(
+        &self,
+        key: &str,
+        expected: &[u8],
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (key, expected);
+        std::future::ready(Err(self
+            .capabilities()
+            .unsupported(Operation::DeleteIfEquals)))
+    }
+
+    /// How long the entry under `key` has left; `None` when it is absent. Optional
+    /// ([`Operation::RemainingTtl`]).
     ///
     /// # Errors
     ///
     /// As [`CacheEngine::remaining_ttl`](crate::CacheEngine::remaining_ttl).
-    fn remaining_ttl(&self, key: &str) -> impl Future<Output = Result<Option<Remaining>>> + Send;
+    fn remaining_ttl(&self, key: &str) -> impl Future<Output = Result<Option<Remaining>>> + Send {
+        let _ = key;
+        std::future::ready(Err(self
+            .capabilities()
+            .unsupported(Operation::RemainingTtl)))
+    }
 
     /// The value under `key` with its remaining lifetime, in one operation where the engine
     /// can (see [`CacheEngine::get_with_ttl`](crate::CacheEngine::get_with_ttl)).
     ///
     /// # Errors
     ///
-    /// As [`get`](Self::get).
+    /// As [`get`](Self::get); `Unsupported` on an engine without [`Operation::RemainingTtl`].
     fn get_with_ttl(
         &self,
         key: &str,
     ) -> impl Future<Output = Result<Option<(Bytes, Remaining)>>> + Send {
         async move {
+            let caps = self.capabilities();
+            if !caps.supports(Operation::RemainingTtl) {
+                return Err(caps.unsupported(Operation::RemainingTtl));
+            }
             let Some(value) = self.get(key).await? else {
                 return Ok(None);
             };
@@ -195,14 +275,94 @@ pub trait AsyncCacheEngine: Send + Sync + Debug {
             Ok(out)
         }
     }
+}
 
-    /// What this engine supports and its limits.
-    fn capabilities(&self) -> Capabilities;
+/// A blocking engine whose operations never wait on I/O or on another thread for long (an
+/// in-process map, a test double), and which is therefore also an [`AsyncCacheEngine`]: every
+/// async operation runs the blocking one when the future is polled.
+///
+/// This is the one adapter from the blocking face to the async one; implement it with an empty
+/// block. Engines that do I/O must not: their async face needs a runtime's I/O, and running a
+/// blocking network call inside a future stalls an executor thread.
+///
+/// ```
+/// use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, Capabilities, NonBlocking, Result, Ttl};
+/// # use std::{collections::HashMap, sync::Mutex};
+/// # #[derive(Debug, Default)] struct Map(Mutex<HashMap<String, Bytes>>);
+/// # impl CacheEngine for Map {
+/// #     fn get(&self, k: &str) -> Result<Option<Bytes>> { Ok(self.0.lock().unwrap().get(k).cloned()) }
+/// #     fn set(&self, k: &str, v: Bytes, _: Ttl) -> Result<()> { self.0.lock().unwrap().insert(k.into(), v); Ok(()) }
+/// #     fn delete(&self, k: &str) -> Result<bool> { Ok(self.0.lock().unwrap().remove(k).is_some()) }
+/// #     fn clear(&self) -> Result<()> { Ok(()) }
+/// #     fn close(&self) -> Result<()> { Ok(()) }
+/// #     fn capabilities(&self) -> Capabilities { Capabilities::default() }
+/// # }
+/// impl NonBlocking for Map {}
+///
+/// async fn warm(cache: &impl AsyncCacheEngine) -> Result<()> {
+///     cache.set("a", Bytes::from_static(b"1"), Ttl::Default).await
+/// }
+/// assert!(cache_core::block_on(warm(&Map::default())).is_ok());
+/// ```
+pub trait NonBlocking: CacheEngine {}
+
+impl<E: NonBlocking> AsyncCacheEngine for E {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        CacheEngine::get(self, key)
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        CacheEngine::set(self, key, value, ttl)
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        CacheEngine::delete(self, key)
+    }
+    async fn clear(&self) -> Result<()> {
+        CacheEngine::clear(self)
+    }
+    async fn close(&self) -> Result<()> {
+        CacheEngine::close(self)
+    }
+    fn capabilities(&self) -> Capabilities {
+        CacheEngine::capabilities(self)
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        CacheEngine::exists(self, key)
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        CacheEngine::get_many(self, keys)
+    }
+    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        CacheEngine::set_many(self, entries, ttl)
+    }
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        CacheEngine::delete_many(self, keys)
+    }
+    async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        CacheEngine::add(self, key, value, ttl)
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        CacheEngine::increment(self, key, delta)
+    }
+    async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        CacheEngine::touch(self, key, ttl)
+    }
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        CacheEngine::delete_if_equals(self, key, expected)
+    }
+    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        CacheEngine::remaining_ttl(self, key)
+    }
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        CacheEngine::get_with_ttl(self, key)
+    }
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        CacheEngine::get_many_with_ttl(self, keys)
+    }
 }
 
 /// The dyn-compatible companion of [`AsyncCacheEngine`]: the same operations returning
 /// [`BoxFuture`]s. Every `AsyncCacheEngine` implements it, and `dyn DynAsyncCacheEngine` (behind
-/// an `Arc`, a `Box` or a reference) implements `AsyncCacheEngine`, so type-erased engines are
+/// an `Arc` or a `Box`) implements `AsyncCacheEngine`, so type-erased engines are
 /// used exactly like concrete ones, at the cost of one allocation per call.
 ///
 /// ```
@@ -478,10 +638,9 @@ impl<T: AsyncCacheEngine + ?Sized> AsyncCacheEngine for Arc<T> {
     forward_async_engine!();
 }
 
-impl<T: AsyncCacheEngine + ?Sized> AsyncCacheEngine for Box<T> {
-    forward_async_engine!();
-}
-
-impl<T: AsyncCacheEngine + ?Sized> AsyncCacheEngine for &T {
+// `Box` and `&` are fundamental types, so a blanket forwarding impl for them would overlap with
+// the `NonBlocking` adapter (a downstream crate may implement `NonBlocking` for `Box<Local>`).
+// The boxed trait object, the common case, forwards explicitly.
+impl AsyncCacheEngine for Box<dyn DynAsyncCacheEngine> {
     forward_async_engine!();
 }

@@ -2,13 +2,13 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::Result;
-use crate::key::MAX_KEY_LEN;
-use crate::ttl::{DEFAULT_TTL, Remaining, Ttl};
+use crate::capabilities::{Capabilities, Operation};
+use crate::error::{CacheError, Result};
+use crate::key::{MAX_KEY_LEN, check_key};
+use crate::ttl::{Remaining, Ttl};
 
 /// A cache engine: bytes in, bytes out, with TTLs, bulk and atomic operations.
 ///
@@ -34,6 +34,80 @@ use crate::ttl::{DEFAULT_TTL, Remaining, Ttl};
 ///   anyone else's.
 /// - **`close` is shared.** It closes the engine for every handle and clone of it; later calls
 ///   return [`CacheError::Closed`](crate::CacheError::Closed).
+///
+/// # Required and optional methods
+///
+/// Six methods are required, the ones every store can offer: [`get`](Self::get),
+/// [`set`](Self::set), [`delete`](Self::delete), [`clear`](Self::clear), [`close`](Self::close)
+/// and [`capabilities`](Self::capabilities). Every other method is provided, so a backend written
+/// against this version keeps compiling when later versions add operations:
+///
+/// - [`exists`](Self::exists) and the bulk operations are composed from the required ones (one
+///   call per key; engines that can do better override them). The provided bulk writes check
+///   every key and value first, so bad input changes nothing.
+/// - The operations no composition can make atomic ([`add`](Self::add),
+///   [`increment`](Self::increment), [`touch`](Self::touch),
+///   [`delete_if_equals`](Self::delete_if_equals), [`remaining_ttl`](Self::remaining_ttl) and
+///   [`get_with_ttl`](Self::get_with_ttl)) are *optional*: their provided versions always return
+///   [`CacheError::Unsupported`] and change nothing.
+///
+/// The rule: an engine that overrides an optional method lists its [`Operation`] in
+/// [`Capabilities::operations`], and one that does not leaves it out (new operations are left
+/// out by default). The conformance kit fails an engine whose declaration and behaviour
+/// disagree, and skips, by name, the behaviours of operations an engine does not declare. The
+/// layers built on engines check what they need when they are built (leases and tags need
+/// `add` and `delete_if_equals`; refresh-ahead, `TieredEngine` and HTTP `Age` need the
+/// remaining TTL) and refuse with [`CacheError::InvalidConfig`] rather than fail later.
+///
+/// A backend with only the required methods:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use cache_core::{Bytes, CacheEngine, CacheError, Capabilities, Operation, Result, Ttl};
+///
+/// #[derive(Debug, Default)]
+/// struct Plain(Mutex<HashMap<String, Bytes>>);
+///
+/// impl CacheEngine for Plain {
+///     fn get(&self, key: &str) -> Result<Option<Bytes>> {
+///         cache_core::key::check_key(key, 0)?;
+///         Ok(self.0.lock().unwrap().get(key).cloned())
+///     }
+///     fn set(&self, key: &str, value: Bytes, _ttl: Ttl) -> Result<()> {
+///         cache_core::key::check_key(key, 0)?;
+///         self.0.lock().unwrap().insert(key.to_owned(), value);
+///         Ok(())
+///     }
+///     fn delete(&self, key: &str) -> Result<bool> {
+///         cache_core::key::check_key(key, 0)?;
+///         Ok(self.0.lock().unwrap().remove(key).is_some())
+///     }
+///     fn clear(&self) -> Result<()> {
+///         self.0.lock().unwrap().clear();
+///         Ok(())
+///     }
+///     fn close(&self) -> Result<()> {
+///         Ok(())
+///     }
+///     fn capabilities(&self) -> Capabilities {
+///         let mut caps = Capabilities::default();
+///         caps.backend = "plain";
+///         caps
+///     }
+/// }
+///
+/// let plain = Plain::default();
+/// plain.set("a", Bytes::from_static(b"1"), Ttl::Default)?;
+/// assert_eq!(plain.get_many(&["a", "b"])?, vec![Some(Bytes::from_static(b"1")), None]);
+/// assert!(matches!(
+///     plain.add("a", Bytes::new(), Ttl::Default),
+///     Err(CacheError::Unsupported { operation: Operation::Add, .. })
+/// ));
+/// # Ok::<(), CacheError>(())
+/// ```
+///
+/// (A real backend honours the TTL; the conformance kit checks that it does.)
 ///
 /// The trait is object safe: `Arc<dyn CacheEngine>` and `Box<dyn CacheEngine>` are engines too.
 ///
@@ -71,8 +145,129 @@ pub trait CacheEngine: Send + Sync + Debug {
     /// `InvalidKey`, `Closed`, transport errors.
     fn delete(&self, key: &str) -> Result<bool>;
 
+    /// Removes every entry of this engine (its namespace, its database), and nothing else.
+    ///
+    /// # Errors
+    ///
+    /// `Closed`, transport errors.
+    fn clear(&self) -> Result<()>;
+
+    /// Closes the engine for every handle and clone; later operations return `Closed`. Local
+    /// engines free their entries. Closing twice is fine.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors while closing a remote connection.
+    fn close(&self) -> Result<()>;
+
+    /// What this engine supports and its limits, including the optional operations it offers.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Whether a live entry is stored under `key`. Provided as a `get`; engines that can answer
+    /// without reading the value override it.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidKey`, `Closed`, transport errors.
+    fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Reads several keys; the result has one slot per key, in the same order. Provided as one
+    /// `get` per key after every key was checked.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get); every key is checked before anything is read.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        check_keys(&self.capabilities(), keys.iter().copied())?;
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
+    /// Stores several entries with one TTL. Provided as one `set` per entry after every key and
+    /// value was checked against [`capabilities`](Self::capabilities).
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set); every key and value is checked before anything is written, so
+    /// those errors change nothing. A server can still refuse an entry it cannot store right
+    /// now (out of memory): that is [`CacheError::Refused`](crate::CacheError::Refused), and with
+    /// `partly_applied` set other entries of the call may have been stored (and memcached drops
+    /// a refused key's previous value). Transport errors leave the outcome unknown.
+    fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        let caps = self.capabilities();
+        check_keys(&caps, entries.iter().map(|(key, _)| *key))?;
+        if let Some(limit) = caps.max_value_size {
+            if let Some((key, value)) = entries.iter().find(|(_, value)| value.len() > limit) {
+                return Err(CacheError::ValueTooLarge {
+                    backend: caps.backend,
+                    key: crate::KeyDisplay::new(key),
+                    size: value.len(),
+                    limit,
+                });
+            }
+        }
+        entries
+            .iter()
+            .try_for_each(|(key, value)| self.set(key, value.clone(), ttl))
+    }
+
+    /// Removes several keys; returns how many entries were removed. Provided as one `delete`
+    /// per key after every key was checked.
+    ///
+    /// # Errors
+    ///
+    /// As [`delete`](Self::delete); every key is checked before anything is removed.
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        check_keys(&self.capabilities(), keys.iter().copied())?;
+        let mut removed = 0;
+        for key in keys {
+            removed += u64::from(self.delete(key)?);
+        }
+        Ok(removed)
+    }
+
+    /// Stores `value` only if no live entry is under `key`, atomically; `true` when it stored.
+    ///
+    /// Optional ([`Operation::Add`]): the provided method returns `Unsupported`.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set); `Unsupported` on an engine that does not offer it.
+    fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        let _ = (key, value, ttl);
+        Err(self.capabilities().unsupported(Operation::Add))
+    }
+
+    /// Adds `delta` to the counter under `key`, atomically, and returns the new value.
+    ///
+    /// A missing key counts as 0 and the new counter gets the default TTL; an existing counter
+    /// keeps its TTL. Optional ([`Operation::Increment`]): the provided method returns
+    /// `Unsupported`.
+    ///
+    /// # Errors
+    ///
+    /// `NotANumber` when the value is not a counter and `Overflow` when the result would leave
+    /// the signed 64-bit range; in both cases the value is left unchanged. `Unsupported` on an
+    /// engine that does not offer it.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        let _ = (key, delta);
+        Err(self.capabilities().unsupported(Operation::Increment))
+    }
+
+    /// Gives an existing entry a new TTL without rewriting its value; `true` when the entry
+    /// existed. `Ttl::After(Duration::ZERO)` removes it. Optional ([`Operation::Touch`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set); `Unsupported` on an engine that does not offer it.
+    fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        let _ = (key, ttl);
+        Err(self.capabilities().unsupported(Operation::Touch))
+    }
+
     /// Removes the entry under `key` only if its value is byte for byte `expected`; `true` when
-    /// it removed it.
+    /// it removed it. Optional ([`Operation::DeleteIfEquals`]).
     ///
     /// `false` when the key is absent or expired, or holds any other value (a prefix of
     /// `expected`, a longer value, anything else): then nothing changes. The comparison and the
@@ -81,7 +276,8 @@ pub trait CacheEngine: Send + Sync + Debug {
     /// writer stored after this call read the entry is never deleted. This is what releasing a
     /// lease or a lock needs: each holder stores a token of its own under the lock's key, and
     /// releases with its token, so a holder whose lease expired and was taken over cannot
-    /// delete its successor's.
+    /// delete its successor's. A `get` followed by a `delete` is not that, which is why there
+    /// is no composed fallback.
     ///
     /// ```
     /// use cache_core::{Bytes, CacheEngine, Ttl};
@@ -98,98 +294,39 @@ pub trait CacheEngine: Send + Sync + Debug {
     /// As [`delete`](Self::delete): `InvalidKey` (checked before anything is sent, so nothing
     /// changed), `Closed`, transport errors. After `Connection` or `Timeout` the outcome is
     /// unknown (the removal may have happened, and is never sent a second time): treat the
-    /// lease as held until its TTL ends.
-    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool>;
-
-    /// Whether a live entry is stored under `key`.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidKey`, `Closed`, transport errors.
-    fn exists(&self, key: &str) -> Result<bool>;
-
-    /// Removes every entry of this engine (its namespace, its database), and nothing else.
-    ///
-    /// # Errors
-    ///
-    /// `Closed`, transport errors.
-    fn clear(&self) -> Result<()>;
-
-    /// Closes the engine for every handle and clone; later operations return `Closed`. Local
-    /// engines free their entries. Closing twice is fine.
-    ///
-    /// # Errors
-    ///
-    /// Transport errors while closing a remote connection.
-    fn close(&self) -> Result<()>;
-
-    /// Reads several keys; the result has one slot per key, in the same order.
-    ///
-    /// # Errors
-    ///
-    /// As [`get`](Self::get); every key is checked before anything is read.
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>>;
-
-    /// Stores several entries with one TTL.
-    ///
-    /// # Errors
-    ///
-    /// As [`set`](Self::set); every key and value is checked before anything is written, so
-    /// those errors change nothing. A server can still refuse an entry it cannot store right
-    /// now (out of memory): that is [`CacheError::Refused`](crate::CacheError::Refused), and with
-    /// `partly_applied` set other entries of the call may have been stored (and memcached drops
-    /// a refused key's previous value). Transport errors leave the outcome unknown.
-    fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()>;
-
-    /// Removes several keys; returns how many entries were removed.
-    ///
-    /// # Errors
-    ///
-    /// As [`delete`](Self::delete); every key is checked before anything is removed.
-    fn delete_many(&self, keys: &[&str]) -> Result<u64>;
-
-    /// Stores `value` only if no live entry is under `key`, atomically; `true` when it stored.
-    ///
-    /// # Errors
-    ///
-    /// As [`set`](Self::set).
-    fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool>;
-
-    /// Adds `delta` to the counter under `key`, atomically, and returns the new value.
-    ///
-    /// A missing key counts as 0 and the new counter gets the default TTL; an existing counter
-    /// keeps its TTL.
-    ///
-    /// # Errors
-    ///
-    /// `NotANumber` when the value is not a counter and `Overflow` when the result would leave
-    /// the signed 64-bit range; in both cases the value is left unchanged.
-    fn increment(&self, key: &str, delta: i64) -> Result<i64>;
-
-    /// Gives an existing entry a new TTL without rewriting its value; `true` when the entry
-    /// existed. `Ttl::After(Duration::ZERO)` removes it.
-    ///
-    /// # Errors
-    ///
-    /// As [`set`](Self::set).
-    fn touch(&self, key: &str, ttl: Ttl) -> Result<bool>;
+    /// lease as held until its TTL ends. `Unsupported` on an engine that does not offer it.
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        let _ = (key, expected);
+        Err(self.capabilities().unsupported(Operation::DeleteIfEquals))
+    }
 
     /// How long the entry under `key` has left: `None` when it is absent or expired,
-    /// [`Remaining::Never`] when it never expires, [`Remaining::After`] otherwise.
+    /// [`Remaining::Never`] when it never expires, [`Remaining::After`] otherwise. Optional
+    /// ([`Operation::RemainingTtl`]).
     ///
     /// # Errors
     ///
-    /// `InvalidKey`, `Closed`, transport errors.
-    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>>;
+    /// `InvalidKey`, `Closed`, transport errors; `Unsupported` on an engine that does not
+    /// offer it.
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        let _ = key;
+        Err(self.capabilities().unsupported(Operation::RemainingTtl))
+    }
 
     /// Reads the value under `key` with its remaining lifetime. Engines answer in one operation
-    /// (one round trip for remote ones); the provided method reads twice, so an entry replaced
-    /// in between may be reported with the new entry's lifetime.
+    /// (one round trip for remote ones); the provided method reads twice (`get`, then
+    /// `remaining_ttl`), so an entry replaced in between may be reported with the new entry's
+    /// lifetime. Part of [`Operation::RemainingTtl`].
     ///
     /// # Errors
     ///
-    /// As [`get`](Self::get).
+    /// As [`get`](Self::get); `Unsupported` on an engine without
+    /// [`Operation::RemainingTtl`], before anything is read.
     fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        let caps = self.capabilities();
+        if !caps.supports(Operation::RemainingTtl) {
+            return Err(caps.unsupported(Operation::RemainingTtl));
+        }
         let Some(value) = self.get(key)? else {
             return Ok(None);
         };
@@ -200,58 +337,21 @@ pub trait CacheEngine: Send + Sync + Debug {
     ///
     /// # Errors
     ///
-    /// As [`get_many`](Self::get_many).
+    /// As [`get_many`](Self::get_many) and [`get_with_ttl`](Self::get_with_ttl).
     fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
         keys.iter().map(|key| self.get_with_ttl(key)).collect()
     }
-
-    /// What this engine supports and its limits.
-    fn capabilities(&self) -> Capabilities;
 }
 
-/// What an engine supports and its limits, for users and the conformance kit.
-///
-/// The kit decides what to check from these values, never from the backend's name. Engines
-/// outside this workspace build one from [`Capabilities::default`] and set its fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Capabilities {
-    /// A short name of the backend (`"in-memory"`, `"redis"`), for messages only.
-    pub backend: &'static str,
-    /// Whether every thread holding the engine sees the same entries.
-    pub shared_across_threads: bool,
-    /// Whether other processes (and machines) see the same entries.
-    pub shared_across_processes: bool,
-    /// How much longer than asked an entry may live (the TTL granularity plus clock lag).
-    pub ttl_resolution: Duration,
-    /// The longest `Ttl::After` the engine accepts right now.
-    pub max_ttl: Duration,
-    /// The largest value the engine stores, in bytes; `None` when only memory limits it.
-    pub max_value_size: Option<usize>,
-    /// The longest key the engine accepts, in bytes, once its namespace prefix is counted.
-    pub max_key_len: usize,
-    /// The TTL that [`Ttl::Default`] stands for on this engine.
-    pub default_ttl: Ttl,
-    /// The namespace the engine's keys live in, if any (for labels and messages).
-    pub namespace: Option<String>,
-}
-
-impl Default for Capabilities {
-    /// A conservative description: not shared, 1 s resolution, 30 days maximum TTL, no value
-    /// limit, the full portable key length, the 300 s default TTL and no namespace.
-    fn default() -> Self {
-        Self {
-            backend: "unknown",
-            shared_across_threads: false,
-            shared_across_processes: false,
-            ttl_resolution: Duration::from_secs(1),
-            max_ttl: Duration::from_secs(30 * 24 * 3600),
-            max_value_size: None,
-            max_key_len: MAX_KEY_LEN,
-            default_ttl: Ttl::After(DEFAULT_TTL),
-            namespace: None,
-        }
-    }
+/// Checks every key of a bulk call against the portable key rule and the engine's key length,
+/// before anything is read or written.
+pub(crate) fn check_keys<'a>(
+    caps: &Capabilities,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let prefix_len = MAX_KEY_LEN.saturating_sub(caps.max_key_len);
+    keys.into_iter()
+        .try_for_each(|key| check_key(key, prefix_len))
 }
 
 macro_rules! forward_engine {

@@ -198,6 +198,17 @@ pub enum CacheError {
         message: String,
     },
 
+    /// The engine does not offer this operation (see [`crate::Capabilities::operations`]);
+    /// nothing was sent or changed. Neither transient nor a failure of the cache: the same call
+    /// fails the same way every time, so fail-open never turns it into a miss.
+    #[error("{backend}: the engine does not offer `{operation}`")]
+    Unsupported {
+        /// The engine.
+        backend: &'static str,
+        /// The operation asked for.
+        operation: crate::Operation,
+    },
+
     /// The engine was closed with [`crate::CacheEngine::close`].
     #[error("{backend}: the engine is closed")]
     Closed {
@@ -273,6 +284,7 @@ impl CacheError {
             | Self::Overloaded { operation, .. }
             | Self::Refused { operation, .. }
             | Self::PermissionDenied { operation, .. } => Some(operation),
+            Self::Unsupported { operation, .. } => Some(operation.name()),
             _ => None,
         }
     }

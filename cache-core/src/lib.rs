@@ -14,7 +14,8 @@
 //! | [`AsyncCacheEngine`], [`DynAsyncCacheEngine`] | the same operations as futures, and its dyn-compatible companion |
 //! | [`Ttl`], [`Expiry`], [`DEFAULT_TTL`] | how long an entry lives (300 s by default) |
 //! | [`CacheError`], [`Result`] | the meaning-based error enum and its `is_transient()` |
-//! | [`Capabilities`] | limits and sharing an engine declares, for users and the kit |
+//! | [`Capabilities`], [`Operation`] | limits, sharing and optional operations an engine declares |
+//! | [`NonBlocking`], [`block_on`] | the one adapter between the blocking and the async faces |
 //! | [`key`] | the portable key rule and prefix-free namespaces |
 //! | [`invalidation`] | the feed that tells local tiers a shared entry changed |
 //! | [`counter`] | the decimal counter syntax of `increment` |
@@ -41,6 +42,8 @@
 #![forbid(unsafe_code)]
 
 mod async_engine;
+mod block_on;
+mod capabilities;
 pub mod clock;
 pub mod config;
 pub mod counter;
@@ -51,9 +54,13 @@ pub mod key;
 pub mod tags;
 pub mod ttl;
 
-pub use async_engine::{Async, AsyncCacheEngine, Blocking, BoxFuture, DynAsyncCacheEngine};
+pub use async_engine::{
+    Async, AsyncCacheEngine, Blocking, BoxFuture, DynAsyncCacheEngine, NonBlocking,
+};
+pub use block_on::block_on;
 pub use bytes::Bytes;
-pub use engine::{CacheEngine, Capabilities};
+pub use capabilities::{Capabilities, Operation, Operations};
+pub use engine::CacheEngine;
 pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Redacted, Result};
 pub use ttl::{DEFAULT_TTL, Expiry, Remaining, Ttl};
 

@@ -185,11 +185,14 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
     ///
     /// # Errors
     ///
-    /// [`CacheError::InvalidConfig`] when a key header is not a valid header name, or when the
+    /// [`CacheError::InvalidConfig`] when the engine does not offer the remaining TTL (a
+    /// response's `Age` is computed from it), a key header is not a valid header name, or when the
     /// engine's keys (`capabilities().max_key_len`) have no room for a key of the layer
     /// (`http:` and at least 32 hex digits of a SHA-256).
     pub fn build(self) -> cache_core::Result<HttpCacheLayer<E>> {
         let capabilities = self.engine.capabilities();
+        // A response's `Age` and its freshness come from the entry's remaining TTL.
+        capabilities.require(cache_core::Operation::RemainingTtl, "HTTP caches")?;
         let mut key_headers = Vec::with_capacity(self.key_headers.len());
         for name in &self.key_headers {
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {

@@ -378,6 +378,7 @@ impl Settings {
         caps.max_ttl = MAX_TTL;
         caps.max_value_size = self.max_value_size;
         caps.max_key_len = MAX_KEY_LEN;
+        caps.operations = cache_core::Operations::ALL;
         caps.default_ttl = match self.default_ttl {
             Ttl::Default => Ttl::After(cache_core::DEFAULT_TTL),
             other => other,

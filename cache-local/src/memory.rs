@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use cache_core::clock::Clock;
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::check_key;
-use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl};
+use cache_core::{Bytes, CacheEngine, Capabilities, NonBlocking, Remaining, Result, Ttl};
 use quick_cache::DefaultHashBuilder;
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult};
 
@@ -627,58 +627,6 @@ impl InMemoryEngine {
     }
 }
 
-/// The async face: every operation runs at once when the future is first polled (nothing here
-/// ever blocks or waits), so it works on any executor, without `spawn_blocking`.
-impl AsyncCacheEngine for InMemoryEngine {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        CacheEngine::get(self, key)
-    }
-    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        CacheEngine::set(self, key, value, ttl)
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        CacheEngine::delete(self, key)
-    }
-    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
-        CacheEngine::delete_if_equals(self, key, expected)
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        CacheEngine::exists(self, key)
-    }
-    async fn clear(&self) -> Result<()> {
-        CacheEngine::clear(self)
-    }
-    async fn close(&self) -> Result<()> {
-        CacheEngine::close(self)
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        CacheEngine::get_many(self, keys)
-    }
-    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        CacheEngine::set_many(self, entries, ttl)
-    }
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        CacheEngine::delete_many(self, keys)
-    }
-    async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        CacheEngine::add(self, key, value, ttl)
-    }
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
-        CacheEngine::increment(self, key, delta)
-    }
-    async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
-        CacheEngine::touch(self, key, ttl)
-    }
-    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
-        CacheEngine::remaining_ttl(self, key)
-    }
-    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
-        CacheEngine::get_with_ttl(self, key)
-    }
-    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
-        CacheEngine::get_many_with_ttl(self, keys)
-    }
-    fn capabilities(&self) -> Capabilities {
-        CacheEngine::capabilities(self)
-    }
-}
+/// The async face: every operation runs at once when the future is polled (nothing here ever
+/// waits on I/O), so it works on any executor, without `spawn_blocking`.
+impl NonBlocking for InMemoryEngine {}

@@ -48,6 +48,7 @@ mod transport;
 pub use backend::TlsSettings;
 pub use backend::{Backend, Broken, ReplyOf};
 pub use buffer::ReadBuffer;
+pub use cache_core::block_on;
 pub use cache_core::{Async, Blocking};
 pub use exchange::{
     Batches, BoxExchange, Deadline, Exchange, ExchangeExt, MapOutput, Ready, Request, Single, Step,
@@ -59,7 +60,7 @@ pub use settings::{
     DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_REQUESTS,
     DEFAULT_PIPELINES, DEFAULT_TIMEOUT, RemoteOptions,
 };
-pub use transport::{Make, Output, Routed, Transport, block_on, by_pipeline, route_of, routed};
+pub use transport::{Make, Output, Routed, Transport, by_pipeline, route_of, routed};
 
 #[doc(hidden)]
 pub mod __private {

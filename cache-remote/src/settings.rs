@@ -203,6 +203,7 @@ impl RemoteOptions {
         caps.backend = backend;
         caps.shared_across_threads = true;
         caps.shared_across_processes = true;
+        caps.operations = cache_core::Operations::ALL;
         caps.default_ttl = match self.default_ttl {
             Ttl::Default => Ttl::After(cache_core::DEFAULT_TTL),
             other => other,

@@ -5,9 +5,6 @@
 //! runs it on the calling thread without any runtime.
 
 use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 #[cfg(feature = "tokio")]
@@ -222,7 +219,7 @@ impl Transport for Blocking {
         // got to run (the engine keeps working without it).
         let _ = std::thread::Builder::new()
             .name("cache-toolkit".into())
-            .spawn(move || block_on(task));
+            .spawn(move || cache_core::block_on(task));
     }
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {
@@ -316,69 +313,3 @@ impl Transport for Async {
 
 /// The output of the exchanges `M` makes for backend `B`.
 pub type Output<B, M> = <<M as Make<ReplyOf<B>>>::Exchange as Exchange<ReplyOf<B>>>::Output;
-
-/// Wakes a thread parked in [`block_on`].
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs `future` to completion on the calling thread.
-///
-/// Meant for futures of the [`Blocking`] transport, which are ready at their first poll (their
-/// I/O is done on the calling thread), so this costs one poll and allocates nothing. Any other
-/// future works too: the thread parks until it is woken.
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    if let Poll::Ready(output) = future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        return output;
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn block_on_runs_ready_and_pending_futures() {
-        assert_eq!(block_on(async { 7 }), 7);
-        let (tx, rx) = std::sync::mpsc::channel::<Waker>();
-        let woken = std::thread::spawn(move || {
-            if let Ok(waker) = rx.recv() {
-                waker.wake();
-            }
-        });
-        let mut polled = 0;
-        let mut tx = Some(tx);
-        let out = block_on(std::future::poll_fn(|cx| {
-            polled += 1;
-            match tx.take() {
-                Some(tx) => {
-                    let _ = tx.send(cx.waker().clone());
-                    Poll::Pending
-                }
-                None => Poll::Ready(polled),
-            }
-        }));
-        assert!(out >= 2, "{out}");
-        woken.join().unwrap_or_default();
-    }
-}

@@ -88,6 +88,10 @@ impl<L, S> Tiers<L, S> {
     }
 }
 
+/// What a tiered engine needs of its shared tier: a local copy lives no longer than the shared
+/// entry, so every read of the shared tier comes with the entry's remaining TTL.
+const SHARED_TIER_NEEDS: &str = "tiered engines (reading the shared tier)";
+
 /// The capabilities of a tiered engine: the shared tier's, with the local tier's resolution
 /// added (a local copy may outlive its TTL by that much) and the shorter key limit.
 pub(crate) fn capabilities(local: &Capabilities, shared: Capabilities) -> Capabilities {
@@ -266,8 +270,9 @@ impl<L, S> TieredBuilder<L, S, Blocking> {
     ///
     /// # Errors
     ///
-    /// `InvalidConfig` when no feed choice was made, the local tier is per-thread, or the local
-    /// TTL is zero or longer than the local tier accepts; the feed's own `InvalidConfig` (a
+    /// `InvalidConfig` when no feed choice was made, the shared tier does not offer
+    /// [`remaining_ttl`](cache_core::Operation::RemainingTtl), the local tier is per-thread, or
+    /// the local TTL is zero or longer than the local tier accepts; the feed's own `InvalidConfig` (a
     /// topology it does not support).
     pub fn build(self) -> Result<crate::TieredEngine<L, S>>
     where
@@ -275,6 +280,7 @@ impl<L, S> TieredBuilder<L, S, Blocking> {
         S: CacheEngine,
     {
         let caps = self.shared.capabilities();
+        caps.require(cache_core::Operation::RemainingTtl, SHARED_TIER_NEEDS)?;
         Ok(crate::TieredEngine::from_tiers(self.tiers(caps)?))
     }
 }
@@ -291,6 +297,7 @@ impl<L, S> TieredBuilder<L, S, Async> {
         S: cache_core::AsyncCacheEngine,
     {
         let caps = self.shared.capabilities();
+        caps.require(cache_core::Operation::RemainingTtl, SHARED_TIER_NEEDS)?;
         Ok(crate::AsyncTieredEngine::from_tiers(self.tiers(caps)?))
     }
 }

@@ -591,9 +591,7 @@ fn a_writer_never_reads_back_an_older_value_than_its_write_async() {
     use cache_core::AsyncCacheEngine;
     let cache = cache_tiered::AsyncTieredEngine::builder(
         InMemoryEngine::new(),
-        cache_tests::asynchronous::AsyncFace(
-            ReferenceEngine::in_namespace("stress-async").unwrap(),
-        ),
+        ReferenceEngine::in_namespace("stress-async").unwrap(),
     )
     .without_invalidations()
     .build()
@@ -871,20 +869,18 @@ fn a_write_that_returned_is_never_read_back_older_async() {
     use cache_core::AsyncCacheEngine;
     let shared = Arc::new(ReferenceEngine::in_namespace("returned-async").unwrap());
     let feed = ManualFeed::default();
-    let cache = cache_tiered::AsyncTieredEngine::builder(
-        gated_local(),
-        cache_tests::asynchronous::AsyncFace(Arc::clone(&shared)),
-    )
-    .invalidations(feed.clone())
-    .build()
-    .unwrap();
+    let cache = cache_tiered::AsyncTieredEngine::builder(gated_local(), Arc::clone(&shared))
+        .invalidations(feed.clone())
+        .build()
+        .unwrap();
     let now = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>| {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(f);
     };
-    let write_shared = |value: Bytes| shared.set("k", value, Ttl::Default).unwrap();
+    let write_shared =
+        |value: Bytes| cache_core::CacheEngine::set(&shared, "k", value, Ttl::Default).unwrap();
     let change = |what: Change| match what {
         Change::Set => now(Box::pin(async {
             cache.set("k", v("new"), Ttl::Default).await.unwrap();

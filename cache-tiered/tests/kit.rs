@@ -77,13 +77,10 @@ fn memcached(ctx: &TestContext) -> TieredEngine<InMemoryEngine, MemcachedEngine>
 
 cache_tests::conformance_suite!(tiered_reference_kit, over_reference);
 cache_tests::async_conformance_suite!(tiered_async_reference_kit, |ctx: &TestContext| {
-    AsyncTieredEngine::builder(
-        local(ctx, true),
-        cache_tests::asynchronous::AsyncFace(ReferenceEngine::new(ctx)),
-    )
-    .without_invalidations()
-    .build()
-    .expect("valid settings")
+    AsyncTieredEngine::builder(local(ctx, true), ReferenceEngine::new(ctx))
+        .without_invalidations()
+        .build()
+        .expect("valid settings")
 });
 cache_tests::conformance_suite!(
     tiered_redis_kit,

@@ -114,67 +114,6 @@ impl<E: AsyncCacheEngine> CacheEngine for BlockingFace<E> {
     }
 }
 
-/// A blocking engine that never blocks (an in-memory test double such as
-/// [`ReferenceEngine`](crate::ReferenceEngine), or one of the kit's broken engines) seen as an
-/// async one: each future runs the blocking call when polled. For the kit's own tests: it shows
-/// that the async path of the kit catches what the sync one does.
-#[derive(Debug, Clone)]
-pub struct AsyncFace<E>(pub E);
-
-impl<E: CacheEngine> AsyncCacheEngine for AsyncFace<E> {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.0.get(key)
-    }
-    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        self.0.set(key, value, ttl)
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.0.delete(key)
-    }
-    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
-        self.0.delete_if_equals(key, expected)
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.0.exists(key)
-    }
-    async fn clear(&self) -> Result<()> {
-        self.0.clear()
-    }
-    async fn close(&self) -> Result<()> {
-        self.0.close()
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        self.0.get_many(keys)
-    }
-    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        self.0.set_many(entries, ttl)
-    }
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.0.delete_many(keys)
-    }
-    async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        self.0.add(key, value, ttl)
-    }
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
-        self.0.increment(key, delta)
-    }
-    async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
-        self.0.touch(key, ttl)
-    }
-    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
-        self.0.remaining_ttl(key)
-    }
-    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
-        self.0.get_with_ttl(key)
-    }
-    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
-        self.0.get_many_with_ttl(keys)
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-}
-
 /// What a cancellation run did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CancellationReport {

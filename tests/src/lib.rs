@@ -330,7 +330,7 @@ macro_rules! __with_behaviours {
             increment_semantics, increment_keeps_ttl,
             increment_loses_nothing_under_threads, touch_semantics,
             delete_if_equals_compares, tags_invalidate_what_carries_them,
-            concurrency_smoke, close_is_final
+            optional_operations_match_capabilities, concurrency_smoke, close_is_final
         }
     };
 }

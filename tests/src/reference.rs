@@ -114,6 +114,9 @@ impl ReferenceEngine {
     }
 }
 
+/// The reference engine never waits, so it is an async engine too.
+impl cache_core::NonBlocking for ReferenceEngine {}
+
 impl CacheEngine for ReferenceEngine {
     fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let key = self.key(key)?;
@@ -271,6 +274,7 @@ impl CacheEngine for ReferenceEngine {
         caps.max_ttl = MAX_TTL;
         caps.max_value_size = None;
         caps.max_key_len = MAX_KEY_LEN - self.prefix.len();
+        caps.operations = cache_core::Operations::ALL;
         caps.default_ttl = match self.default_ttl {
             Ttl::Default => Ttl::After(cache_core::DEFAULT_TTL),
             other => other,

@@ -91,6 +91,8 @@ impl Faulty {
     }
 }
 
+impl cache_core::NonBlocking for Faulty {}
+
 impl CacheEngine for Faulty {
     fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.inner.get(&self.key(key)?)
@@ -330,14 +332,14 @@ fn an_engine_that_rounds_short_ttls_to_never_fails() {
 #[cfg(feature = "tokio")]
 mod through_the_async_face {
     use super::*;
-    use cache_tests::asynchronous::{AsyncFace, BlockingFace};
+    use cache_tests::asynchronous::BlockingFace;
 
     cache_tests::async_conformance_suite!(reference_async_kit, |ctx: &TestContext| {
-        AsyncFace(ReferenceEngine::new(ctx))
+        ReferenceEngine::new(ctx)
     });
 
     fn failure_async(fault: Fault, behaviour: fn(&dyn EngineFactory)) {
-        let factory = move |ctx: &TestContext| BlockingFace(AsyncFace(Faulty::new(ctx, fault)));
+        let factory = move |ctx: &TestContext| BlockingFace(Faulty::new(ctx, fault));
         let factory = cache_tests::factory(factory);
         assert!(
             catch_unwind(AssertUnwindSafe(|| behaviour(&factory))).is_err(),
@@ -370,7 +372,7 @@ mod through_the_async_face {
     #[test]
     fn a_racy_async_increment_fails() {
         let factory = cache_tests::factory(|ctx: &TestContext| {
-            BlockingFace(AsyncFace(Faulty::new(ctx, Fault::RacyIncrement)))
+            BlockingFace(Faulty::new(ctx, Fault::RacyIncrement))
         });
         let caught = (0..20).any(|_| {
             catch_unwind(AssertUnwindSafe(|| {

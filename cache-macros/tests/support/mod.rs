@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use cache_core::{
-    AsyncCacheEngine, Bytes, CacheEngine, CacheError, Capabilities, Remaining, Result, Ttl,
-};
+use cache_core::{Bytes, CacheEngine, CacheError, Capabilities, Remaining, Result, Ttl};
 use cache_local::InMemoryEngine;
 
 /// An `InMemoryEngine` whose reads and writes fail with a connection error while told to, as a
@@ -129,53 +127,7 @@ impl CacheEngine for FlakyEngine {
     }
 }
 
-impl AsyncCacheEngine for FlakyEngine {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        CacheEngine::get(self, key)
-    }
-    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        CacheEngine::set(self, key, value, ttl)
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        CacheEngine::delete(self, key)
-    }
-    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
-        CacheEngine::delete_if_equals(self, key, expected)
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        CacheEngine::exists(self, key)
-    }
-    async fn clear(&self) -> Result<()> {
-        CacheEngine::clear(self)
-    }
-    async fn close(&self) -> Result<()> {
-        CacheEngine::close(self)
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        CacheEngine::get_many(self, keys)
-    }
-    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        CacheEngine::set_many(self, entries, ttl)
-    }
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        CacheEngine::delete_many(self, keys)
-    }
-    async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        CacheEngine::add(self, key, value, ttl)
-    }
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
-        CacheEngine::increment(self, key, delta)
-    }
-    async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
-        CacheEngine::touch(self, key, ttl)
-    }
-    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
-        CacheEngine::remaining_ttl(self, key)
-    }
-    fn capabilities(&self) -> Capabilities {
-        CacheEngine::capabilities(self)
-    }
-}
+impl cache_core::NonBlocking for FlakyEngine {}
 
 /// Waits (up to 10 s) until `ready` holds, checking every millisecond.
 pub fn wait_until(what: &str, ready: impl Fn() -> bool) {

@@ -3,14 +3,17 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cache_core::{Bytes, CacheError, Remaining, Ttl};
+use cache_core::{Bytes, CacheError, Operation, Remaining, Ttl};
 
-use super::{assert_value, bytes, exists, remaining, set, short_ttl};
+use super::{assert_value, bytes, exists, offers, remaining, set, short_ttl};
 use crate::{EngineFactory, Harness};
 
 /// `add` stores only when the key is free, and an expired entry counts as free.
 pub fn add_semantics(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
+    if !offers(&h, "add_semantics", &[Operation::Add]) {
+        return;
+    }
     assert!(
         h.engine
             .add("a", bytes("first"), Ttl::Default)
@@ -42,6 +45,9 @@ pub fn add_semantics(factory: &dyn EngineFactory) {
 /// Under threads, exactly one `add` wins (per thread on a per-thread engine).
 pub fn add_is_atomic_under_threads(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
+    if !offers(&h, "add_is_atomic_under_threads", &[Operation::Add]) {
+        return;
+    }
     let threads = 8;
     for round in 0..10 {
         let key = format!("race-{round}");
@@ -80,6 +86,9 @@ pub fn add_is_atomic_under_threads(factory: &dyn EngineFactory) {
 /// `increment` follows Redis's arithmetic and leaves bad values alone.
 pub fn increment_semantics(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
+    if !offers(&h, "increment_semantics", &[Operation::Increment]) {
+        return;
+    }
     assert_eq!(
         h.engine.increment("n", 5).expect("increment"),
         5,
@@ -161,6 +170,9 @@ pub fn increment_semantics(factory: &dyn EngineFactory) {
 /// A counter created by `increment` gets the default TTL; an existing one keeps its own.
 pub fn increment_keeps_ttl(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
+    if !offers(&h, "increment_keeps_ttl", &[Operation::Increment]) {
+        return;
+    }
     let start = h.ctx.now();
     h.engine.increment("created", 1).expect("increment");
     set(&h, "forever", "1", Ttl::Never);
@@ -192,6 +204,13 @@ pub fn increment_keeps_ttl(factory: &dyn EngineFactory) {
 /// increments started together behind a barrier, twice.
 pub fn increment_loses_nothing_under_threads(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
+    if !offers(
+        &h,
+        "increment_loses_nothing_under_threads",
+        &[Operation::Increment],
+    ) {
+        return;
+    }
     let threads = 8;
     let per_thread = 1_000;
     // The counter outlives the check however slow the machine: created by `increment`, it
@@ -251,6 +270,9 @@ pub fn increment_loses_nothing_under_threads(factory: &dyn EngineFactory) {
 /// `touch` gives a live entry a new TTL; a zero TTL removes it; a missing entry is `false`.
 pub fn touch_semantics(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
+    if !offers(&h, "touch_semantics", &[Operation::Touch]) {
+        return;
+    }
     assert!(
         !h.engine.touch("missing", Ttl::Default).expect("touch"),
         "{}: touch of a missing key",
@@ -299,6 +321,13 @@ pub fn touch_semantics(factory: &dyn EngineFactory) {
 /// deleted (per thread on a per-thread engine: each thread releases its own).
 pub fn delete_if_equals_compares(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
+    if !offers(
+        &h,
+        "delete_if_equals_compares",
+        &[Operation::DeleteIfEquals],
+    ) {
+        return;
+    }
     let backend = h.caps.backend;
     let cas = |key: &str, expected: &[u8]| {
         h.engine
@@ -327,11 +356,13 @@ pub fn delete_if_equals_compares(factory: &dyn EngineFactory) {
         );
         assert_value(&h, "lease", Some("token-123"), "after a mismatched release");
     }
-    assert_eq!(
-        remaining(&h, "lease"),
-        Some(Remaining::Never),
-        "{backend}: a mismatched release changed the entry's TTL"
-    );
+    if h.caps.supports(Operation::RemainingTtl) {
+        assert_eq!(
+            remaining(&h, "lease"),
+            Some(Remaining::Never),
+            "{backend}: a mismatched release changed the entry's TTL"
+        );
+    }
     assert!(cas("lease", b"token-123"), "{backend}: the equal value");
     assert_value(&h, "lease", None, "after a release with the equal value");
     assert!(!cas("lease", b"token-123"), "{backend}: a second release");
@@ -488,4 +519,66 @@ fn rewrites_are_never_deleted(h: &Harness) {
             std::panic::resume_unwind(panic);
         }
     });
+}
+
+/// An engine declares exactly the optional operations it implements: each declared one does
+/// something other than answer `Unsupported`, and each undeclared one answers `Unsupported` and
+/// changes nothing. (The behaviours of the declared ones are checked by their own functions;
+/// the others are skipped, by name.)
+pub fn optional_operations_match_capabilities(factory: &dyn EngineFactory) {
+    let h = Harness::new(factory);
+    let backend = h.caps.backend;
+    set(&h, "probe", "7", Ttl::Never);
+    for op in Operation::ALL {
+        let result = match op {
+            Operation::Add => h
+                .engine
+                .add("probe-add", bytes("v"), Ttl::Default)
+                .map(drop),
+            Operation::Increment => h.engine.increment("probe", 1).map(drop),
+            Operation::Touch => h.engine.touch("probe", Ttl::Never).map(drop),
+            Operation::DeleteIfEquals => h.engine.delete_if_equals("probe-absent", b"v").map(drop),
+            Operation::RemainingTtl => h.engine.remaining_ttl("probe").map(drop),
+            _ => continue,
+        };
+        let unsupported = matches!(
+            &result,
+            Err(CacheError::Unsupported { operation, .. }) if *operation == op
+        );
+        if h.caps.supports(op) {
+            assert!(
+                !unsupported,
+                "{backend}: declares `{op}` in its capabilities but answers Unsupported"
+            );
+            assert!(
+                result.is_ok(),
+                "{backend}: `{op}` on valid input failed: {:?}",
+                result.err()
+            );
+        } else {
+            assert!(
+                unsupported,
+                "{backend}: `{op}` is not declared in its capabilities, but answered {result:?} \
+                 instead of Unsupported (declare what you implement)"
+            );
+        }
+    }
+    if !h.caps.supports(Operation::RemainingTtl) {
+        assert!(
+            matches!(
+                h.engine.get_with_ttl("probe"),
+                Err(CacheError::Unsupported { .. })
+            ),
+            "{backend}: get_with_ttl without a declared remaining TTL"
+        );
+    }
+    if !h.caps.supports(Operation::Add) {
+        assert_value(&h, "probe-add", None, "an unsupported add stored something");
+    }
+    let expected = if h.caps.supports(Operation::Increment) {
+        "8"
+    } else {
+        "7"
+    };
+    assert_value(&h, "probe", Some(expected), "after the optional operations");
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use cache_core::{Bytes, Remaining, Ttl};
+use cache_core::{Bytes, Operation, Remaining, Ttl};
 
 use crate::Harness;
 
@@ -45,6 +45,41 @@ pub const FAMILY_SOURCES: &[&str] = &[
     include_str!("ttl.rs"),
     include_str!("values_and_keys.rs"),
 ];
+
+/// Whether the engine declares every operation `behaviour` needs. When it does not, the
+/// behaviour is skipped, and named as skipped on standard error (`cargo test` shows it with
+/// `--nocapture`), so a report never passes off a skipped check as a passed one.
+/// [`optional_operations_match_capabilities`] makes sure the declaration tells the truth.
+pub(crate) fn offers(h: &Harness, behaviour: &str, needs: &[Operation]) -> bool {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|op| !h.caps.supports(**op))
+        .map(|op| op.name())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    eprintln!(
+        "cache-tests: skipped {behaviour} on {}: the engine does not offer {}",
+        h.caps.backend,
+        missing.join(", ")
+    );
+    false
+}
+
+/// Whether the engine offers the method named `method`: every required and provided-composed
+/// method, and the optional ones it declares.
+pub(crate) fn has_method(h: &Harness, method: &str) -> bool {
+    let optional = match method {
+        "add" => Operation::Add,
+        "increment" => Operation::Increment,
+        "touch" => Operation::Touch,
+        "delete_if_equals" => Operation::DeleteIfEquals,
+        "remaining_ttl" | "get_with_ttl" | "get_many_with_ttl" => Operation::RemainingTtl,
+        _ => return true,
+    };
+    h.caps.supports(optional)
+}
 
 pub(crate) fn bytes(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -107,7 +142,7 @@ mod tests {
         defined.sort_unstable();
         let mut listed = BEHAVIOURS.to_vec();
         listed.sort_unstable();
-        assert_eq!(defined.len(), 33, "{defined:?}");
+        assert_eq!(defined.len(), 34, "{defined:?}");
         assert_eq!(
             defined, listed,
             "behaviours defined (left) and run by conformance_suite! (right) differ"

@@ -1,10 +1,10 @@
-//! Tags ([`cache_core::tags`]): built from `get_many`, `add` and `set`, so every engine must
-//! show them working.
+//! Tags ([`cache_core::tags`]): built from `get_many`, `add` and `set`, so every engine that
+//! offers `add` must show them working.
 
 use cache_core::tags::{TagExt, tag_key};
-use cache_core::{Bytes, CacheError, Ttl};
+use cache_core::{Bytes, CacheError, Operation, Ttl};
 
-use super::{assert_value, bytes, exists};
+use super::{assert_value, bytes, exists, offers};
 use crate::{EngineFactory, Harness};
 
 fn tagged(h: &Harness, key: &str) -> Option<Bytes> {
@@ -45,6 +45,9 @@ fn assert_tagged(h: &Harness, key: &str, expected: Option<&str>, context: &str) 
 /// tags are per namespace; bad tags are typed errors that write nothing.
 pub fn tags_invalidate_what_carries_them(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
+    if !offers(&h, "tags_invalidate_what_carries_them", &[Operation::Add]) {
+        return;
+    }
     let backend = h.caps.backend;
     set_tagged(&h, "order:1", "books", &["user:7"]);
     set_tagged(&h, "order:2", "lamp", &["user:7", "eu"]);
