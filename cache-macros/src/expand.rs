@@ -39,10 +39,11 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     let site = Span::mixed_site();
     let cache = &options.cache;
     let cache_span = cache.span();
+    let typed = serializer_path();
     let typed_cache = if read.is_async {
-        quote_spanned!(cache_span=> ::cache_serializer::AsyncTypedCache<_, _>)
+        quote_spanned!(cache_span=> #typed::AsyncTypedCache<_, _>)
     } else {
-        quote_spanned!(cache_span=> ::cache_serializer::TypedCache<_, _>)
+        quote_spanned!(cache_span=> #typed::TypedCache<_, _>)
     };
     let cache_ref = quote_spanned!(cache_span=> &(#cache));
     // The body, as a closure or future that runs only if the cache cannot answer. Its return
@@ -259,7 +260,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                 };
                 match __loaded {
                     ::core::result::Result::Ok(__value) => #from_cache,
-                    ::core::result::Result::Err(::cache_serializer::LoadError::Loader(__shared)) => {
+                    ::core::result::Result::Err(#typed::LoadError::Loader(__shared)) => {
                         match __kept.take() {
                             // This call ran the body: its own error, or its `None`.
                             ::core::option::Option::Some(__ret) => __ret,
@@ -271,7 +272,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                             },
                         }
                     }
-                    ::core::result::Result::Err(::cache_serializer::LoadError::Cache(__error)) => {
+                    ::core::result::Result::Err(#typed::LoadError::Cache(__error)) => {
                         #report
                         match __kept.take() {
                             ::core::option::Option::Some(__ret) => __ret,
@@ -527,5 +528,28 @@ fn ttl_tokens(option: Option<&TtlOption>) -> TokenStream {
         Some(TtlOption::Expr(expr)) => quote_spanned! {expr.span()=>
             ::core::convert::Into::into(#expr)
         },
+    }
+}
+
+/// The path of the typed layer in the calling crate: `::cache_serializer` when it depends on
+/// that crate (under whatever name), `::cache_toolkit::typed` when it depends on the facade
+/// instead, and `::cache_serializer` when neither can be read from its manifest.
+fn serializer_path() -> TokenStream {
+    use proc_macro_crate::{FoundCrate, crate_name};
+    let named = |name: &str| {
+        let ident = syn::Ident::new(&name.replace('-', "_"), Span::call_site());
+        quote!(::#ident)
+    };
+    match crate_name("cache-serializer") {
+        Ok(FoundCrate::Name(name)) => return named(&name),
+        Ok(FoundCrate::Itself) => return named("cache_serializer"),
+        Err(_) => {}
+    }
+    match crate_name("cache-toolkit") {
+        Ok(FoundCrate::Name(name)) => {
+            let facade = named(&name);
+            quote!(#facade::typed)
+        }
+        _ => named("cache_serializer"),
     }
 }

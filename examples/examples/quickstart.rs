@@ -14,11 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cache_core::{CacheEngine, Ttl};
-use cache_local::InMemoryEngine;
-use cache_memcached::MemcachedEngine;
-use cache_redis::RedisEngine;
-use cache_serializer::TypedCache;
+use cache_toolkit::{CacheEngine, InMemoryEngine, MemcachedEngine, RedisEngine, Ttl, TypedCache};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
