@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cache_core::tags::AsyncTagExt;
 use cache_core::{Async, AsyncCacheEngine, Bytes, Result, Ttl};
@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use crate::codec::{Bincode, Codec};
 use crate::core::{CacheStats, Found, Tagging, TypedCore, bump};
 use crate::envelope;
+use crate::face::{Face, Spawned};
 use crate::fingerprint::Fingerprint;
 use crate::flight::{Flights, Outcome, Role};
-#[cfg(feature = "tokio")]
 use crate::lease::{self, Step, Taken};
 use crate::refresh::{self, Refresh};
 use crate::typed::{LoadError, Release, TypedCacheBuilder};
@@ -51,10 +51,16 @@ pub struct AsyncTypedCache<E, C = Bincode> {
     shared: Arc<Shared<E, C>>,
 }
 
-struct Shared<E, C> {
-    engine: E,
-    core: TypedCore<C>,
+/// What a cache and its clones share. The blocking [`TypedCache`](crate::TypedCache) is this
+/// same cache over its engine seen as an async one, with [`Face::Blocking`].
+pub(crate) struct Shared<E, C> {
+    pub(crate) engine: E,
+    pub(crate) core: TypedCore<C>,
     flights: Flights,
+    face: Face,
+    /// Leases whose holder's future was dropped (async face): released by the next load that
+    /// takes a lease, or left to expire.
+    dropped_leases: Mutex<Vec<(String, Bytes)>>,
 }
 
 impl<E, C> Clone for AsyncTypedCache<E, C> {
@@ -80,7 +86,8 @@ impl<E: AsyncCacheEngine, C: Codec> TypedCacheBuilder<E, C, Async> {
     /// As [`TypedCacheBuilder::lease`] on the blocking face: loads take a
     /// [`Lease`](crate::Lease) first, so one loader runs per missing key across processes.
     /// Waiting for another process's lease sleeps on the tokio timer, hence the `tokio`
-    /// feature. A caller whose future is dropped while it holds a lease leaves it to expire.
+    /// feature. A caller whose future is dropped while it holds a lease releases it from a
+    /// task spawned on the current runtime (or, outside one, leaves it to expire).
     #[cfg(feature = "tokio")]
     pub fn lease(mut self, lease: crate::Lease) -> Self {
         self.lease = Some(lease);
@@ -90,13 +97,27 @@ impl<E: AsyncCacheEngine, C: Codec> TypedCacheBuilder<E, C, Async> {
     /// Builds the async cache.
     pub fn build(self) -> AsyncTypedCache<E, C> {
         let (engine, core) = self.into_parts();
-        AsyncTypedCache {
+        AsyncTypedCache::from_parts(engine, core, Face::Async)
+    }
+}
+
+impl<E, C> AsyncTypedCache<E, C> {
+    /// A cache over `engine` for `face`: how both faces are built.
+    pub(crate) fn from_parts(engine: E, core: TypedCore<C>, face: Face) -> Self {
+        Self {
             shared: Arc::new(Shared {
                 engine,
                 core,
                 flights: Flights::default(),
+                face,
+                dropped_leases: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// The state this cache shares with its clones.
+    pub(crate) fn shared(&self) -> &Shared<E, C> {
+        &self.shared
     }
 }
 
@@ -524,7 +545,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 .join(key, || bump(&core.stats.coalesced_waits));
             let guard = match role {
                 Role::Waiter(flight) => {
-                    match flight.wait_async().await {
+                    match flight.wait().await {
                         Outcome::Value(bytes) => {
                             let bytes = TypedCore::<C>::strip_tags(key, bytes);
                             let found = core.found(key, &bytes, fingerprint)?;
@@ -554,20 +575,27 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             let Some(load) = load.take() else {
                 return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
             };
-            // Across processes: one loader per key, if a lease is set (see the blocking face).
-            #[cfg(feature = "tokio")]
+            // Across processes: one loader per key, if a lease is set. The guard releases it
+            // however the load ends: a value, an error, a panic, a dropped future.
             let held = match &core.lease {
                 Some(lease) => match self.take_lease(key, lease).await? {
                     Taken::Held {
                         key: lease_key,
                         token,
                     } => {
+                        let held = HeldLease {
+                            shared: &self.shared,
+                            key: lease_key,
+                            token,
+                            released: false,
+                        };
+                        // Another process may have stored it just before we took it.
                         let found = self.lookup::<T>(key, fingerprint).await?;
                         if let Some(answer) = found.answer(optional) {
-                            self.release_lease(&lease_key, &token).await;
+                            held.release().await;
                             return Ok(answer);
                         }
-                        Some((lease_key, token))
+                        Some(held)
                     }
                     Taken::Found(bytes) => {
                         if let Some(answer) = core.found(key, &bytes, fingerprint)?.answer(optional)
@@ -638,19 +666,17 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 }
             }
             .await;
-            #[cfg(feature = "tokio")]
-            if let Some((lease_key, token)) = held {
-                self.release_lease(&lease_key, &token).await;
+            if let Some(held) = held {
+                held.release().await;
             }
             return result;
         }
     }
 
-    /// Takes the lease of `key`, or waits for the process that holds it (see the blocking
-    /// face).
-    #[cfg(feature = "tokio")]
+    /// Takes the lease of `key`, or waits for the process that holds it.
     async fn take_lease(&self, key: &str, lease: &crate::Lease) -> Result<Taken> {
         lease.check()?;
+        self.release_dropped_leases().await;
         let core = &self.shared.core;
         let engine = &self.shared.engine;
         let lease_key = lease::lease_key(key, engine.capabilities().max_key_len);
@@ -673,7 +699,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 Step::Free => return Ok(Taken::Free),
                 Step::Sleep(pause) => pause,
             };
-            tokio::time::sleep(pause).await;
+            self.shared.face.sleep(pause).await;
             if let Ok(Some(bytes)) = engine.get(key).await {
                 if let Some(bytes) = self.untag(key, bytes).await? {
                     return Ok(Taken::Found(bytes));
@@ -682,10 +708,19 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         }
     }
 
-    /// Releases a lease this caller holds, if it still holds it.
-    #[cfg(feature = "tokio")]
-    async fn release_lease(&self, lease_key: &str, token: &[u8]) {
-        let _ = self.shared.engine.delete_if_equals(lease_key, token).await;
+    /// Releases the leases that callers of the async face held when their futures were
+    /// dropped (see [`HeldLease`]).
+    async fn release_dropped_leases(&self) {
+        let dropped = std::mem::take(
+            &mut *self
+                .shared
+                .dropped_leases
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for (key, token) in dropped {
+            let _ = self.shared.engine.delete_if_equals(&key, &token).await;
+        }
     }
 
     /// How many keys are being loaded right now by `get_or_set_with`.
@@ -774,14 +809,26 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
                             refresh.judge(remaining, envelope::load_time(&bytes), refresh::draw());
                         if core.serve(judgement) && core.refreshing.claim(key) {
                             core.refresh_started(judgement);
+                            let (tx, rx) = tokio::sync::oneshot::channel();
                             let task = self.clone().refresh_now(key.to_owned(), stored_ttl, load);
-                            #[cfg(feature = "tokio")]
-                            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                                runtime.spawn(task);
-                                return Ok(value);
-                            }
-                            // Nothing to spawn on: refresh here, and return what it loaded.
-                            return Ok(task.await.unwrap_or(value));
+                            let task = async move {
+                                let _ = tx.send(task.await);
+                            };
+                            return Ok(match self.shared.face.spawn("cache-refresh", task) {
+                                Spawned::Yes => value,
+                                // Nothing to spawn on: refresh here, and return what it loaded.
+                                Spawned::Nowhere(task) => {
+                                    task.await;
+                                    rx.await.ok().flatten().unwrap_or(value)
+                                }
+                                // No thread to be had: the value is served stale, and a later
+                                // read tries again.
+                                Spawned::Refused => {
+                                    core.refreshing.release(key);
+                                    bump(&core.stats.refresh_failures);
+                                    value
+                                }
+                            });
                         }
                         return Ok(value);
                     }
@@ -839,5 +886,52 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
     /// How many keys are being refreshed in the background right now.
     pub fn refreshes_in_flight(&self) -> usize {
         self.shared.core.refreshing.len()
+    }
+}
+
+/// A lease this caller holds: released with [`release`](Self::release) when the load ends, or
+/// when dropped before: on the blocking face at once, on the caller's thread (a panicking
+/// loader); on the async face (a dropped future, which cannot await) by the next load of this
+/// cache that takes a lease, and otherwise when the lease expires.
+struct HeldLease<'a, E: AsyncCacheEngine, C> {
+    shared: &'a Shared<E, C>,
+    key: String,
+    token: Bytes,
+    released: bool,
+}
+
+impl<E: AsyncCacheEngine, C> HeldLease<'_, E, C> {
+    /// Releases the lease if this caller still holds it; a failure leaves it to expire.
+    async fn release(mut self) {
+        self.released = true;
+        let _ = self
+            .shared
+            .engine
+            .delete_if_equals(&self.key, &self.token)
+            .await;
+    }
+}
+
+impl<E: AsyncCacheEngine, C> Drop for HeldLease<'_, E, C> {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (key, token) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        match self.shared.face {
+            // The blocking face's engine answers at the first poll.
+            Face::Blocking => {
+                let _ = cache_core::block_on(self.shared.engine.delete_if_equals(&key, &token));
+            }
+            Face::Async => self
+                .shared
+                .dropped_leases
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push((key, token)),
+        }
     }
 }

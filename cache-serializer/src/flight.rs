@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cache_core::Bytes;
 
@@ -17,19 +17,18 @@ pub(crate) enum Outcome {
     Abandoned,
 }
 
-/// One load in flight: its outcome once known, and the ways waiters learn of it (a condition
-/// variable for threads, a notification for tasks; waiting tasks block no thread).
+/// One load in flight: its outcome once known, and the notification waiters await (a waiting
+/// task blocks no thread; a waiting thread of the blocking face parks in `block_on`).
 #[derive(Default)]
 pub(crate) struct Flight {
     outcome: Mutex<Option<Outcome>>,
-    done: Condvar,
     notify: tokio::sync::Notify,
 }
 
 impl Flight {
-    /// Waits, in a task, until the load ends. Dropping the future stops waiting and changes
+    /// Waits until the load ends. Dropping the future stops waiting and changes
     /// nothing else.
-    pub(crate) async fn wait_async(&self) -> Outcome {
+    pub(crate) async fn wait(&self) -> Outcome {
         loop {
             let notified = self.notify.notified();
             let mut notified = std::pin::pin!(notified);
@@ -39,19 +38,6 @@ impl Flight {
                 return outcome.clone();
             }
             notified.await;
-        }
-    }
-
-    pub(crate) fn wait(&self) -> Outcome {
-        let mut outcome = lock(&self.outcome);
-        loop {
-            if let Some(outcome) = outcome.as_ref() {
-                return outcome.clone();
-            }
-            outcome = self
-                .done
-                .wait(outcome)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 }
@@ -117,7 +103,6 @@ impl LeaderGuard<'_> {
         // Leave the map first: callers that come after this find the cache, not the flight.
         lock(&self.flights.in_flight).remove(&self.key);
         *lock(&self.flight.outcome) = Some(outcome);
-        self.flight.done.notify_all();
         self.flight.notify.notify_waiters();
     }
 }

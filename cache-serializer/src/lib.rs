@@ -75,9 +75,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod async_typed;
+mod blocked;
 mod codec;
 mod core;
 mod envelope;
+mod face;
 pub mod fingerprint;
 mod flight;
 mod lease;

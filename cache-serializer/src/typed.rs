@@ -1,25 +1,32 @@
 //! [`TypedCache`]: serde values over any engine.
 
+//!
+//! `TypedCache` is a thin blocking shell: every method runs the one implementation, in
+//! [`AsyncTypedCache`], with [`block_on`] over the blocking engine seen as an async one
+//! (`Blocked`). The engine's futures are ready at their first poll, so a call costs what the
+//! blocking engine costs; waits (leases) sleep the caller's thread and background refreshes get
+//! threads of their own (see `face.rs`).
+
 use std::any::TypeId;
 use std::fmt;
+use std::future::{Ready, ready};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use cache_core::tags::TagExt;
-use cache_core::{Blocking, Bytes, CacheEngine, CacheError, Result, Ttl};
+use cache_core::{Blocking, Bytes, CacheEngine, CacheError, Result, Ttl, block_on};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use cache_layers::FailOpen;
 
+use crate::AsyncTypedCache;
+use crate::blocked::Blocked;
 use crate::codec::{Bincode, Codec};
 pub use crate::core::{CacheStats, FailureHook};
-use crate::core::{Counters, Found, Tagging, TypedCore, bump};
-use crate::envelope;
+use crate::core::{Counters, TypedCore};
+use crate::face::Face;
 use crate::fingerprint::{Fingerprint, TypeMap};
-use crate::flight::{Flights, Outcome, Role};
-use crate::lease::{self, Step, Taken};
-use crate::refresh::{self, Judgement, Refresh};
+use crate::refresh::Refresh;
 
 /// Stores serde values as bytes in any [`CacheEngine`], and knows when bytes under a key were
 /// written for another type.
@@ -57,30 +64,25 @@ use crate::refresh::{self, Judgement, Refresh};
 /// # }
 /// ```
 pub struct TypedCache<E, C = Bincode> {
-    shared: Arc<Shared<E, C>>,
-}
-
-struct Shared<E, C> {
-    engine: E,
-    core: TypedCore<C>,
-    flights: Flights,
+    inner: AsyncTypedCache<Blocked<E>, C>,
 }
 
 impl<E, C> Clone for TypedCache<E, C> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            inner: self.inner.clone(),
         }
     }
 }
 
 impl<E: fmt::Debug, C: Codec> fmt::Debug for TypedCache<E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = self.inner.shared();
         f.debug_struct("TypedCache")
-            .field("engine", &self.shared.engine)
+            .field("engine", &shared.engine.0)
             .field("codec", &C::NAME)
-            .field("strict", &self.shared.core.strict)
-            .field("stats", &self.shared.core.stats())
+            .field("strict", &shared.core.strict)
+            .field("stats", &shared.core.stats())
             .finish()
     }
 }
@@ -344,11 +346,7 @@ impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C, Blocking> {
     pub fn build(self) -> TypedCache<E, C> {
         let (engine, core) = self.into_parts();
         TypedCache {
-            shared: Arc::new(Shared {
-                engine,
-                core,
-                flights: Flights::default(),
-            }),
+            inner: AsyncTypedCache::from_parts(Blocked(engine), core, Face::Blocking),
         }
     }
 }
@@ -368,12 +366,12 @@ impl<E: CacheEngine> TypedCache<E> {
 impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// The engine underneath.
     pub fn engine(&self) -> &E {
-        &self.shared.engine
+        &self.inner.engine().0
     }
 
     /// What this cache (and its clones) has done so far.
     pub fn stats(&self) -> CacheStats {
-        self.shared.core.stats()
+        self.inner.stats()
     }
 
     /// The fingerprint values of `T` are written with.
@@ -383,7 +381,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// [`CacheError::UnknownSchema`] when `T`'s shape cannot be traced and no schema name was
     /// given for it.
     pub fn fingerprint<T: DeserializeOwned + 'static>(&self) -> Result<Fingerprint> {
-        self.shared.core.fingerprint::<T>()
+        self.inner.fingerprint::<T>()
     }
 
     /// Encodes `value` with its envelope.
@@ -392,7 +390,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// `UnknownSchema`, or `Serialization` when the codec refuses the value.
     pub fn encode<T: Serialize + DeserializeOwned + 'static>(&self, value: &T) -> Result<Bytes> {
-        self.shared.core.encode(value)
+        self.inner.encode(value)
     }
 
     /// Decodes bytes read under `key` (the key is only used in messages): the value, or
@@ -407,7 +405,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         key: &str,
         bytes: &[u8],
     ) -> Result<Option<T>> {
-        let core = &self.shared.core;
+        let core = &self.inner.shared().core;
         core.decode_with(key, bytes, core.fingerprint::<T>()?)
     }
 
@@ -418,33 +416,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// The engine's errors; `UnknownSchema`; in strict mode `SchemaMismatch` and
     /// `Serialization`.
     pub fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
-        let core = &self.shared.core;
-        let fingerprint = core.fingerprint::<T>()?;
-        match core.read(self.shared.engine.get(key), || None)? {
-            Some(bytes) => match self.untag(key, bytes)? {
-                Some(bytes) => core.decode_with(key, &bytes, fingerprint),
-                None => core.miss(),
-            },
-            None => core.miss(),
-        }
-    }
-
-    /// The envelope inside `bytes` read under `key`: as is when untagged; for a tagged entry,
-    /// once its tags are read and current (`None` when one was invalidated).
-    fn untag(&self, key: &str, bytes: Bytes) -> Result<Option<Bytes>> {
-        let core = &self.shared.core;
-        match core.tagging(key, bytes)? {
-            Tagging::Plain(bytes) => Ok(Some(bytes)),
-            Tagging::Malformed => Ok(None),
-            Tagging::Check(tagged) => {
-                let keys = tagged.tag_keys();
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let current = core.read(self.shared.engine.get_many(&refs), || {
-                    vec![None; refs.len()]
-                })?;
-                Ok(core.tags_checked(tagged, &current))
-            }
-        }
+        block_on(self.inner.get(key))
     }
 
     /// Stores `value` under `key` for `ttl`.
@@ -459,9 +431,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         value: &T,
         ttl: Ttl,
     ) -> Result<()> {
-        let core = &self.shared.core;
-        let bytes = core.encode(value)?;
-        core.stored(self.shared.engine.set(key, bytes, ttl), 1)
+        block_on(self.inner.set(key, value, ttl))
     }
 
     /// Removes `key`; `true` when something was removed.
@@ -470,9 +440,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        self.shared
-            .core
-            .write(self.shared.engine.delete(key), || false)
+        block_on(self.inner.delete(key))
     }
 
     /// Whether an entry is stored under `key`, whatever its type.
@@ -481,9 +449,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn exists(&self, key: &str) -> Result<bool> {
-        self.shared
-            .core
-            .read(self.shared.engine.exists(key), || false)
+        block_on(self.inner.exists(key))
     }
 
     /// Removes every entry of the engine (see [`CacheEngine::clear`]).
@@ -492,7 +458,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors.
     pub fn clear(&self) -> Result<()> {
-        self.shared.core.write(self.shared.engine.clear(), || ())
+        block_on(self.inner.clear())
     }
 
     /// Reads several `T`s, in the order of `keys`.
@@ -501,21 +467,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// As [`get`](Self::get).
     pub fn get_many<T: DeserializeOwned + 'static>(&self, keys: &[&str]) -> Result<Vec<Option<T>>> {
-        let core = &self.shared.core;
-        let fingerprint = core.fingerprint::<T>()?;
-        let values = core.read(self.shared.engine.get_many(keys), || vec![None; keys.len()])?;
-        // Tagged entries: all their tags' versions in one more bulk read.
-        let bulk = core.bulk_tagging(keys, values)?;
-        let current = if bulk.tag_keys.is_empty() {
-            Vec::new()
-        } else {
-            let refs: Vec<&str> = bulk.tag_keys.iter().map(String::as_str).collect();
-            core.read(self.shared.engine.get_many(&refs), || {
-                vec![None; refs.len()]
-            })?
-        };
-        let values = core.bulk_checked(bulk, &current);
-        core.decode_all(keys, values, fingerprint)
+        block_on(self.inner.get_many(keys))
     }
 
     /// Stores several `T`s with one TTL.
@@ -528,14 +480,11 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         entries: &[(&str, T)],
         ttl: Ttl,
     ) -> Result<()> {
-        let core = &self.shared.core;
-        let encoded = core.encode_all(entries)?;
-        core.stored(
-            self.shared.engine.set_many(&encoded, ttl),
-            encoded.len() as u64,
-        )
+        block_on(self.inner.set_many(entries, ttl))
     }
+}
 
+impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// Returns the `T` under `key`, or runs `load`, stores its value for `ttl` and returns it.
     ///
     /// Single-flight: when several threads (through this cache or its clones) ask for the same
@@ -554,8 +503,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> T,
     {
-        self.try_get_or_set_with(key, ttl, || Ok::<T, std::convert::Infallible>(load()))
-            .map_err(LoadError::into_cache_error)
+        block_on(self.inner.get_or_set_with(key, ttl, now(load)))
     }
 
     /// Like [`get_or_set_with`](Self::get_or_set_with) with a fallible loader. A loader error is
@@ -575,11 +523,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
-        match self.load_through(key, ttl, None, || load().map(Some), false, &[])? {
-            Some(value) => Ok(value),
-            // The loader always gives a value: none means it could not be stored and read.
-            None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
-        }
+        block_on(self.inner.try_get_or_set_with(key, ttl, now(load)))
     }
 
     /// Like [`get_or_set_with`](Self::get_or_set_with) for a loader that may find nothing:
@@ -625,10 +569,10 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> Option<T>,
     {
-        self.try_get_or_set_optional_with(key, ttl, negative_ttl, || {
-            Ok::<_, std::convert::Infallible>(load())
-        })
-        .map_err(LoadError::into_cache_error)
+        block_on(
+            self.inner
+                .get_or_set_optional_with(key, ttl, negative_ttl, now(load)),
+        )
     }
 
     /// [`get_or_set_optional_with`](Self::get_or_set_optional_with) with a fallible loader: its
@@ -649,7 +593,10 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<Option<T>, Er>,
     {
-        self.load_through(key, ttl, Some(negative_ttl), load, false, &[])
+        block_on(
+            self.inner
+                .try_get_or_set_optional_with(key, ttl, negative_ttl, now(load)),
+        )
     }
 
     /// Stores `value` under `key` for `ttl`, carrying `tags`: after
@@ -689,19 +636,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         ttl: Ttl,
         tags: &[&str],
     ) -> Result<()> {
-        let core = &self.shared.core;
-        let bytes = core.encode(value)?;
-        let Some(versions) =
-            core.write(self.shared.engine.tag_versions(tags).map(Some), || None)?
-        else {
-            return Ok(()); // fail-open: skipped, like any failed write
-        };
-        core.stored(
-            self.shared
-                .engine
-                .set_with_versions(key, &bytes, ttl, &versions),
-            1,
-        )
+        block_on(self.inner.set_tagged(key, value, ttl, tags))
     }
 
     /// [`get_or_set_with`](Self::get_or_set_with) for a value that carries `tags` (see
@@ -723,13 +658,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> T,
     {
-        self.try_get_or_set_tagged_with(
-            key,
-            ttl,
-            tags,
-            || Ok::<T, std::convert::Infallible>(load()),
-        )
-        .map_err(LoadError::into_cache_error)
+        block_on(self.inner.get_or_set_tagged_with(key, ttl, tags, now(load)))
     }
 
     /// [`get_or_set_tagged_with`](Self::get_or_set_tagged_with) with a fallible loader.
@@ -749,13 +678,10 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
-        if tags.is_empty() {
-            return self.try_get_or_set_with(key, ttl, load);
-        }
-        match self.load_through(key, ttl, None, || load().map(Some), false, tags)? {
-            Some(value) => Ok(value),
-            None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
-        }
+        block_on(
+            self.inner
+                .try_get_or_set_tagged_with(key, ttl, tags, now(load)),
+        )
     }
 
     /// Makes every entry carrying `tag` a miss, with one write (a new version of the tag),
@@ -768,219 +694,17 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ///
     /// The engine's errors; as [`set_tagged`](Self::set_tagged) for a bad tag.
     pub fn invalidate_tag(&self, tag: &str) -> Result<()> {
-        self.shared.engine.invalidate_tag(tag)
-    }
-
-    /// What the cache holds under `key` for `T`s.
-    fn lookup<T: DeserializeOwned + 'static>(
-        &self,
-        key: &str,
-        fingerprint: Fingerprint,
-    ) -> Result<Found<T>> {
-        let core = &self.shared.core;
-        match core.read(self.shared.engine.get(key), || None)? {
-            Some(bytes) => match self.untag(key, bytes)? {
-                Some(bytes) => core.found(key, &bytes, fingerprint),
-                None => {
-                    core.miss::<()>()?;
-                    Ok(Found::Miss)
-                }
-            },
-            None => {
-                core.miss::<()>()?;
-                Ok(Found::Miss)
-            }
-        }
-    }
-
-    /// The single-flight loop of every `get_or_set` flavour: a value found is returned, a
-    /// cached absence is `None`; otherwise one caller per key loads, stores the value for `ttl`
-    /// (or, when the loader found nothing and `negative_ttl` is given, an absence for that
-    /// long) and hands it to the callers waiting. `looked` skips the first read when the caller
-    /// has just read the key.
-    fn load_through<T, Er, F>(
-        &self,
-        key: &str,
-        ttl: Ttl,
-        negative_ttl: Option<Ttl>,
-        load: F,
-        mut looked: bool,
-        tags: &[&str],
-    ) -> Result<Option<T>, LoadError<Er>>
-    where
-        T: Serialize + DeserializeOwned + 'static,
-        Er: Send + Sync + 'static,
-        F: FnOnce() -> Result<Option<T>, Er>,
-    {
-        let core = &self.shared.core;
-        let fingerprint = core.fingerprint::<T>()?;
-        let optional = negative_ttl.is_some();
-        let mut load = Some(load);
-        loop {
-            if !std::mem::take(&mut looked) {
-                if let Some(answer) = self.lookup::<T>(key, fingerprint)?.answer(optional) {
-                    return Ok(answer);
-                }
-            }
-            let stats = &core.stats;
-            match self
-                .shared
-                .flights
-                .join(key, || bump(&stats.coalesced_waits))
-            {
-                Role::Waiter(flight) => match flight.wait() {
-                    Outcome::Value(bytes) => {
-                        let bytes = TypedCore::<C>::strip_tags(key, bytes);
-                        if let Some(answer) = core.found(key, &bytes, fingerprint)?.answer(optional)
-                        {
-                            return Ok(answer);
-                        }
-                        // The leader loaded another type under this key (or found nothing where
-                        // we need a value): load our own.
-                    }
-                    Outcome::LoaderError(error) => {
-                        if let Ok(error) = error.downcast::<Er>() {
-                            return Err(LoadError::Loader(error));
-                        }
-                    }
-                    Outcome::Abandoned => {}
-                },
-                Role::Leader(guard) => {
-                    // A leader that finished just before we joined may have stored the value.
-                    if let Some(answer) = self.lookup::<T>(key, fingerprint)?.answer(optional) {
-                        return Ok(answer);
-                    }
-                    let Some(load) = load.take() else {
-                        // Our loader already ran and its value could not be read back: report
-                        // rather than loop.
-                        return Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key)));
-                    };
-                    // Across processes: one loader per key, if a lease is set.
-                    let held = match &core.lease {
-                        Some(lease) => match self.take_lease(key, lease)? {
-                            Taken::Held {
-                                key: lease_key,
-                                token,
-                            } => {
-                                // Another process may have stored it just before we took it.
-                                let found = self.lookup::<T>(key, fingerprint)?;
-                                if let Some(answer) = found.answer(optional) {
-                                    self.release_lease(&lease_key, &token);
-                                    return Ok(answer);
-                                }
-                                Some((lease_key, token))
-                            }
-                            Taken::Found(bytes) => {
-                                if let Some(answer) =
-                                    core.found(key, &bytes, fingerprint)?.answer(optional)
-                                {
-                                    guard.finish(Outcome::Value(bytes));
-                                    return Ok(answer);
-                                }
-                                None
-                            }
-                            Taken::Free => None,
-                        },
-                        None => None,
-                    };
-                    let _lease = LeaseRelease { cache: self, held };
-                    // Tag versions before the loader runs: an invalidation while it runs makes
-                    // its value miss.
-                    let versions = match tags {
-                        [] => None,
-                        tags => {
-                            core.read(self.shared.engine.tag_versions(tags).map(Some), || None)?
-                        }
-                    };
-                    let tagged = |bytes: Bytes| match &versions {
-                        Some(versions) => versions.wrap(&bytes),
-                        None => bytes,
-                    };
-                    // Versions that could not be read (fail-open): the value is not stored.
-                    let store = tags.is_empty() || versions.is_some();
-                    bump(&stats.loads);
-                    let started = std::time::Instant::now();
-                    let loaded = load();
-                    let took = started.elapsed();
-                    match loaded {
-                        Ok(Some(value)) => {
-                            let bytes = tagged(core.encode_loaded(&value, Some(took))?);
-                            let stored = if store {
-                                core.stored(self.shared.engine.set(key, bytes.clone(), ttl), 1)
-                            } else {
-                                Ok(())
-                            };
-                            guard.finish(Outcome::Value(bytes));
-                            stored?;
-                            return Ok(Some(value));
-                        }
-                        Ok(None) => {
-                            let bytes = tagged(core.absent(fingerprint));
-                            let stored = match negative_ttl.filter(|_| store) {
-                                Some(negative_ttl) => core.stored(
-                                    self.shared.engine.set(key, bytes.clone(), negative_ttl),
-                                    1,
-                                ),
-                                None => Ok(()),
-                            };
-                            guard.finish(Outcome::Value(bytes));
-                            stored?;
-                            return Ok(None);
-                        }
-                        Err(error) => {
-                            let error = Arc::new(error);
-                            guard.finish(Outcome::LoaderError(error.clone()));
-                            return Err(LoadError::Loader(error));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Takes the lease of `key`, or waits for the process that holds it.
-    fn take_lease(&self, key: &str, lease: &crate::Lease) -> Result<Taken> {
-        lease.check()?;
-        let core = &self.shared.core;
-        let engine = &self.shared.engine;
-        let lease_key = lease::lease_key(key, engine.capabilities().max_key_len);
-        let token = lease::token();
-        let mut waiting = lease::Waiting::new(lease);
-        loop {
-            let added = engine.add(&lease_key, token.clone(), Ttl::After(lease.hold()));
-            let report = |e| {
-                let _ = core.read(Err::<(), _>(e), || ());
-            };
-            let pause = match waiting.after_add(added, &core.stats, report)? {
-                Step::Held => {
-                    return Ok(Taken::Held {
-                        key: lease_key,
-                        token,
-                    });
-                }
-                Step::Free => return Ok(Taken::Free),
-                Step::Sleep(pause) => pause,
-            };
-            std::thread::sleep(pause);
-            if let Ok(Some(bytes)) = engine.get(key) {
-                if let Some(bytes) = self.untag(key, bytes)? {
-                    return Ok(Taken::Found(bytes));
-                }
-            }
-        }
-    }
-
-    /// Releases a lease this caller holds, if it still holds it; a failure leaves it to expire.
-    fn release_lease(&self, lease_key: &str, token: &[u8]) {
-        let _ = self.shared.engine.delete_if_equals(lease_key, token);
+        block_on(self.inner.invalidate_tag(tag))
     }
 
     /// How many keys are being loaded right now by `get_or_set_with`.
     pub fn loads_in_flight(&self) -> usize {
-        self.shared.flights.len()
+        self.inner.loads_in_flight()
     }
 }
 
+/// Refresh ahead: the engine is `'static` because a background refresh runs on a thread of its
+/// own.
 impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
     /// Returns the `T` under `key`, refreshing it ahead of its expiry as `refresh` says: a
     /// fresh value is returned as is; a stale one (in the last
@@ -1023,13 +747,10 @@ impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
     /// `refresh` whose freshness is zero or whose `beta` is not finite and positive.
     pub fn get_or_refresh_with<T, F>(&self, key: &str, refresh: Refresh, load: F) -> Result<T>
     where
-        T: Serialize + DeserializeOwned + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.try_get_or_refresh_with(key, refresh, move || {
-            Ok::<T, std::convert::Infallible>(load())
-        })
-        .map_err(LoadError::into_cache_error)
+        block_on(self.inner.get_or_refresh_with(key, refresh, now(load)))
     }
 
     /// [`get_or_refresh_with`](Self::get_or_refresh_with) with a fallible loader. When this
@@ -1047,92 +768,23 @@ impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
         load: F,
     ) -> Result<T, LoadError<Er>>
     where
-        T: Serialize + DeserializeOwned + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er> + Send + 'static,
     {
-        let core = &self.shared.core;
-        let stored_ttl = refresh.stored_ttl()?;
-        let fingerprint = core.fingerprint::<T>()?;
-        match core.read(self.shared.engine.get_with_ttl(key), || None)? {
-            Some((bytes, remaining)) => match self.untag(key, bytes)? {
-                Some(bytes) => {
-                    if let Found::Value(value) = core.found::<T>(key, &bytes, fingerprint)? {
-                        let judgement =
-                            refresh.judge(remaining, envelope::load_time(&bytes), refresh::draw());
-                        if core.serve(judgement) {
-                            self.refresh_in_background::<T, Er, F>(
-                                key, stored_ttl, judgement, load,
-                            );
-                        }
-                        return Ok(value);
-                    }
-                }
-                None => {
-                    core.miss::<()>()?;
-                }
-            },
-            None => {
-                core.miss::<()>()?;
-            }
-        }
-        match self.load_through(key, stored_ttl, None, || load().map(Some), true, &[])? {
-            Some(value) => Ok(value),
-            None => Err(LoadError::Cache(TypedCore::<C>::unreadable_load(key))),
-        }
-    }
-
-    /// Starts a refresh of `key` on a thread of its own, unless one runs already or the limit
-    /// is reached.
-    fn refresh_in_background<T, Er, F>(
-        &self,
-        key: &str,
-        stored_ttl: Ttl,
-        judgement: Judgement,
-        load: F,
-    ) where
-        T: Serialize + DeserializeOwned + 'static,
-        Er: Send + Sync + 'static,
-        F: FnOnce() -> Result<T, Er> + Send + 'static,
-    {
-        let core = &self.shared.core;
-        if !core.refreshing.claim(key) {
-            return;
-        }
-        core.refresh_started(judgement);
-        let cache = self.clone();
-        let owned = key.to_owned();
-        let spawned = std::thread::Builder::new()
-            .name("cache-refresh".into())
-            .spawn(move || {
-                let release = Release(&cache.shared.core.refreshing, &owned);
-                let core = &cache.shared.core;
-                let started = std::time::Instant::now();
-                let stored = match load() {
-                    Ok(value) => core
-                        .encode_loaded(&value, Some(started.elapsed()))
-                        .and_then(|bytes| {
-                            core.stored(cache.shared.engine.set(&owned, bytes, stored_ttl), 1)
-                        })
-                        .is_ok(),
-                    Err(_) => false,
-                };
-                if !stored {
-                    bump(&core.stats.refresh_failures);
-                }
-                drop(release);
-            });
-        if spawned.is_err() {
-            // No thread to be had: the value is served stale, and a later read tries again.
-            core.refreshing.release(key);
-            bump(&core.stats.refresh_failures);
-        }
+        block_on(self.inner.try_get_or_refresh_with(key, refresh, now(load)))
     }
 
     /// How many keys are being refreshed in the background right now.
     pub fn refreshes_in_flight(&self) -> usize {
-        self.shared.core.refreshing.len()
+        self.inner.refreshes_in_flight()
     }
+}
+
+/// A blocking loader as the async implementation takes it: a future that is ready when
+/// created, the loader having run on the caller's thread.
+fn now<R>(load: impl FnOnce() -> R) -> impl FnOnce() -> Ready<R> {
+    move || ready(load())
 }
 
 /// Releases a key's background refresh when dropped, a panicking loader included.
@@ -1144,19 +796,5 @@ pub(crate) struct Release<'a>(
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         self.0.release(self.1);
-    }
-}
-
-/// Releases a held lease when the load ends, however it ends (a panicking loader included).
-struct LeaseRelease<'a, E: CacheEngine, C: Codec> {
-    cache: &'a TypedCache<E, C>,
-    held: Option<(String, Bytes)>,
-}
-
-impl<E: CacheEngine, C: Codec> Drop for LeaseRelease<'_, E, C> {
-    fn drop(&mut self) {
-        if let Some((key, token)) = self.held.take() {
-            self.cache.release_lease(&key, &token);
-        }
     }
 }

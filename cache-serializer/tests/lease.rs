@@ -349,3 +349,79 @@ async fn async_two_caches_of_32_tasks_load_once() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert!(a.stats().lease_waits + b.stats().lease_waits >= 1);
 }
+
+/// A lease is released by a guard on both faces: a blocking loader that panics releases it at
+/// once, on its own thread.
+#[test]
+fn a_panicking_loader_releases_its_lease_at_once() {
+    let Some(server) = TestServer::shared(ServerKind::Redis) else {
+        return;
+    };
+    let raw = engine(&server.url(), "lease-panic");
+    let cache = leased(
+        &server.url(),
+        "lease-panic",
+        Lease::new(Duration::from_secs(30)),
+    );
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.get_or_set_with("k", minutes(5), || -> u32 { panic!("loader bug") })
+    }));
+    assert!(panicked.is_err());
+    assert!(
+        !raw.exists(&format!("{LEASE_KEY_PREFIX}k")).unwrap(),
+        "the panicking loader's lease is still held"
+    );
+    let v: u32 = cache.get_or_set_with("k", minutes(5), || 3).unwrap();
+    assert_eq!(v, 3);
+    assert_eq!(cache.stats().lease_waits, 0);
+}
+
+/// On the async face, a caller whose future is dropped while its loader runs (a timeout) does
+/// not leave its lease to expire: the cache's next load that takes a lease releases it first.
+#[cfg(feature = "tokio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_a_dropped_future_does_not_keep_its_lease() {
+    let Some(server) = TestServer::shared(ServerKind::Redis) else {
+        return;
+    };
+    let raw = engine(&server.url(), "lease-dropped");
+    let engine = cache_redis::AsyncRedisEngine::builder()
+        .url(server.url())
+        .namespace("lease-dropped")
+        .build()
+        .unwrap();
+    let cache = AsyncTypedCache::builder(engine)
+        .lease(Lease::new(Duration::from_secs(30)))
+        .build();
+    let lease_key = format!("{LEASE_KEY_PREFIX}slow");
+    let timed_out = tokio::time::timeout(
+        Duration::from_millis(300),
+        cache.get_or_set_with("slow", minutes(5), || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            1u32
+        }),
+    )
+    .await;
+    assert!(timed_out.is_err(), "the slow load was cut short");
+    assert!(
+        raw.exists(&lease_key).unwrap(),
+        "the lease was taken (or this test proves nothing)"
+    );
+    let started = Instant::now();
+    let v: u32 = cache
+        .get_or_set_with("other", minutes(5), || async { 2 })
+        .await
+        .unwrap();
+    assert_eq!(v, 2);
+    assert!(
+        !raw.exists(&lease_key).unwrap(),
+        "the dropped caller's lease was not released by the next load"
+    );
+    // And the key itself loads at once, without waiting 30 s for the lease.
+    let v: u32 = cache
+        .get_or_set_with("slow", minutes(5), || async { 4 })
+        .await
+        .unwrap();
+    assert_eq!(v, 4);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
