@@ -1,20 +1,22 @@
 //! [`AsyncTypedCache`]: serde values over any async engine.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use cache_core::tags::AsyncTagExt;
-use cache_core::{Async, AsyncCacheEngine, Bytes, Result, Ttl};
+use cache_core::{Async, AsyncCacheEngine, Bytes, CacheError, Result, Ttl};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
 use crate::core::{CacheStats, Found, Tagging, TypedCore, bump};
+use crate::entry::{Options, TtlFrom};
 use crate::envelope;
 use crate::face::{Face, Spawned};
 use crate::fingerprint::Fingerprint;
-use crate::flight::{Flights, Outcome, Role};
+use crate::flight::{Flights, LeaderGuard, Outcome, Role};
 use crate::lease::{self, Step, Taken};
 use crate::refresh::{self, Refresh};
 use crate::typed::{LoadError, Release, TypedCacheBuilder};
@@ -255,9 +257,16 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     ) -> Result<Vec<Option<T>>> {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
+        let values = self.read_many(keys).await?;
+        core.decode_all(keys, values, fingerprint)
+    }
+
+    /// The envelopes under `keys`, in order, once tagged entries' tags are checked: one bulk
+    /// read, and one more for all the tags' versions if any entry is tagged.
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let core = &self.shared.core;
         let result = self.shared.engine.get_many(keys).await;
         let found = core.read(result, || vec![None; keys.len()])?;
-        // Tagged entries: all their tags' versions in one more bulk read.
         let bulk = core.bulk_tagging(keys, found)?;
         let current = if bulk.tag_keys.is_empty() {
             Vec::new()
@@ -266,8 +275,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             let current = self.shared.engine.get_many(&refs).await;
             core.read(current, || vec![None; refs.len()])?
         };
-        let values = core.bulk_checked(bulk, &current);
-        core.decode_all(keys, values, fingerprint)
+        Ok(core.bulk_checked(bulk, &current))
     }
 
     /// Stores several `T`s with one TTL.
@@ -334,11 +342,10 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let loaded = self
             .load_through(
                 key,
-                ttl,
-                None,
+                &Options::fixed(ttl),
+                false,
                 || async { load().await.map(Some) },
                 false,
-                &[],
             )
             .await?;
         // The loader always gives a value: none means it could not be stored and read.
@@ -366,11 +373,10 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let loaded = self
             .load_through(
                 key,
-                ttl,
-                Some(negative_ttl),
+                &Options::fixed(ttl).negative(negative_ttl),
+                true,
                 || async { Ok::<_, std::convert::Infallible>(load().await) },
                 false,
-                &[],
             )
             .await;
         loaded.map_err(LoadError::into_cache_error)
@@ -394,8 +400,8 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, Er>>,
     {
-        self.load_through(key, ttl, Some(negative_ttl), load, false, &[])
-            .await
+        let options = Options::fixed(ttl).negative(negative_ttl);
+        self.load_through(key, &options, true, load, false).await
     }
 
     /// As [`TypedCache::set_tagged`](crate::TypedCache::set_tagged): stores `value` carrying
@@ -471,11 +477,10 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let loaded = self
             .load_through(
                 key,
-                ttl,
-                None,
+                &Options::fixed(ttl).tagged(tags),
+                false,
                 || async { load().await.map(Some) },
                 false,
-                tags,
             )
             .await?;
         loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))
@@ -514,24 +519,24 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     }
 
     /// The single-flight loop of every `get_or_set` flavour (see the blocking face's).
-    async fn load_through<T, Er, F, Fut>(
+    async fn load_through<T, Er, F, Fut, L>(
         &self,
         key: &str,
-        ttl: Ttl,
-        negative_ttl: Option<Ttl>,
+        options: &Options<'_, L>,
+        optional: bool,
         load: F,
         mut looked: bool,
-        tags: &[&str],
     ) -> Result<Option<T>, LoadError<Er>>
     where
         T: Serialize + DeserializeOwned + 'static,
+        L: TtlFrom<T>,
         Er: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, Er>>,
     {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
-        let optional = negative_ttl.is_some();
+        let (tags, negative_ttl) = (options.tags, options.negative_ttl);
         let mut load = Some(load);
         loop {
             if !std::mem::take(&mut looked) {
@@ -632,6 +637,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                     Ok(Some(value)) => {
                         let bytes = tagged(core.encode_loaded(&value, Some(took))?);
                         let stored = if store {
+                            let ttl = options.ttl.ttl_for(&value);
                             let result = self.shared.engine.set(key, bytes.clone(), ttl).await;
                             core.stored(result, 1)
                         } else {
@@ -706,6 +712,231 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 }
             }
         }
+    }
+
+    /// The single-key loader behind [`Entry`](crate::Entry)'s `or_*load*` methods.
+    pub(crate) async fn load_entry<T, Er, F, Fut, L>(
+        &self,
+        key: &str,
+        options: &Options<'_, L>,
+        optional: bool,
+        load: F,
+    ) -> Result<Option<T>, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        L: TtlFrom<T>,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, Er>>,
+    {
+        self.load_through(key, options, optional, load, false).await
+    }
+
+    /// The batch loader behind [`Entries`](crate::Entries): one bulk read; the keys no one is
+    /// loading are loaded by one call of `load`, written in one bulk write per TTL; the keys
+    /// others are loading are awaited. Rounds repeat only for keys whose loader gave up (or
+    /// loaded another type).
+    pub(crate) async fn load_many<T, Er, F, Fut, I, L>(
+        &self,
+        keys: Vec<String>,
+        options: &Options<'_, L>,
+        mut load: F,
+    ) -> Result<HashMap<String, T>, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        L: TtlFrom<T>,
+        Er: Send + Sync + 'static,
+        F: FnMut(Vec<String>) -> Fut,
+        Fut: Future<Output = Result<I, Er>>,
+        I: IntoIterator<Item = (String, T)>,
+    {
+        let core = &self.shared.core;
+        if core.lease.is_some() {
+            return Err(LoadError::Cache(CacheError::invalid_config(
+                "batch loads take no lease: a batch would hold many leases while it waits for \
+                 others; load leased keys one by one (entry), or build this cache without a lease",
+            )));
+        }
+        let fingerprint = core.fingerprint::<T>()?;
+        let mut out = HashMap::with_capacity(keys.len());
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let mut pending: Vec<String> = keys
+            .into_iter()
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        while !pending.is_empty() {
+            let missing = self.answer_many(pending, fingerprint, &mut out).await?;
+            let mut led = Vec::new();
+            let mut waited = Vec::new();
+            for key in missing {
+                match self
+                    .shared
+                    .flights
+                    .join(&key, || bump(&core.stats.coalesced_waits))
+                {
+                    Role::Leader(guard) => led.push((key, guard)),
+                    Role::Waiter(flight) => waited.push((key, flight)),
+                }
+            }
+            // A leader that finished just before we joined may have stored some of ours: a
+            // guard dropped here releases its waiters, who read the value.
+            if !led.is_empty() {
+                let (keys, mut guards): (Vec<String>, HashMap<String, _>) = (
+                    led.iter().map(|(key, _)| key.clone()).collect(),
+                    led.into_iter().collect(),
+                );
+                let still = self.answer_many(keys, fingerprint, &mut out).await?;
+                led = still
+                    .into_iter()
+                    .filter_map(|key| guards.remove(&key).map(|guard| (key, guard)))
+                    .collect();
+            }
+            if !led.is_empty() {
+                self.load_led(led, options, fingerprint, &mut load, &mut out)
+                    .await?;
+            }
+            // The keys others load: after ours are stored and released, so two batches that
+            // each lead the other's keys never wait on each other.
+            pending = Vec::new();
+            for (key, flight) in waited {
+                match flight.wait().await {
+                    Outcome::Value(bytes) => {
+                        let bytes = TypedCore::<C>::strip_tags(&key, bytes);
+                        match core.found::<T>(&key, &bytes, fingerprint)?.answer(true) {
+                            Some(Some(value)) => {
+                                out.insert(key, value);
+                            }
+                            Some(None) => {}
+                            None => pending.push(key),
+                        }
+                    }
+                    Outcome::LoaderError(error) => match error.downcast::<Er>() {
+                        Ok(error) => return Err(LoadError::Loader(error)),
+                        Err(_) => pending.push(key),
+                    },
+                    Outcome::Abandoned => pending.push(key),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads `keys` in one bulk read: values go to `out`, cached absences are answered, and
+    /// the keys left to load are returned.
+    async fn answer_many<T: DeserializeOwned + 'static>(
+        &self,
+        keys: Vec<String>,
+        fingerprint: Fingerprint,
+        out: &mut HashMap<String, T>,
+    ) -> Result<Vec<String>> {
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values = self.read_many(&refs).await?;
+        let found = self
+            .shared
+            .core
+            .found_all::<T>(&refs, values, fingerprint)?;
+        let mut missing = Vec::new();
+        for (key, found) in keys.into_iter().zip(found) {
+            match found.answer(true) {
+                Some(Some(value)) => {
+                    out.insert(key, value);
+                }
+                Some(None) => {}
+                None => missing.push(key),
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Loads the keys this caller leads with one call of `load`, stores what it returned (and,
+    /// with a negative TTL, the absence of the rest) in one bulk write per TTL, and hands it to
+    /// the callers waiting.
+    async fn load_led<T, Er, F, Fut, I, L>(
+        &self,
+        led: Vec<(String, LeaderGuard<'_>)>,
+        options: &Options<'_, L>,
+        fingerprint: Fingerprint,
+        load: &mut F,
+        out: &mut HashMap<String, T>,
+    ) -> Result<(), LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        L: TtlFrom<T>,
+        Er: Send + Sync + 'static,
+        F: FnMut(Vec<String>) -> Fut,
+        Fut: Future<Output = Result<I, Er>>,
+        I: IntoIterator<Item = (String, T)>,
+    {
+        let core = &self.shared.core;
+        let versions = match options.tags {
+            [] => None,
+            tags => {
+                let versions = self.shared.engine.tag_versions(tags).await;
+                core.read(versions.map(Some), || None)?
+            }
+        };
+        let tagged = |bytes: Bytes| match &versions {
+            Some(versions) => versions.wrap(&bytes),
+            None => bytes,
+        };
+        let store = options.tags.is_empty() || versions.is_some();
+        bump(&core.stats.loads);
+        let started = std::time::Instant::now();
+        let loaded = load(led.iter().map(|(key, _)| key.clone()).collect()).await;
+        let took = started.elapsed();
+        let mut values: HashMap<String, T> = match loaded {
+            Ok(pairs) => pairs.into_iter().collect(),
+            Err(error) => {
+                let error = Arc::new(error);
+                for (_, guard) in led {
+                    guard.finish(Outcome::LoaderError(error.clone()));
+                }
+                return Err(LoadError::Loader(error));
+            }
+        };
+        let mut writes: Vec<(Ttl, Vec<(String, Bytes)>)> = Vec::new();
+        let mut write = |ttl: Ttl, key: &str, bytes: &Bytes| {
+            let entry = (key.to_owned(), bytes.clone());
+            match writes.iter_mut().find(|(t, _)| *t == ttl) {
+                Some((_, group)) => group.push(entry),
+                None => writes.push((ttl, vec![entry])),
+            }
+        };
+        let mut finished = Vec::with_capacity(led.len());
+        for (key, guard) in led {
+            match values.remove(&key) {
+                Some(value) => {
+                    let bytes = tagged(core.encode_loaded(&value, Some(took))?);
+                    write(options.ttl.ttl_for(&value), &key, &bytes);
+                    finished.push((guard, bytes));
+                    out.insert(key, value);
+                }
+                None => {
+                    let bytes = tagged(core.absent(fingerprint));
+                    if let Some(ttl) = options.negative_ttl {
+                        write(ttl, &key, &bytes);
+                    }
+                    finished.push((guard, bytes));
+                }
+            }
+        }
+        let mut stored = Ok(());
+        if store {
+            for (ttl, group) in writes {
+                let entries: Vec<(&str, Bytes)> = group
+                    .iter()
+                    .map(|(key, bytes)| (key.as_str(), bytes.clone()))
+                    .collect();
+                let result = self.shared.engine.set_many(&entries, ttl).await;
+                if let Err(error) = core.stored(result, entries.len() as u64) {
+                    stored = Err(error);
+                }
+            }
+        }
+        for (guard, bytes) in finished {
+            guard.finish(Outcome::Value(bytes));
+        }
+        Ok(stored?)
     }
 
     /// Releases the leases that callers of the async face held when their futures were
@@ -844,11 +1075,10 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
         let loaded = self
             .load_through(
                 key,
-                stored_ttl,
-                None,
+                &Options::fixed(stored_ttl),
+                false,
                 || async { load().await.map(Some) },
                 true,
-                &[],
             )
             .await?;
         loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))

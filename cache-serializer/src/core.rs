@@ -414,15 +414,33 @@ impl<C: Codec> TypedCore<C> {
         values: Vec<Option<Bytes>>,
         fingerprint: Fingerprint,
     ) -> Result<Vec<Option<T>>> {
+        Ok(self
+            .found_all(keys, values, fingerprint)?
+            .into_iter()
+            .map(|found| match found {
+                Found::Value(value) => Some(value),
+                Found::Absent | Found::Miss => None,
+            })
+            .collect())
+    }
+
+    /// What a bulk read found under each of `keys`, within the call's budget (see
+    /// [`decode_all`](Self::decode_all)).
+    pub(crate) fn found_all<T: DeserializeOwned + 'static>(
+        &self,
+        keys: &[&str],
+        values: Vec<Option<Bytes>>,
+        fingerprint: Fingerprint,
+    ) -> Result<Vec<Found<T>>> {
         let mut budget = self.max_bytes_per_call;
         keys.iter()
             .zip(values)
             .map(|(key, bytes)| match bytes {
-                Some(bytes) => match self.found_within(key, &bytes, fingerprint, &mut budget)? {
-                    Found::Value(value) => Ok(Some(value)),
-                    Found::Absent | Found::Miss => Ok(None),
-                },
-                None => self.miss(),
+                Some(bytes) => self.found_within(key, &bytes, fingerprint, &mut budget),
+                None => {
+                    self.miss::<()>()?;
+                    Ok(Found::Miss)
+                }
             })
             .collect()
     }

@@ -781,9 +781,16 @@ impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
     }
 }
 
+impl<E, C> TypedCache<E, C> {
+    /// The one implementation this cache runs, over its engine seen as an async one.
+    pub(crate) fn inner(&self) -> &AsyncTypedCache<Blocked<E>, C> {
+        &self.inner
+    }
+}
+
 /// A blocking loader as the async implementation takes it: a future that is ready when
 /// created, the loader having run on the caller's thread.
-fn now<R>(load: impl FnOnce() -> R) -> impl FnOnce() -> Ready<R> {
+pub(crate) fn now<R>(load: impl FnOnce() -> R) -> impl FnOnce() -> Ready<R> {
     move || ready(load())
 }
 
