@@ -249,7 +249,8 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
         let plain = TypedCache::new(InMemoryEngine::new());
         let packed = TypedCache::builder(InMemoryEngine::new())
             .compress_above(0)
-            .build();
+            .build()
+            .unwrap_or_else(|e| panic!("typed cache: {e}"));
         let round_trip = |cache: &TypedCache<InMemoryEngine>| {
             let start = Instant::now();
             for _ in 0..ops {

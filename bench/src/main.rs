@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod asynchronous;
+mod batch;
 mod compression;
 mod layers;
 mod local;
@@ -223,6 +224,7 @@ fn main() {
                 if let Err(e) = remote::run(&plan, &redis, &memcached, &mut rows)
                     .and_then(|()| asynchronous::run_remote(&plan, &redis, &memcached, &mut rows))
                     .and_then(|()| layers::run(&plan, &redis, &mut rows))
+                    .and_then(|()| batch::run(&plan, &redis, &mut rows))
                     .and_then(|()| {
                         step("tiered");
                         tiered::run(&plan, &redis, &mut rows)

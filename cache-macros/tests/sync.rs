@@ -597,7 +597,8 @@ fn a_failing_backend_runs_the_body_and_returns_its_value() {
         .on_backend_error(move |_| {
             counted.fetch_add(1, Ordering::SeqCst);
         })
-        .build();
+        .build()
+        .unwrap();
     let service = Service::new(cache);
 
     engine.fail_reads(true);

@@ -255,7 +255,7 @@ struct Job<'c, B: Backend, E: Exchange<ReplyOf<B>>, F> {
     make: F,
     attempt: u8,
     deadline: Deadline,
-    lease: Option<Lease<'c>>,
+    guard: Option<PoolGuard<'c>>,
     exchange: Option<E>,
     /// The request to write next, or whose replies are awaited (`waiting`).
     request: Option<Request>,
@@ -268,8 +268,8 @@ struct Job<'c, B: Backend, E: Exchange<ReplyOf<B>>, F> {
 
 impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E, F> {
     fn finish(&mut self, result: Result<E::Output>) {
-        if let Some(lease) = self.lease.take() {
-            lease.checkin();
+        if let Some(guard) = self.guard.take() {
+            guard.checkin();
         }
         if result.is_ok() || matches!(&result, Err(e) if !e.is_transient()) {
             // The server answered (perhaps with an error of the operation's own).
@@ -303,7 +303,7 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
                 }
             };
             match self.client.checkout(operation, &mut self.deadline) {
-                Ok(lease) => self.lease = Some(lease),
+                Ok(guard) => self.guard = Some(guard),
                 Err(e) => {
                     self.result = Some(Err(e));
                     return;
@@ -326,10 +326,10 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
         } else {
             self.deadline
         };
-        let Some(lease) = self.lease.as_mut() else {
+        let Some(guard) = self.guard.as_mut() else {
             return;
         };
-        match lease.conn().send_request(request, &self.in_flight) {
+        match guard.conn().send_request(request, &self.in_flight) {
             Ok(()) => self.waiting = true,
             Err((why, sent)) => self.broken(operation, why, sent),
         }
@@ -337,11 +337,11 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
 
     /// Reads the replies of the request in flight and takes the exchange's next step.
     fn receive(&mut self, operation: &'static str) {
-        let (Some(lease), Some(request)) = (self.lease.as_mut(), self.request.as_ref()) else {
+        let (Some(guard), Some(request)) = (self.guard.as_mut(), self.request.as_ref()) else {
             return;
         };
         let replies =
-            match lease
+            match guard
                 .conn()
                 .receive_all(self.client.backend.decoder(), request, &self.in_flight)
             {
@@ -367,12 +367,12 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
         self.waiting = false;
         self.request = None;
         self.exchange = None;
-        let Some(lease) = self.lease.take() else {
+        let Some(guard) = self.guard.take() else {
             return;
         };
         match self
             .client
-            .broken(operation, lease, why, may_retry, &self.deadline)
+            .broken(operation, guard, why, may_retry, &self.deadline)
         {
             Some(error) => self.result = Some(Err(error)),
             // Run again from the start on a new connection, in the next round.
@@ -443,19 +443,19 @@ impl<B: Backend> std::fmt::Debug for Client<B> {
     }
 }
 
-/// A connection counted against the pool's bound: it goes back with [`Lease::checkin`], and
+/// A connection counted against the pool's bound: it goes back with [`PoolGuard::checkin`], and
 /// gives its room back when dropped otherwise (a broken connection, a panic).
-struct Lease<'a> {
+struct PoolGuard<'a> {
     conn: Option<Conn>,
     pool: &'a Pool<Conn>,
     reused: bool,
 }
 
-impl Lease<'_> {
+impl PoolGuard<'_> {
     fn conn(&mut self) -> &mut Conn {
-        // Present until `checkin` consumes the lease.
+        // Present until `checkin` consumes the guard.
         self.conn
-            .get_or_insert_with(|| unreachable!("a lease holds its connection"))
+            .get_or_insert_with(|| unreachable!("a guard holds its connection"))
     }
 
     fn checkin(mut self) {
@@ -465,7 +465,7 @@ impl Lease<'_> {
     }
 }
 
-impl Drop for Lease<'_> {
+impl Drop for PoolGuard<'_> {
     fn drop(&mut self) {
         if self.conn.take().is_some() {
             self.pool.release();
@@ -591,27 +591,27 @@ impl<B: Backend> Client<B> {
         let mut deadline = deadline;
         for attempt in 0..2 {
             let mut exchange = make()?;
-            let mut lease = self.checkout(operation, &mut deadline)?;
+            let mut guard = self.checkout(operation, &mut deadline)?;
             match drive(
-                lease.conn(),
+                guard.conn(),
                 self.backend.decoder(),
                 &mut exchange,
                 deadline,
                 self.settings.timeout,
             ) {
                 Ok(output) => {
-                    lease.checkin();
+                    guard.checkin();
                     self.answered();
                     return Ok(output);
                 }
                 Err(Failure::Reply(error)) => {
-                    lease.checkin();
+                    guard.checkin();
                     self.answered();
                     return Err(error);
                 }
                 // The blocking transport has no queue: it never refuses for a full one.
                 Err(Failure::Full(_)) => {
-                    lease.checkin();
+                    guard.checkin();
                     return Err(CacheError::Closed { backend });
                 }
                 Err(Failure::Broken {
@@ -622,7 +622,7 @@ impl<B: Backend> Client<B> {
                 }) => {
                     if let Some(error) = self.broken(
                         operation,
-                        lease,
+                        guard,
                         why,
                         attempt == 0 && before_idempotent && (idempotent || !sent),
                         &deadline,
@@ -642,13 +642,13 @@ impl<B: Backend> Client<B> {
     fn broken(
         &self,
         operation: &'static str,
-        lease: Lease<'_>,
+        guard: PoolGuard<'_>,
         why: Broken,
         may_retry: bool,
         deadline: &Deadline,
     ) -> Option<CacheError> {
-        let dead_while_idle = lease.reused && why.is_dead_socket();
-        drop(lease);
+        let dead_while_idle = guard.reused && why.is_dead_socket();
+        drop(guard);
         if dead_while_idle {
             self.pool.drain_idle();
         }
@@ -686,7 +686,7 @@ impl<B: Backend> Client<B> {
                 client,
                 make,
                 attempt: 0,
-                lease: None,
+                guard: None,
                 exchange: None,
                 request: None,
                 waiting: false,
@@ -739,10 +739,10 @@ impl<B: Backend> Client<B> {
 
     /// A connection: an idle one, or a new one (then `deadline` is extended by the time spent
     /// opening it).
-    fn checkout(&self, operation: &'static str, deadline: &mut Deadline) -> Result<Lease<'_>> {
+    fn checkout(&self, operation: &'static str, deadline: &mut Deadline) -> Result<PoolGuard<'_>> {
         let backend = self.backend.name();
         match self.pool.checkout(deadline) {
-            Ok(Slot::Idle(conn)) => Ok(Lease {
+            Ok(Slot::Idle(conn)) => Ok(PoolGuard {
                 conn: Some(conn),
                 pool: &self.pool,
                 reused: true,
@@ -752,7 +752,7 @@ impl<B: Backend> Client<B> {
                 match self.open(operation) {
                     Ok(conn) => {
                         *deadline = deadline.extended(started.elapsed());
-                        Ok(Lease {
+                        Ok(PoolGuard {
                             conn: Some(conn),
                             pool: &self.pool,
                             reused: false,

@@ -96,10 +96,15 @@ impl<E: AsyncCacheEngine, C: Codec> TypedCacheBuilder<E, C, Async> {
         self
     }
 
-    /// Builds the async cache.
-    pub fn build(self) -> AsyncTypedCache<E, C> {
+    /// Builds the async cache, once the engine is known to serve every option.
+    ///
+    /// # Errors
+    ///
+    /// As the blocking face's [`build`](TypedCacheBuilder::build).
+    pub fn build(self) -> Result<AsyncTypedCache<E, C>> {
+        self.check(&self.engine.capabilities())?;
         let (engine, core) = self.into_parts();
-        AsyncTypedCache::from_parts(engine, core, Face::Async)
+        Ok(AsyncTypedCache::from_parts(engine, core, Face::Async))
     }
 }
 
@@ -126,7 +131,8 @@ impl<E, C> AsyncTypedCache<E, C> {
 impl<E: AsyncCacheEngine> AsyncTypedCache<E> {
     /// A typed cache over `engine` with bincode, lenient about mismatches.
     pub fn new(engine: E) -> Self {
-        Self::builder(engine).build()
+        let (engine, core) = Self::builder(engine).into_parts();
+        Self::from_parts(engine, core, Face::Async)
     }
 
     /// A builder to choose the codec, strict mode, fail-open and named schemas; the same
@@ -186,18 +192,24 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     /// As the blocking face's: the envelope inside `bytes`, once a tagged entry's tags are
     /// read and current.
     async fn untag(&self, key: &str, bytes: Bytes) -> Result<Option<Bytes>> {
-        let core = &self.shared.core;
-        match core.tagging(key, bytes)? {
+        match self.shared.core.tagging(key, bytes)? {
             Tagging::Plain(bytes) => Ok(Some(bytes)),
             Tagging::Malformed => Ok(None),
-            Tagging::Check(tagged) => {
-                let keys = tagged.tag_keys();
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let current = self.shared.engine.get_many(&refs).await;
-                let current = core.read(current, || vec![None; refs.len()])?;
-                Ok(core.tags_checked(tagged, &current))
-            }
+            Tagging::Check(tagged) => self.untag_checked(tagged).await,
         }
+    }
+
+    /// A tagged entry's envelope, if every tag it carries is still at the version it recorded.
+    pub(crate) async fn untag_checked(
+        &self,
+        tagged: cache_core::tags::Tagged,
+    ) -> Result<Option<Bytes>> {
+        let core = &self.shared.core;
+        let keys = tagged.tag_keys();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let current = self.shared.engine.get_many(&refs).await;
+        let current = core.read(current, || vec![None; refs.len()])?;
+        Ok(core.tags_checked(tagged, &current))
     }
 
     /// Stores `value` under `key` for `ttl`.
@@ -518,14 +530,45 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         }
     }
 
-    /// The single-flight loop of every `get_or_set` flavour (see the blocking face's).
-    async fn load_through<T, Er, F, Fut, L>(
+    /// Every single-key load: a value found is returned, a cached absence is `None` for
+    /// optional loads; otherwise one caller per key loads, stores the value (or, with a
+    /// negative TTL, the absence) and hands it to the callers waiting. `looked` skips the first
+    /// read when the caller has just read the key.
+    ///
+    /// A hit is answered by a small future: the load's machinery (single-flight, leases, tags,
+    /// the loader's own future) is boxed and only built on a miss. Without that, the blocking
+    /// face's hits cost a quarter more (bench row 21: 0.88 of a plain `get` instead of 1.0).
+    pub(crate) async fn load_through<T, Er, F, Fut, L>(
         &self,
         key: &str,
         options: &Options<'_, L>,
         optional: bool,
         load: F,
-        mut looked: bool,
+        looked: bool,
+    ) -> Result<Option<T>, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        L: TtlFrom<T>,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, Er>>,
+    {
+        if !looked {
+            let fingerprint = self.shared.core.fingerprint::<T>()?;
+            if let Some(answer) = self.lookup::<T>(key, fingerprint).await?.answer(optional) {
+                return Ok(answer);
+            }
+        }
+        Box::pin(self.load_missing(key, options, optional, load)).await
+    }
+
+    /// [`load_through`](Self::load_through) once the key was read and missed.
+    async fn load_missing<T, Er, F, Fut, L>(
+        &self,
+        key: &str,
+        options: &Options<'_, L>,
+        optional: bool,
+        load: F,
     ) -> Result<Option<T>, LoadError<Er>>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -537,6 +580,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
         let (tags, negative_ttl) = (options.tags, options.negative_ttl);
+        let mut looked = true;
         let mut load = Some(load);
         loop {
             if !std::mem::take(&mut looked) {

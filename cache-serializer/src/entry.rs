@@ -13,7 +13,6 @@ use cache_core::{AsyncCacheEngine, CacheEngine, Result, Ttl, block_on};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::typed::now;
 use crate::{AsyncTypedCache, Codec, LoadError, Refresh, TypedCache};
 
 /// How long a loaded value is stored: a fixed [`Ttl`] ([`FixedTtl`], what
@@ -415,7 +414,7 @@ impl<E: AsyncCacheEngine, C: Codec, L> Entry<'_, AsyncTypedCache<E, C>, L> {
 }
 
 /// The blocking face's loaders: the async ones, run on the caller's thread.
-impl<'a, E: CacheEngine, C: Codec, L> Entry<'a, TypedCache<E, C>, L> {
+impl<E: CacheEngine, C: Codec, L> Entry<'_, TypedCache<E, C>, L> {
     /// The cached value, or `load()`'s, stored and returned.
     ///
     /// # Errors
@@ -444,7 +443,7 @@ impl<'a, E: CacheEngine, C: Codec, L> Entry<'a, TypedCache<E, C>, L> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
-        self.into_async().or_try_load_blocking(load)
+        self.cache.load_value(self.key, &self.options, load)
     }
 
     /// The cached value or absence, or `load()`'s: a `None` is cached as an absence when a
@@ -475,29 +474,7 @@ impl<'a, E: CacheEngine, C: Codec, L> Entry<'a, TypedCache<E, C>, L> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<Option<T>, Er>,
     {
-        let entry = self.into_async();
-        block_on(entry.or_try_load_optional(now(load)))
-    }
-
-    /// The same entry on the async implementation this cache runs.
-    fn into_async(self) -> Entry<'a, AsyncTypedCache<crate::blocked::Blocked<E>, C>, L> {
-        Entry {
-            cache: self.cache.inner(),
-            key: self.key,
-            options: self.options,
-        }
-    }
-}
-
-impl<E: AsyncCacheEngine, C: Codec, L> Entry<'_, AsyncTypedCache<E, C>, L> {
-    fn or_try_load_blocking<T, Er, F>(self, load: F) -> Result<T, LoadError<Er>>
-    where
-        T: Serialize + DeserializeOwned + 'static,
-        L: TtlFrom<T>,
-        Er: Send + Sync + 'static,
-        F: FnOnce() -> Result<T, Er>,
-    {
-        block_on(self.or_try_load(now(load)))
+        self.cache.load_here(self.key, &self.options, true, load)
     }
 }
 

@@ -177,7 +177,10 @@ async fn failing_open_turns_a_dead_server_into_misses() {
         .url(format!("redis://127.0.0.1:{port}"))
         .build()
         .unwrap();
-    let cache = AsyncTypedCache::builder(engine).fail_open(true).build();
+    let cache = AsyncTypedCache::builder(engine)
+        .fail_open(true)
+        .build()
+        .unwrap();
     assert_eq!(cache.get::<User>("k").await.unwrap(), None);
     cache.set("k", &ada(), Ttl::Default).await.unwrap();
     let user = cache

@@ -29,7 +29,8 @@ fn large_values_are_stored_compressed_and_read_by_any_cache() {
     let engine = InMemoryEngine::new();
     let writer = TypedCache::builder(engine.clone())
         .compress_above(1024)
-        .build();
+        .build()
+        .unwrap();
     let plain_writer = TypedCache::new(InMemoryEngine::new());
     let big = page(200);
     writer.set("big", &big, Ttl::Default).unwrap();
@@ -61,7 +62,8 @@ fn inflation_is_bounded() {
     let engine = InMemoryEngine::new();
     let writer = TypedCache::builder(engine.clone())
         .compress_above(0)
-        .build();
+        .build()
+        .unwrap();
     let big = page(2_000);
     writer.set("big", &big, Ttl::Default).unwrap();
     let stored = engine.get("big").unwrap().unwrap();
@@ -70,13 +72,15 @@ fn inflation_is_bounded() {
     // A reader with a lower limit refuses it: a miss, or a typed error when strict.
     let limited = TypedCache::builder(engine.clone())
         .max_inflated_size(claimed - 1)
-        .build();
+        .build()
+        .unwrap();
     assert_eq!(limited.get::<Page>("big").unwrap(), None);
     assert_eq!(limited.stats().decode_failures, 1);
     let strict = TypedCache::builder(engine.clone())
         .max_inflated_size(claimed - 1)
         .strict(true)
-        .build();
+        .build()
+        .unwrap();
     let err = strict.get::<Page>("big").unwrap_err();
     assert!(matches!(err, CacheError::Serialization { .. }), "{err:?}");
     assert!(err.to_string().contains("max_inflated_size"), "{err}");
@@ -85,7 +89,8 @@ fn inflation_is_bounded() {
     let strict = TypedCache::builder(engine.clone())
         .max_inflated_size(usize::MAX)
         .strict(true)
-        .build();
+        .build()
+        .unwrap();
     let mut lie = stored.to_vec();
     lie[11..15].copy_from_slice(&u32::MAX.to_be_bytes());
     engine.set("lie", Bytes::from(lie), Ttl::Default).unwrap();
@@ -117,7 +122,8 @@ fn the_async_face_compresses_too() {
         let cache = AsyncTypedCache::builder(engine.clone())
             .compress_above(512)
             .strict(true)
-            .build();
+            .build()
+            .unwrap();
         let big = page(100);
         cache.set("big", &big, Ttl::Default).await.unwrap();
         assert_eq!(CacheEngine::get(&engine, "big").unwrap().unwrap()[1], 2);
@@ -132,7 +138,8 @@ fn the_async_face_compresses_too() {
 fn values_larger_in_memory_than_encoded_read_back() {
     let cache = TypedCache::builder(InMemoryEngine::new())
         .strict(true)
-        .build();
+        .build()
+        .unwrap();
     for rows in [1, 10, 100, 120, 1_000] {
         let value = page(rows);
         cache.set("p", &value, Ttl::Default).unwrap();
@@ -149,7 +156,8 @@ fn bulk_reads_are_bounded_per_call() {
     let engine = InMemoryEngine::new();
     let writer = TypedCache::builder(engine.clone())
         .compress_above(0)
-        .build();
+        .build()
+        .unwrap();
     let big = vec![7u8; 1 << 20];
     let keys: Vec<String> = (0..8).map(|i| format!("bulk-{i}")).collect();
     for key in &keys {
@@ -163,7 +171,8 @@ fn bulk_reads_are_bounded_per_call() {
     let budget = (1 << 20) * 7 / 2;
     let reader = TypedCache::builder(engine.clone())
         .max_bytes_per_call(budget)
-        .build();
+        .build()
+        .unwrap();
     let found = reader.get_many::<Vec<u8>>(&keys).unwrap();
     assert_eq!(found.iter().filter(|v| v.is_some()).count(), 3);
     assert!(found[..3].iter().all(|v| v.as_ref() == Some(&big)));
@@ -176,7 +185,8 @@ fn bulk_reads_are_bounded_per_call() {
     let strict = TypedCache::builder(engine.clone())
         .max_bytes_per_call(budget)
         .strict(true)
-        .build();
+        .build()
+        .unwrap();
     let err = strict.get_many::<Vec<u8>>(&keys).unwrap_err();
     assert!(err.to_string().contains("max_bytes_per_call"), "{err}");
 
@@ -186,7 +196,8 @@ fn bulk_reads_are_bounded_per_call() {
     let found = runtime.block_on(async {
         let cache = AsyncTypedCache::builder(engine.clone())
             .max_bytes_per_call(budget)
-            .build();
+            .build()
+            .unwrap();
         let found = cache.get_many::<Vec<u8>>(&keys).await.unwrap();
         (found, cache.stats().over_budget)
     });

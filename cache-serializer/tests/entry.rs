@@ -286,7 +286,8 @@ fn single_flight_holds_per_key_across_batches_and_single_loads() {
 fn batches_refuse_leases_and_refresh_refuses_tags() {
     let cache = TypedCache::builder(InMemoryEngine::new())
         .lease(Lease::new(Duration::from_secs(5)))
-        .build();
+        .build()
+        .unwrap();
     let err = cache
         .entries(["a"])
         .or_load_many(|keys| keys.into_iter().map(|k| (k, 1u32)))

@@ -45,7 +45,8 @@ fn failing_open_turns_a_dead_server_into_misses() {
             let seen = Arc::clone(&seen);
             move |e| seen.lock().unwrap().push(e.to_string())
         })
-        .build();
+        .build()
+        .unwrap();
     let start = Instant::now();
     assert_eq!(cache.get::<u32>("k").unwrap(), None);
     cache.set("k", &1u32, Ttl::Default).unwrap();
@@ -80,7 +81,8 @@ fn failing_open_turns_a_dead_server_into_misses() {
 fn mistakes_in_the_call_are_still_errors_when_failing_open() {
     let cache = TypedCache::builder(InMemoryEngine::new())
         .fail_open(true)
-        .build();
+        .build()
+        .unwrap();
     assert!(matches!(
         cache.set("bad key", &1u8, Ttl::Default),
         Err(CacheError::InvalidKey { .. })

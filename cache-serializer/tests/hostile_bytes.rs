@@ -88,7 +88,10 @@ fn damaged_values_are_misses_and_counted() {
 #[test]
 fn damaged_values_are_typed_errors_in_strict_mode() {
     let engine = InMemoryEngine::new();
-    let cache = TypedCache::builder(engine.clone()).strict(true).build();
+    let cache = TypedCache::builder(engine.clone())
+        .strict(true)
+        .build()
+        .unwrap();
     let good = stored(&TypedCache::new(engine.clone()));
     for (what, bytes) in damaged_variants(&good) {
         engine.set("r", Bytes::from(bytes), Ttl::Default).unwrap();

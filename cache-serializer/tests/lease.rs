@@ -33,6 +33,7 @@ fn leased(url: &str, namespace: &str, lease: Lease) -> TypedCache<RedisEngine> {
     TypedCache::builder(engine(url, namespace))
         .lease(lease)
         .build()
+        .unwrap()
 }
 
 fn minutes(n: u64) -> Ttl {
@@ -282,6 +283,7 @@ fn over_memcached_two_caches_load_once() {
         TypedCache::builder(engine)
             .lease(Lease::new(Duration::from_secs(10)))
             .build()
+            .unwrap()
     };
     let (a, b) = (connect(), connect());
     let runs = Arc::new(AtomicUsize::new(0));
@@ -324,6 +326,7 @@ async fn async_two_caches_of_32_tasks_load_once() {
         AsyncTypedCache::builder(engine)
             .lease(Lease::new(Duration::from_secs(10)))
             .build()
+            .unwrap()
     };
     let (a, b) = (connect(), connect());
     let runs = Arc::new(AtomicUsize::new(0));
@@ -392,7 +395,8 @@ async fn async_a_dropped_future_does_not_keep_its_lease() {
         .unwrap();
     let cache = AsyncTypedCache::builder(engine)
         .lease(Lease::new(Duration::from_secs(30)))
-        .build();
+        .build()
+        .unwrap();
     let lease_key = format!("{LEASE_KEY_PREFIX}slow");
     let timed_out = tokio::time::timeout(
         Duration::from_millis(300),

@@ -46,7 +46,10 @@ fn not_found_is_cached_for_its_own_ttl() {
     assert_eq!(loads.load(Ordering::SeqCst), 1, "the absence is cached");
     // Every read sees it as None; strict mode too; the key exists.
     assert_eq!(cache.get::<String>("user:9").unwrap(), None);
-    let strict = TypedCache::builder(engine.clone()).strict(true).build();
+    let strict = TypedCache::builder(engine.clone())
+        .strict(true)
+        .build()
+        .unwrap();
     assert_eq!(strict.get::<String>("user:9").unwrap(), None);
     assert!(cache.exists("user:9").unwrap());
     let stats = cache.stats();

@@ -225,7 +225,8 @@ fn the_background_limit_bounds_refreshes() {
     let ctx = TestContext::new();
     let cache = TypedCache::builder(engine(&ctx))
         .max_background_refreshes(2)
-        .build();
+        .build()
+        .unwrap();
     for key in ["a", "b", "c"] {
         let _: u32 = cache.get_or_refresh_with(key, policy(), || 1).unwrap();
     }

@@ -208,7 +208,7 @@ fn strict_mode_reports_a_schema_mismatch() {
     TypedCache::new(engine.clone())
         .set("user", &old_user(), Ttl::Default)
         .unwrap();
-    let strict = TypedCache::builder(engine).strict(true).build();
+    let strict = TypedCache::builder(engine).strict(true).build().unwrap();
     let err = strict.get::<swapped::User>("user").unwrap_err();
     assert!(matches!(err, CacheError::SchemaMismatch { .. }), "{err}");
     assert!(err.to_string().contains("\"user\""), "{err}");
@@ -295,7 +295,8 @@ fn an_untraceable_type_needs_a_schema_name() {
     let named = TypedCache::builder(InMemoryEngine::new())
         .schema::<Loose>("loose/1")
         .codec(TestJson)
-        .build();
+        .build()
+        .unwrap();
     named
         .set("loose", &Loose::Text("x".into()), Ttl::Default)
         .unwrap();
@@ -353,6 +354,7 @@ fn a_value_of_another_codec_is_a_mismatch() {
     TypedCache::builder(engine.clone())
         .codec(OtherCodec)
         .build()
+        .unwrap()
         .set("n", &5u32, Ttl::Default)
         .unwrap();
     let bincode = TypedCache::new(engine.clone());

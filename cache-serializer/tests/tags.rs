@@ -237,7 +237,10 @@ fn malformed_tag_headers_are_misses_or_strict_errors() {
     engine.set("k", whole.slice(..6), minutes(5)).unwrap();
     assert_eq!(cache.get::<u32>("k").unwrap(), None);
     assert_eq!(cache.stats().decode_failures, 1);
-    let strict = TypedCache::builder(engine.clone()).strict(true).build();
+    let strict = TypedCache::builder(engine.clone())
+        .strict(true)
+        .build()
+        .unwrap();
     assert!(matches!(
         strict.get::<u32>("k"),
         Err(CacheError::Serialization { .. })

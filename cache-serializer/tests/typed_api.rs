@@ -76,7 +76,8 @@ fn json_codec_round_trips_and_is_told_apart_from_bincode() {
     let engine = InMemoryEngine::new();
     let json = TypedCache::builder(engine.clone())
         .codec(cache_serializer::Json)
-        .build();
+        .build()
+        .unwrap();
     json.set("p", &Point { x: 5, y: 6 }, Ttl::Default).unwrap();
     assert_eq!(json.get::<Point>("p").unwrap(), Some(Point { x: 5, y: 6 }));
     let raw = cache_core::CacheEngine::get(&engine, "p").unwrap().unwrap();

@@ -20,9 +20,9 @@ pub fn service_cache(url: &str, namespace: &str) -> Result<TypedCache<RedisEngin
         .url(url)
         .namespace(namespace)
         .build()?;
-    Ok(TypedCache::builder(engine)
+    TypedCache::builder(engine)
         .lease(Lease::new(Duration::from_secs(5)))
-        .build())
+        .build()
 }
 
 /// What the walkthrough saw.

@@ -38,7 +38,11 @@ impl AppState {
     /// one looks up) but still answered.
     pub fn new(engine: AsyncRedisEngine) -> Self {
         Self {
-            cache: AsyncTypedCache::builder(engine).fail_open(true).build(),
+            // Fail-open asks nothing of the engine, so `build` cannot refuse it.
+            cache: AsyncTypedCache::builder(engine)
+                .fail_open(true)
+                .build()
+                .unwrap_or_else(|_| unreachable!("fail-open needs no optional operation")),
             lookups: Arc::new(AtomicUsize::new(0)),
         }
     }

@@ -40,7 +40,7 @@ fn caches() -> &'static (TypedCache<InMemoryEngine>, TypedCache<InMemoryEngine>)
         let lenient = TypedCache::new(InMemoryEngine::new());
         let strict = TypedCache::builder(InMemoryEngine::new())
             .strict(true)
-            .build();
+            .build().unwrap();
         (lenient, strict)
     })
 }

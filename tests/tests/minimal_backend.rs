@@ -290,3 +290,35 @@ fn the_async_face_comes_from_the_core_adapter() {
     assert_eq!(got.0.as_deref(), Some(&b"v"[..]));
     assert!(matches!(got.1, Err(CacheError::Unsupported { .. })));
 }
+
+#[test]
+fn what_needs_an_optional_operation_says_so() {
+    use cache_serializer::{Lease, TypedCache};
+
+    let ctx = TestContext::new();
+    // A lease needs `add` and `delete_if_equals`: refused when the cache is built.
+    let refused = TypedCache::builder(Minimal::new(&ctx))
+        .lease(Lease::new(Duration::from_secs(5)))
+        .build();
+    match refused {
+        Err(CacheError::InvalidConfig { message }) => {
+            assert!(message.contains("`add`"), "{message}");
+            assert!(message.contains("minimal"), "{message}");
+        }
+        other => panic!("a lease on an engine without add: {other:?}"),
+    }
+    // Tags need `add`: refused when used, with the operation named, and nothing stored.
+    let cache = TypedCache::new(Minimal::new(&ctx));
+    let tagged = cache.set_tagged("k", &1u32, Ttl::Default, &["t"]);
+    assert!(
+        matches!(
+            tagged,
+            Err(CacheError::Unsupported {
+                operation: Operation::Add,
+                ..
+            })
+        ),
+        "{tagged:?}"
+    );
+    assert_eq!(cache.get::<u32>("k").unwrap(), None);
+}
