@@ -1,6 +1,6 @@
 //! The expansion of `#[cached(...)]`: the function's body becomes the loader of one
-//! `try_get_or_set_with` (or `try_get_or_set_optional_with`) call, and every way that call can
-//! end is turned back into what the plain function would have returned.
+//! `entry(key).ttl(..).or_try_load(..)` call (`.negative_ttl(..).or_try_load_optional(..)` with
+//! `none_ttl`), and every way that call can end is turned back into what the plain function would have returned.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{quote, quote_spanned};
@@ -73,18 +73,17 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
     };
 
     let ttl = ttl_tokens(options.ttl.as_ref());
+    // The typed layer's entry API: `entry(key).ttl(..)`, with `.negative_ttl(..)` and the
+    // optional loader when `None` is cached too.
     let (method, none_ttl) = match (&options.none_ttl, shape.negative) {
         (Some(none_ttl), true) => {
             let none_ttl = ttl_tokens(Some(none_ttl));
             (
-                quote_spanned!(site=> try_get_or_set_optional_with),
-                quote!(#none_ttl,),
+                quote_spanned!(site=> or_try_load_optional),
+                quote_spanned!(site=> .negative_ttl(#none_ttl)),
             )
         }
-        _ => (
-            quote_spanned!(site=> try_get_or_set_with),
-            TokenStream::new(),
-        ),
+        _ => (quote_spanned!(site=> or_try_load), TokenStream::new()),
     };
     let keep = |value: TokenStream| quote_spanned!(output.span()=> __cached_keep(&#value));
 
@@ -256,7 +255,7 @@ pub(crate) fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStr
                     let __kept_slot = &mut __kept;
                     let __body_slot = &mut __body;
                     #tag_ref
-                    __cache.#method(&*__key, #ttl, #none_ttl #loader)#await_
+                    __cache.entry(&*__key).ttl(#ttl)#none_ttl.#method(#loader)#await_
                 };
                 match __loaded {
                     ::core::result::Result::Ok(__value) => #from_cache,

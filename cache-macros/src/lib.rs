@@ -196,7 +196,8 @@
 //!     let key = format!("user:{}", id);
 //!     let mut body = Some(move || -> Result<User, DbError> { body });
 //!     let mut kept: Option<Result<User, DbError>> = None;  // what this call's body returned
-//!     let loaded = cache.try_get_or_set_with(&key, Duration::from_millis(300000).into(), || {
+//!     let ttl = Duration::from_millis(300000).into();
+//!     let loaded = cache.entry(&key).ttl(ttl).or_try_load(|| {
 //!         match body.take().unwrap()() {
 //!             Ok(user) => { kept = Some(Ok(user.clone())); Ok(user) }
 //!             Err(e) => {
@@ -227,7 +228,7 @@
 //! ```
 //!
 //! An `async fn` is the same with `AsyncTypedCache`, the body as an `async move` block and
-//! `.await`s; `none_ttl` calls `try_get_or_set_optional_with`. A hit costs the key's `format!`
+//! `.await`s; `none_ttl` adds `.negative_ttl(..)` and calls `or_try_load_optional`. A hit costs the key's `format!`
 //! and the typed cache's read, as a hand-written `cache.get(&format!(...))` does (bench row 21).
 //!
 //! # Compile errors
