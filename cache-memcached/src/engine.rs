@@ -9,10 +9,10 @@ use cache_remote::blocking::PoolState;
 use cache_remote::{Blocking, RemoteOptions};
 
 use crate::backend::Memcached;
+use crate::commands::Commands;
 use crate::config::{MemcachedEngineBuilder, parse_server};
 use crate::generation::Generation;
 use crate::keys::{GENERATION_LEN, ITEM_OVERHEAD, Keys, exptime, max_ttl};
-use crate::ops::Commands;
 use crate::servers::{Ejection, Servers};
 
 /// A cache engine on a memcached server, or on several with consistent hashing.

@@ -13,9 +13,9 @@ use cache_remote::{
 };
 
 use crate::backend::Memcached;
+use crate::commands::Commands;
 use crate::generation::{Generation, Held, Raise, Read, next_generation};
 use crate::keys::{BACKEND, TTL_RESOLUTION, WireKey, check_size, exptime, max_ttl};
-use crate::ops::Commands;
 use crate::ring::{Ring, RingServer};
 
 /// When a server is taken out of the ring, and when it is tried again.
@@ -561,7 +561,7 @@ impl<T: Transport> Servers<T> {
             .await
     }
 
-    /// A compare-and-swap delete on the key's server (see [`crate::ops::DeleteIfEquals`]).
+    /// A compare-and-swap delete on the key's server (see [`crate::commands::DeleteIfEquals`]).
     pub(crate) async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
         let deadline = self.deadline();
         self.commands.keys.check(key)?;

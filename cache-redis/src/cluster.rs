@@ -20,7 +20,7 @@ use cache_remote::{
 };
 
 use crate::backend::{BACKEND, Redirect, Redis, unexpected};
-use crate::ops::Commands;
+use crate::commands::Commands;
 
 /// The number of hash slots.
 pub(crate) const SLOTS: usize = 16384;

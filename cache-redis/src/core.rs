@@ -16,7 +16,7 @@ use crate::backend::{BACKEND, Redirect, Redis};
 use crate::cluster::{
     Answer, Asking, Cluster, MAX_REDIRECTS, PerKey, bulk, key_slot, too_many_redirects,
 };
-use crate::ops::{Commands, MAX_TTL, TTL_RESOLUTION};
+use crate::commands::{Commands, MAX_TTL, TTL_RESOLUTION};
 use crate::sentinel::Sentinel;
 
 /// Where the engine's keys live.

@@ -13,9 +13,9 @@ use cache_remote::{Blocking, RemoteOptions, Transport};
 
 use crate::backend::Redis;
 use crate::cluster::{Cluster, NodeFactory};
+use crate::commands::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN};
 use crate::config::{RedisEngineBuilder, ServerUrl, Target, parse_target};
 use crate::core::{Core, Topology};
-use crate::ops::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN};
 use crate::sentinel::Sentinel;
 
 /// A cache engine on a Redis server.

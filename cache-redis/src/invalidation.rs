@@ -22,7 +22,7 @@ use cache_remote::resp::{self, Value};
 use cache_remote::{Backend, ReplyLimits};
 
 use crate::backend::Redis;
-use crate::ops::RELAXED_MAX_KEY_LEN;
+use crate::commands::RELAXED_MAX_KEY_LEN;
 
 /// The channel Redis publishes tracking invalidations on, for RESP2 clients.
 const CHANNEL: &[u8] = b"__redis__:invalidate";
