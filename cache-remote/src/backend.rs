@@ -169,3 +169,30 @@ pub(crate) enum Failure {
         idempotent: bool,
     },
 }
+
+/// What the retry rule needs to know of an operation whose connection broke.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    /// 0 on the first run of the operation.
+    pub(crate) attempt: usize,
+    /// Whether every request before the one in flight may be sent again.
+    pub(crate) before_idempotent: bool,
+    /// Whether the request in flight may be sent again.
+    pub(crate) idempotent: bool,
+    /// Whether any byte of the request in flight was written.
+    pub(crate) sent: bool,
+}
+
+impl Retry {
+    /// The retry rule of both transports, in one place: an operation runs again, once, on a new
+    /// connection, only when the connection it ran on was found dead (`dead_while_idle`: a
+    /// reused connection the server had closed while it sat idle), this was its first run, and
+    /// nothing that must not be applied twice (`add`, `increment`, the delete of
+    /// `delete_if_equals`) can have reached the server.
+    pub(crate) fn allowed(self, dead_while_idle: bool) -> bool {
+        self.attempt == 0
+            && dead_while_idle
+            && self.before_idempotent
+            && (self.idempotent || !self.sent)
+    }
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cache_core::{CacheError, Result};
 
-use crate::backend::{Backend, Broken, Failure, ReplyOf};
+use crate::backend::{Backend, Broken, Failure, ReplyOf, Retry};
 use crate::buffer::ReadBuffer;
 use crate::exchange::{Deadline, Exchange, Request, Step};
 use crate::pool::{Pool, Refusal, Slot};
@@ -362,8 +362,12 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
     }
 
     fn broken(&mut self, operation: &'static str, why: Broken, sent: bool) {
-        let idempotent = self.request.as_ref().is_none_or(|r| r.idempotent);
-        let may_retry = self.attempt == 0 && self.before_idempotent && (idempotent || !sent);
+        let retry = Retry {
+            attempt: usize::from(self.attempt),
+            before_idempotent: self.before_idempotent,
+            idempotent: self.request.as_ref().is_none_or(|r| r.idempotent),
+            sent,
+        };
         self.waiting = false;
         self.request = None;
         self.exchange = None;
@@ -372,7 +376,7 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
         };
         match self
             .client
-            .broken(operation, guard, why, may_retry, &self.deadline)
+            .broken(operation, guard, why, retry, &self.deadline)
         {
             Some(error) => self.result = Some(Err(error)),
             // Run again from the start on a new connection, in the next round.
@@ -620,13 +624,13 @@ impl<B: Backend> Client<B> {
                     before_idempotent,
                     idempotent,
                 }) => {
-                    if let Some(error) = self.broken(
-                        operation,
-                        guard,
-                        why,
-                        attempt == 0 && before_idempotent && (idempotent || !sent),
-                        &deadline,
-                    ) {
+                    let retry = Retry {
+                        attempt,
+                        before_idempotent,
+                        idempotent,
+                        sent,
+                    };
+                    if let Some(error) = self.broken(operation, guard, why, retry, &deadline) {
                         return Err(error);
                     }
                 }
@@ -636,15 +640,14 @@ impl<B: Backend> Client<B> {
     }
 
     /// After a connection broke under an operation: drops it (and the idle ones too when it
-    /// died while idle), and gives the error to return, or `None` when the operation may run
-    /// again on a new connection (`may_retry`: nothing that must not be sent twice may have
-    /// reached the server, and this was the first attempt).
+    /// died while idle), and gives the error to return, or `None` when the retry rule
+    /// ([`Retry::allowed`]) lets the operation run again on a new connection.
     fn broken(
         &self,
         operation: &'static str,
         guard: PoolGuard<'_>,
         why: Broken,
-        may_retry: bool,
+        retry: Retry,
         deadline: &Deadline,
     ) -> Option<CacheError> {
         let dead_while_idle = guard.reused && why.is_dead_socket();
@@ -652,7 +655,7 @@ impl<B: Backend> Client<B> {
         if dead_while_idle {
             self.pool.drain_idle();
         }
-        if dead_while_idle && may_retry {
+        if retry.allowed(dead_while_idle) {
             return None;
         }
         self.failed();

@@ -46,7 +46,7 @@ use ::tokio::task::AbortHandle;
 use ::tokio::time::Instant;
 use cache_core::{CacheError, Result};
 
-use crate::backend::{Backend, Broken, Failure, QueueFull as Full, ReplyOf};
+use crate::backend::{Backend, Broken, Failure, QueueFull as Full, ReplyOf, Retry};
 use crate::buffer::ReadBuffer;
 use crate::exchange::{Deadline, Exchange, Request, Step};
 use crate::protocol::{Decode, ProtocolError, ReplyLimits};
@@ -446,12 +446,13 @@ impl<B: Backend> Client<B> {
                     before_idempotent,
                     idempotent,
                 }) => {
-                    let dead_while_idle = opened.is_none() && why.is_dead_socket();
-                    let again = attempt == 0
-                        && dead_while_idle
-                        && before_idempotent
-                        && (idempotent || !sent);
-                    if !again {
+                    let retry = Retry {
+                        attempt,
+                        before_idempotent,
+                        idempotent,
+                        sent,
+                    };
+                    if !retry.allowed(opened.is_none() && why.is_dead_socket()) {
                         self.failures.fetch_add(1, Ordering::Relaxed);
                         return Err(why.into_error(
                             backend,
