@@ -230,10 +230,11 @@ impl<'a, Cache, L> Entry<'a, Cache, L> {
         self
     }
 
-    /// Refreshes the value ahead of its expiry as `refresh` says, instead of storing it for a
-    /// TTL (see [`TypedCache::get_or_refresh_with`]). The TTL, tags and negative caching do not
-    /// combine with refresh: an entry that set them is refused with `InvalidConfig` when it
-    /// loads.
+    /// Refreshes the value ahead of its expiry as `refresh` says (see
+    /// [`TypedCache::get_or_refresh_with`]): the value is stored for the refresh's freshness
+    /// plus its stale window, which replaces any [`ttl`](Self::ttl) set before. Tags and
+    /// negative caching do not combine with refresh: an entry that set them is refused with
+    /// `InvalidConfig` when it loads.
     pub fn refresh(self, refresh: Refresh) -> RefreshingEntry<'a, Cache> {
         let conflict = if !self.options.tags.is_empty() {
             Some("tags")
