@@ -344,3 +344,18 @@ async fn the_service_keeps_the_inner_readiness_and_errors() {
         .unwrap_err();
     assert_eq!(error, "inner failed");
 }
+
+/// A response's `Age` and freshness come from the entry's remaining TTL: an engine without it
+/// is refused when the layer is built, naming what is missing.
+#[test]
+fn an_engine_without_remaining_ttl_is_refused() {
+    let engine = cache_tests::RequiredOnly(InMemoryEngine::new());
+    match HttpCacheLayer::builder(engine).build() {
+        Err(CacheError::InvalidConfig { message }) => {
+            assert!(message.contains("remaining_ttl"), "{message}");
+            assert!(message.contains("HTTP caches"), "{message}");
+        }
+        Err(other) => panic!("an engine without remaining_ttl: {other}"),
+        Ok(_) => panic!("an engine without remaining_ttl was accepted"),
+    }
+}

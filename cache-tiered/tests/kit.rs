@@ -97,3 +97,20 @@ cache_tests::conformance_suite!(
     memcached,
     require = TestServer::shared(ServerKind::Memcached).is_some()
 );
+
+/// A shared tier that cannot tell how long an entry has left is refused when the engine is
+/// built: a local copy must not outlive the shared entry.
+#[test]
+fn a_shared_tier_without_remaining_ttl_is_refused() {
+    let ctx = TestContext::new();
+    let shared = cache_tests::RequiredOnly(ReferenceEngine::new(&ctx));
+    let refused = TieredEngine::builder(local(&ctx, true), shared)
+        .without_invalidations()
+        .build();
+    match refused {
+        Err(cache_core::CacheError::InvalidConfig { message }) => {
+            assert!(message.contains("remaining_ttl"), "{message}");
+        }
+        other => panic!("a shared tier without remaining_ttl: {other:?}"),
+    }
+}

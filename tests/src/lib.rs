@@ -93,6 +93,7 @@ pub mod faults;
 pub mod hostile;
 pub mod proxy;
 mod reference;
+mod required_only;
 pub mod servers;
 pub mod soak;
 #[cfg(feature = "tokio")]
@@ -101,6 +102,7 @@ pub mod topologies;
 
 pub use cache_core;
 pub use reference::ReferenceEngine;
+pub use required_only::RequiredOnly;
 
 /// What the kit hands to a factory: a fresh namespace, the default TTL to configure, and a
 /// manual clock the factory may use.

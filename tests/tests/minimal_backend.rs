@@ -156,6 +156,11 @@ fn minimal(ctx: &TestContext) -> Minimal {
 
 cache_tests::conformance_suite!(minimal_kit, minimal);
 
+// Any engine reduced to the required methods passes too, its optional behaviours skipped.
+cache_tests::conformance_suite!(required_only_reference_kit, |ctx: &TestContext| {
+    cache_tests::RequiredOnly(cache_tests::ReferenceEngine::new(ctx))
+});
+
 #[cfg(feature = "tokio")]
 cache_tests::async_conformance_suite!(minimal_async_kit, minimal);
 
