@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use crate::CacheEngine;
 use crate::capabilities::{Capabilities, Operation};
-use crate::engine::check_keys;
-use crate::error::{CacheError, Result};
+use crate::engine::{check_entries, check_keys};
+use crate::error::Result;
 use crate::ttl::{Remaining, Ttl};
 
 /// The blocking face of a builder: its `build` makes the blocking engine (or typed cache).
@@ -46,7 +46,7 @@ type ManyWithTtl = Vec<Option<(Bytes, Remaining)>>;
 ///
 /// The required and optional methods are those of
 /// [`CacheEngine`](crate::CacheEngine#required-and-optional-methods), with the same rule: the
-/// provided optional methods answer [`CacheError::Unsupported`], and an engine that overrides
+/// provided optional methods answer [`CacheError::Unsupported`](crate::CacheError::Unsupported), and an engine that overrides
 /// one declares it in [`Capabilities::operations`].
 ///
 /// ```
@@ -135,18 +135,7 @@ pub trait AsyncCacheEngine: Send + Sync + Debug {
         ttl: Ttl,
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
-            let caps = self.capabilities();
-            check_keys(&caps, entries.iter().map(|(key, _)| *key))?;
-            if let Some(limit) = caps.max_value_size {
-                if let Some((key, value)) = entries.iter().find(|(_, value)| value.len() > limit) {
-                    return Err(CacheError::ValueTooLarge {
-                        backend: caps.backend,
-                        key: crate::KeyDisplay::new(key),
-                        size: value.len(),
-                        limit,
-                    });
-                }
-            }
+            check_entries(&self.capabilities(), entries)?;
             for (key, value) in entries {
                 self.set(key, value.clone(), ttl).await?;
             }

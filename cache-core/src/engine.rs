@@ -195,18 +195,7 @@ pub trait CacheEngine: Send + Sync + Debug {
     /// `partly_applied` set other entries of the call may have been stored (and memcached drops
     /// a refused key's previous value). Transport errors leave the outcome unknown.
     fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        let caps = self.capabilities();
-        check_keys(&caps, entries.iter().map(|(key, _)| *key))?;
-        if let Some(limit) = caps.max_value_size {
-            if let Some((key, value)) = entries.iter().find(|(_, value)| value.len() > limit) {
-                return Err(CacheError::ValueTooLarge {
-                    backend: caps.backend,
-                    key: crate::KeyDisplay::new(key),
-                    size: value.len(),
-                    limit,
-                });
-            }
-        }
+        check_entries(&self.capabilities(), entries)?;
         entries
             .iter()
             .try_for_each(|(key, value)| self.set(key, value.clone(), ttl))
@@ -340,6 +329,24 @@ pub trait CacheEngine: Send + Sync + Debug {
     /// As [`get_many`](Self::get_many) and [`get_with_ttl`](Self::get_with_ttl).
     fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
         keys.iter().map(|key| self.get_with_ttl(key)).collect()
+    }
+}
+
+/// Checks every key and value of a bulk write against the key rule and the engine's limits,
+/// before anything is written.
+pub(crate) fn check_entries(caps: &Capabilities, entries: &[(&str, Bytes)]) -> Result<()> {
+    check_keys(caps, entries.iter().map(|(key, _)| *key))?;
+    match caps.max_value_size {
+        Some(limit) => match entries.iter().find(|(_, value)| value.len() > limit) {
+            Some((key, value)) => Err(CacheError::ValueTooLarge {
+                backend: caps.backend,
+                key: crate::KeyDisplay::new(key),
+                size: value.len(),
+                limit,
+            }),
+            None => Ok(()),
+        },
+        None => Ok(()),
     }
 }
 

@@ -659,18 +659,8 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 None => None,
             };
             // Tag versions before the loader runs (see the blocking face).
-            let versions = match tags {
-                [] => None,
-                tags => {
-                    let versions = self.shared.engine.tag_versions(tags).await;
-                    core.read(versions.map(Some), || None)?
-                }
-            };
-            let tagged = |bytes: Bytes| match &versions {
-                Some(versions) => versions.wrap(&bytes),
-                None => bytes,
-            };
-            let store = tags.is_empty() || versions.is_some();
+            let stamp = self.stamp(tags).await?;
+            let (tagged, store) = (|bytes| stamp.wrap(bytes), stamp.store);
             bump(&core.stats.loads);
             let started = std::time::Instant::now();
             let loaded = load().await;
@@ -758,22 +748,21 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         }
     }
 
-    /// The single-key loader behind [`Entry`](crate::Entry)'s `or_*load*` methods.
-    pub(crate) async fn load_entry<T, Er, F, Fut, L>(
-        &self,
-        key: &str,
-        options: &Options<'_, L>,
-        optional: bool,
-        load: F,
-    ) -> Result<Option<T>, LoadError<Er>>
-    where
-        T: Serialize + DeserializeOwned + 'static,
-        L: TtlFrom<T>,
-        Er: Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, Er>>,
-    {
-        self.load_through(key, options, optional, load, false).await
+    /// The tag versions a load stamps its value with, read before the loader runs: an
+    /// invalidation while it runs makes the value miss. When they cannot be read (fail-open),
+    /// the value is handed to the waiters but not stored.
+    async fn stamp(&self, tags: &[&str]) -> Result<Stamp> {
+        let versions = match tags {
+            [] => None,
+            tags => {
+                let versions = self.shared.engine.tag_versions(tags).await;
+                self.shared.core.read(versions.map(Some), || None)?
+            }
+        };
+        Ok(Stamp {
+            store: tags.is_empty() || versions.is_some(),
+            versions,
+        })
     }
 
     /// The batch loader behind [`Entries`](crate::Entries): one bulk read; the keys no one is
@@ -912,18 +901,8 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         I: IntoIterator<Item = (String, T)>,
     {
         let core = &self.shared.core;
-        let versions = match options.tags {
-            [] => None,
-            tags => {
-                let versions = self.shared.engine.tag_versions(tags).await;
-                core.read(versions.map(Some), || None)?
-            }
-        };
-        let tagged = |bytes: Bytes| match &versions {
-            Some(versions) => versions.wrap(&bytes),
-            None => bytes,
-        };
-        let store = options.tags.is_empty() || versions.is_some();
+        let stamp = self.stamp(options.tags).await?;
+        let (tagged, store) = (|bytes| stamp.wrap(bytes), stamp.store);
         bump(&core.stats.loads);
         let started = std::time::Instant::now();
         let loaded = load(led.iter().map(|(key, _)| key.clone()).collect()).await;
@@ -1206,6 +1185,22 @@ impl<E: AsyncCacheEngine, C> Drop for HeldLease<'_, E, C> {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .push((key, token)),
+        }
+    }
+}
+
+/// What [`AsyncTypedCache::stamp`] read: the versions to wrap a loaded value in, and whether
+/// to store it.
+struct Stamp {
+    versions: Option<cache_core::tags::TagVersions>,
+    store: bool,
+}
+
+impl Stamp {
+    fn wrap(&self, bytes: Bytes) -> Bytes {
+        match &self.versions {
+            Some(versions) => versions.wrap(&bytes),
+            None => bytes,
         }
     }
 }

@@ -366,9 +366,13 @@ impl<E: AsyncCacheEngine, C: Codec, L> Entry<'_, AsyncTypedCache<E, C>, L> {
         let key = self.key;
         let loaded = self
             .cache
-            .load_entry(key, &self.options, false, || async {
-                load().await.map(Some)
-            })
+            .load_through(
+                key,
+                &self.options,
+                false,
+                || async { load().await.map(Some) },
+                false,
+            )
             .await?;
         loaded.ok_or_else(|| LoadError::Cache(crate::core::TypedCore::<C>::unreadable_load(key)))
     }
@@ -409,7 +413,7 @@ impl<E: AsyncCacheEngine, C: Codec, L> Entry<'_, AsyncTypedCache<E, C>, L> {
         Fut: Future<Output = Result<Option<T>, Er>>,
     {
         self.cache
-            .load_entry(self.key, &self.options, true, load)
+            .load_through(self.key, &self.options, true, load, false)
             .await
     }
 }
