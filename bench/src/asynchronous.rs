@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cache_core::{AsyncCacheEngine, Bytes, CacheEngine, Ttl};
 use cache_local::InMemoryEngine;
-use cache_memcached::{AsyncMemcachedEngine, MemcachedEngine};
+use cache_memcached::MemcachedEngine;
 use cache_redis::{AsyncRedisEngine, RedisEngine};
 use cache_serializer::AsyncTypedCache;
 use cache_tests::servers::TestServer;
@@ -115,7 +115,7 @@ pub(crate) fn run_remote(
 
     // 11. Redis: 64 tasks on one engine (one pipelined connection) / the redis crate's
     // multiplexed connection with the same 64 tasks / the blocking engine with 64 threads.
-    let ours = AsyncRedisEngine::builder()
+    let ours = RedisEngine::async_builder()
         .url(redis.url())
         .namespace("bench-async")
         .build()
@@ -198,7 +198,7 @@ pub(crate) fn run_remote(
     ));
 
     // Memcached: 64 tasks / the blocking engine with 64 threads.
-    let ours = AsyncMemcachedEngine::builder()
+    let ours = MemcachedEngine::async_builder()
         .server(memcached.url())
         .namespace("bench-async")
         .build()
@@ -237,7 +237,7 @@ pub(crate) fn run_remote(
     ));
 
     // 13. AsyncTypedCache over Redis / the same engine with bare bincode, 64 tasks.
-    let engine = AsyncRedisEngine::builder()
+    let engine = RedisEngine::async_builder()
         .url(redis.url())
         .namespace("bench-typed")
         .build()

@@ -2,9 +2,9 @@
 //! (20 ms) and callers (each reads every millisecond) under four ways of reading:
 //!
 //! - get, then load and set on a miss (no single-flight): what a hand-written cache does;
-//! - `get_or_set_with` (single-flight in the process);
-//! - `get_or_refresh_with` with a stale window (stale-while-revalidate, no early refresh);
-//! - `get_or_refresh_with` with early refresh only (XFetch, beta 1).
+//! - `entry(key).or_load` (single-flight in the process);
+//! - `entry(key).refresh(..)` with a stale window (stale-while-revalidate, no early refresh);
+//! - `entry(key).refresh(..)` with early refresh only (XFetch, beta 1).
 //!
 //! Per trial: how many times the loader ran, how many callers waited for a load (a read that
 //! took over 10 ms), and whether the first reload started before the value's freshness ended.
@@ -47,9 +47,9 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::GetThenSet => "get, then load and set (no single-flight)",
-            Mode::SingleFlight => "`get_or_set_with` (single-flight)",
-            Mode::StaleWhileRevalidate => "`get_or_refresh_with`, stale window 200 ms",
-            Mode::XFetch => "`get_or_refresh_with`, early refresh (XFetch, beta 1)",
+            Mode::SingleFlight => "`entry().or_load` (single-flight)",
+            Mode::StaleWhileRevalidate => "`entry().refresh()`, stale window 200 ms",
+            Mode::XFetch => "`entry().refresh()`, early refresh (XFetch, beta 1)",
         }
     }
 }
@@ -100,12 +100,16 @@ fn trial(mode: Mode) -> Trial {
                     }
                 },
                 (Mode::SingleFlight, _) => cache
-                    .get_or_set_with("hot", Ttl::After(FRESH), || load())
+                    .entry("hot")
+                    .ttl(Ttl::After(FRESH))
+                    .or_load(|| load())
                     .unwrap_or_default(),
                 (_, Some(refresh)) => {
                     let load = Arc::clone(load);
                     cache
-                        .get_or_refresh_with("hot", refresh, move || load())
+                        .entry("hot")
+                        .refresh(refresh)
+                        .or_load(move || load())
                         .unwrap_or_default()
                 }
                 (_, None) => 0,

@@ -41,26 +41,27 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod async_engine;
+mod asynchronous;
 mod block_on;
+mod blocking;
 mod capabilities;
 pub mod clock;
 pub mod config;
 pub mod counter;
-mod engine;
 mod error;
+pub mod flight;
 pub mod invalidation;
 pub mod key;
 pub mod tags;
 pub mod ttl;
 
-pub use async_engine::{
+pub use asynchronous::{
     Async, AsyncCacheEngine, Blocking, BoxFuture, DynAsyncCacheEngine, NonBlocking,
 };
 pub use block_on::block_on;
+pub use blocking::CacheEngine;
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, Operation, Operations};
-pub use engine::CacheEngine;
 pub use error::{BoxError, CacheError, KeyDisplay, KeyProblem, Redacted, Result};
 pub use ttl::{DEFAULT_TTL, Expiry, Remaining, Ttl};
 

@@ -225,7 +225,7 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
             state: Arc::new(State {
                 engine: self.engine,
                 keys,
-                flights: Arc::new(Flights::default()),
+                flights: Flights::default(),
                 counters: Counters::default(),
                 settings,
                 on_engine_error: self.on_engine_error,
@@ -250,7 +250,7 @@ pub(crate) struct Settings {
 pub(crate) struct State<E> {
     pub(crate) engine: E,
     pub(crate) keys: Keys,
-    pub(crate) flights: Arc<Flights>,
+    pub(crate) flights: Flights,
     pub(crate) counters: Counters,
     pub(crate) settings: Settings,
     pub(crate) on_engine_error: Option<ErrorHook>,

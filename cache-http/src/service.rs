@@ -20,7 +20,7 @@ use tower::Service;
 use crate::body::CacheBody;
 use crate::directives::RequestDirectives;
 use crate::entry::{self, Entry, StoredResponse, Variants};
-use crate::flight::{self, LeaderGuard, Outcome, Role};
+use crate::flight::{self, Fetched, LeaderGuard, Role};
 use crate::layer::{CACHE_STATUS_HEADER, HttpCacheStats, State, count};
 use crate::policy::{self, Scope};
 
@@ -204,12 +204,12 @@ where
         .clone()
         .unwrap_or_else(|| lookup.shared_key.clone());
     loop {
-        let flight = match state.flights.join(&flight_key) {
+        let flight = match state.flights.join(&flight_key, || ()) {
             Role::Leader(guard) => return state.fetch(inner, request, lookup, Some(guard)).await,
             Role::Waiter(flight) => flight,
         };
         match flight.wait().await {
-            Outcome::Stored(shared) => {
+            Some(Fetched::Stored(shared)) => {
                 if state.same_variant(&shared, &lookup) {
                     count(&state.counters.coalesced);
                     let age = shared.response.age + shared.stored_at.elapsed();
@@ -217,8 +217,8 @@ where
                 }
                 return state.fetch(inner, request, lookup, None).await;
             }
-            Outcome::NotStored => return state.fetch(inner, request, lookup, None).await,
-            Outcome::Abandoned => {}
+            Some(Fetched::NotStored) => return state.fetch(inner, request, lookup, None).await,
+            None => {}
         }
     }
 }
@@ -227,7 +227,7 @@ fn streaming<B: Body>(response: Response<B>) -> Response<CacheBody<B>> {
     response.map(CacheBody::streaming)
 }
 
-fn finish(guard: Option<LeaderGuard>, outcome: Outcome) {
+fn finish(guard: Option<LeaderGuard>, outcome: Fetched) {
     if let Some(guard) = guard {
         guard.finish(outcome);
     }
@@ -390,14 +390,14 @@ impl<E: AsyncCacheEngine> State<E> {
             });
         let Some((storable, ttl)) = decision else {
             count(&self.counters.not_storable);
-            finish(guard, Outcome::NotStored);
+            finish(guard, Fetched::NotStored);
             return Ok(self.mark(streaming(response), false));
         };
         let (mut head, body) = response.into_parts();
         let limit = self.settings.max_body_size;
         if body.size_hint().lower() > limit as u64 {
             count(&self.counters.too_large);
-            finish(guard, Outcome::NotStored);
+            finish(guard, Fetched::NotStored);
             let response = Response::from_parts(head, CacheBody::streaming(body));
             return Ok(self.mark(response, false));
         }
@@ -416,14 +416,14 @@ impl<E: AsyncCacheEngine> State<E> {
                         read.push_back(Frame::data(data.copy_to_bytes(data.remaining())));
                         if len > limit {
                             count(&self.counters.too_large);
-                            finish(guard, Outcome::NotStored);
+                            finish(guard, Fetched::NotStored);
                             let body = CacheBody::resumed(read, None, Some(body));
                             return Ok(self.mark(Response::from_parts(head, body), false));
                         }
                     }
                     Err(frame) => {
                         count(&self.counters.not_storable);
-                        finish(guard, Outcome::NotStored);
+                        finish(guard, Fetched::NotStored);
                         let trailers =
                             frame.map_data(|mut data| data.copy_to_bytes(data.remaining()));
                         read.push_back(trailers);
@@ -432,7 +432,7 @@ impl<E: AsyncCacheEngine> State<E> {
                     }
                 },
                 Some(Err(error)) => {
-                    finish(guard, Outcome::NotStored);
+                    finish(guard, Fetched::NotStored);
                     let body = CacheBody::resumed(read, Some(error), None);
                     return Ok(self.mark(Response::from_parts(head, body), false));
                 }
@@ -458,7 +458,7 @@ impl<E: AsyncCacheEngine> State<E> {
             <= self.settings.max_value_size.unwrap_or(usize::MAX);
         let Some(bytes) = stored.encode().filter(|_| fits) else {
             count(&self.counters.too_large);
-            finish(guard, Outcome::NotStored);
+            finish(guard, Fetched::NotStored);
             return Ok(response);
         };
 
@@ -482,7 +482,7 @@ impl<E: AsyncCacheEngine> State<E> {
         // Waiters get the response even when the engine failed: it is shareable either way.
         finish(
             guard,
-            Outcome::Stored(Arc::new(flight::Shared {
+            Fetched::Stored(Arc::new(flight::Shared {
                 response: stored,
                 stored_at: Instant::now(),
                 variant,

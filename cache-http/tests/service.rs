@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cache_core::{AsyncCacheEngine, CacheError, Capabilities, Remaining, Result, Ttl};
 use cache_http::HttpCacheLayer;
 use cache_local::InMemoryEngine;
-use cache_redis::AsyncRedisEngine;
+use cache_redis::RedisEngine;
 use common::App;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -81,7 +81,7 @@ async fn engine_failures_fail_open_and_are_reported() {
         .local_addr()
         .unwrap()
         .port();
-    let engine = AsyncRedisEngine::builder()
+    let engine = RedisEngine::async_builder()
         .url(format!("redis://127.0.0.1:{port}"))
         .timeout(Duration::from_millis(200))
         .build()
@@ -120,7 +120,7 @@ async fn single_flight_holds_while_the_engine_is_down() {
         .local_addr()
         .unwrap()
         .port();
-    let engine = AsyncRedisEngine::builder()
+    let engine = RedisEngine::async_builder()
         .url(format!("redis://127.0.0.1:{port}"))
         .timeout(Duration::from_millis(100))
         .build()

@@ -5,7 +5,7 @@
 use cache_core::{AsyncCacheEngine, Bytes, Ttl};
 use cache_layers::{FailOpen, LayerExt, Stats};
 use cache_local::InMemoryEngine;
-use cache_redis::AsyncRedisEngine;
+use cache_redis::RedisEngine;
 
 fn dead_address() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -19,7 +19,7 @@ fn dead_address() -> String {
 #[tokio::test]
 async fn failing_open_works_on_the_async_face_too() {
     let fail_open = FailOpen::new();
-    let engine = AsyncRedisEngine::builder()
+    let engine = RedisEngine::async_builder()
         .url(dead_address())
         .build()
         .unwrap()

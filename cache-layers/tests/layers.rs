@@ -70,7 +70,7 @@ fn redis(ctx: &TestContext) -> Stacked<RedisEngine> {
 fn async_redis(ctx: &TestContext) -> Stacked<AsyncRedisEngine> {
     let server = TestServer::shared(ServerKind::Redis).expect("checked by `require`");
     every_layer(
-        AsyncRedisEngine::builder()
+        RedisEngine::async_builder()
             .url(server.url())
             .namespace(ctx.namespace())
             .default_ttl(ctx.default_ttl())

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::meta::{Meta, Reply};
 use cache_core::CacheError;
-use cache_remote::meta::{Meta, Reply};
 use cache_remote::{Backend, BoxExchange, ReplyLimits, Request, single};
 
 use crate::keys::BACKEND;

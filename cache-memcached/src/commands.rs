@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::meta::{self, Code, ErrorKind, Flags, Key, Meta, Reply};
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::{Bytes, CacheError, KeyDisplay, Remaining, Result, Ttl};
-use cache_remote::meta::{self, Code, ErrorKind, Flags, Key, Meta, Reply};
 use cache_remote::{
     BATCH_KEYS, BoxExchange, Exchange, ProtocolError, ReplyLimits, Request, Step, batch_ranges,
     batches, ready, single,

@@ -22,9 +22,11 @@ pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
 /// Default time a server stays out of the ring before it is tried again: 5 s.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// Builds a [`MemcachedEngine`](crate::MemcachedEngine), or with the `tokio` feature an
-/// `AsyncMemcachedEngine` (`AsyncMemcachedEngine::builder()`, the [`Async`] face). Setters
-/// cannot fail; `build` checks everything.
+/// Builds a [`MemcachedEngine`](crate::MemcachedEngine) of either face:
+/// `MemcachedEngine::builder()` for the blocking face ([`Blocking`]),
+/// `MemcachedEngine::async_builder()` (with the `tokio` feature) for the async one ([`Async`]).
+/// The setters of one face's connections exist on that face's builder only. Setters cannot
+/// fail; `build` checks everything.
 #[must_use]
 pub struct MemcachedEngineBuilder<Face = Blocking> {
     pub(crate) servers: Vec<String>,

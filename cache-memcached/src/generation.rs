@@ -21,8 +21,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::meta::{self, Code, Key, Reply};
 use cache_core::{CacheError, Result};
-use cache_remote::meta::{self, Code, Key, Reply};
 use cache_remote::{Exchange, ReplyLimits, Request, Step};
 
 use crate::keys::{BACKEND, GENERATION_LEN};

@@ -3,19 +3,18 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "tokio")]
-mod async_engine;
 mod backend;
 mod commands;
 mod config;
+mod core;
 mod engine;
 mod generation;
 mod keys;
+#[doc(hidden)]
+pub mod meta;
+mod parts;
 mod ring;
-mod servers;
 
-#[cfg(feature = "tokio")]
-pub use async_engine::AsyncMemcachedEngine;
 pub use cache_remote::blocking::PoolState;
 pub use cache_remote::{Async, Blocking};
 pub use cache_remote::{
@@ -26,6 +25,8 @@ pub use cache_remote::{
 pub use config::{
     DEFAULT_GENERATION_REFRESH, DEFAULT_ITEM_SIZE_LIMIT, DEFAULT_SERVER, MemcachedEngineBuilder,
 };
+#[cfg(feature = "tokio")]
+pub use engine::AsyncMemcachedEngine;
 pub use engine::MemcachedEngine;
 
 /// The README's examples, compiled and run as doctests.

@@ -2,13 +2,13 @@
 
 #![cfg(feature = "tokio")]
 
-use cache_memcached::AsyncMemcachedEngine;
+use cache_memcached::{AsyncMemcachedEngine, MemcachedEngine};
 use cache_tests::TestContext;
 use cache_tests::servers::{ServerKind, TestServer};
 
 fn memcached(ctx: &TestContext) -> AsyncMemcachedEngine {
     let server = TestServer::shared(ServerKind::Memcached).expect("checked by `require`");
-    AsyncMemcachedEngine::builder()
+    MemcachedEngine::async_builder()
         .server(server.url())
         .namespace(ctx.namespace())
         .default_ttl(ctx.default_ttl())

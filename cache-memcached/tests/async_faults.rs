@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_memcached::AsyncMemcachedEngine;
+use cache_memcached::{AsyncMemcachedEngine, MemcachedEngine};
 use cache_tests::asynchronous::{BlockingFace, cancellation_run, runtime};
 use cache_tests::proxy::{Fault, FaultProxy};
 use cache_tests::servers::{OrSkip, ServerKind, TestServer};
@@ -17,7 +17,7 @@ fn server() -> Option<TestServer> {
 }
 
 fn engine_at(address: &str, namespace: &str, timeout: Duration) -> AsyncMemcachedEngine {
-    AsyncMemcachedEngine::builder()
+    MemcachedEngine::async_builder()
         .server(address)
         .namespace(namespace)
         .timeout(timeout)
@@ -40,7 +40,7 @@ fn faults_between_engine_and_server_are_survived() {
 #[test]
 fn a_dead_server_fails_fast_naming_the_address() {
     cache_tests::faults::dead_server_fails_fast(|address| {
-        runtime().block_on(AsyncMemcachedEngine::connect(address))
+        runtime().block_on(MemcachedEngine::connect_async(address))
     });
 }
 

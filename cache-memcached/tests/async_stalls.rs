@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_memcached::AsyncMemcachedEngine;
+use cache_memcached::{AsyncMemcachedEngine, MemcachedEngine};
 use cache_tests::asynchronous::BlockingFace;
 use cache_tests::hostile::{Dialect, run_in_child};
 use cache_tests::servers::{OrSkip, ServerKind, TestServer};
@@ -21,7 +21,7 @@ fn server() -> Option<TestServer> {
 
 fn engine(address: &str, setup: &Setup) -> AsyncMemcachedEngine {
     // Every new connection runs a handshake (stats settings).
-    let mut builder = AsyncMemcachedEngine::builder()
+    let mut builder = MemcachedEngine::async_builder()
         .server(address)
         .namespace("stalls")
         .timeout(setup.timeout)
@@ -67,7 +67,7 @@ fn a_flow_that_dies_while_idle_is_found_by_keepalive() {
         true,
         |address| {
             Arc::new(BlockingFace(
-                AsyncMemcachedEngine::builder()
+                MemcachedEngine::async_builder()
                     .server(address)
                     .timeout(timeout)
                     .keepalive(keepalive)

@@ -36,7 +36,7 @@ fn ring(ctx: &TestContext) -> MemcachedEngine {
 #[cfg(feature = "tokio")]
 fn async_ring(ctx: &TestContext) -> AsyncMemcachedEngine {
     let servers = TestServer::shared_memcached_set().expect("checked by `require`");
-    AsyncMemcachedEngine::builder()
+    MemcachedEngine::async_builder()
         .servers(urls(&servers))
         .namespace(ctx.namespace())
         .default_ttl(ctx.default_ttl())
@@ -203,7 +203,7 @@ fn first_lookups_agree_on_one_generation() {
     };
     for round in 0..20 {
         let engine = Arc::new(BlockingFace(
-            AsyncMemcachedEngine::builder()
+            MemcachedEngine::async_builder()
                 .servers(urls(&servers))
                 .namespace(format!("first-{round}-{}", rand::random::<u32>()))
                 .build()
@@ -525,7 +525,7 @@ fn the_async_engine_takes_a_dead_server_out_and_back() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let engine = AsyncMemcachedEngine::builder()
+        let engine = MemcachedEngine::async_builder()
             .servers(urls(&servers))
             .namespace("async-out")
             .timeout(Duration::from_millis(300))

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::resp::{self, Value};
 use cache_core::{Bytes, CacheError, KeyDisplay, Result};
-use cache_remote::resp::{self, Value};
 use cache_remote::{
     BATCH_KEYS, ClientSettings, Deadline, Exchange, ReplyLimits, Request, Step, Transport,
 };

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use crate::resp::{self, Value};
 use cache_core::key::KeySpace;
 use cache_core::ttl::ceil_millis;
 use cache_core::{Bytes, CacheError, Expiry, KeyDisplay, Remaining, Result, Ttl};
-use cache_remote::resp::{self, Value};
 use cache_remote::{
     BATCH_KEYS, BoxExchange, Exchange, ExchangeExt, ReplyLimits, Request, Step, batch_ranges,
     batches, ready, single,

@@ -16,9 +16,10 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// [`RedisEngineBuilder::max_value_size`].
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 * 1024 * 1024;
 
-/// Builds a [`RedisEngine`](crate::RedisEngine), or with the `tokio` feature an
-/// `AsyncRedisEngine` (`AsyncRedisEngine::builder()`, the [`Async`] face). Setters cannot fail;
-/// `build` checks everything.
+/// Builds a [`RedisEngine`](crate::RedisEngine) of either face: `RedisEngine::builder()` for
+/// the blocking face ([`Blocking`]), `RedisEngine::async_builder()` (with the `tokio` feature) for
+/// the async one ([`Async`]). The setters of one face's connections exist on that face's
+/// builder only. Setters cannot fail; `build` checks everything.
 #[must_use]
 pub struct RedisEngineBuilder<Face = Blocking> {
     pub(crate) url: String,

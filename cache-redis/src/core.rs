@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::resp::{self, Value};
 use cache_core::{Bytes, CacheError, Capabilities, Remaining, Result, Ttl};
-use cache_remote::resp::{self, Value};
 use cache_remote::{
     BoxExchange, Deadline, Exchange, Make, Output, RemoteOptions, ReplyOf, Transport, by_pipeline,
     route_of, routed,

@@ -1,234 +1,145 @@
-//! [`RedisEngine`].
+//! [`RedisEngine`]: one type for both faces, its constructors, and the engine traits, each
+//! operation handed to the [`Core`] the faces share.
 
 use std::fmt;
 use std::sync::Arc;
 
-use cache_core::config::redact_url as redact;
-use std::sync::atomic::AtomicBool;
-
-use cache_core::key::KeySpace;
-use cache_core::{CacheEngine, CacheError, Result};
+#[cfg(feature = "tokio")]
+use cache_core::AsyncCacheEngine;
+use cache_core::{Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl, block_on};
+#[cfg(feature = "tokio")]
+use cache_remote::Async;
 use cache_remote::blocking::PoolState;
-use cache_remote::{Blocking, RemoteOptions, Transport};
+use cache_remote::{Blocking, Transport};
 
-use crate::backend::Redis;
-use crate::cluster::{Cluster, NodeFactory};
-use crate::commands::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN};
-use crate::config::{RedisEngineBuilder, ServerUrl, Target, parse_target};
-use crate::core::{Core, Topology};
-use crate::sentinel::Sentinel;
+use crate::config::RedisEngineBuilder;
+use crate::core::Core;
 
-/// A cache engine on a Redis server.
+/// A cache engine on a Redis server, a Redis Cluster, or the master some sentinels name.
+///
+/// One type serves both faces: `RedisEngine` (that is, `RedisEngine<Blocking>`) implements
+/// [`CacheEngine`] for blocking code, and [`AsyncRedisEngine`] (`RedisEngine<Async>`, with the
+/// `tokio` feature) implements [`AsyncCacheEngine`](cache_core::AsyncCacheEngine) for async code
+/// on tokio, with the same behaviour, errors and limits. Build the first with
+/// [`RedisEngine::builder`], the second with [`RedisEngine::async_builder`]; both return the one
+/// [`RedisEngineBuilder`].
+///
+/// The blocking face runs each operation on the calling thread over a bounded pool of
+/// connections. The async face pipelines every caller's requests on one connection
+/// ([`pipelines`](RedisEngineBuilder::pipelines) to use more), so many concurrent tasks share a
+/// few sockets and the server answers them in batches. Dropping an async operation's future at
+/// any point is safe: its request is still written whole and its reply read and discarded; no
+/// other call ever receives it. An async operation awaited outside a tokio runtime fails with a
+/// `Connection` error.
 ///
 /// Cloning shares the connections; [`close`](CacheEngine::close) closes the engine for every
 /// clone. See the [crate docs](crate) for URLs, defaults, deadlines and environment variables.
-#[derive(Clone)]
-pub struct RedisEngine {
-    inner: Arc<Core<Blocking>>,
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use cache_core::{AsyncCacheEngine, Bytes, Ttl};
+/// use cache_redis::RedisEngine;
+///
+/// # async fn run() -> cache_core::Result<()> {
+/// let cache = RedisEngine::async_builder()
+///     .url("redis://127.0.0.1:6379/0")
+///     .namespace("billing")
+///     .timeout(Duration::from_millis(250))
+///     .build()?;
+/// cache.set("invoice:7", Bytes::from_static(b"paid"), Ttl::Default).await?;
+/// assert!(cache.get("invoice:7").await?.is_some());
+/// # Ok(())
+/// # }
+/// ```
+pub struct RedisEngine<F: Transport = Blocking> {
+    inner: Arc<Core<F>>,
 }
 
-/// What both faces of the engine are built from.
-pub(crate) struct Parts {
-    pub(crate) target: Target,
-    pub(crate) commands: Commands,
-    pub(crate) options: RemoteOptions,
-    pub(crate) shown_url: String,
-    pub(crate) tls_root_certificate: Option<Vec<u8>>,
-    pub(crate) danger_accept_invalid_certs: bool,
-}
+/// The async face of [`RedisEngine`]: its operations as futures, on tokio.
+#[cfg(feature = "tokio")]
+pub type AsyncRedisEngine = RedisEngine<Async>;
 
-impl Parts {
-    /// A factory of backends for any host, with the credentials, database and TLS of `url`.
-    fn factory(&self, url: &ServerUrl) -> NodeFactory {
-        let template = url.clone();
-        let root = self.tls_root_certificate.clone();
-        let danger = self.danger_accept_invalid_certs;
-        Box::new(move |address: &str| {
-            let mut url = template.clone();
-            let (host, port) = address.rsplit_once(':').ok_or_else(|| {
-                CacheError::invalid_config(format!("not a host:port address: {address}"))
-            })?;
-            url.host = host.to_string();
-            url.port = port.parse().map_err(|_| {
-                CacheError::invalid_config(format!("not a host:port address: {address}"))
-            })?;
-            backend(&url, root.as_deref(), danger)
-        })
-    }
-
-    pub(crate) fn core<T: Transport>(self) -> Result<Arc<Core<T>>> {
-        let settings = self.options.client.clone();
-        let topology = match &self.target {
-            Target::Single(url) => Topology::Single(Arc::new(T::client(
-                backend(
-                    url,
-                    self.tls_root_certificate.as_deref(),
-                    self.danger_accept_invalid_certs,
-                )?,
-                settings,
-            ))),
-            Target::Cluster(seeds) => Topology::Cluster(Box::new(Cluster::new(
-                seeds.iter().map(ServerUrl::address).collect(),
-                self.factory(&seeds[0]),
-                settings,
-            ))),
-            Target::Sentinel {
-                sentinels,
-                master,
-                data,
-            } => Topology::Sentinel(Sentinel::new(
-                master.clone(),
-                sentinels.iter().map(ServerUrl::address).collect(),
-                self.factory(&sentinels[0]),
-                self.factory(data),
-                settings,
-            )),
-        };
-        // The invalidation feed's own client: one server only, for now.
-        let feed = match &self.target {
-            Target::Single(url) => Some(Arc::new(cache_remote::blocking::Client::new(
-                backend(
-                    url,
-                    self.tls_root_certificate.as_deref(),
-                    self.danger_accept_invalid_certs,
-                )?,
-                self.options.client.clone(),
-            ))),
-            _ => None,
-        };
-        Ok(Arc::new(Core {
-            feed,
-            topology,
-            commands: self.commands,
-            options: self.options,
-            shown_url: self.shown_url,
-            closed: AtomicBool::new(false),
-        }))
-    }
-}
-
-impl<Face> RedisEngineBuilder<Face> {
-    /// Checks the settings and builds what both faces share.
-    pub(crate) fn parts(self) -> Result<Parts> {
-        let target = parse_target(&self.url)?;
-        let mut keys = self.options.validate(MAX_TTL)?;
-        if self.colocate_namespace {
-            let namespace = match (&target, self.options.namespace.as_deref()) {
-                (Target::Cluster(_), Some(namespace)) => namespace,
-                (Target::Cluster(_), None) => {
-                    return Err(CacheError::invalid_config(
-                        "colocate_namespace needs a namespace to co-locate",
-                    ));
-                }
-                _ => {
-                    return Err(CacheError::invalid_config(
-                        "colocate_namespace is for a cluster (redis-cluster:// URLs)",
-                    ));
-                }
-            };
-            if namespace.contains(['{', '}']) {
-                return Err(CacheError::invalid_config(
-                    "a co-located namespace must not hold { or }: it becomes a hash tag",
-                ));
-            }
-            keys = KeySpace::new(Some(&format!("{{{namespace}}}")))?;
-        }
-        if self.relaxed_keys {
-            keys = keys.relaxed(RELAXED_MAX_KEY_LEN);
-        }
-        // Check the TLS settings once, before any connection.
-        backend(
-            target.template(),
-            self.tls_root_certificate.as_deref(),
-            self.danger_accept_invalid_certs,
-        )?;
-        let address = match &target {
-            Target::Single(url) => url.address(),
-            Target::Cluster(seeds) => seeds
-                .iter()
-                .map(ServerUrl::address)
-                .collect::<Vec<_>>()
-                .join(","),
-            Target::Sentinel { master, .. } => format!("master {master}"),
-        };
-        let commands = Commands::new(
-            keys,
-            self.options.default_ttl,
-            self.max_value_size,
-            address,
-            matches!(target, Target::Cluster(_)),
-        );
-        Ok(Parts {
-            target,
-            commands,
-            shown_url: redact(&self.url),
-            options: self.options,
-            tls_root_certificate: self.tls_root_certificate,
-            danger_accept_invalid_certs: self.danger_accept_invalid_certs,
-        })
-    }
-}
-
-impl RedisEngineBuilder<Blocking> {
-    /// Builds the engine. No connection is opened until the first operation (see
-    /// [`RedisEngine::ping`]).
+impl<F: Transport> RedisEngineBuilder<F> {
+    /// Builds the engine of the builder's face. No connection is opened until the first
+    /// operation (see [`RedisEngine::ping`]).
     ///
     /// # Errors
     ///
     /// `InvalidConfig` for a URL that cannot be parsed (or `rediss://` without the `tls`
     /// feature), a cluster URL naming a database other than 0, an invalid namespace, zero
     /// timeouts or connection bound, or a zero or too long default TTL.
-    pub fn build(self) -> Result<RedisEngine> {
+    pub fn build(self) -> Result<RedisEngine<F>> {
         Ok(RedisEngine {
             inner: self.parts()?.core()?,
         })
     }
 }
 
-#[cfg(feature = "tls")]
-fn backend(url: &ServerUrl, root: Option<&[u8]>, danger: bool) -> Result<Redis> {
-    let tls = if url.tls {
-        Some(crate::tls::settings(&url.host, root, danger)?)
-    } else {
-        if root.is_some() || danger {
-            return Err(CacheError::invalid_config(
-                "TLS settings need a rediss:// URL",
-            ));
-        }
-        None
-    };
-    Ok(Redis::new(url, tls))
-}
-
-#[cfg(not(feature = "tls"))]
-fn backend(url: &ServerUrl, root: Option<&[u8]>, danger: bool) -> Result<Redis> {
-    if url.tls || root.is_some() || danger {
-        return Err(CacheError::invalid_config(
-            "rediss:// URLs and TLS settings need the `tls` feature of cache-redis",
-        ));
-    }
-    Ok(Redis::new(url))
-}
-
+/// The constructors. They are on the blocking face's type because a bare `RedisEngine::` path
+/// names it; the async face is built with [`async_builder`](Self::async_builder) and
+/// [`connect_async`](Self::connect_async).
 impl RedisEngine {
-    cache_remote::remote_engine_constructors!(
-        blocking,
-        RedisEngineBuilder<Blocking>,
-        url,
-        "redis://127.0.0.1:6379"
-    );
-
-    /// The feed of this engine's invalidations, from Redis's client tracking: give it to a
-    /// tiered cache so that its local tier hears when anyone changes a key of this namespace.
-    /// Nothing is opened until it is subscribed to. See
-    /// [`RedisInvalidations`](crate::RedisInvalidations).
-    pub fn invalidations(&self) -> crate::RedisInvalidations {
-        self.inner.invalidations()
+    /// A builder of a blocking engine, with every default.
+    pub fn builder() -> RedisEngineBuilder<Blocking> {
+        RedisEngineBuilder::default()
     }
 
-    /// The namespace, if any.
-    pub fn namespace(&self) -> Option<&str> {
-        self.inner.namespace()
+    /// A builder of an async engine ([`AsyncRedisEngine`]), with every default.
+    #[cfg(feature = "tokio")]
+    pub fn async_builder() -> RedisEngineBuilder<Async> {
+        RedisEngineBuilder::default()
+    }
+
+    /// A blocking engine for `redis://127.0.0.1:6379` with every default; no connection is
+    /// opened until the first operation.
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default settings are valid"))
+    }
+
+    /// A blocking engine configured from the environment (see the crate docs); no connection
+    /// is opened. For the async face: `RedisEngine::async_builder().from_env()?.build()`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidConfig` for a variable that cannot be parsed, or as the builder's `build`.
+    pub fn from_env() -> Result<Self> {
+        Self::builder().from_env()?.build()
+    }
+
+    /// A blocking engine for `url` with the other defaults, once the server answered.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidConfig` for a bad URL; `Connection`, `Timeout` or `Authentication` when the
+    /// server cannot be reached or refuses the credentials (within the connect timeout, 1 s by
+    /// default).
+    pub fn connect(url: &str) -> Result<Self> {
+        let engine = Self::builder().url(url).build()?;
+        engine.ping()?;
+        Ok(engine)
+    }
+
+    /// An async engine for `url` with the other defaults, once the server answered.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    #[cfg(feature = "tokio")]
+    pub async fn connect_async(url: &str) -> Result<AsyncRedisEngine> {
+        let engine = Self::async_builder().url(url).build()?;
+        engine.ping().await?;
+        Ok(engine)
+    }
+
+    /// Checks that every server answers.
+    ///
+    /// # Errors
+    ///
+    /// `Connection`, `Timeout`, `Authentication`, `Closed`.
+    pub fn ping(&self) -> Result<()> {
+        block_on(self.inner.ping())
     }
 
     /// Connection counts, summed over the servers.
@@ -252,26 +163,220 @@ impl RedisEngine {
     }
 }
 
+#[cfg(feature = "tokio")]
+impl RedisEngine<Async> {
+    /// Checks that every server answers.
+    ///
+    /// # Errors
+    ///
+    /// `Connection`, `Timeout`, `Authentication`, `Closed`.
+    pub async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}
+
+impl<F: Transport> RedisEngine<F> {
+    /// The feed of this engine's invalidations, from Redis's client tracking: give it to a
+    /// tiered cache so that its local tier hears when anyone changes a key of this namespace.
+    /// Nothing is opened until it is subscribed to. See
+    /// [`RedisInvalidations`](crate::RedisInvalidations).
+    pub fn invalidations(&self) -> crate::RedisInvalidations {
+        self.inner.invalidations()
+    }
+
+    /// The namespace, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.inner.namespace()
+    }
+
+    /// How many connections the engine has open now, over every server.
+    pub fn open_connections(&self) -> usize {
+        self.inner
+            .clients()
+            .iter()
+            .map(|c| F::open_connections(c))
+            .sum()
+    }
+}
+
+impl<F: Transport> Clone for RedisEngine<F> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
 impl Default for RedisEngine {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl fmt::Debug for RedisEngine {
+#[cfg(feature = "tokio")]
+impl Default for RedisEngine<Async> {
+    fn default() -> Self {
+        RedisEngine::async_builder()
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default settings are valid"))
+    }
+}
+
+impl<F: Transport> fmt::Debug for RedisEngine<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("RedisEngine")
+            .field("face", &std::any::type_name::<F>().rsplit("::").next())
             .field("url", &inner.shown_url)
             .field("options", &inner.options)
-            .field("pool", &self.pool_state())
+            .field("open_connections", &self.open_connections())
             .field("closed", &inner.is_closed())
             .finish()
     }
 }
 
+// Both faces hand every operation to the core, which is written once: the blocking face runs
+// its future on the calling thread (it is ready at its first poll), the async face awaits it.
+
 impl CacheEngine for RedisEngine {
-    cache_remote::blocking_engine_methods!();
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        block_on(self.inner.get(key))
+    }
+
+    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        block_on(self.inner.set(key, value, ttl))
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        block_on(self.inner.delete(key))
+    }
+
+    fn clear(&self) -> Result<()> {
+        block_on(self.inner.clear())
+    }
+
+    fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        block_on(self.inner.exists(key))
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        block_on(self.inner.get_many(keys))
+    }
+
+    fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        block_on(self.inner.set_many(entries, ttl))
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        block_on(self.inner.delete_many(keys))
+    }
+
+    fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        block_on(self.inner.add(key, value, ttl))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        block_on(self.inner.increment(key, delta))
+    }
+
+    fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        block_on(self.inner.touch(key, ttl))
+    }
+
+    fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        block_on(self.inner.delete_if_equals(key, expected))
+    }
+
+    fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        block_on(self.inner.remaining_ttl(key))
+    }
+
+    fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        block_on(self.inner.get_with_ttl(key))
+    }
+
+    fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        block_on(self.inner.get_many_with_ttl(keys))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncCacheEngine for RedisEngine<Async> {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        self.inner.set(key, value, ttl).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.inner.clear().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.inner.exists(key).await
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.inner.get_many(keys).await
+    }
+
+    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        self.inner.set_many(entries, ttl).await
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.inner.delete_many(keys).await
+    }
+
+    async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        self.inner.add(key, value, ttl).await
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        self.inner.increment(key, delta).await
+    }
+
+    async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        self.inner.touch(key, ttl).await
+    }
+
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        self.inner.delete_if_equals(key, expected).await
+    }
+
+    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        self.inner.remaining_ttl(key).await
+    }
+
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        self.inner.get_with_ttl(key).await
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        self.inner.get_many_with_ttl(keys).await
+    }
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::resp::{self, Value};
 use cache_core::invalidation::{Invalidation, InvalidationSource, Sink, Subscription};
 use cache_core::{CacheError, Result};
 use cache_remote::blocking::{Client, Dedicated};
-use cache_remote::resp::{self, Value};
 use cache_remote::{Backend, ReplyLimits};
 
 use crate::backend::Redis;
@@ -40,8 +40,7 @@ pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// A feed of the invalidations of one Redis engine's namespace, from Redis's client tracking
 /// (`CLIENT TRACKING ... BCAST`, Redis 6 or later). Made by
-/// [`RedisEngine::invalidations`](crate::RedisEngine::invalidations) or
-/// [`AsyncRedisEngine::invalidations`](crate::AsyncRedisEngine::invalidations); give it to a
+/// [`RedisEngine::invalidations`](crate::RedisEngine::invalidations), on either face; give it to a
 /// tiered cache (`cache-tiered`).
 ///
 /// Each [`subscribe`](InvalidationSource::subscribe) opens one connection of its own (outside

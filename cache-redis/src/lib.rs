@@ -3,8 +3,6 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "tokio")]
-mod async_engine;
 mod backend;
 mod cluster;
 mod commands;
@@ -12,12 +10,13 @@ mod config;
 mod core;
 mod engine;
 mod invalidation;
+mod parts;
+#[doc(hidden)]
+pub mod resp;
 mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
 
-#[cfg(feature = "tokio")]
-pub use async_engine::AsyncRedisEngine;
 pub use cache_remote::blocking::PoolState;
 pub use cache_remote::{Async, Blocking};
 pub use cache_remote::{
@@ -26,6 +25,8 @@ pub use cache_remote::{
     DEFAULT_PIPELINES, DEFAULT_TIMEOUT,
 };
 pub use config::{DEFAULT_MAX_VALUE_SIZE, DEFAULT_URL, RedisEngineBuilder};
+#[cfg(feature = "tokio")]
+pub use engine::AsyncRedisEngine;
 pub use engine::RedisEngine;
 pub use invalidation::RedisInvalidations;
 

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use crate::resp::{self, Value};
 use cache_core::{CacheError, Result};
-use cache_remote::resp::{self, Value};
 use cache_remote::{
     ClientSettings, Deadline, Exchange, Make, Output, ReplyLimits, ReplyOf, Request, Step,
     Transport,

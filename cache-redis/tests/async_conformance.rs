@@ -2,13 +2,13 @@
 
 #![cfg(feature = "tokio")]
 
-use cache_redis::AsyncRedisEngine;
+use cache_redis::{AsyncRedisEngine, RedisEngine};
 use cache_tests::TestContext;
 use cache_tests::servers::{ServerKind, TestServer};
 
 fn redis(ctx: &TestContext) -> AsyncRedisEngine {
     let server = TestServer::shared(ServerKind::Redis).expect("checked by `require`");
-    AsyncRedisEngine::builder()
+    RedisEngine::async_builder()
         .url(server.url())
         .namespace(ctx.namespace())
         .default_ttl(ctx.default_ttl())

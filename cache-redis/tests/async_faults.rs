@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_redis::AsyncRedisEngine;
+use cache_redis::{AsyncRedisEngine, RedisEngine};
 use cache_tests::asynchronous::{BlockingFace, cancellation_run, runtime};
 use cache_tests::proxy::{Fault, FaultProxy};
 use cache_tests::servers::{OrSkip, ServerKind, TestServer};
@@ -17,7 +17,7 @@ fn server() -> Option<TestServer> {
 }
 
 fn engine_at(address: &str, namespace: &str, timeout: Duration) -> AsyncRedisEngine {
-    AsyncRedisEngine::builder()
+    RedisEngine::async_builder()
         .url(format!("redis://{address}"))
         .namespace(namespace)
         .timeout(timeout)
@@ -40,7 +40,7 @@ fn faults_between_engine_and_server_are_survived() {
 #[test]
 fn a_dead_server_fails_fast_naming_the_address() {
     cache_tests::faults::dead_server_fails_fast(|address| {
-        runtime().block_on(AsyncRedisEngine::connect(&format!("redis://{address}")))
+        runtime().block_on(RedisEngine::connect_async(&format!("redis://{address}")))
     });
 }
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_redis::AsyncRedisEngine;
+use cache_redis::{AsyncRedisEngine, RedisEngine};
 use cache_tests::asynchronous::BlockingFace;
 use cache_tests::hostile::{Dialect, run_in_child};
 use cache_tests::servers::{OrSkip, ServerKind, TestServer};
@@ -22,7 +22,7 @@ fn server() -> Option<TestServer> {
 fn engine(address: &str, setup: &Setup) -> AsyncRedisEngine {
     // Database 1 makes every new connection run a handshake (SELECT).
     let db = if setup.handshake { "/1" } else { "" };
-    let mut builder = AsyncRedisEngine::builder()
+    let mut builder = RedisEngine::async_builder()
         .url(format!("redis://{address}{db}"))
         .namespace("stalls")
         .timeout(setup.timeout)
@@ -68,7 +68,7 @@ fn a_flow_that_dies_while_idle_is_found_by_keepalive() {
         true,
         |address| {
             Arc::new(BlockingFace(
-                AsyncRedisEngine::builder()
+                RedisEngine::async_builder()
                     .url(format!("redis://{address}"))
                     .timeout(timeout)
                     .keepalive(keepalive)

@@ -25,7 +25,7 @@ fn cluster(ctx: &TestContext) -> RedisEngine {
 #[cfg(feature = "tokio")]
 fn async_cluster(ctx: &TestContext) -> AsyncRedisEngine {
     let cluster = RedisCluster::shared().expect("checked by `require`");
-    AsyncRedisEngine::builder()
+    RedisEngine::async_builder()
         .url(cluster.url())
         .namespace(ctx.namespace())
         .default_ttl(ctx.default_ttl())

@@ -36,7 +36,7 @@ fn engine_at(address: &str) -> Arc<dyn CacheEngine> {
 #[cfg(feature = "tokio")]
 fn async_engine_at(address: &str) -> Arc<dyn CacheEngine> {
     Arc::new(cache_tests::asynchronous::BlockingFace(
-        cache_redis::AsyncRedisEngine::builder()
+        cache_redis::RedisEngine::async_builder()
             .url(format!("redis://{address}"))
             .namespace("hostile")
             .timeout(TIMEOUT)

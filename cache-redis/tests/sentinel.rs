@@ -29,7 +29,7 @@ fn sentinel(ctx: &TestContext) -> RedisEngine {
 #[cfg(feature = "tokio")]
 fn async_sentinel(ctx: &TestContext) -> AsyncRedisEngine {
     let set = RedisSentinels::shared().expect("checked by `require`");
-    AsyncRedisEngine::builder()
+    RedisEngine::async_builder()
         .url(set.url())
         .namespace(ctx.namespace())
         .default_ttl(ctx.default_ttl())

@@ -520,6 +520,11 @@ impl<B: Backend> Client<B> {
         PoolState { open, idle, peak }
     }
 
+    /// How many connections are open right now, idle or in use.
+    pub fn open_connections(&self) -> usize {
+        self.pool_state().open
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)

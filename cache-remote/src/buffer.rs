@@ -100,7 +100,61 @@ impl ReadBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resp::{Resp, Value};
+    use crate::protocol::{Decode, Decoded, ProtocolError, line_end, parse_i64};
+
+    /// A reply of the test protocol: `+line` or `$<length>` followed by that many bytes.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Value {
+        Simple(String),
+        Bulk(Vec<u8>),
+    }
+
+    /// The test protocol's decoder (the two RESP forms the tests need).
+    #[derive(Debug)]
+    struct Resp;
+
+    impl Decode for Resp {
+        type Reply = Value;
+
+        fn decode(
+            &self,
+            input: &[u8],
+            limits: &ReplyLimits,
+        ) -> Result<Decoded<Value>, ProtocolError> {
+            let Some(end) = line_end(input, 0, limits.max_line)? else {
+                return Ok(Decoded::Incomplete {
+                    needed: input.len() + 1,
+                });
+            };
+            let line = &input[1..end];
+            match input[0] {
+                b'+' => Ok(Decoded::Reply(
+                    Value::Simple(String::from_utf8_lossy(line).into_owned()),
+                    end + 2,
+                )),
+                b'$' => {
+                    let len = parse_i64(line)
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or_else(|| ProtocolError::Malformed("bad length".into()))?;
+                    if len > limits.max_value {
+                        return Err(ProtocolError::ValueTooLong {
+                            announced: len as u64,
+                            limit: limits.max_value,
+                        });
+                    }
+                    let total = end + 2 + len + 2;
+                    if input.len() < total {
+                        return Ok(Decoded::Incomplete { needed: total });
+                    }
+                    Ok(Decoded::Reply(
+                        Value::Bulk(input[end + 2..end + 2 + len].to_vec()),
+                        total,
+                    ))
+                }
+                _ => Err(ProtocolError::Malformed("unknown reply".into())),
+            }
+        }
+    }
 
     #[test]
     fn replies_split_across_reads() {

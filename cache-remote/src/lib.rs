@@ -5,9 +5,11 @@
 //! could hold an operation for minutes and a reply announcing 2 GiB was allocated. This crate
 //! bounds both, once, for every remote engine:
 //!
-//! - **I/O-free framing with limits** ([`resp`], [`meta`]): requests are encoded into buffers
-//!   and replies decoded from them; every size a reply announces is checked against the
-//!   request's [`ReplyLimits`] before anything is allocated or waited for.
+//! - **I/O-free framing with limits** ([`Decode`]): requests are encoded into buffers and
+//!   replies decoded from them; every size a reply announces is checked against the request's
+//!   [`ReplyLimits`] before anything is allocated or waited for. Each backend brings its own
+//!   codec (cache-redis has RESP, cache-memcached the meta protocol), built on the line and
+//!   number helpers here ([`line_end`], [`parse_i64`], [`push_decimal`]).
 //! - **Operations as exchanges** ([`Exchange`]): an operation is a conversation of requests and
 //!   replies with no I/O in it, so the blocking transport (and the async one) run the same
 //!   code, and each request says whether it may be sent twice.
@@ -30,17 +32,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 mod backend;
 pub mod blocking;
 mod buffer;
-mod engine_macros;
 mod exchange;
-pub mod meta;
-#[cfg(feature = "tokio")]
-pub mod pipelined;
 mod pool;
 mod protocol;
-pub mod resp;
 mod settings;
 mod transport;
 
@@ -54,7 +53,9 @@ pub use exchange::{
     Batches, BoxExchange, Deadline, Exchange, ExchangeExt, MapOutput, Ready, Request, Single, Step,
     batches, ready, single,
 };
-pub use protocol::{Decode, Decoded, ProtocolError, ReplyLimits};
+pub use protocol::{
+    Decode, Decoded, ProtocolError, ReplyLimits, line_end, parse_i64, push_decimal,
+};
 pub use settings::{
     ClientSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_REQUESTS,

@@ -133,7 +133,7 @@ pub enum ProtocolError {
 /// # Errors
 ///
 /// [`ProtocolError::LineTooLong`] when no line end is within `max_line` bytes.
-pub(crate) fn line_end(
+pub fn line_end(
     input: &[u8],
     from: usize,
     max_line: usize,
@@ -150,12 +150,12 @@ pub(crate) fn line_end(
 }
 
 /// Parses an ASCII decimal (with an optional `-`, no leading zeros), strictly.
-pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
+pub fn parse_i64(digits: &[u8]) -> Option<i64> {
     cache_core::counter::parse_counter(digits)
 }
 
 /// Appends the decimal form of `n`.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, n: i64) {
+pub fn push_decimal(out: &mut Vec<u8>, n: i64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = n.unsigned_abs();

@@ -114,10 +114,10 @@ pub fn by_pipeline<'k>(
 }
 
 /// How one face of the engines runs exchanges: [`Blocking`] with [`blocking::Client`]
-/// (the calling thread does the I/O), [`Async`] with [`pipelined::Client`] (tokio).
+/// (the calling thread does the I/O), [`Async`] with [`asynchronous::Client`] (tokio).
 ///
 /// [`blocking::Client`]: crate::blocking::Client
-/// [`pipelined::Client`]: crate::pipelined::Client
+/// [`asynchronous::Client`]: crate::asynchronous::Client
 pub trait Transport: Send + Sync + Sized + 'static {
     /// A client of one server.
     type Client<B: Backend>: Send + Sync + std::fmt::Debug;
@@ -166,6 +166,9 @@ pub trait Transport: Send + Sync + Sized + 'static {
     /// Operations in a row that failed on the client's connections (see
     /// [`blocking::Client::consecutive_failures`](crate::blocking::Client::consecutive_failures)).
     fn consecutive_failures<B: Backend>(client: &Self::Client<B>) -> u32;
+
+    /// How many connections the client has open now.
+    fn open_connections<B: Backend>(client: &Self::Client<B>) -> usize;
 
     /// Closes the client.
     fn close<B: Backend>(client: &Self::Client<B>);
@@ -235,6 +238,10 @@ impl Transport for Blocking {
         client.consecutive_failures()
     }
 
+    fn open_connections<B: Backend>(client: &Self::Client<B>) -> usize {
+        client.open_connections()
+    }
+
     fn close<B: Backend>(client: &Self::Client<B>) {
         client.close();
     }
@@ -246,10 +253,10 @@ impl Transport for Blocking {
 
 #[cfg(feature = "tokio")]
 impl Transport for Async {
-    type Client<B: Backend> = crate::pipelined::Client<B>;
+    type Client<B: Backend> = crate::asynchronous::Client<B>;
 
     fn client<B: Backend>(backend: B, settings: ClientSettings) -> Self::Client<B> {
-        crate::pipelined::Client::new(backend, settings)
+        crate::asynchronous::Client::new(backend, settings)
     }
 
     fn backend<B: Backend>(client: &Self::Client<B>) -> &B {
@@ -300,6 +307,10 @@ impl Transport for Async {
 
     fn consecutive_failures<B: Backend>(client: &Self::Client<B>) -> u32 {
         client.consecutive_failures()
+    }
+
+    fn open_connections<B: Backend>(client: &Self::Client<B>) -> usize {
+        client.open_connections()
     }
 
     fn close<B: Backend>(client: &Self::Client<B>) {

@@ -36,17 +36,17 @@ pub struct CacheStats {
     pub schema_mismatches: u64,
     /// Values found that could not be decoded: foreign, truncated or corrupted bytes.
     pub decode_failures: u64,
-    /// Loader runs in `get_or_set_with` and `try_get_or_set_with`.
+    /// Loader runs of the entry API (each key of a batch load counts once).
     pub loads: u64,
     /// Callers that waited for another caller's loader instead of running their own.
     pub coalesced_waits: u64,
     /// Reads that found a cached absence (a loader's "not found", see
-    /// [`TypedCache::get_or_set_optional_with`](crate::TypedCache::get_or_set_optional_with)):
+    /// [`Entry::negative_ttl`](crate::Entry::negative_ttl)):
     /// they return `None` without loading. Not counted as misses.
     pub negative_hits: u64,
-    /// Values served past their freshness by `get_or_refresh_with` while they were refreshed.
+    /// Values served past their freshness by a refreshing entry while they were refreshed.
     pub stale_hits: u64,
-    /// Background refreshes started by `get_or_refresh_with`: stale values, and fresh ones that
+    /// Background refreshes started by refreshing entries: stale values, and fresh ones that
     /// early refresh drew (counted in [`early_refreshes`](Self::early_refreshes) too).
     pub refreshes: u64,
     /// Background refreshes started before the value went stale (early refresh, XFetch).
@@ -272,6 +272,23 @@ impl<C: Codec> TypedCore<C> {
         Bytes::from(envelope::absent(C::ID, fingerprint))
     }
 
+    /// What a lookup of `key` read (`None`: nothing, or a tagged entry gone stale) holds for a
+    /// reader of the type `fingerprint` names; a miss is counted.
+    pub(crate) fn found_or_miss<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        bytes: Option<Bytes>,
+        fingerprint: Fingerprint,
+    ) -> Result<Found<T>> {
+        match bytes {
+            Some(bytes) => self.found(key, &bytes, fingerprint),
+            None => {
+                self.miss::<()>()?;
+                Ok(Found::Miss)
+            }
+        }
+    }
+
     /// What `bytes`, read under `key`, hold for a reader of the type `fingerprint` names.
     pub(crate) fn found<T: DeserializeOwned + 'static>(
         &self,
@@ -379,7 +396,11 @@ impl<C: Codec> TypedCore<C> {
 
     /// A read's result through the fail-open layer's one decision: the value, or a miss for an
     /// absorbed backend failure (counted and reported by the layer).
-    pub(crate) fn read<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+    pub(crate) fn fail_open<T>(
+        &self,
+        result: Result<T>,
+        fallback: impl FnOnce() -> T,
+    ) -> Result<T> {
         self.fail_open.settle(Operation::Get, result, fallback)
     }
 

@@ -4,7 +4,7 @@
 //!
 //! The builders are written once, generic over the cache they borrow; each face adds its
 //! terminal methods (async ones on [`AsyncTypedCache`], blocking ones on [`TypedCache`]), and
-//! both run the one implementation in `async_typed.rs`.
+//! both run the one implementation in `asynchronous.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -47,7 +47,7 @@ pub(crate) struct Options<'a, L> {
     pub(crate) negative_ttl: Option<Ttl>,
 }
 
-impl<'a> Options<'a, FixedTtl> {
+impl Options<'_, FixedTtl> {
     /// `ttl` for every value, no tags, no negative caching.
     pub(crate) fn fixed(ttl: Ttl) -> Self {
         Options {
@@ -55,18 +55,6 @@ impl<'a> Options<'a, FixedTtl> {
             tags: &[],
             negative_ttl: None,
         }
-    }
-
-    /// With negative caching for `ttl`.
-    pub(crate) fn negative(mut self, ttl: Ttl) -> Self {
-        self.negative_ttl = Some(ttl);
-        self
-    }
-
-    /// With `tags`.
-    pub(crate) fn tagged(mut self, tags: &'a [&'a str]) -> Self {
-        self.tags = tags;
-        self
     }
 }
 
@@ -175,8 +163,8 @@ pub struct Entries<'a, Cache, L = FixedTtl> {
     options: Options<'a, L>,
 }
 
-/// An [`Entry`] refreshed ahead of its expiry (see [`TypedCache::get_or_refresh_with`]):
-/// made by [`Entry::refresh`].
+/// An [`Entry`] refreshed ahead of its expiry: made by [`Entry::refresh`], loaded with
+/// [`or_load`](RefreshingEntry::or_load) (the rules are there).
 #[must_use = "an entry does nothing until one of its `or_load` methods is called"]
 #[derive(Debug)]
 pub struct RefreshingEntry<'a, Cache> {
@@ -217,7 +205,10 @@ impl<'a, Cache, L> Entry<'a, Cache, L> {
         }
     }
 
-    /// The loaded value carries these tags: invalidating one of them makes it a miss.
+    /// The loaded value carries these tags: invalidating one of them makes it a miss (see
+    /// [`TypedCache::set_tagged`]). The tags' versions are taken before the loader runs, so a
+    /// tag invalidated while it runs (the data it read may predate the change) makes the value
+    /// it stores miss at once.
     pub fn tags(mut self, tags: &'a [&'a str]) -> Self {
         self.options.tags = tags;
         self
@@ -231,7 +222,7 @@ impl<'a, Cache, L> Entry<'a, Cache, L> {
     }
 
     /// Refreshes the value ahead of its expiry as `refresh` says (see
-    /// [`TypedCache::get_or_refresh_with`]): the value is stored for the refresh's freshness
+    /// [`RefreshingEntry::or_load`]): the value is stored for the refresh's freshness
     /// plus its stale window, which replaces any [`ttl`](Self::ttl) set before. Tags and
     /// negative caching do not combine with refresh: an entry that set them is refused with
     /// `InvalidConfig` when it loads.
@@ -333,6 +324,14 @@ impl<'a, E: CacheEngine, C: Codec> TypedCache<E, C> {
 impl<E: AsyncCacheEngine, C: Codec, L> Entry<'_, AsyncTypedCache<E, C>, L> {
     /// The cached value, or `load()`'s, stored and returned.
     ///
+    /// Single-flight: when several tasks (through this cache or its clones) ask for the same
+    /// missing key at once, one loader runs and the others wait for its value, without blocking
+    /// a thread. Cancellation-safe: if the future of the caller whose loader runs is dropped (a
+    /// timeout, a client that hung up), a waiting caller takes over with its own loader; waiters
+    /// never hang, and never fail because one caller went away. If storing the loaded value
+    /// fails, this caller gets the error (the value is not cached) while the callers that waited
+    /// get the value.
+    ///
     /// # Errors
     ///
     /// The cache's errors (reading, encoding, storing).
@@ -422,6 +421,12 @@ impl<E: AsyncCacheEngine, C: Codec, L> Entry<'_, AsyncTypedCache<E, C>, L> {
 impl<E: CacheEngine, C: Codec, L> Entry<'_, TypedCache<E, C>, L> {
     /// The cached value, or `load()`'s, stored and returned.
     ///
+    /// Single-flight: when several threads (through this cache or its clones) ask for the same
+    /// missing key at once, `load` runs in one of them and the others wait for its value. Other
+    /// keys load at the same time. If the loader panics, the panic goes to its caller and the
+    /// waiters try again (one of them loads). If storing the loaded value fails, this caller
+    /// gets the error (the value is not cached) while the callers that waited get the value.
+    ///
     /// # Errors
     ///
     /// The cache's errors (reading, encoding, storing).
@@ -452,7 +457,34 @@ impl<E: CacheEngine, C: Codec, L> Entry<'_, TypedCache<E, C>, L> {
     }
 
     /// The cached value or absence, or `load()`'s: a `None` is cached as an absence when a
-    /// [`negative_ttl`](Entry::negative_ttl) is set.
+    /// [`negative_ttl`](Entry::negative_ttl) is set (usually shorter than the TTL), so that a
+    /// key that does not exist is not looked up again and again. While the absence lasts,
+    /// reads of the key return `None` ([`TypedCache::get`] included, counted in
+    /// `CacheStats::negative_hits`) without running the loader. Single-flight as
+    /// [`or_load`](Self::or_load).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_core::Ttl;
+    /// use cache_local::InMemoryEngine;
+    /// use cache_serializer::TypedCache;
+    ///
+    /// # fn main() -> cache_core::Result<()> {
+    /// let cache = TypedCache::new(InMemoryEngine::new());
+    /// let find = |id: u64| (id == 1).then(|| "Ada".to_string()); // a database query, say
+    /// let user = |id: u64| {
+    ///     cache
+    ///         .entry(&format!("user:{id}"))
+    ///         .ttl(Ttl::After(Duration::from_secs(300)))
+    ///         .negative_ttl(Ttl::After(Duration::from_secs(30)))
+    ///         .or_load_optional(move || find(id))
+    /// };
+    /// assert_eq!(user(2)?, None);
+    /// assert_eq!(user(2)?, None, "cached as absent: the loader did not run again");
+    /// assert_eq!(cache.stats().negative_hits, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -485,12 +517,38 @@ impl<E: CacheEngine, C: Codec, L> Entry<'_, TypedCache<E, C>, L> {
 
 /// The async face's refreshing loaders.
 impl<E: AsyncCacheEngine + 'static, C: Codec> RefreshingEntry<'_, AsyncTypedCache<E, C>> {
-    /// As [`AsyncTypedCache::get_or_refresh_with`].
+    /// The value, refreshed ahead of its expiry, as the blocking face's
+    /// [`or_load`](RefreshingEntry::or_load) does.
+    ///
+    /// The background refresh is spawned on the tokio runtime the call runs on, with this
+    /// crate's `tokio` feature. Without the feature, or outside a tokio runtime, there is
+    /// nothing to spawn on: the caller that finds the value stale (or draws an early refresh)
+    /// runs the refresh itself and returns the new value (or, if the loader fails, the stale
+    /// one), while every other caller is served the stale value without waiting. Either way,
+    /// one refresh runs per key at a time in this process.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_local::InMemoryEngine;
+    /// use cache_serializer::{AsyncTypedCache, Refresh};
+    ///
+    /// # async fn run() -> cache_core::Result<()> {
+    /// let cache = AsyncTypedCache::new(InMemoryEngine::new());
+    /// let refresh = Refresh::after(Duration::from_secs(60)).serve_stale_for(Duration::from_secs(30));
+    /// let rate: f64 = cache
+    ///     .entry("rate:eur")
+    ///     .refresh(refresh)
+    ///     .or_load(|| async { 1.08 })
+    ///     .await?;
+    /// assert_eq!(rate, 1.08);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As [`AsyncTypedCache::get_or_refresh_with`]; `InvalidConfig` when the entry also set
-    /// tags or a negative TTL.
+    /// The cache's errors; `InvalidConfig` for a `refresh` whose freshness is zero or whose
+    /// `beta` is not finite and positive, or when the entry also set tags or a negative TTL.
     pub async fn or_load<T, F, Fut>(self, load: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
@@ -499,16 +557,20 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> RefreshingEntry<'_, AsyncTypedCach
     {
         self.check()?;
         self.cache
-            .get_or_refresh_with(self.key, self.refresh, load)
+            .refresh_through(self.key, self.refresh, move || async move {
+                Ok::<T, std::convert::Infallible>(load().await)
+            })
             .await
+            .map_err(LoadError::into_cache_error)
     }
 
-    /// As [`AsyncTypedCache::try_get_or_refresh_with`].
+    /// [`or_load`](Self::or_load) with a fallible loader, as the blocking face's
+    /// [`or_try_load`](RefreshingEntry::or_try_load).
     ///
     /// # Errors
     ///
-    /// As [`AsyncTypedCache::try_get_or_refresh_with`]; `InvalidConfig` as
-    /// [`or_load`](Self::or_load).
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's
+    /// (`InvalidConfig` as [`or_load`](Self::or_load)).
     pub async fn or_try_load<T, Er, F, Fut>(self, load: F) -> Result<T, LoadError<Er>>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
@@ -518,34 +580,74 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> RefreshingEntry<'_, AsyncTypedCach
     {
         self.check()?;
         self.cache
-            .try_get_or_refresh_with(self.key, self.refresh, load)
+            .refresh_through(self.key, self.refresh, load)
             .await
     }
 }
 
 /// The blocking face's refreshing loaders.
 impl<E: CacheEngine + 'static, C: Codec> RefreshingEntry<'_, TypedCache<E, C>> {
-    /// As [`TypedCache::get_or_refresh_with`].
+    /// The value, refreshed ahead of its expiry as the entry's [`Refresh`] says: a fresh value
+    /// is returned as is; a stale one (in the last [`stale_for`](Refresh::serve_stale_for) of
+    /// its life) is returned at once while `load` runs on a background thread and replaces it;
+    /// a missing one is loaded by this caller, single-flight, as [`Entry::or_load`] does, and
+    /// stored for `fresh_for + stale_for`. With [`Refresh::early`], hot keys are refreshed in
+    /// the background shortly before they go stale, by whichever read draws it.
+    ///
+    /// One background refresh runs per key at a time in this process (other processes may each
+    /// run one: freshness is the engine's, the refreshing set is local), on a thread of its
+    /// own, and at most
+    /// [`max_background_refreshes`](crate::TypedCacheBuilder::max_background_refreshes) at
+    /// once; past that, stale values are served without a refresh until one ends. A background
+    /// loader that fails (or whose value cannot be stored) is counted in
+    /// `CacheStats::refresh_failures` and the stale value is served until it expires; backend
+    /// failures also reach [`on_backend_error`](crate::TypedCacheBuilder::on_backend_error).
+    ///
+    /// `load` must be `Send + 'static`, since it may run on another thread; when the value is
+    /// fresh it is dropped without running.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_local::InMemoryEngine;
+    /// use cache_serializer::{Refresh, TypedCache};
+    ///
+    /// # fn main() -> cache_core::Result<()> {
+    /// let cache = TypedCache::new(InMemoryEngine::new());
+    /// let refresh = Refresh::after(Duration::from_secs(60))
+    ///     .serve_stale_for(Duration::from_secs(30))
+    ///     .early(1.0);
+    /// let rate: f64 = cache.entry("rate:eur").refresh(refresh).or_load(|| 1.08)?; // a slow call, say
+    /// assert_eq!(rate, 1.08);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As [`TypedCache::get_or_refresh_with`]; `InvalidConfig` when the entry also set tags or
-    /// a negative TTL.
+    /// The cache's errors; `InvalidConfig` for a `refresh` whose freshness is zero or whose
+    /// `beta` is not finite and positive, or when the entry also set tags or a negative TTL.
     pub fn or_load<T, F>(self, load: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         self.check()?;
-        self.cache.get_or_refresh_with(self.key, self.refresh, load)
+        self.cache
+            .refresh_here(self.key, self.refresh, move || {
+                Ok::<T, std::convert::Infallible>(load())
+            })
+            .map_err(LoadError::into_cache_error)
     }
 
-    /// As [`TypedCache::try_get_or_refresh_with`].
+    /// [`or_load`](Self::or_load) with a fallible loader. When this caller loads (a miss), its
+    /// error is returned to it and to every caller that waited; a background refresh's error
+    /// is counted in `CacheStats::refresh_failures` and the stale value is kept. Errors are
+    /// never cached.
     ///
     /// # Errors
     ///
-    /// As [`TypedCache::try_get_or_refresh_with`]; `InvalidConfig` as
-    /// [`or_load`](Self::or_load).
+    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's
+    /// (`InvalidConfig` as [`or_load`](Self::or_load)).
     pub fn or_try_load<T, Er, F>(self, load: F) -> Result<T, LoadError<Er>>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
@@ -553,8 +655,7 @@ impl<E: CacheEngine + 'static, C: Codec> RefreshingEntry<'_, TypedCache<E, C>> {
         F: FnOnce() -> Result<T, Er> + Send + 'static,
     {
         self.check()?;
-        self.cache
-            .try_get_or_refresh_with(self.key, self.refresh, load)
+        self.cache.refresh_here(self.key, self.refresh, load)
     }
 }
 

@@ -150,7 +150,7 @@ pub(crate) struct Waiting {
 }
 
 /// The next step of [`Waiting::after_add`].
-pub(crate) enum Step {
+pub(crate) enum AfterAdd {
     /// The lease is ours.
     Held,
     /// Load without a lease: the wait bound passed, or the engine failed.
@@ -176,14 +176,14 @@ impl Waiting {
         added: Result<bool>,
         stats: &crate::core::Counters,
         report: impl FnOnce(CacheError),
-    ) -> Result<Step> {
+    ) -> Result<AfterAdd> {
         match added {
-            Ok(true) => return Ok(Step::Held),
+            Ok(true) => return Ok(AfterAdd::Held),
             Ok(false) => {}
             Err(e) if e.is_backend_failure() => {
                 report(e);
                 crate::core::bump(&stats.lease_timeouts);
-                return Ok(Step::Free);
+                return Ok(AfterAdd::Free);
             }
             Err(e) => return Err(e),
         }
@@ -195,9 +195,9 @@ impl Waiting {
             .saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             crate::core::bump(&stats.lease_timeouts);
-            return Ok(Step::Free);
+            return Ok(AfterAdd::Free);
         }
-        Ok(Step::Sleep(self.poll.min(left)))
+        Ok(AfterAdd::Sleep(self.poll.min(left)))
     }
 }
 

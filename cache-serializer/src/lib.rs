@@ -16,7 +16,7 @@
 //!
 //! # fn main() -> cache_core::Result<()> {
 //! let cache = TypedCache::new(InMemoryEngine::new());
-//! let profile = cache.get_or_set_with("profile:7", Ttl::After(Duration::from_secs(60)), || {
+//! let profile = cache.entry("profile:7").ttl(Ttl::After(Duration::from_secs(60))).or_load(|| {
 //!     Profile { id: 7, name: "Grace".into(), tags: vec!["admiral".into()] } // a slow query, say
 //! })?;
 //! assert_eq!(cache.get::<Profile>("profile:7")?, Some(profile));
@@ -46,21 +46,21 @@
 //!
 //! # Single-flight
 //!
-//! [`TypedCache::get_or_set_with`] runs the loader once when many threads ask for the same missing
+//! The entry API ([`TypedCache::entry`], [`TypedCache::entries`]) runs the loader once when many threads ask for the same missing
 //! key; the others wait for its value. A failing loader's error reaches every waiter and is not
 //! cached.
 //!
 //! # Freshness
 //!
-//! - **Refresh ahead**: [`TypedCache::get_or_refresh_with`] with a [`Refresh`] policy serves a
+//! - **Refresh ahead**: [`Entry::refresh`] with a [`Refresh`] policy serves a
 //!   value past its freshness while one refresh per key runs in the background, up to a hard
 //!   limit, and can refresh hot keys early (XFetch) from the load time recorded with the value.
 //! - **Leases across processes**: with [`TypedCacheBuilder::lease`] (a [`Lease`]), one loader
 //!   runs per missing key across every process sharing the engine.
-//! - **Tags**: [`TypedCache::set_tagged`], [`TypedCache::get_or_set_tagged_with`] and
+//! - **Tags**: [`TypedCache::set_tagged`], [`Entry::tags`] and
 //!   [`TypedCache::invalidate_tag`], built on [`cache_core::tags`]: one write invalidates every
 //!   entry carrying a tag.
-//! - **Negative caching**: [`TypedCache::get_or_set_optional_with`] caches a loader's "not
+//! - **Negative caching**: [`Entry::negative_ttl`] caches a loader's "not
 //!   found" for its own TTL.
 //! - **Compression**: [`TypedCacheBuilder::compress_above`].
 //!
@@ -74,8 +74,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod async_typed;
-mod blocked;
+mod asynchronous;
+mod blocking;
 mod codec;
 mod core;
 mod entry;
@@ -86,9 +86,9 @@ mod flight;
 mod lease;
 mod refresh;
 mod shape;
-mod typed;
 
-pub use async_typed::AsyncTypedCache;
+pub use asynchronous::AsyncTypedCache;
+pub use blocking::{CacheStats, FailureHook, LoadError, TypedCache, TypedCacheBuilder};
 #[cfg(feature = "macros")]
 pub use cache_macros::cached;
 #[cfg(feature = "json")]
@@ -99,7 +99,6 @@ pub use entry::{Entries, Entry, FixedTtl, RefreshingEntry, TtlFrom};
 pub use fingerprint::Fingerprint;
 pub use lease::{LEASE_KEY_PREFIX, Lease};
 pub use refresh::{DEFAULT_BETA, DEFAULT_MAX_BACKGROUND_REFRESHES, Refresh};
-pub use typed::{CacheStats, FailureHook, LoadError, TypedCache, TypedCacheBuilder};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use cache_core::{CacheError, Remaining, Result, Ttl};
 
-/// How [`TypedCache::get_or_refresh_with`](crate::TypedCache::get_or_refresh_with) (and its
-/// async twin) keeps a key fresh: how long a value is fresh, how long past that it may still be
+/// How a refreshing entry ([`Entry::refresh`](crate::Entry::refresh), on both faces) keeps a key fresh: how long a value is fresh, how long past that it may still be
 /// served while it is refreshed in the background, and whether hot keys refresh early.
 ///
 /// A value is stored for `fresh_for + stale_for`. While more than `stale_for` of that is left,
 /// it is **fresh** and returned as is. In the last `stale_for` it is **stale**: it is still
 /// returned at once, and one caller per key and process starts a refresh in the background.
 /// After that it has expired in the engine, and the next caller loads it (single-flight) as
-/// `get_or_set_with` does. Freshness is read from the engine's remaining TTL of the entry
+/// [`Entry::or_load`](crate::Entry::or_load) does. Freshness is read from the engine's remaining TTL of the entry
 /// ([`CacheEngine::get_with_ttl`](cache_core::CacheEngine::get_with_ttl)), so every process
 /// sharing the engine agrees on it without comparing clocks.
 ///

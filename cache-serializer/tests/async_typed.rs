@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cache_core::{CacheError, Ttl};
 use cache_local::InMemoryEngine;
-use cache_redis::AsyncRedisEngine;
+use cache_redis::RedisEngine;
 use cache_serializer::{AsyncTypedCache, LoadError};
 use cache_tests::servers::{ServerKind, TestServer};
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,9 @@ async fn sixty_four_tasks_one_cold_key_one_load() {
         let (cache, runs) = (cache.clone(), Arc::clone(&runs));
         tasks.push(tokio::spawn(async move {
             cache
-                .get_or_set_with("cold", Ttl::Default, || async {
+                .entry("cold")
+                .ttl(Ttl::Default)
+                .or_load(|| async {
                     runs.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     ada()
@@ -99,7 +101,7 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
         tokio::spawn(async move {
             tokio::time::timeout(
                 Duration::from_millis(100),
-                cache.get_or_set_with("slow", Ttl::Default, || async {
+                cache.entry("slow").ttl(Ttl::Default).or_load(|| async {
                     runs.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_secs(30)).await;
                     ada()
@@ -118,7 +120,9 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
         let (cache, runs) = (cache.clone(), Arc::clone(&runs));
         waiters.push(tokio::spawn(async move {
             cache
-                .get_or_set_with("slow", Ttl::Default, || async {
+                .entry("slow")
+                .ttl(Ttl::Default)
+                .or_load(|| async {
                     runs.fetch_add(1, Ordering::SeqCst);
                     ada()
                 })
@@ -153,7 +157,9 @@ async fn a_failing_loader_reaches_every_waiter_and_is_not_cached() {
         let cache = cache.clone();
         tasks.push(tokio::spawn(async move {
             cache
-                .try_get_or_set_with("k", Ttl::Default, || async {
+                .entry("k")
+                .ttl(Ttl::Default)
+                .or_try_load(|| async {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Err::<User, Down>(Down)
                 })
@@ -173,7 +179,7 @@ async fn failing_open_turns_a_dead_server_into_misses() {
         .local_addr()
         .unwrap()
         .port();
-    let engine = AsyncRedisEngine::builder()
+    let engine = RedisEngine::async_builder()
         .url(format!("redis://127.0.0.1:{port}"))
         .build()
         .unwrap();
@@ -184,7 +190,9 @@ async fn failing_open_turns_a_dead_server_into_misses() {
     assert_eq!(cache.get::<User>("k").await.unwrap(), None);
     cache.set("k", &ada(), Ttl::Default).await.unwrap();
     let user = cache
-        .get_or_set_with("k", Ttl::Default, || async { ada() })
+        .entry("k")
+        .ttl(Ttl::Default)
+        .or_load(|| async { ada() })
         .await
         .unwrap();
     assert_eq!(user, ada());
@@ -198,7 +206,7 @@ async fn over_a_real_redis_the_loader_runs_once() {
     let Some(server) = TestServer::shared(ServerKind::Redis) else {
         return;
     };
-    let engine = AsyncRedisEngine::builder()
+    let engine = RedisEngine::async_builder()
         .url(server.url())
         .namespace("async-typed")
         .build()
@@ -210,7 +218,9 @@ async fn over_a_real_redis_the_loader_runs_once() {
         let (cache, runs) = (cache.clone(), Arc::clone(&runs));
         tasks.push(tokio::spawn(async move {
             cache
-                .get_or_set_with("report", Ttl::After(Duration::from_secs(60)), || async {
+                .entry("report")
+                .ttl(Ttl::After(Duration::from_secs(60)))
+                .or_load(|| async {
                     runs.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     ada()

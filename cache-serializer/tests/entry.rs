@@ -360,3 +360,77 @@ async fn async_a_dropped_batch_hands_its_keys_to_the_waiters() {
     assert_eq!(got, HashMap::from([("b".into(), 2), ("d".into(), 4)]));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// The deprecated shorthands forward to the entry API: same values, same caching.
+#[test]
+#[allow(deprecated)]
+fn deprecated_shorthands_forward_to_the_entry_api() {
+    let cache = TypedCache::new(InMemoryEngine::new());
+    assert_eq!(cache.get_or_set_with("a", secs(60), || 1u32).unwrap(), 1);
+    assert_eq!(
+        cache.get_or_set_with("a", secs(60), || 2u32).unwrap(),
+        1,
+        "cached by the first call"
+    );
+    let failed = cache.try_get_or_set_with("b", secs(60), || Err::<u32, _>("down"));
+    assert!(matches!(failed, Err(LoadError::Loader(_))));
+    assert_eq!(
+        cache.get::<u32>("b").unwrap(),
+        None,
+        "an error is not cached"
+    );
+    assert_eq!(
+        cache
+            .get_or_set_optional_with("c", secs(60), secs(60), || None::<u32>)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        cache
+            .get_or_set_optional_with("c", secs(60), secs(60), || Some(3u32))
+            .unwrap(),
+        None,
+        "the absence is cached"
+    );
+    assert_eq!(
+        cache
+            .get_or_set_tagged_with("d", secs(60), &["t"], || 4u32)
+            .unwrap(),
+        4
+    );
+    cache.invalidate_tag("t").unwrap();
+    assert_eq!(cache.get::<u32>("d").unwrap(), None, "the tag was carried");
+    let refresh = Refresh::after(Duration::from_secs(60));
+    assert_eq!(cache.get_or_refresh_with("e", refresh, || 5u32).unwrap(), 5);
+    assert!(cache.get::<u32>("e").unwrap().is_some());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = AsyncTypedCache::new(InMemoryEngine::new());
+    runtime.block_on(async {
+        assert_eq!(
+            cache
+                .get_or_set_with("a", secs(60), || async { 1u32 })
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            cache
+                .get_or_set_with("a", secs(60), || async { 2u32 })
+                .await
+                .unwrap(),
+            1
+        );
+        let refresh = Refresh::after(Duration::from_secs(60));
+        assert_eq!(
+            cache
+                .try_get_or_refresh_with("e", refresh, || async { Ok::<_, String>(5u32) })
+                .await
+                .unwrap(),
+            5
+        );
+    });
+}

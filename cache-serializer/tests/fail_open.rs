@@ -60,7 +60,9 @@ fn failing_open_turns_a_dead_server_into_misses() {
     cache.clear().unwrap();
     // The service keeps working without its cache: the loader's value comes back.
     let value = cache
-        .get_or_set_with("report", Ttl::Default, || 42u64)
+        .entry("report")
+        .ttl(Ttl::Default)
+        .or_load(|| 42u64)
         .unwrap();
     assert_eq!(value, 42);
     assert!(

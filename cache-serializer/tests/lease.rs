@@ -52,7 +52,9 @@ fn callers(url: &str, start: Option<&mut dyn FnMut()>) -> Vec<String> {
             std::thread::spawn(move || {
                 barrier.wait();
                 cache
-                    .get_or_set_with("cold", minutes(5), || {
+                    .entry("cold")
+                    .ttl(minutes(5))
+                    .or_load(|| {
                         counter.increment("runs", 1).unwrap();
                         std::thread::sleep(Duration::from_millis(300));
                         format!("loaded by {}", std::process::id())
@@ -153,7 +155,7 @@ fn a_crashed_leaders_lease_expires_and_a_waiter_takes_over() {
         .unwrap()
     );
     let started = Instant::now();
-    let v: u32 = cache.get_or_set_with("k", minutes(5), || 7).unwrap();
+    let v: u32 = cache.entry("k").ttl(minutes(5)).or_load(|| 7).unwrap();
     let took = started.elapsed();
     assert_eq!(v, 7);
     assert!(
@@ -189,7 +191,7 @@ fn a_waiter_gives_up_after_its_bound_and_leaves_the_lease_alone() {
     )
     .unwrap();
     let started = Instant::now();
-    let v: u32 = cache.get_or_set_with("k", minutes(5), || 8).unwrap();
+    let v: u32 = cache.entry("k").ttl(minutes(5)).or_load(|| 8).unwrap();
     let took = started.elapsed();
     assert_eq!(v, 8);
     assert!(
@@ -219,7 +221,9 @@ fn a_leader_that_outlived_its_lease_does_not_delete_the_next_leaders() {
     let next = raw.clone();
     let key = lease_key.clone();
     let v: u32 = cache
-        .get_or_set_with("k", minutes(5), move || {
+        .entry("k")
+        .ttl(minutes(5))
+        .or_load(move || {
             std::thread::sleep(Duration::from_millis(400)); // longer than the lease
             // Our lease expired; the next leader took it.
             assert!(
@@ -252,7 +256,9 @@ fn a_failed_loader_releases_its_lease_at_once() {
         Lease::new(Duration::from_secs(30)),
     );
     let err = cache
-        .try_get_or_set_with("k", minutes(5), || Err::<u32, _>("db down"))
+        .entry("k")
+        .ttl(minutes(5))
+        .or_try_load(|| Err::<u32, _>("db down"))
         .unwrap_err();
     assert!(matches!(err, LoadError::Loader(_)));
     assert!(!raw.exists(&format!("{LEASE_KEY_PREFIX}k")).unwrap());
@@ -263,7 +269,7 @@ fn a_failed_loader_releases_its_lease_at_once() {
         Lease::new(Duration::from_secs(30)),
     );
     let started = Instant::now();
-    let v: u32 = other.get_or_set_with("k", minutes(5), || 10).unwrap();
+    let v: u32 = other.entry("k").ttl(minutes(5)).or_load(|| 10).unwrap();
     assert_eq!(v, 10);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(other.stats().lease_waits, 0);
@@ -295,7 +301,9 @@ fn over_memcached_two_caches_load_once() {
             std::thread::spawn(move || {
                 barrier.wait();
                 cache
-                    .get_or_set_with("cold", minutes(5), || {
+                    .entry("cold")
+                    .ttl(minutes(5))
+                    .or_load(|| {
                         runs.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(200));
                         11u32
@@ -318,7 +326,7 @@ async fn async_two_caches_of_32_tasks_load_once() {
         return;
     };
     let connect = || {
-        let engine = cache_redis::AsyncRedisEngine::builder()
+        let engine = cache_redis::RedisEngine::async_builder()
             .url(server.url())
             .namespace("lease-async")
             .build()
@@ -336,7 +344,9 @@ async fn async_two_caches_of_32_tasks_load_once() {
             let runs = runs.clone();
             tokio::spawn(async move {
                 cache
-                    .get_or_set_with("cold", minutes(5), || async move {
+                    .entry("cold")
+                    .ttl(minutes(5))
+                    .or_load(|| async move {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         12u32
@@ -367,14 +377,17 @@ fn a_panicking_loader_releases_its_lease_at_once() {
         Lease::new(Duration::from_secs(30)),
     );
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        cache.get_or_set_with("k", minutes(5), || -> u32 { panic!("loader bug") })
+        cache
+            .entry("k")
+            .ttl(minutes(5))
+            .or_load(|| -> u32 { panic!("loader bug") })
     }));
     assert!(panicked.is_err());
     assert!(
         !raw.exists(&format!("{LEASE_KEY_PREFIX}k")).unwrap(),
         "the panicking loader's lease is still held"
     );
-    let v: u32 = cache.get_or_set_with("k", minutes(5), || 3).unwrap();
+    let v: u32 = cache.entry("k").ttl(minutes(5)).or_load(|| 3).unwrap();
     assert_eq!(v, 3);
     assert_eq!(cache.stats().lease_waits, 0);
 }
@@ -388,7 +401,7 @@ async fn async_a_dropped_future_does_not_keep_its_lease() {
         return;
     };
     let raw = engine(&server.url(), "lease-dropped");
-    let engine = cache_redis::AsyncRedisEngine::builder()
+    let engine = cache_redis::RedisEngine::async_builder()
         .url(server.url())
         .namespace("lease-dropped")
         .build()
@@ -400,7 +413,7 @@ async fn async_a_dropped_future_does_not_keep_its_lease() {
     let lease_key = format!("{LEASE_KEY_PREFIX}slow");
     let timed_out = tokio::time::timeout(
         Duration::from_millis(300),
-        cache.get_or_set_with("slow", minutes(5), || async {
+        cache.entry("slow").ttl(minutes(5)).or_load(|| async {
             tokio::time::sleep(Duration::from_secs(60)).await;
             1u32
         }),
@@ -413,7 +426,9 @@ async fn async_a_dropped_future_does_not_keep_its_lease() {
     );
     let started = Instant::now();
     let v: u32 = cache
-        .get_or_set_with("other", minutes(5), || async { 2 })
+        .entry("other")
+        .ttl(minutes(5))
+        .or_load(|| async { 2 })
         .await
         .unwrap();
     assert_eq!(v, 2);
@@ -423,7 +438,9 @@ async fn async_a_dropped_future_does_not_keep_its_lease() {
     );
     // And the key itself loads at once, without waiting 30 s for the lease.
     let v: u32 = cache
-        .get_or_set_with("slow", minutes(5), || async { 4 })
+        .entry("slow")
+        .ttl(minutes(5))
+        .or_load(|| async { 4 })
         .await
         .unwrap();
     assert_eq!(v, 4);

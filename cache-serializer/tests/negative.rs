@@ -33,13 +33,19 @@ fn not_found_is_cached_for_its_own_ttl() {
     let short = Ttl::After(Duration::from_secs(10));
     assert_eq!(
         cache
-            .get_or_set_optional_with("user:9", minutes(5), short, find)
+            .entry("user:9")
+            .ttl(minutes(5))
+            .negative_ttl(short)
+            .or_load_optional(find)
             .unwrap(),
         None
     );
     assert_eq!(
         cache
-            .get_or_set_optional_with("user:9", minutes(5), short, find)
+            .entry("user:9")
+            .ttl(minutes(5))
+            .negative_ttl(short)
+            .or_load_optional(find)
             .unwrap(),
         None
     );
@@ -63,7 +69,10 @@ fn not_found_is_cached_for_its_own_ttl() {
     ctx.pass(Duration::from_secs(11));
     assert_eq!(
         cache
-            .get_or_set_optional_with("user:9", minutes(5), short, || Some("Ada".to_string()))
+            .entry("user:9")
+            .ttl(minutes(5))
+            .negative_ttl(short)
+            .or_load_optional(|| Some("Ada".to_string()))
             .unwrap()
             .as_deref(),
         Some("Ada"),
@@ -79,16 +88,24 @@ fn not_found_is_cached_for_its_own_ttl() {
 fn a_loader_that_always_finds_replaces_an_absence() {
     let cache = TypedCache::new(InMemoryEngine::new());
     cache
-        .get_or_set_optional_with::<String, _>("k", minutes(5), minutes(1), || None)
+        .entry("k")
+        .ttl(minutes(5))
+        .negative_ttl(minutes(1))
+        .or_load_optional::<String, _>(|| None)
         .unwrap();
     let value = cache
-        .get_or_set_with("k", minutes(5), || "found".to_string())
+        .entry("k")
+        .ttl(minutes(5))
+        .or_load(|| "found".to_string())
         .unwrap();
     assert_eq!(value, "found");
     assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("found"));
     // An absence is per type: a reader of another type sees another schema, a miss.
     cache
-        .get_or_set_optional_with::<u64, _>("n", minutes(5), minutes(1), || None)
+        .entry("n")
+        .ttl(minutes(5))
+        .negative_ttl(minutes(1))
+        .or_load_optional::<u64, _>(|| None)
         .unwrap();
     assert_eq!(cache.get::<String>("n").unwrap(), None);
     assert_eq!(cache.stats().schema_mismatches, 1);
@@ -97,8 +114,11 @@ fn a_loader_that_always_finds_replaces_an_absence() {
 #[test]
 fn errors_are_not_cached_and_concurrent_misses_load_once() {
     let cache = TypedCache::new(InMemoryEngine::new());
-    let failed: Result<Option<String>, LoadError<&str>> =
-        cache.try_get_or_set_optional_with("k", minutes(5), minutes(1), || Err("db down"));
+    let failed: Result<Option<String>, LoadError<&str>> = cache
+        .entry("k")
+        .ttl(minutes(5))
+        .negative_ttl(minutes(1))
+        .or_try_load_optional(|| Err("db down"));
     assert!(matches!(failed, Err(LoadError::Loader(e)) if *e == "db down"));
     assert!(!cache.exists("k").unwrap(), "a loader error is not cached");
 
@@ -109,7 +129,10 @@ fn errors_are_not_cached_and_concurrent_misses_load_once() {
             s.spawn(|| {
                 barrier.wait();
                 let found = cache
-                    .get_or_set_optional_with::<String, _>("cold", minutes(5), minutes(1), || {
+                    .entry("cold")
+                    .ttl(minutes(5))
+                    .negative_ttl(minutes(1))
+                    .or_load_optional::<String, _>(|| {
                         loads.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(50));
                         None
@@ -132,7 +155,10 @@ fn the_async_face_caches_absences_too() {
         let loads = AtomicUsize::new(0);
         for _ in 0..3 {
             let found = cache
-                .get_or_set_optional_with::<String, _, _>("k", minutes(5), minutes(1), || async {
+                .entry("k")
+                .ttl(minutes(5))
+                .negative_ttl(minutes(1))
+                .or_load_optional::<String, _, _>(|| async {
                     loads.fetch_add(1, Ordering::SeqCst);
                     None
                 })
@@ -144,7 +170,9 @@ fn the_async_face_caches_absences_too() {
         assert_eq!(cache.get::<String>("k").await.unwrap(), None);
         assert_eq!(cache.stats().negative_hits, 3);
         let value = cache
-            .get_or_set_with("k", minutes(5), || async { "found".to_string() })
+            .entry("k")
+            .ttl(minutes(5))
+            .or_load(|| async { "found".to_string() })
             .await
             .unwrap();
         assert_eq!(value, "found");

@@ -41,7 +41,7 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 fn stale_values_are_served_while_one_background_refresh_runs() {
     let ctx = TestContext::new();
     let cache = TypedCache::new(engine(&ctx));
-    let v1: u32 = cache.get_or_refresh_with("k", policy(), || 1).unwrap();
+    let v1: u32 = cache.entry("k").refresh(policy()).or_load(|| 1).unwrap();
     assert_eq!(v1, 1);
     assert_eq!(
         cache.engine().remaining_ttl("k").unwrap(),
@@ -51,9 +51,9 @@ fn stale_values_are_served_while_one_background_refresh_runs() {
     // Fresh: the loader is not run.
     ctx.pass(S(5));
     let v: u32 = cache
-        .get_or_refresh_with("k", policy(), || -> u32 {
-            panic!("fresh values are not reloaded")
-        })
+        .entry("k")
+        .refresh(policy())
+        .or_load(|| -> u32 { panic!("fresh values are not reloaded") })
         .unwrap();
     assert_eq!(v, 1);
     assert_eq!(cache.stats().refreshes, 0);
@@ -72,7 +72,9 @@ fn stale_values_are_served_while_one_background_refresh_runs() {
             std::thread::spawn(move || {
                 start.wait();
                 cache
-                    .get_or_refresh_with("k", policy(), move || {
+                    .entry("k")
+                    .refresh(policy())
+                    .or_load(move || {
                         runs.fetch_add(1, Ordering::SeqCst);
                         gate.lock().unwrap().recv().unwrap();
                         2u32
@@ -106,9 +108,9 @@ fn stale_values_are_served_while_one_background_refresh_runs() {
 fn past_the_hard_limit_the_caller_loads() {
     let ctx = TestContext::new();
     let cache = TypedCache::new(engine(&ctx));
-    let _: u32 = cache.get_or_refresh_with("k", policy(), || 1).unwrap();
+    let _: u32 = cache.entry("k").refresh(policy()).or_load(|| 1).unwrap();
     ctx.pass(S(21));
-    let v: u32 = cache.get_or_refresh_with("k", policy(), || 2).unwrap();
+    let v: u32 = cache.entry("k").refresh(policy()).or_load(|| 2).unwrap();
     assert_eq!(v, 2, "expired: loaded by the caller, not served stale");
     let stats = cache.stats();
     assert_eq!(
@@ -122,10 +124,12 @@ fn past_the_hard_limit_the_caller_loads() {
 fn a_failed_refresh_keeps_the_stale_value_until_the_limit() {
     let ctx = TestContext::new();
     let cache = TypedCache::new(engine(&ctx));
-    let _: u32 = cache.get_or_refresh_with("k", policy(), || 1).unwrap();
+    let _: u32 = cache.entry("k").refresh(policy()).or_load(|| 1).unwrap();
     ctx.pass(S(12));
     let v = cache
-        .try_get_or_refresh_with("k", policy(), || Err::<u32, _>("database down"))
+        .entry("k")
+        .refresh(policy())
+        .or_try_load(|| Err::<u32, _>("database down"))
         .unwrap();
     assert_eq!(v, 1);
     eventually("the failed refresh", || cache.stats().refresh_failures == 1);
@@ -138,7 +142,9 @@ fn a_failed_refresh_keeps_the_stale_value_until_the_limit() {
     // A miss's loader error goes to the caller, and nothing is cached.
     ctx.pass(S(9));
     let err = cache
-        .try_get_or_refresh_with("k", policy(), || Err::<u32, _>("still down"))
+        .entry("k")
+        .refresh(policy())
+        .or_try_load(|| Err::<u32, _>("still down"))
         .unwrap_err();
     assert!(matches!(err, LoadError::Loader(e) if *e == "still down"));
     assert_eq!(cache.get::<u32>("k").unwrap(), None);
@@ -148,15 +154,15 @@ fn a_failed_refresh_keeps_the_stale_value_until_the_limit() {
 fn a_panicking_refresh_releases_its_key() {
     let ctx = TestContext::new();
     let cache = TypedCache::new(engine(&ctx));
-    let _: u32 = cache.get_or_refresh_with("k", policy(), || 1).unwrap();
+    let _: u32 = cache.entry("k").refresh(policy()).or_load(|| 1).unwrap();
     ctx.pass(S(12));
     let _: u32 = cache
-        .get_or_refresh_with("k", policy(), || -> u32 {
-            panic!("loader bug (expected by the test)")
-        })
+        .entry("k")
+        .refresh(policy())
+        .or_load(|| -> u32 { panic!("loader bug (expected by the test)") })
         .unwrap();
     eventually("the release", || cache.refreshes_in_flight() == 0);
-    let _: u32 = cache.get_or_refresh_with("k", policy(), || 3).unwrap();
+    let _: u32 = cache.entry("k").refresh(policy()).or_load(|| 3).unwrap();
     eventually("the second refresh", || {
         cache.get::<u32>("k").unwrap() == Some(3)
     });
@@ -172,8 +178,8 @@ fn early_refresh_is_drawn_before_staleness_from_the_recorded_load_time() {
     };
     // A beta so large that 5 ms of load time against 10 s of freshness always draws.
     let eager = policy().early(1e9);
-    let _: u32 = cache.get_or_refresh_with("k", eager, slow).unwrap();
-    let _: u32 = cache.get_or_refresh_with("k", eager, || 2).unwrap();
+    let _: u32 = cache.entry("k").refresh(eager).or_load(slow).unwrap();
+    let _: u32 = cache.entry("k").refresh(eager).or_load(|| 2).unwrap();
     eventually("the early refresh", || {
         cache.get::<u32>("k").unwrap() == Some(2)
     });
@@ -187,16 +193,20 @@ fn early_refresh_is_drawn_before_staleness_from_the_recorded_load_time() {
     // A beta so small it never draws; and a value written by `set` records no load time, so
     // it never refreshes early whatever beta says.
     let shy = policy().early(1e-9);
-    let _: u32 = cache.get_or_refresh_with("shy", shy, slow).unwrap();
+    let _: u32 = cache.entry("shy").refresh(shy).or_load(slow).unwrap();
     cache
         .set("plain", &1u32, cache_core::Ttl::After(S(20)))
         .unwrap();
     for _ in 0..100 {
         let _: u32 = cache
-            .get_or_refresh_with("shy", shy, || -> u32 { panic!("drawn") })
+            .entry("shy")
+            .refresh(shy)
+            .or_load(|| -> u32 { panic!("drawn") })
             .unwrap();
         let _: u32 = cache
-            .get_or_refresh_with("plain", eager, || -> u32 { panic!("no load time") })
+            .entry("plain")
+            .refresh(eager)
+            .or_load(|| -> u32 { panic!("no load time") })
             .unwrap();
     }
     assert_eq!(cache.stats().refreshes, 1);
@@ -211,7 +221,7 @@ fn bad_policies_are_typed_errors_that_change_nothing() {
         policy().early(f64::NAN),
         policy().early(0.0),
     ] {
-        let err = cache.get_or_refresh_with("k", bad, || 1u32).unwrap_err();
+        let err = cache.entry("k").refresh(bad).or_load(|| 1u32).unwrap_err();
         assert!(
             matches!(err, cache_core::CacheError::InvalidConfig { .. }),
             "{err}"
@@ -228,7 +238,7 @@ fn the_background_limit_bounds_refreshes() {
         .build()
         .unwrap();
     for key in ["a", "b", "c"] {
-        let _: u32 = cache.get_or_refresh_with(key, policy(), || 1).unwrap();
+        let _: u32 = cache.entry(key).refresh(policy()).or_load(|| 1).unwrap();
     }
     ctx.pass(S(12));
     let (release, gate) = mpsc::channel::<()>();
@@ -236,7 +246,9 @@ fn the_background_limit_bounds_refreshes() {
     for key in ["a", "b", "c"] {
         let gate = gate.clone();
         let v: u32 = cache
-            .get_or_refresh_with(key, policy(), move || {
+            .entry(key)
+            .refresh(policy())
+            .or_load(move || {
                 let _ = gate.lock().unwrap().recv();
                 2
             })
@@ -251,7 +263,7 @@ fn the_background_limit_bounds_refreshes() {
     assert_eq!(cache.stats().refreshes, 2);
     drop(release);
     eventually("the refreshes", || cache.refreshes_in_flight() == 0);
-    let _: u32 = cache.get_or_refresh_with("c", policy(), || 2).unwrap();
+    let _: u32 = cache.entry("c").refresh(policy()).or_load(|| 2).unwrap();
     eventually("the third", || cache.get::<u32>("c").unwrap() == Some(2));
 }
 
@@ -260,7 +272,9 @@ async fn async_stale_values_are_refreshed_on_the_runtime() {
     let ctx = TestContext::new();
     let cache = AsyncTypedCache::new(engine(&ctx));
     let _: u32 = cache
-        .get_or_refresh_with("k", policy(), || async { 1 })
+        .entry("k")
+        .refresh(policy())
+        .or_load(|| async { 1 })
         .await
         .unwrap();
     ctx.pass(S(12));
@@ -268,7 +282,9 @@ async fn async_stale_values_are_refreshed_on_the_runtime() {
     // Without the feature the caller runs the refresh itself: it must not wait for the gate.
     let gated = cfg!(feature = "tokio");
     let v: u32 = cache
-        .get_or_refresh_with("k", policy(), move || async move {
+        .entry("k")
+        .refresh(policy())
+        .or_load(move || async move {
             if gated {
                 let _ = gate.await;
             }
@@ -281,7 +297,9 @@ async fn async_stale_values_are_refreshed_on_the_runtime() {
         assert_eq!(v, 1);
         assert_eq!(cache.refreshes_in_flight(), 1);
         let again: u32 = cache
-            .get_or_refresh_with("k", policy(), || async { panic!("one refresh per key") })
+            .entry("k")
+            .refresh(policy())
+            .or_load(|| async { panic!("one refresh per key") })
             .await
             .unwrap();
         assert_eq!(again, 1);
@@ -319,10 +337,10 @@ fn async_without_a_runtime_the_finder_refreshes_and_gets_the_new_value() {
     let ctx = TestContext::new();
     let cache = AsyncTypedCache::new(engine(&ctx));
     let _: u32 =
-        run_without_runtime(cache.get_or_refresh_with("k", policy(), || async { 1 })).unwrap();
+        run_without_runtime(cache.entry("k").refresh(policy()).or_load(|| async { 1 })).unwrap();
     ctx.pass(S(12));
     let v: u32 =
-        run_without_runtime(cache.get_or_refresh_with("k", policy(), || async { 2 })).unwrap();
+        run_without_runtime(cache.entry("k").refresh(policy()).or_load(|| async { 2 })).unwrap();
     assert_eq!(
         v, 2,
         "refreshed in the caller: there is no runtime to spawn on"
@@ -354,13 +372,15 @@ fn freshness_is_the_servers_so_every_process_agrees() {
     // Two caches over two engines: two processes, as far as freshness is concerned.
     let (first, second) = (TypedCache::new(connect()), TypedCache::new(connect()));
     let short = Refresh::after(Duration::from_millis(300)).serve_stale_for(S(20));
-    let _: u32 = first.get_or_refresh_with("k", short, || 1).unwrap();
+    let _: u32 = first.entry("k").refresh(short).or_load(|| 1).unwrap();
     let v: u32 = second
-        .get_or_refresh_with("k", short, || -> u32 { panic!("fresh on the server") })
+        .entry("k")
+        .refresh(short)
+        .or_load(|| -> u32 { panic!("fresh on the server") })
         .unwrap();
     assert_eq!(v, 1);
     std::thread::sleep(Duration::from_millis(400));
-    let v: u32 = second.get_or_refresh_with("k", short, || 2).unwrap();
+    let v: u32 = second.entry("k").refresh(short).or_load(|| 2).unwrap();
     assert_eq!(v, 1, "stale, served");
     eventually("the refresh", || first.get::<u32>("k").unwrap() == Some(2));
     let left = first.engine().remaining_ttl("k").unwrap();

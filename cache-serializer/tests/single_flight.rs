@@ -1,4 +1,4 @@
-//! `get_or_set_with` runs the loader once for many callers of the same missing key.
+//! `entry(key).or_load` runs the loader once for many callers of the same missing key.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -39,7 +39,9 @@ fn the_loader_runs_once_for_concurrent_callers() {
                 s.spawn(move || {
                     barrier.wait();
                     cache
-                        .get_or_set_with("cold", Ttl::Default, || {
+                        .entry("cold")
+                        .ttl(Ttl::Default)
+                        .or_load(|| {
                             runs.fetch_add(1, Ordering::SeqCst);
                             // Hold the load until every other caller is waiting for it, so a
                             // second load could only come from a broken single-flight.
@@ -77,17 +79,16 @@ fn a_loader_error_reaches_every_waiter_and_is_not_cached() {
                 let barrier = Arc::clone(&barrier);
                 s.spawn(move || {
                     barrier.wait();
-                    let result = cache.try_get_or_set_with::<u64, String, _>(
-                        "failing",
-                        Ttl::Default,
-                        || {
+                    let result = cache
+                        .entry("failing")
+                        .ttl(Ttl::Default)
+                        .or_try_load::<u64, String, _>(|| {
                             runs.fetch_add(1, Ordering::SeqCst);
                             wait_until("all callers to wait", || {
                                 cache.stats().coalesced_waits == (CALLERS - 1) as u64
                             });
                             Err("database down".to_string())
-                        },
-                    );
+                        });
                     match result {
                         Err(LoadError::Loader(e)) => e,
                         other => panic!("expected the loader's error, got {other:?}"),
@@ -110,7 +111,9 @@ fn a_loader_error_reaches_every_waiter_and_is_not_cached() {
     );
     // The next call loads again.
     let value = cache
-        .try_get_or_set_with::<u64, String, _>("failing", Ttl::Default, || Ok(7))
+        .entry("failing")
+        .ttl(Ttl::Default)
+        .or_try_load::<u64, String, _>(|| Ok(7))
         .unwrap();
     assert_eq!(value, 7);
 }
@@ -122,7 +125,7 @@ fn a_panicking_loader_releases_the_waiters() {
     let panicking = {
         let cache = cache.clone();
         thread::spawn(move || {
-            cache.get_or_set_with("boom", Ttl::Default, || -> u32 {
+            cache.entry("boom").ttl(Ttl::Default).or_load(|| -> u32 {
                 leader_started.send(()).unwrap();
                 wait_until("the waiters", || cache.stats().coalesced_waits == 3);
                 panic!("loader panicked on purpose");
@@ -135,7 +138,9 @@ fn a_panicking_loader_releases_the_waiters() {
             let cache = cache.clone();
             thread::spawn(move || {
                 cache
-                    .get_or_set_with("boom", Ttl::Default, || 99u32)
+                    .entry("boom")
+                    .ttl(Ttl::Default)
+                    .or_load(|| 99u32)
                     .unwrap()
             })
         })
@@ -161,7 +166,9 @@ fn other_keys_load_at_the_same_time() {
             let both_started = Arc::clone(&both_started);
             s.spawn(move || {
                 cache
-                    .get_or_set_with(key, Ttl::Default, || {
+                    .entry(key)
+                    .ttl(Ttl::Default)
+                    .or_load(|| {
                         both_started.wait();
                         key.len()
                     })
@@ -178,9 +185,9 @@ fn a_hit_never_runs_the_loader() {
     let cache = TypedCache::new(InMemoryEngine::new());
     cache.set("warm", &5u8, Ttl::Default).unwrap();
     let value = cache
-        .get_or_set_with("warm", Ttl::Default, || -> u8 {
-            panic!("loader ran on a hit")
-        })
+        .entry("warm")
+        .ttl(Ttl::Default)
+        .or_load(|| -> u8 { panic!("loader ran on a hit") })
         .unwrap();
     assert_eq!(value, 5);
 }
@@ -204,7 +211,9 @@ fn sixty_four_callers_one_slow_loader() {
                     s.spawn(move || {
                         barrier.wait();
                         cache
-                            .try_get_or_set_with::<u64, String, _>(key, Ttl::Default, || {
+                            .entry(key)
+                            .ttl(Ttl::Default)
+                            .or_try_load::<u64, String, _>(|| {
                                 runs.fetch_add(1, Ordering::SeqCst);
                                 thread::sleep(Duration::from_millis(100));
                                 wait_until("all callers to wait", || {

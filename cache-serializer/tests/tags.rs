@@ -94,10 +94,13 @@ fn invalidation_works_on<E: CacheEngine>(cache: &TypedCache<E>) {
         Some("books")
     );
 
-    // get_or_set_tagged_with takes the versions before its loader: an invalidation while the
+    // entry(key).tags(..) takes the versions before its loader: an invalidation while the
     // loader runs makes the value it stores miss.
     let v: String = cache
-        .get_or_set_tagged_with("profile:7", minutes(5), &["user:7"], || {
+        .entry("profile:7")
+        .ttl(minutes(5))
+        .tags(&["user:7"])
+        .or_load(|| {
             cache.invalidate_tag("user:7").unwrap(); // another process, say
             "read before the change".to_string()
         })
@@ -112,15 +115,17 @@ fn invalidation_works_on<E: CacheEngine>(cache: &TypedCache<E>) {
         "but it is not served"
     );
     let v: String = cache
-        .get_or_set_tagged_with("profile:7", minutes(5), &["user:7"], || {
-            "current".to_string()
-        })
+        .entry("profile:7")
+        .ttl(minutes(5))
+        .tags(&["user:7"])
+        .or_load(|| "current".to_string())
         .unwrap();
     assert_eq!(v, "current");
     let again: String = cache
-        .get_or_set_tagged_with("profile:7", minutes(5), &["user:7"], || -> String {
-            panic!("cached and current")
-        })
+        .entry("profile:7")
+        .ttl(minutes(5))
+        .tags(&["user:7"])
+        .or_load(|| -> String { panic!("cached and current") })
         .unwrap();
     assert_eq!(again, "current");
 }
@@ -270,7 +275,10 @@ async fn async_face() {
         .await
         .unwrap();
     let b: u32 = cache
-        .get_or_set_tagged_with("b", minutes(5), &["t", "u"], || async { 2 })
+        .entry("b")
+        .ttl(minutes(5))
+        .tags(&["t", "u"])
+        .or_load(|| async { 2 })
         .await
         .unwrap();
     assert_eq!(b, 2);

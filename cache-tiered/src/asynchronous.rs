@@ -23,11 +23,11 @@ use crate::coherence::{Keys, Local, WithTtl};
 /// use std::time::Duration;
 /// use cache_core::{AsyncCacheEngine, Bytes, Ttl};
 /// use cache_local::InMemoryEngine;
-/// use cache_redis::AsyncRedisEngine;
+/// use cache_redis::RedisEngine;
 /// use cache_tiered::AsyncTieredEngine;
 ///
 /// # async fn run() -> cache_core::Result<()> {
-/// let shared = AsyncRedisEngine::builder().url("redis://127.0.0.1:6379").namespace("app").build()?;
+/// let shared = RedisEngine::async_builder().url("redis://127.0.0.1:6379").namespace("app").build()?;
 /// let feed = shared.invalidations();
 /// let cache = AsyncTieredEngine::builder(InMemoryEngine::new(), shared)
 ///     .invalidations(feed)

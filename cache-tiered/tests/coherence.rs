@@ -448,7 +448,7 @@ fn the_async_face_is_coherent_and_safe_to_cancel() {
     runtime.block_on(async {
         use cache_core::AsyncCacheEngine;
         use std::future::Future;
-        let shared = cache_redis::AsyncRedisEngine::builder()
+        let shared = cache_redis::RedisEngine::async_builder()
             .url(server.url())
             .namespace("async")
             .build()

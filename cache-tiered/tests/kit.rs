@@ -51,7 +51,7 @@ fn redis(ctx: &TestContext) -> TieredEngine<InMemoryEngine, RedisEngine> {
 }
 
 fn async_redis(ctx: &TestContext) -> AsyncTieredEngine<InMemoryEngine, AsyncRedisEngine> {
-    let shared = redis_settings(AsyncRedisEngine::builder(), ctx)
+    let shared = redis_settings(RedisEngine::async_builder(), ctx)
         .build()
         .expect("valid settings");
     let feed = shared.invalidations();

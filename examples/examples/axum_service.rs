@@ -9,11 +9,11 @@
 //! Keys live under the namespace `axum-example`; nothing else on the server is touched.
 
 use cache_examples::service::{AppState, app};
-use cache_redis::AsyncRedisEngine;
+use cache_redis::RedisEngine;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let engine = AsyncRedisEngine::builder()
+    let engine = RedisEngine::async_builder()
         .from_env()?
         .namespace("axum-example")
         .build()?;

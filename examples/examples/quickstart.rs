@@ -101,7 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let cache = cache.clone();
             let loads = Arc::clone(&loads);
             thread::spawn(move || {
-                cache.get_or_set_with("report:2026", Ttl::Default, || {
+                cache.entry("report:2026").ttl(Ttl::Default).or_load(|| {
                     loads.fetch_add(1, Ordering::SeqCst);
                     thread::sleep(Duration::from_millis(200)); // a slow query
                     vec![3u32, 1, 4, 1, 5]

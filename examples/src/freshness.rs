@@ -59,11 +59,14 @@ pub fn walkthrough(
             let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
             let loads = Arc::clone(&loads);
             std::thread::spawn(move || {
-                cache.get_or_set_with("catalog", Ttl::After(Duration::from_secs(60)), || {
-                    loads.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(200));
-                    vec!["mug".to_string(), "lamp".to_string()]
-                })
+                cache
+                    .entry("catalog")
+                    .ttl(Ttl::After(Duration::from_secs(60)))
+                    .or_load(|| {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(200));
+                        vec!["mug".to_string(), "lamp".to_string()]
+                    })
             })
         })
         .collect();
@@ -86,7 +89,7 @@ pub fn walkthrough(
         for cache in [a, b] {
             let hot = Arc::clone(&hot);
             let t = Instant::now();
-            let _rate: f64 = cache.get_or_refresh_with("rate:eur", refresh, move || {
+            let _rate: f64 = cache.entry("rate:eur").refresh(refresh).or_load(move || {
                 hot.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(20));
                 1.08

@@ -1,5 +1,5 @@
 //! The async example service: an axum app that caches a slow lookup with
-//! [`AsyncTypedCache::get_or_set_with`] over Redis. The `axum_service` example runs it; its test
+//! [`AsyncTypedCache::entry`] over Redis. The `axum_service` example runs it; its test
 //! exercises it against a real Redis.
 
 use std::sync::Arc;
@@ -64,9 +64,9 @@ async fn user(
     let lookups = Arc::clone(&state.lookups);
     state
         .cache
-        .get_or_set_with(&key, Ttl::After(Duration::from_secs(60)), || {
-            slow_lookup(id, lookups)
-        })
+        .entry(&key)
+        .ttl(Ttl::After(Duration::from_secs(60)))
+        .or_load(|| slow_lookup(id, lookups))
         .await
         .map(Json)
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))

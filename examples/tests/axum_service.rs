@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use cache_examples::service::{AppState, User, app};
-use cache_redis::AsyncRedisEngine;
+use cache_redis::RedisEngine;
 use cache_tests::servers::{ServerKind, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,7 +14,7 @@ async fn the_second_request_is_served_from_the_cache() {
     let Some(server) = TestServer::shared(ServerKind::Redis) else {
         return;
     };
-    let engine = AsyncRedisEngine::builder()
+    let engine = RedisEngine::async_builder()
         .url(server.url())
         .namespace("axum-test")
         .build()

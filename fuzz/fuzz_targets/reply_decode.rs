@@ -1,11 +1,11 @@
-//! The remote core's reply decoders (RESP and memcached's meta protocol) on arbitrary bytes
+//! The reply decoders of cache-redis (RESP) and cache-memcached (meta protocol) on arbitrary bytes
 //! and limits: never a panic; a reply never claims more input than it was given; "incomplete"
 //! always asks for more than it has; decoding a stream fed in arbitrary pieces through the read
 //! buffer gives the same replies as decoding it whole; and no decoded value is over its limit.
 #![no_main]
 
-use cache_remote::meta::{Meta, Reply};
-use cache_remote::resp::{Resp, Value};
+use cache_memcached::meta::{Meta, Reply};
+use cache_redis::resp::{Resp, Value};
 use cache_remote::{Decode, Decoded, ReadBuffer, ReplyLimits};
 use libfuzzer_sys::fuzz_target;
 

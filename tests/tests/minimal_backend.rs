@@ -260,7 +260,9 @@ fn typed_values_work_without_optional_operations() {
     let mut loads = 0;
     for _ in 0..3 {
         let user: User = cache
-            .get_or_set_with("user:2", Ttl::Default, || {
+            .entry("user:2")
+            .ttl(Ttl::Default)
+            .or_load(|| {
                 loads += 1;
                 User {
                     id: 2,

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use cache_core::DynAsyncCacheEngine;
 use cache_http::{HttpCacheBuilder, HttpCacheLayer};
 use cache_local::InMemoryEngine;
-use cache_redis::AsyncRedisEngine;
+use cache_redis::RedisEngine;
 use cache_tests::servers::{ServerKind, TestServer};
 use http_body::{Frame, SizeHint};
 
@@ -55,7 +55,7 @@ pub fn engine(backend: Backend) -> Option<Engine> {
         Backend::Memory => Some(Arc::new(InMemoryEngine::new())),
         Backend::Redis => {
             let server = TestServer::shared(ServerKind::Redis)?;
-            let engine = AsyncRedisEngine::builder()
+            let engine = RedisEngine::async_builder()
                 .url(server.url())
                 .namespace(unique("http"))
                 .build()

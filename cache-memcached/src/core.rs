@@ -1,20 +1,24 @@
-//! The engine over one memcached server or several: where each key goes (ketama), taking a
-//! failing server out of the ring and back, the namespace's generation on every server, and
-//! every operation, written once for both faces (generic over the [`Transport`]).
+//! The engine's operations over one memcached server or several, written once for both faces
+//! (generic over the [`Transport`]): each key checked, given its generation and server, and
+//! its exchange run there. Ring membership and the namespace's generation have modules of
+//! their own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod generations;
+mod membership;
+
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use cache_core::{Bytes, CacheError, Capabilities, Remaining, Result, Ttl};
-use cache_remote::meta::Reply;
+use crate::meta::Reply;
+use cache_core::{Bytes, Capabilities, Remaining, Result, Ttl};
 use cache_remote::{
     BoxExchange, Deadline, Make, Output, RemoteOptions, ReplyOf, Transport, route_of, routed,
 };
 
 use crate::backend::Memcached;
 use crate::commands::Commands;
-use crate::generation::{Generation, Held, Raise, Read, next_generation};
+use crate::generation::Generation;
 use crate::keys::{BACKEND, TTL_RESOLUTION, WireKey, check_size, exptime, max_ttl};
 use crate::ring::{Ring, RingServer};
 
@@ -54,7 +58,7 @@ impl<T: Transport> Node<T> {
 }
 
 /// The engine's state, shared by its clones: servers, ring, key rules, generation.
-pub(crate) struct Servers<T: Transport> {
+pub(crate) struct Core<T: Transport> {
     pub(crate) nodes: Vec<Node<T>>,
     /// The ring over the servers in it (indices into `nodes`).
     ring: RwLock<Arc<Ring>>,
@@ -66,14 +70,14 @@ pub(crate) struct Servers<T: Transport> {
     pub(crate) options: RemoteOptions,
     pub(crate) hash_keys: bool,
     /// This engine, for the task that tries servers out of the ring again.
-    me: Weak<Servers<T>>,
+    me: Weak<Core<T>>,
     /// Whether that task runs.
     retrying: AtomicBool,
 }
 
-impl<T: Transport> std::fmt::Debug for Servers<T> {
+impl<T: Transport> std::fmt::Debug for Core<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Servers")
+        f.debug_struct("Core")
             .field("nodes", &self.nodes)
             .field("ejection", &self.ejection)
             .field("options", &self.options)
@@ -98,7 +102,7 @@ fn each<'a, T: Transport, M: Clone>(
     nodes.iter().map(|n| (&n.client, make.clone())).collect()
 }
 
-impl<T: Transport> Servers<T> {
+impl<T: Transport> Core<T> {
     pub(crate) fn new(
         backends: Vec<Memcached>,
         commands: Commands,
@@ -175,278 +179,6 @@ impl<T: Transport> Servers<T> {
             .filter(|n| n.out_until().is_some())
             .map(|n| n.address.as_str())
             .collect()
-    }
-
-    // ---- routing ------------------------------------------------------------------------
-
-    fn ring(&self) -> Arc<Ring> {
-        // A writer never panics while holding the lock.
-        Arc::clone(&self.ring.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn rebuild_ring(&self) {
-        let live: Vec<(usize, &RingServer)> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.out_until().is_none())
-            .map(|(i, n)| (i, &n.ring))
-            .collect();
-        let any_out = live.len() < self.nodes.len();
-        let ring = Arc::new(Ring::new(&live));
-        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
-        self.any_out.store(any_out, Ordering::Release);
-    }
-
-    /// The servers in the ring.
-    fn live(&self) -> Vec<&Node<T>> {
-        self.nodes
-            .iter()
-            .filter(|n| n.out_until().is_none())
-            .collect()
-    }
-
-    fn all_out(&self, operation: &'static str) -> CacheError {
-        CacheError::Connection {
-            backend: BACKEND,
-            operation,
-            address: self
-                .nodes
-                .iter()
-                .map(|n| n.address.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            source: Some(
-                format!(
-                    "every server is out of the ring after failing; each is tried again {:?} \
-                     after it was taken out",
-                    self.ejection.retry_after
-                )
-                .into(),
-            ),
-        }
-    }
-
-    /// The server of `wire`.
-    fn locate(&self, ring: &Ring, wire: &WireKey, operation: &'static str) -> Result<usize> {
-        if self.nodes.len() == 1 {
-            return Ok(0);
-        }
-        ring.locate(wire.key.as_bytes())
-            .ok_or_else(|| self.all_out(operation))
-    }
-
-    /// Takes note of how an operation on `node` ended: a server that keeps failing is taken
-    /// out of the ring (never the only one: its keys would have nowhere else to go).
-    fn account<O>(&self, node: &Node<T>, result: &Result<O>) {
-        let Err(error) = result else { return };
-        if !error.is_transient() || self.nodes.len() == 1 {
-            return;
-        }
-        if T::consecutive_failures(&node.client) < self.ejection.failure_limit {
-            return;
-        }
-        let mut out = node.out_until();
-        if out.is_none() {
-            *out = Some(Instant::now() + self.ejection.retry_after);
-            drop(out);
-            self.rebuild_ring();
-            self.start_retrying();
-        }
-    }
-
-    /// Starts the task that tries servers out of the ring again, unless it runs. Operations
-    /// never wait for those tries.
-    fn start_retrying(&self) {
-        if self
-            .retrying
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            T::spawn(retry_loop(self.me.clone()));
-        }
-    }
-
-    /// When the next server out of the ring is due to be tried, if any is out.
-    fn next_due(&self) -> Option<Instant> {
-        self.nodes.iter().filter_map(|n| *n.out_until()).min()
-    }
-
-    /// Tries the servers whose time out is over: one that answers comes back into the ring,
-    /// after the namespace moved to a new generation (see [`readmit`](Self::readmit)).
-    async fn retry_due(&self) {
-        let now = Instant::now();
-        for node in &self.nodes {
-            if node.out_until().is_some_and(|at| at <= now) {
-                self.readmit(node).await;
-            }
-        }
-    }
-
-    /// A server coming back may hold values that were overwritten or deleted elsewhere while it
-    /// was out. Before it takes its keys back, a namespaced engine moves the namespace to a new
-    /// generation on every server (a `clear()`): nothing the server held can be read again.
-    async fn readmit(&self, node: &Node<T>) {
-        let commands = &self.commands;
-        let answered = T::run(
-            &node.client,
-            "ping",
-            self.deadline(),
-            || Ok(commands.ping()),
-        )
-        .await;
-        let ready = match (&answered, &self.generation) {
-            (Err(_), _) => false,
-            (Ok(()), None) => true,
-            (Ok(()), Some(generation)) => {
-                let mut nodes = self.live();
-                nodes.push(node);
-                self.move_generation(generation, &nodes, "clear", self.deadline())
-                    .await
-                    .is_ok()
-            }
-        };
-        let mut out = node.out_until();
-        if ready {
-            *out = None;
-            drop(out);
-            self.rebuild_ring();
-        } else {
-            *out = Some(Instant::now() + self.ejection.retry_after);
-        }
-    }
-
-    // ---- generations --------------------------------------------------------------------
-
-    /// The namespace's generation, from the cache or, when that is stale, from the servers.
-    async fn generation(&self, operation: &'static str, deadline: Deadline) -> Result<Option<u64>> {
-        let Some(generation) = &self.generation else {
-            return Ok(None);
-        };
-        if let Some(value) = generation.fresh() {
-            return Ok(Some(value));
-        }
-        let nodes = self.live();
-        if nodes.is_empty() {
-            return Err(self.all_out(operation));
-        }
-        // What this engine knew before reading: a generation it learns while the reads are
-        // out (another caller's lookup) is newer than what they return, not lost.
-        let known = generation.known();
-        let limits = self.commands.limits();
-        let read = move || Ok(Read::new(generation, limits));
-        let reads = T::run_each("get", deadline, each(&nodes, read)).await;
-        let mut first_error = None;
-        let mut held = Vec::with_capacity(nodes.len());
-        let mut alive: Vec<&Node<T>> = Vec::with_capacity(nodes.len());
-        for (node, read) in nodes.iter().zip(reads) {
-            self.account(node, &read);
-            match read {
-                Ok(value) => {
-                    held.push(value);
-                    alive.push(node);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if held.is_empty() {
-            return Err(first_error.unwrap_or_else(|| self.all_out(operation)));
-        }
-        let newest = held.iter().filter_map(|h| h.generation()).max();
-        let agreed = newest.is_some_and(|n| {
-            known.is_none_or(|k| n >= k) && held.iter().all(|h| *h == Held::Generation(n))
-        });
-        if agreed {
-            return Ok(newest.map(|n| generation.store(n)));
-        }
-        let (floor, target) = match (newest, known) {
-            // Servers behind the newest (out during a clear, restarted) are raised to it.
-            (Some(n), None) => (n, n),
-            (Some(n), Some(k)) if n >= k => (n, n),
-            // Every server lost the generation this engine uses: never reuse it (its old
-            // entries may survive), move on as a clear would.
-            (n, Some(k)) => {
-                let next = next_generation(Some(n.map_or(k, |n| n.max(k))));
-                (next, next)
-            }
-            // A new namespace: the first seed to reach each server stays.
-            (None, None) => (0, next_generation(None)),
-        };
-        self.raise(generation, &alive, floor, target, operation, deadline)
-            .await
-            .map(Some)
-    }
-
-    /// Raises every server of `nodes` to a generation of at least `floor` (writing `target`,
-    /// see [`Raise`]); the generation is the largest any of them holds afterwards.
-    async fn raise(
-        &self,
-        generation: &Generation,
-        nodes: &[&Node<T>],
-        floor: u64,
-        target: u64,
-        operation: &'static str,
-        deadline: Deadline,
-    ) -> Result<u64> {
-        let limits = self.commands.limits();
-        let raise = move || Ok(Raise::new(generation, floor, target, limits));
-        let raised = T::run_each("set", deadline, each(nodes, raise)).await;
-        let mut first_error = None;
-        let mut newest = None;
-        for (node, result) in nodes.iter().zip(raised) {
-            self.account(node, &result);
-            match result {
-                Ok(value) => newest = newest.max(Some(value)),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match newest {
-            Some(value) => Ok(generation.store(value)),
-            None => Err(first_error.unwrap_or_else(|| self.all_out(operation))),
-        }
-    }
-
-    /// Moves the namespace to a generation newer than every one the servers of `nodes` or this
-    /// engine know. It takes effect for this engine at once, even when a server failed (then
-    /// the error is returned: that server may still hold the old generation).
-    async fn move_generation(
-        &self,
-        generation: &Generation,
-        nodes: &[&Node<T>],
-        operation: &'static str,
-        deadline: Deadline,
-    ) -> Result<()> {
-        let limits = self.commands.limits();
-        let read = move || Ok(Read::new(generation, limits));
-        let reads = T::run_each("get", deadline, each(nodes, read)).await;
-        let mut newest = generation.known();
-        let mut first_error = None;
-        for (node, read) in nodes.iter().zip(reads) {
-            self.account(node, &read);
-            match read {
-                Ok(held) => newest = newest.max(held.generation()),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if first_error.is_some() && newest.is_none() {
-            // No server answered: nothing to move past, and nothing moved.
-            return Err(first_error.unwrap_or_else(|| self.all_out(operation)));
-        }
-        let target = next_generation(newest);
-        generation.store(target);
-        let raised = self
-            .raise(generation, nodes, target, target, operation, deadline)
-            .await;
-        match (first_error, raised) {
-            (_, Err(e)) | (Some(e), Ok(_)) => Err(e),
-            (None, Ok(_)) => Ok(()),
-        }
     }
 
     // ---- running ------------------------------------------------------------------------
@@ -838,38 +570,5 @@ impl<T: Transport> Servers<T> {
                     .await
             }
         }
-    }
-}
-
-/// Tries the servers out of the ring of the engine `me` when each is due, until none is out,
-/// the engine is closed, or it is dropped. It never keeps the engine alive while it waits.
-async fn retry_loop<T: Transport>(me: Weak<Servers<T>>) {
-    loop {
-        let wait = {
-            let Some(servers) = me.upgrade() else { return };
-            match servers.next_due() {
-                Some(due) if !servers.is_closed() => due.saturating_duration_since(Instant::now()),
-                _ => {
-                    servers.retrying.store(false, Ordering::Release);
-                    // A server taken out just now, while this task was ending, would wait for
-                    // a task that never comes: look once more.
-                    if servers.next_due().is_none()
-                        || servers.is_closed()
-                        || servers
-                            .retrying
-                            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                            .is_err()
-                    {
-                        return;
-                    }
-                    Duration::ZERO
-                }
-            }
-        };
-        if !wait.is_zero() {
-            T::sleep(wait).await;
-        }
-        let Some(servers) = me.upgrade() else { return };
-        servers.retry_due().await;
     }
 }

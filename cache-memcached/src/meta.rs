@@ -8,10 +8,13 @@
 //! Every meta command carries an opaque token (`O<n>`) that the server echoes, so a reply can be
 //! checked against its request ([`Reply::opaque`]); `SERVER_ERROR` lines carry none, so order
 //! still decides which request a reply answers.
+//!
+//! Public (and hidden from the docs) for the fuzz targets and tools only: not part of the
+//! crate's API, and free to change in any release.
 
 use base64::Engine as _;
 
-use crate::protocol::{
+use cache_remote::{
     Decode, Decoded, ProtocolError, ReplyLimits, line_end, parse_i64, push_decimal,
 };
 
@@ -317,7 +320,7 @@ fn push_flags(out: &mut Vec<u8>, key: Key<'_>, flags: &[&[u8]], opaque: u32) {
 /// Appends `mg <key> <flags> O<opaque>`.
 ///
 /// ```
-/// use cache_remote::meta::{Key, push_get};
+/// use cache_memcached::meta::{Key, push_get};
 ///
 /// let mut out = Vec::new();
 /// push_get(&mut out, Key::Text("user:1"), &[b"v", b"f"], 7);

@@ -10,21 +10,21 @@ use cache_core::{Async, AsyncCacheEngine, Bytes, CacheError, Result, Ttl};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::blocking::{LoadError, Release, TypedCacheBuilder};
 use crate::codec::{Bincode, Codec};
 use crate::core::{CacheStats, Found, Tagging, TypedCore, bump};
 use crate::entry::{Options, TtlFrom};
 use crate::envelope;
 use crate::face::{Face, Spawned};
 use crate::fingerprint::Fingerprint;
-use crate::flight::{Flights, LeaderGuard, Outcome, Role};
-use crate::lease::{self, Step, Taken};
+use crate::flight::{Flights, LeaderGuard, Loaded, Role};
+use crate::lease::{self, AfterAdd, Taken};
 use crate::refresh::{self, Refresh};
-use crate::typed::{LoadError, Release, TypedCacheBuilder};
 
 /// The async face of [`TypedCache`](crate::TypedCache): serde values over any
 /// [`AsyncCacheEngine`], with the same envelope, fingerprints, strict mode, fail-open,
 /// statistics and errors, and an async, cancellation-safe single-flight
-/// [`get_or_set_with`](Self::get_or_set_with).
+/// [`entry`](Self::entry) API.
 ///
 /// It depends on no runtime: it works with every async engine on the executor that engine
 /// needs (tokio for the remote engines).
@@ -41,7 +41,9 @@ use crate::typed::{LoadError, Release, TypedCacheBuilder};
 /// # async fn run() -> cache_core::Result<()> {
 /// let cache = AsyncTypedCache::new(InMemoryEngine::new());
 /// let user = cache
-///     .get_or_set_with("user:1", Ttl::Default, || async {
+///     .entry("user:1")
+///     .ttl(Ttl::Default)
+///     .or_load(|| async {
 ///         User { id: 1, name: "Ada".into() } // an async query, say
 ///     })
 ///     .await?;
@@ -180,7 +182,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     pub async fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
         let core = &self.shared.core;
         let fingerprint = core.fingerprint::<T>()?;
-        match core.read(self.shared.engine.get(key).await, || None)? {
+        match core.fail_open(self.shared.engine.get(key).await, || None)? {
             Some(bytes) => match self.untag(key, bytes).await? {
                 Some(bytes) => core.decode_with(key, &bytes, fingerprint),
                 None => core.miss(),
@@ -208,7 +210,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         let keys = tagged.tag_keys();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let current = self.shared.engine.get_many(&refs).await;
-        let current = core.read(current, || vec![None; refs.len()])?;
+        let current = core.fail_open(current, || vec![None; refs.len()])?;
         Ok(core.tags_checked(tagged, &current))
     }
 
@@ -245,7 +247,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     /// The engine's errors.
     pub async fn exists(&self, key: &str) -> Result<bool> {
         let result = self.shared.engine.exists(key).await;
-        self.shared.core.read(result, || false)
+        self.shared.core.fail_open(result, || false)
     }
 
     /// Removes every entry of the engine (see [`AsyncCacheEngine::clear`]).
@@ -278,14 +280,14 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         let core = &self.shared.core;
         let result = self.shared.engine.get_many(keys).await;
-        let found = core.read(result, || vec![None; keys.len()])?;
+        let found = core.fail_open(result, || vec![None; keys.len()])?;
         let bulk = core.bulk_tagging(keys, found)?;
         let current = if bulk.tag_keys.is_empty() {
             Vec::new()
         } else {
             let refs: Vec<&str> = bulk.tag_keys.iter().map(String::as_str).collect();
             let current = self.shared.engine.get_many(&refs).await;
-            core.read(current, || vec![None; refs.len()])?
+            core.fail_open(current, || vec![None; refs.len()])?
         };
         Ok(core.bulk_checked(bulk, &current))
     }
@@ -306,39 +308,27 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         core.stored(result, encoded.len() as u64)
     }
 
-    /// Returns the `T` under `key`, or awaits `load()`, stores its value for `ttl` and returns
-    /// it.
-    ///
-    /// Single-flight: when several tasks (through this cache or its clones) ask for the same
-    /// missing key at once, one loader runs and the others wait for its value, without blocking
-    /// a thread. Cancellation-safe: if the future of the caller whose loader runs is dropped (a
-    /// timeout, a client that hung up), a waiting caller takes over with its own loader; waiters
-    /// never hang, and never fail because one caller went away. A loader's error reaches every
-    /// waiter and is not cached.
+    /// Shorthand for `self.entry(key).ttl(ttl).or_load(load)`: see [`Entry::or_load`](crate::Entry::or_load).
     ///
     /// # Errors
     ///
-    /// As [`get`](Self::get) and [`set`](Self::set).
+    /// As [`Entry::or_load`](crate::Entry::or_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).or_load(load)`")]
     pub async fn get_or_set_with<T, F, Fut>(&self, key: &str, ttl: Ttl, load: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        let loaded = self
-            .try_get_or_set_with(key, ttl, || async {
-                Ok::<T, std::convert::Infallible>(load().await)
-            })
-            .await;
-        loaded.map_err(LoadError::into_cache_error)
+        self.entry(key).ttl(ttl).or_load(load).await
     }
 
-    /// Like [`get_or_set_with`](Self::get_or_set_with) with a fallible loader. A loader error is
-    /// returned to its caller and to every caller that waited for it, and is never cached.
+    /// Shorthand for `self.entry(key).ttl(ttl).or_try_load(load)`: see [`Entry::or_try_load`](crate::Entry::or_try_load).
     ///
     /// # Errors
     ///
-    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    /// As [`Entry::or_try_load`](crate::Entry::or_try_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).or_try_load(load)`")]
     pub async fn try_get_or_set_with<T, Er, F, Fut>(
         &self,
         key: &str,
@@ -351,25 +341,18 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, Er>>,
     {
-        let loaded = self
-            .load_through(
-                key,
-                &Options::fixed(ttl),
-                false,
-                || async { load().await.map(Some) },
-                false,
-            )
-            .await?;
-        // The loader always gives a value: none means it could not be stored and read.
-        loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))
+        self.entry(key).ttl(ttl).or_try_load(load).await
     }
 
-    /// As [`TypedCache::get_or_set_optional_with`](crate::TypedCache::get_or_set_optional_with):
-    /// a loader's `None` is cached as an absence for `negative_ttl`.
+    /// Shorthand for `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`:
+    /// see [`Entry::or_load_optional`](crate::Entry::or_load_optional).
     ///
     /// # Errors
     ///
-    /// As [`get_or_set_with`](Self::get_or_set_with).
+    /// As [`Entry::or_load_optional`](crate::Entry::or_load_optional).
+    #[deprecated(
+        note = "use the entry API: `cache.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`"
+    )]
     pub async fn get_or_set_optional_with<T, F, Fut>(
         &self,
         key: &str,
@@ -382,23 +365,23 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        let loaded = self
-            .load_through(
-                key,
-                &Options::fixed(ttl).negative(negative_ttl),
-                true,
-                || async { Ok::<_, std::convert::Infallible>(load().await) },
-                false,
-            )
-            .await;
-        loaded.map_err(LoadError::into_cache_error)
+        self.entry(key)
+            .ttl(ttl)
+            .negative_ttl(negative_ttl)
+            .or_load_optional(load)
+            .await
     }
 
-    /// As [`TypedCache::try_get_or_set_optional_with`](crate::TypedCache::try_get_or_set_optional_with).
+    /// Shorthand for
+    /// `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`: see
+    /// [`Entry::or_try_load_optional`](crate::Entry::or_try_load_optional).
     ///
     /// # Errors
     ///
-    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    /// As [`Entry::or_try_load_optional`](crate::Entry::or_try_load_optional).
+    #[deprecated(
+        note = "use the entry API: `cache.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`"
+    )]
     pub async fn try_get_or_set_optional_with<T, Er, F, Fut>(
         &self,
         key: &str,
@@ -412,8 +395,11 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, Er>>,
     {
-        let options = Options::fixed(ttl).negative(negative_ttl);
-        self.load_through(key, &options, true, load, false).await
+        self.entry(key)
+            .ttl(ttl)
+            .negative_ttl(negative_ttl)
+            .or_try_load_optional(load)
+            .await
     }
 
     /// As [`TypedCache::set_tagged`](crate::TypedCache::set_tagged): stores `value` carrying
@@ -443,11 +429,12 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         core.stored(result, 1)
     }
 
-    /// As [`TypedCache::get_or_set_tagged_with`](crate::TypedCache::get_or_set_tagged_with).
+    /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_load(load)`: see [`Entry::tags`](crate::Entry::tags).
     ///
     /// # Errors
     ///
-    /// As [`get_or_set_with`](Self::get_or_set_with) and [`set_tagged`](Self::set_tagged).
+    /// As [`Entry::or_load`](crate::Entry::or_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).tags(tags).or_load(load)`")]
     pub async fn get_or_set_tagged_with<T, F, Fut>(
         &self,
         key: &str,
@@ -460,19 +447,18 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        let loaded = self
-            .try_get_or_set_tagged_with(key, ttl, tags, || async {
-                Ok::<T, std::convert::Infallible>(load().await)
-            })
-            .await;
-        loaded.map_err(LoadError::into_cache_error)
+        self.entry(key).ttl(ttl).tags(tags).or_load(load).await
     }
 
-    /// As [`TypedCache::try_get_or_set_tagged_with`](crate::TypedCache::try_get_or_set_tagged_with).
+    /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_try_load(load)`: see
+    /// [`Entry::tags`](crate::Entry::tags).
     ///
     /// # Errors
     ///
-    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    /// As [`Entry::or_try_load`](crate::Entry::or_try_load).
+    #[deprecated(
+        note = "use the entry API: `cache.entry(key).ttl(ttl).tags(tags).or_try_load(load)`"
+    )]
     pub async fn try_get_or_set_tagged_with<T, Er, F, Fut>(
         &self,
         key: &str,
@@ -486,16 +472,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, Er>>,
     {
-        let loaded = self
-            .load_through(
-                key,
-                &Options::fixed(ttl).tagged(tags),
-                false,
-                || async { load().await.map(Some) },
-                false,
-            )
-            .await?;
-        loaded.ok_or_else(|| LoadError::Cache(TypedCore::<C>::unreadable_load(key)))
+        self.entry(key).ttl(ttl).tags(tags).or_try_load(load).await
     }
 
     /// As [`TypedCache::invalidate_tag`](crate::TypedCache::invalidate_tag): one write, errors
@@ -515,19 +492,11 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         fingerprint: Fingerprint,
     ) -> Result<Found<T>> {
         let core = &self.shared.core;
-        match core.read(self.shared.engine.get(key).await, || None)? {
-            Some(bytes) => match self.untag(key, bytes).await? {
-                Some(bytes) => core.found(key, &bytes, fingerprint),
-                None => {
-                    core.miss::<()>()?;
-                    Ok(Found::Miss)
-                }
-            },
-            None => {
-                core.miss::<()>()?;
-                Ok(Found::Miss)
-            }
-        }
+        let bytes = match core.fail_open(self.shared.engine.get(key).await, || None)? {
+            Some(bytes) => self.untag(key, bytes).await?,
+            None => None,
+        };
+        core.found_or_miss(key, bytes, fingerprint)
     }
 
     /// Every single-key load: a value found is returned, a cached absence is `None` for
@@ -595,7 +564,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             let guard = match role {
                 Role::Waiter(flight) => {
                     match flight.wait().await {
-                        Outcome::Value(bytes) => {
+                        Some(Loaded::Value(bytes)) => {
                             let bytes = TypedCore::<C>::strip_tags(key, bytes);
                             let found = core.found(key, &bytes, fingerprint)?;
                             if let Some(answer) = found.answer(optional) {
@@ -604,14 +573,14 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                             // The leader loaded another type under this key (or found nothing
                             // where we need a value): load our own.
                         }
-                        Outcome::LoaderError(error) => {
+                        Some(Loaded::LoaderError(error)) => {
                             if let Ok(error) = error.downcast::<Er>() {
                                 return Err(LoadError::Loader(error));
                             }
                         }
                         // The leader went away (its future was dropped, or it panicked): try
                         // again, and one of the waiters leads.
-                        Outcome::Abandoned => {}
+                        None => {}
                     }
                     continue;
                 }
@@ -649,7 +618,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                     Taken::Found(bytes) => {
                         if let Some(answer) = core.found(key, &bytes, fingerprint)?.answer(optional)
                         {
-                            guard.finish(Outcome::Value(bytes));
+                            guard.finish(Loaded::Value(bytes));
                             return Ok(answer);
                         }
                         None
@@ -677,7 +646,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                         } else {
                             Ok(())
                         };
-                        guard.finish(Outcome::Value(bytes));
+                        guard.finish(Loaded::Value(bytes));
                         stored?;
                         Ok(Some(value))
                     }
@@ -694,13 +663,13 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                             }
                             None => Ok(()),
                         };
-                        guard.finish(Outcome::Value(bytes));
+                        guard.finish(Loaded::Value(bytes));
                         stored?;
                         Ok(None)
                     }
                     Err(error) => {
                         let error = Arc::new(error);
-                        guard.finish(Outcome::LoaderError(error.clone()));
+                        guard.finish(Loaded::LoaderError(error.clone()));
                         Err(LoadError::Loader(error))
                     }
                 }
@@ -727,17 +696,17 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                 .add(&lease_key, token.clone(), Ttl::After(lease.hold()))
                 .await;
             let report = |e| {
-                let _ = core.read(Err::<(), _>(e), || ());
+                let _ = core.fail_open(Err::<(), _>(e), || ());
             };
             let pause = match waiting.after_add(added, &core.stats, report)? {
-                Step::Held => {
+                AfterAdd::Held => {
                     return Ok(Taken::Held {
                         key: lease_key,
                         token,
                     });
                 }
-                Step::Free => return Ok(Taken::Free),
-                Step::Sleep(pause) => pause,
+                AfterAdd::Free => return Ok(Taken::Free),
+                AfterAdd::Sleep(pause) => pause,
             };
             self.shared.face.sleep(pause).await;
             if let Ok(Some(bytes)) = engine.get(key).await {
@@ -756,7 +725,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             [] => None,
             tags => {
                 let versions = self.shared.engine.tag_versions(tags).await;
-                self.shared.core.read(versions.map(Some), || None)?
+                self.shared.core.fail_open(versions.map(Some), || None)?
             }
         };
         Ok(Stamp {
@@ -833,7 +802,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             pending = Vec::new();
             for (key, flight) in waited {
                 match flight.wait().await {
-                    Outcome::Value(bytes) => {
+                    Some(Loaded::Value(bytes)) => {
                         let bytes = TypedCore::<C>::strip_tags(&key, bytes);
                         match core.found::<T>(&key, &bytes, fingerprint)?.answer(true) {
                             Some(Some(value)) => {
@@ -843,11 +812,11 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
                             None => pending.push(key),
                         }
                     }
-                    Outcome::LoaderError(error) => match error.downcast::<Er>() {
+                    Some(Loaded::LoaderError(error)) => match error.downcast::<Er>() {
                         Ok(error) => return Err(LoadError::Loader(error)),
                         Err(_) => pending.push(key),
                     },
-                    Outcome::Abandoned => pending.push(key),
+                    None => pending.push(key),
                 }
             }
         }
@@ -886,7 +855,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     /// the callers waiting.
     async fn load_led<T, Er, F, Fut, I, L>(
         &self,
-        led: Vec<(String, LeaderGuard<'_>)>,
+        led: Vec<(String, LeaderGuard)>,
         options: &Options<'_, L>,
         fingerprint: Fingerprint,
         load: &mut F,
@@ -912,7 +881,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             Err(error) => {
                 let error = Arc::new(error);
                 for (_, guard) in led {
-                    guard.finish(Outcome::LoaderError(error.clone()));
+                    guard.finish(Loaded::LoaderError(error.clone()));
                 }
                 return Err(LoadError::Loader(error));
             }
@@ -957,7 +926,7 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
             }
         }
         for (guard, bytes) in finished {
-            guard.finish(Outcome::Value(bytes));
+            guard.finish(Loaded::Value(bytes));
         }
         Ok(stored?)
     }
@@ -977,43 +946,20 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         }
     }
 
-    /// How many keys are being loaded right now by `get_or_set_with`.
+    /// How many keys are being loaded right now (single-flight loads of the entry API).
     pub fn loads_in_flight(&self) -> usize {
         self.shared.flights.len()
     }
 }
 
 impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
-    /// As [`TypedCache::get_or_refresh_with`](crate::TypedCache::get_or_refresh_with): a fresh
-    /// value is returned as is, a stale one at once while it is refreshed, a missing one loaded
-    /// by this caller (single-flight).
-    ///
-    /// The background refresh is spawned on the tokio runtime the call runs on, with this
-    /// crate's `tokio` feature. Without the feature, or outside a tokio runtime, there is
-    /// nothing to spawn on: the caller that finds the value stale (or draws an early refresh)
-    /// runs the refresh itself and returns the new value (or, if the loader fails, the stale
-    /// one), while every other caller is served the stale value without waiting. Either way,
-    /// one refresh runs per key at a time in this process.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cache_local::InMemoryEngine;
-    /// use cache_serializer::{AsyncTypedCache, Refresh};
-    ///
-    /// # async fn run() -> cache_core::Result<()> {
-    /// let cache = AsyncTypedCache::new(InMemoryEngine::new());
-    /// let refresh = Refresh::after(Duration::from_secs(60)).serve_stale_for(Duration::from_secs(30));
-    /// let rate: f64 = cache
-    ///     .get_or_refresh_with("rate:eur", refresh, || async { 1.08 })
-    ///     .await?;
-    /// assert_eq!(rate, 1.08);
-    /// # Ok(())
-    /// # }
-    /// ```
+    /// Shorthand for `self.entry(key).refresh(refresh).or_load(load)`: see
+    /// [`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load).
     ///
     /// # Errors
     ///
-    /// As [`TypedCache::get_or_refresh_with`](crate::TypedCache::get_or_refresh_with).
+    /// As [`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).refresh(refresh).or_load(load)`")]
     pub async fn get_or_refresh_with<T, F, Fut>(
         &self,
         key: &str,
@@ -1025,21 +971,34 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let loaded = self
-            .try_get_or_refresh_with(key, refresh, move || async move {
-                Ok::<T, std::convert::Infallible>(load().await)
-            })
-            .await;
-        loaded.map_err(LoadError::into_cache_error)
+        self.entry(key).refresh(refresh).or_load(load).await
     }
 
-    /// [`get_or_refresh_with`](Self::get_or_refresh_with) with a fallible loader, as
-    /// [`TypedCache::try_get_or_refresh_with`](crate::TypedCache::try_get_or_refresh_with).
+    /// Shorthand for `self.entry(key).refresh(refresh).or_try_load(load)`: see
+    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load).
     ///
     /// # Errors
     ///
-    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    /// As [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).refresh(refresh).or_try_load(load)`")]
     pub async fn try_get_or_refresh_with<T, Er, F, Fut>(
+        &self,
+        key: &str,
+        refresh: Refresh,
+        load: F,
+    ) -> Result<T, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Er>> + Send + 'static,
+    {
+        self.entry(key).refresh(refresh).or_try_load(load).await
+    }
+
+    /// Returns the `T` under `key`, refreshing it ahead of its expiry: the implementation of
+    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load) on both faces.
+    pub(crate) async fn refresh_through<T, Er, F, Fut>(
         &self,
         key: &str,
         refresh: Refresh,
@@ -1055,7 +1014,7 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
         let stored_ttl = refresh.stored_ttl()?;
         let fingerprint = core.fingerprint::<T>()?;
         let found = self.shared.engine.get_with_ttl(key).await;
-        match core.read(found, || None)? {
+        match core.fail_open(found, || None)? {
             Some((bytes, remaining)) => match self.untag(key, bytes).await? {
                 Some(bytes) => {
                     if let Found::Value(value) = core.found::<T>(key, &bytes, fingerprint)? {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::CacheEngine;
+use crate::blocking::{check_entries, check_keys};
 use crate::capabilities::{Capabilities, Operation};
-use crate::engine::{check_entries, check_keys};
 use crate::error::Result;
 use crate::ttl::{Remaining, Ttl};
 

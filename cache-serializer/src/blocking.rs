@@ -13,14 +13,16 @@ use std::future::{Ready, ready};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use cache_core::{Blocking, Bytes, CacheEngine, CacheError, Result, Ttl, block_on};
+use cache_core::{
+    AsyncCacheEngine, Blocking, Bytes, CacheEngine, CacheError, Capabilities, Remaining, Result,
+    Ttl, block_on,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use cache_layers::FailOpen;
 
 use crate::AsyncTypedCache;
-use crate::blocked::Blocked;
 use crate::codec::{Bincode, Codec};
 pub use crate::core::{CacheStats, FailureHook};
 use crate::core::{Counters, Found, Tagging, TypedCore};
@@ -88,7 +90,7 @@ impl<E: fmt::Debug, C: Codec> fmt::Debug for TypedCache<E, C> {
     }
 }
 
-/// The error of [`TypedCache::try_get_or_set_with`]: the cache's, or the loader's (shared with
+/// The error of the fallible loaders ([`Entry::or_try_load`](crate::Entry::or_try_load)): the cache's, or the loader's (shared with
 /// every caller that waited for it, hence the `Arc`).
 #[derive(Debug)]
 pub enum LoadError<E> {
@@ -281,7 +283,7 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
         self
     }
 
-    /// The most background refreshes ([`TypedCache::get_or_refresh_with`]) that run at once
+    /// The most background refreshes ([`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load)) that run at once
     /// (64 by default; at least 1). A stale value found while this many run is served without
     /// starting another; a later read starts it once one ends. On the blocking face each runs
     /// on a thread of its own, so this bounds the threads too.
@@ -326,7 +328,7 @@ fn fail_open_layer(open: bool, hook: Option<FailureHook>) -> FailOpen {
 impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C, Blocking> {
     /// Loads take a [`Lease`](crate::Lease) first, so that one loader runs per missing key
     /// across every process sharing the engine (every `get_or_set` flavour, and the loads of
-    /// `get_or_refresh_with` on a miss; background refreshes take none). Default: no lease
+    /// refreshing entries on a miss; background refreshes take none). Default: no lease
     /// (one loader per key and process).
     ///
     /// ```
@@ -519,36 +521,28 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
 }
 
 impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
-    /// Returns the `T` under `key`, or runs `load`, stores its value for `ttl` and returns it.
-    ///
-    /// Single-flight: when several threads (through this cache or its clones) ask for the same
-    /// missing key at once, `load` runs in one of them and the others wait for its value. Other
-    /// keys load at the same time. If the loader panics, the panic goes to its caller and the
-    /// waiters try again (one of them loads).
-    ///
-    /// If storing the loaded value fails, this caller gets the error (the value is not cached)
-    /// while the callers that waited get the value.
+    /// Shorthand for `self.entry(key).ttl(ttl).or_load(load)`: see
+    /// [`Entry::or_load`](crate::Entry::or_load).
     ///
     /// # Errors
     ///
-    /// As [`get`](Self::get) and [`set`](Self::set).
+    /// As [`Entry::or_load`](crate::Entry::or_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).or_load(load)`")]
     pub fn get_or_set_with<T, F>(&self, key: &str, ttl: Ttl, load: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> T,
     {
-        self.load_value(key, &Options::fixed(ttl), || {
-            Ok::<T, std::convert::Infallible>(load())
-        })
-        .map_err(LoadError::into_cache_error)
+        self.entry(key).ttl(ttl).or_load(load)
     }
 
-    /// Like [`get_or_set_with`](Self::get_or_set_with) with a fallible loader. A loader error is
-    /// returned to its caller and to every caller that waited for it, and is never cached.
+    /// Shorthand for `self.entry(key).ttl(ttl).or_try_load(load)`: see
+    /// [`Entry::or_try_load`](crate::Entry::or_try_load).
     ///
     /// # Errors
     ///
-    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    /// As [`Entry::or_try_load`](crate::Entry::or_try_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).or_try_load(load)`")]
     pub fn try_get_or_set_with<T, Er, F>(
         &self,
         key: &str,
@@ -560,41 +554,18 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
-        self.load_value(key, &Options::fixed(ttl), load)
+        self.entry(key).ttl(ttl).or_try_load(load)
     }
 
-    /// Like [`get_or_set_with`](Self::get_or_set_with) for a loader that may find nothing:
-    /// `None` is cached too, as an absence, for `negative_ttl` (usually shorter than `ttl`), so
-    /// a key that does not exist is not looked up again and again. While it lasts, reads of the
-    /// key return `None` ([`get`](Self::get) included, counted in
-    /// [`CacheStats::negative_hits`]) without running the loader. Single-flight as
-    /// `get_or_set_with`.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cache_core::Ttl;
-    /// use cache_local::InMemoryEngine;
-    /// use cache_serializer::TypedCache;
-    ///
-    /// # fn main() -> cache_core::Result<()> {
-    /// let cache = TypedCache::new(InMemoryEngine::new());
-    /// let find = |id: u64| (id == 1).then(|| "Ada".to_string()); // a database query, say
-    /// let ttl = Ttl::After(Duration::from_secs(300));
-    /// let not_found = Ttl::After(Duration::from_secs(30));
-    /// assert_eq!(cache.get_or_set_optional_with("user:2", ttl, not_found, || find(2))?, None);
-    /// // Cached: the loader does not run again for 30 s.
-    /// let again = cache.get_or_set_optional_with("user:2", ttl, not_found, || -> Option<String> {
-    ///     unreachable!("cached as absent")
-    /// })?;
-    /// assert_eq!(again, None);
-    /// assert_eq!(cache.stats().negative_hits, 1);
-    /// # Ok(())
-    /// # }
-    /// ```
+    /// Shorthand for `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`: see
+    /// [`Entry::or_load_optional`](crate::Entry::or_load_optional).
     ///
     /// # Errors
     ///
-    /// As [`get_or_set_with`](Self::get_or_set_with).
+    /// As [`Entry::or_load_optional`](crate::Entry::or_load_optional).
+    #[deprecated(
+        note = "use the entry API: `cache.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`"
+    )]
     pub fn get_or_set_optional_with<T, F>(
         &self,
         key: &str,
@@ -606,19 +577,21 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> Option<T>,
     {
-        let options = Options::fixed(ttl).negative(negative_ttl);
-        self.load_here(key, &options, true, || {
-            Ok::<_, std::convert::Infallible>(load())
-        })
-        .map_err(LoadError::into_cache_error)
+        self.entry(key)
+            .ttl(ttl)
+            .negative_ttl(negative_ttl)
+            .or_load_optional(load)
     }
 
-    /// [`get_or_set_optional_with`](Self::get_or_set_optional_with) with a fallible loader: its
-    /// error is returned to every caller that waited for it and never cached.
+    /// Shorthand for `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`: see
+    /// [`Entry::or_try_load_optional`](crate::Entry::or_try_load_optional).
     ///
     /// # Errors
     ///
-    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    /// As [`Entry::or_try_load_optional`](crate::Entry::or_try_load_optional).
+    #[deprecated(
+        note = "use the entry API: `cache.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`"
+    )]
     pub fn try_get_or_set_optional_with<T, Er, F>(
         &self,
         key: &str,
@@ -631,8 +604,10 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<Option<T>, Er>,
     {
-        let options = Options::fixed(ttl).negative(negative_ttl);
-        self.load_here(key, &options, true, load)
+        self.entry(key)
+            .ttl(ttl)
+            .negative_ttl(negative_ttl)
+            .or_try_load_optional(load)
     }
 
     /// Stores `value` under `key` for `ttl`, carrying `tags`: after
@@ -675,14 +650,13 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         block_on(self.inner.set_tagged(key, value, ttl, tags))
     }
 
-    /// [`get_or_set_with`](Self::get_or_set_with) for a value that carries `tags` (see
-    /// [`set_tagged`](Self::set_tagged)). The tags' versions are taken before the loader runs,
-    /// so a tag invalidated while it runs (the data it read may predate the change) makes the
-    /// value it stores miss at once.
+    /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_load(load)`: see
+    /// [`Entry::tags`](crate::Entry::tags).
     ///
     /// # Errors
     ///
-    /// As [`get_or_set_with`](Self::get_or_set_with) and [`set_tagged`](Self::set_tagged).
+    /// As [`Entry::or_load`](crate::Entry::or_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).tags(tags).or_load(load)`")]
     pub fn get_or_set_tagged_with<T, F>(
         &self,
         key: &str,
@@ -694,17 +668,18 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> T,
     {
-        self.load_value(key, &Options::fixed(ttl).tagged(tags), || {
-            Ok::<T, std::convert::Infallible>(load())
-        })
-        .map_err(LoadError::into_cache_error)
+        self.entry(key).ttl(ttl).tags(tags).or_load(load)
     }
 
-    /// [`get_or_set_tagged_with`](Self::get_or_set_tagged_with) with a fallible loader.
+    /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_try_load(load)`: see
+    /// [`Entry::tags`](crate::Entry::tags).
     ///
     /// # Errors
     ///
-    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    /// As [`Entry::or_try_load`](crate::Entry::or_try_load).
+    #[deprecated(
+        note = "use the entry API: `cache.entry(key).ttl(ttl).tags(tags).or_try_load(load)`"
+    )]
     pub fn try_get_or_set_tagged_with<T, Er, F>(
         &self,
         key: &str,
@@ -717,7 +692,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er>,
     {
-        self.load_value(key, &Options::fixed(ttl).tagged(tags), load)
+        self.entry(key).ttl(ttl).tags(tags).or_try_load(load)
     }
 
     /// Makes every entry carrying `tag` a miss, with one write (a new version of the tag),
@@ -733,7 +708,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         block_on(self.inner.invalidate_tag(tag))
     }
 
-    /// How many keys are being loaded right now by `get_or_set_with`.
+    /// How many keys are being loaded right now (single-flight loads of the entry API).
     pub fn loads_in_flight(&self) -> usize {
         self.inner.loads_in_flight()
     }
@@ -742,61 +717,28 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
 /// Refresh ahead: the engine is `'static` because a background refresh runs on a thread of its
 /// own.
 impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
-    /// Returns the `T` under `key`, refreshing it ahead of its expiry as `refresh` says: a
-    /// fresh value is returned as is; a stale one (in the last
-    /// [`stale_for`](Refresh::serve_stale_for) of its life) is returned at once while `load`
-    /// runs on a background thread and replaces it; a missing one is loaded by this caller,
-    /// single-flight, as [`get_or_set_with`](Self::get_or_set_with) does, and stored for
-    /// `fresh_for + stale_for`. With [`Refresh::early`], hot keys are refreshed in the
-    /// background shortly before they go stale, by whichever read draws it.
-    ///
-    /// One background refresh runs per key at a time in this process (other processes may each
-    /// run one: freshness is the engine's, the refreshing set is local), on a thread of its
-    /// own, and at most [`max_background_refreshes`](TypedCacheBuilder::max_background_refreshes)
-    /// at once; past that, stale values are served without a refresh until one ends. A
-    /// background loader that fails (or whose value cannot be stored) is counted in
-    /// [`CacheStats::refresh_failures`] and the stale value is served until it expires; backend
-    /// failures also reach [`on_backend_error`](TypedCacheBuilder::on_backend_error).
-    ///
-    /// `load` must be `Send + 'static`, since it may run on another thread; when the value is
-    /// fresh it is dropped without running.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cache_local::InMemoryEngine;
-    /// use cache_serializer::{Refresh, TypedCache};
-    ///
-    /// # fn main() -> cache_core::Result<()> {
-    /// let cache = TypedCache::new(InMemoryEngine::new());
-    /// let refresh = Refresh::after(Duration::from_secs(60))
-    ///     .serve_stale_for(Duration::from_secs(30))
-    ///     .early(1.0);
-    /// let rate: f64 = cache.get_or_refresh_with("rate:eur", refresh, || 1.08)?; // a slow call, say
-    /// assert_eq!(rate, 1.08);
-    /// # Ok(())
-    /// # }
-    /// ```
+    /// Shorthand for `self.entry(key).refresh(refresh).or_load(load)`: see
+    /// [`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load).
     ///
     /// # Errors
     ///
-    /// As [`get_or_set_with`](Self::get_or_set_with); [`CacheError::InvalidConfig`] for a
-    /// `refresh` whose freshness is zero or whose `beta` is not finite and positive.
+    /// As [`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).refresh(refresh).or_load(load)`")]
     pub fn get_or_refresh_with<T, F>(&self, key: &str, refresh: Refresh, load: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        block_on(self.inner.get_or_refresh_with(key, refresh, now(load)))
+        self.entry(key).refresh(refresh).or_load(load)
     }
 
-    /// [`get_or_refresh_with`](Self::get_or_refresh_with) with a fallible loader. When this
-    /// caller loads (a miss), its error is returned to it and to every caller that waited;
-    /// a background refresh's error is counted in [`CacheStats::refresh_failures`] and the
-    /// stale value is kept. Errors are never cached.
+    /// Shorthand for `self.entry(key).refresh(refresh).or_try_load(load)`: see
+    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load).
     ///
     /// # Errors
     ///
-    /// [`LoadError::Loader`] with the loader's error, [`LoadError::Cache`] with the cache's.
+    /// As [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load).
+    #[deprecated(note = "use the entry API: `cache.entry(key).refresh(refresh).or_try_load(load)`")]
     pub fn try_get_or_refresh_with<T, Er, F>(
         &self,
         key: &str,
@@ -808,12 +750,28 @@ impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
         Er: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Er> + Send + 'static,
     {
-        block_on(self.inner.try_get_or_refresh_with(key, refresh, now(load)))
+        self.entry(key).refresh(refresh).or_try_load(load)
     }
 
     /// How many keys are being refreshed in the background right now.
     pub fn refreshes_in_flight(&self) -> usize {
         self.inner.refreshes_in_flight()
+    }
+
+    /// Refresh ahead on this face: the one implementation, run on the caller's thread (see
+    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load)).
+    pub(crate) fn refresh_here<T, Er, F>(
+        &self,
+        key: &str,
+        refresh: Refresh,
+        load: F,
+    ) -> Result<T, LoadError<Er>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        Er: Send + Sync + 'static,
+        F: FnOnce() -> Result<T, Er> + Send + 'static,
+    {
+        block_on(self.inner.refresh_through(key, refresh, now(load)))
     }
 }
 
@@ -837,7 +795,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     ) -> Result<Found<T>> {
         let shared = self.inner.shared();
         let core = &shared.core;
-        let bytes = match core.read(shared.engine.0.get(key), || None)? {
+        let bytes = match core.fail_open(shared.engine.0.get(key), || None)? {
             Some(bytes) => match core.tagging(key, bytes)? {
                 Tagging::Plain(bytes) => Some(bytes),
                 Tagging::Malformed => None,
@@ -845,13 +803,7 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             },
             None => None,
         };
-        match bytes {
-            Some(bytes) => core.found(key, &bytes, fingerprint),
-            None => {
-                core.miss::<()>()?;
-                Ok(Found::Miss)
-            }
-        }
+        core.found_or_miss(key, bytes, fingerprint)
     }
 
     /// Every blocking load: a hit read here, a miss loaded by the async implementation
@@ -912,5 +864,66 @@ pub(crate) struct Release<'a>(
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         self.0.release(self.1);
+    }
+}
+
+/// `E`'s blocking operations as futures that are ready at their first poll: the blocking engine
+/// seen as an async one, for the one implementation in [`AsyncTypedCache`]. Each future calls
+/// the blocking operation when first polled, on the caller's thread: one poll, no allocation,
+/// no runtime.
+#[derive(Debug)]
+pub(crate) struct Blocked<E>(pub(crate) E);
+
+impl<E: CacheEngine> AsyncCacheEngine for Blocked<E> {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.0.get(key)
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        self.0.set(key, value, ttl)
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.0.delete(key)
+    }
+    async fn clear(&self) -> Result<()> {
+        self.0.clear()
+    }
+    async fn close(&self) -> Result<()> {
+        self.0.close()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.0.exists(key)
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.0.get_many(keys)
+    }
+    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        self.0.set_many(entries, ttl)
+    }
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.0.delete_many(keys)
+    }
+    async fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        self.0.add(key, value, ttl)
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        self.0.increment(key, delta)
+    }
+    async fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        self.0.touch(key, ttl)
+    }
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
+        self.0.delete_if_equals(key, expected)
+    }
+    async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
+        self.0.remaining_ttl(key)
+    }
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
+        self.0.get_with_ttl(key)
+    }
+    async fn get_many_with_ttl(&self, keys: &[&str]) -> Result<Vec<Option<(Bytes, Remaining)>>> {
+        self.0.get_many_with_ttl(keys)
     }
 }

@@ -3,8 +3,11 @@
 //! I/O-free: [`command`] appends a request to a buffer and [`Resp`] decodes a reply from the
 //! start of one. Every size a reply announces is checked against its [`ReplyLimits`] before
 //! anything is allocated or waited for.
+//!
+//! Public (and hidden from the docs) for the fuzz targets and tools only: not part of the
+//! crate's API, and free to change in any release.
 
-use crate::protocol::{
+use cache_remote::{
     Decode, Decoded, ProtocolError, ReplyLimits, line_end, parse_i64, push_decimal,
 };
 
@@ -51,7 +54,7 @@ impl Value {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// cache_remote::resp::command(&mut out, &[b"GET", b"key"]);
+/// cache_redis::resp::command(&mut out, &[b"GET", b"key"]);
 /// assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n");
 /// ```
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {

@@ -1,0 +1,185 @@
+//! What both faces of [`RedisEngine`](crate::RedisEngine) are built from: the builder's
+//! settings checked once ([`Parts`]), the backend of each server with its TLS settings, and the
+//! [`Core`] over the topology the URL names.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use cache_core::config::redact_url as redact;
+use cache_core::key::KeySpace;
+use cache_core::{CacheError, Result};
+use cache_remote::{RemoteOptions, Transport};
+
+use crate::backend::Redis;
+use crate::cluster::{Cluster, NodeFactory};
+use crate::commands::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN};
+use crate::config::{RedisEngineBuilder, ServerUrl, Target, parse_target};
+use crate::core::{Core, Topology};
+use crate::sentinel::Sentinel;
+
+/// What both faces of the engine are built from.
+pub(crate) struct Parts {
+    pub(crate) target: Target,
+    pub(crate) commands: Commands,
+    pub(crate) options: RemoteOptions,
+    pub(crate) shown_url: String,
+    pub(crate) tls_root_certificate: Option<Vec<u8>>,
+    pub(crate) danger_accept_invalid_certs: bool,
+}
+
+impl Parts {
+    /// A factory of backends for any host, with the credentials, database and TLS of `url`.
+    fn factory(&self, url: &ServerUrl) -> NodeFactory {
+        let template = url.clone();
+        let root = self.tls_root_certificate.clone();
+        let danger = self.danger_accept_invalid_certs;
+        Box::new(move |address: &str| {
+            let mut url = template.clone();
+            let (host, port) = address.rsplit_once(':').ok_or_else(|| {
+                CacheError::invalid_config(format!("not a host:port address: {address}"))
+            })?;
+            url.host = host.to_string();
+            url.port = port.parse().map_err(|_| {
+                CacheError::invalid_config(format!("not a host:port address: {address}"))
+            })?;
+            backend(&url, root.as_deref(), danger)
+        })
+    }
+
+    pub(crate) fn core<T: Transport>(self) -> Result<Arc<Core<T>>> {
+        let settings = self.options.client.clone();
+        let topology = match &self.target {
+            Target::Single(url) => Topology::Single(Arc::new(T::client(
+                backend(
+                    url,
+                    self.tls_root_certificate.as_deref(),
+                    self.danger_accept_invalid_certs,
+                )?,
+                settings,
+            ))),
+            Target::Cluster(seeds) => Topology::Cluster(Box::new(Cluster::new(
+                seeds.iter().map(ServerUrl::address).collect(),
+                self.factory(&seeds[0]),
+                settings,
+            ))),
+            Target::Sentinel {
+                sentinels,
+                master,
+                data,
+            } => Topology::Sentinel(Sentinel::new(
+                master.clone(),
+                sentinels.iter().map(ServerUrl::address).collect(),
+                self.factory(&sentinels[0]),
+                self.factory(data),
+                settings,
+            )),
+        };
+        // The invalidation feed's own client: one server only, for now.
+        let feed = match &self.target {
+            Target::Single(url) => Some(Arc::new(cache_remote::blocking::Client::new(
+                backend(
+                    url,
+                    self.tls_root_certificate.as_deref(),
+                    self.danger_accept_invalid_certs,
+                )?,
+                self.options.client.clone(),
+            ))),
+            _ => None,
+        };
+        Ok(Arc::new(Core {
+            feed,
+            topology,
+            commands: self.commands,
+            options: self.options,
+            shown_url: self.shown_url,
+            closed: AtomicBool::new(false),
+        }))
+    }
+}
+
+impl<Face> RedisEngineBuilder<Face> {
+    /// Checks the settings and builds what both faces share.
+    pub(crate) fn parts(self) -> Result<Parts> {
+        let target = parse_target(&self.url)?;
+        let mut keys = self.options.validate(MAX_TTL)?;
+        if self.colocate_namespace {
+            let namespace = match (&target, self.options.namespace.as_deref()) {
+                (Target::Cluster(_), Some(namespace)) => namespace,
+                (Target::Cluster(_), None) => {
+                    return Err(CacheError::invalid_config(
+                        "colocate_namespace needs a namespace to co-locate",
+                    ));
+                }
+                _ => {
+                    return Err(CacheError::invalid_config(
+                        "colocate_namespace is for a cluster (redis-cluster:// URLs)",
+                    ));
+                }
+            };
+            if namespace.contains(['{', '}']) {
+                return Err(CacheError::invalid_config(
+                    "a co-located namespace must not hold { or }: it becomes a hash tag",
+                ));
+            }
+            keys = KeySpace::new(Some(&format!("{{{namespace}}}")))?;
+        }
+        if self.relaxed_keys {
+            keys = keys.relaxed(RELAXED_MAX_KEY_LEN);
+        }
+        // Check the TLS settings once, before any connection.
+        backend(
+            target.template(),
+            self.tls_root_certificate.as_deref(),
+            self.danger_accept_invalid_certs,
+        )?;
+        let address = match &target {
+            Target::Single(url) => url.address(),
+            Target::Cluster(seeds) => seeds
+                .iter()
+                .map(ServerUrl::address)
+                .collect::<Vec<_>>()
+                .join(","),
+            Target::Sentinel { master, .. } => format!("master {master}"),
+        };
+        let commands = Commands::new(
+            keys,
+            self.options.default_ttl,
+            self.max_value_size,
+            address,
+            matches!(target, Target::Cluster(_)),
+        );
+        Ok(Parts {
+            target,
+            commands,
+            shown_url: redact(&self.url),
+            options: self.options,
+            tls_root_certificate: self.tls_root_certificate,
+            danger_accept_invalid_certs: self.danger_accept_invalid_certs,
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+fn backend(url: &ServerUrl, root: Option<&[u8]>, danger: bool) -> Result<Redis> {
+    let tls = if url.tls {
+        Some(crate::tls::settings(&url.host, root, danger)?)
+    } else {
+        if root.is_some() || danger {
+            return Err(CacheError::invalid_config(
+                "TLS settings need a rediss:// URL",
+            ));
+        }
+        None
+    };
+    Ok(Redis::new(url, tls))
+}
+
+#[cfg(not(feature = "tls"))]
+fn backend(url: &ServerUrl, root: Option<&[u8]>, danger: bool) -> Result<Redis> {
+    if url.tls || root.is_some() || danger {
+        return Err(CacheError::invalid_config(
+            "rediss:// URLs and TLS settings need the `tls` feature of cache-redis",
+        ));
+    }
+    Ok(Redis::new(url))
+}
