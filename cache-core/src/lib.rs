@@ -21,6 +21,7 @@
 //! | [`counter`] | the decimal counter syntax of `increment` |
 //! | [`clock`] | the system clock and a manual clock for tests |
 //! | [`config`] | parsing of engines' environment variables, URL redaction |
+//! | [`flight`] | single-flight: one load per key at a time, for layers (the typed and HTTP ones use it) |
 //!
 //! # Example
 //!

@@ -17,7 +17,7 @@
 //!   them ([`TagExt::set_with_versions`]): a tag invalidated while the value was being computed
 //!   then makes the value miss at once, instead of caching data from before the invalidation.
 //!   [`TagExt::set_tagged`] takes them just before writing; the typed layer's
-//!   the typed layer's `entry(key).tags(..)` takes them before running its loader;
+//!   `entry(key).tags(..)` takes them before running its loader;
 //! - through a two-tier engine, a version cached in the local tier is as fresh as that tier is
 //!   (its invalidation feed, or its local TTL without one);
 //! - keys starting with `#tag:` are this module's.

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::meta::{Meta, Reply};
 use cache_core::CacheError;
 use cache_remote::{Backend, BoxExchange, ReplyLimits, Request, single};
 
 use crate::keys::BACKEND;
+use crate::meta::{Meta, Reply};
 
 /// One memcached server.
 #[derive(Debug)]

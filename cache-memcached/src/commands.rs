@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::meta::{self, Code, ErrorKind, Flags, Key, Meta, Reply};
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::{Bytes, CacheError, KeyDisplay, Remaining, Result, Ttl};
 use cache_remote::{
@@ -16,6 +15,7 @@ use cache_remote::{
 use crate::keys::{
     BACKEND, ITEM_OVERHEAD, Keys, WireKey, expiration_for_secs, payload, unwrap_payload,
 };
+use crate::meta::{self, Code, ErrorKind, Flags, Key, Meta, Reply};
 
 /// Rounds of the compare-and-swap loop of `increment` before giving up.
 const CAS_ATTEMPTS: usize = 1_000;

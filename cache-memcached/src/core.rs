@@ -10,7 +10,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::meta::Reply;
 use cache_core::{Bytes, Capabilities, Remaining, Result, Ttl};
 use cache_remote::{
     BoxExchange, Deadline, Make, Output, RemoteOptions, ReplyOf, Transport, route_of, routed,
@@ -20,6 +19,7 @@ use crate::backend::Memcached;
 use crate::commands::Commands;
 use crate::generation::Generation;
 use crate::keys::{BACKEND, TTL_RESOLUTION, WireKey, check_size, exptime, max_ttl};
+use crate::meta::Reply;
 use crate::ring::{Ring, RingServer};
 
 /// When a server is taken out of the ring, and when it is tried again.

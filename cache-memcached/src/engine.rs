@@ -75,9 +75,10 @@ impl<F: Transport> MemcachedEngineBuilder<F> {
     }
 }
 
-/// The constructors. They are on the blocking face's type because a bare `MemcachedEngine::`
-/// path names it; the async face is built with [`async_builder`](Self::async_builder) and
-/// [`connect_async`](Self::connect_async).
+/// The constructors, and what only the blocking face has. The constructors are on the blocking
+/// face's type because a bare `MemcachedEngine::` path names it; the async face is built with
+/// [`async_builder`](Self::async_builder) and [`connect_async`](Self::connect_async) (or
+/// `AsyncMemcachedEngine::default()`).
 impl MemcachedEngine {
     /// A builder of a blocking engine, with every default.
     pub fn builder() -> MemcachedEngineBuilder<Blocking> {
@@ -225,7 +226,13 @@ impl<F: Transport> fmt::Debug for MemcachedEngine<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("MemcachedEngine")
-            .field("face", &std::any::type_name::<F>().rsplit("::").next())
+            .field(
+                "face",
+                &std::any::type_name::<F>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or_default(),
+            )
             .field(
                 "servers",
                 &inner.nodes.iter().map(|n| &n.address).collect::<Vec<_>>(),

@@ -21,11 +21,11 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::meta::{self, Code, Key, Reply};
 use cache_core::{CacheError, Result};
 use cache_remote::{Exchange, ReplyLimits, Request, Step};
 
 use crate::keys::{BACKEND, GENERATION_LEN};
+use crate::meta::{self, Code, Key, Reply};
 
 /// Rounds of read and compare-and-swap before raising a server's generation gives up (each is
 /// bounded by the operation's deadline too).

@@ -1,11 +1,11 @@
 //! The Redis backend as the remote core sees it: where to connect, RESP, the handshake (AUTH,
 //! SELECT), TLS, and what Redis's error replies mean.
 
-use crate::resp::{self, Resp, Value};
 use cache_core::{CacheError, KeyDisplay};
 use cache_remote::{Backend, BoxExchange, ProtocolError, ReplyLimits, Request, single};
 
 use crate::config::ServerUrl;
+use crate::resp::{self, Resp, Value};
 
 pub(crate) const BACKEND: &str = "redis";
 

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::resp::{self, Value};
 use cache_core::{Bytes, CacheError, KeyDisplay, Result};
 use cache_remote::{
     BATCH_KEYS, ClientSettings, Deadline, Exchange, ReplyLimits, Request, Step, Transport,
@@ -21,6 +20,7 @@ use cache_remote::{
 
 use crate::backend::{BACKEND, Redirect, Redis, unexpected};
 use crate::commands::Commands;
+use crate::resp::{self, Value};
 
 /// The number of hash slots.
 pub(crate) const SLOTS: usize = 16384;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::resp::{self, Value};
 use cache_core::key::KeySpace;
 use cache_core::ttl::ceil_millis;
 use cache_core::{Bytes, CacheError, Expiry, KeyDisplay, Remaining, Result, Ttl};
@@ -13,6 +12,7 @@ use cache_remote::{
 };
 
 use crate::backend::{BACKEND, reply_error, unexpected};
+use crate::resp::{self, Value};
 
 /// The longest TTL accepted: 100 years. Longer ones (`Duration::MAX`) are refused, not clamped.
 pub(crate) const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::resp::{self, Value};
 use cache_core::{Bytes, CacheError, Capabilities, Remaining, Result, Ttl};
 use cache_remote::{
     BoxExchange, Deadline, Exchange, Make, Output, RemoteOptions, ReplyOf, Transport, by_pipeline,
@@ -17,6 +16,7 @@ use crate::cluster::{
     Answer, Asking, Cluster, MAX_REDIRECTS, PerKey, bulk, key_slot, too_many_redirects,
 };
 use crate::commands::{Commands, MAX_TTL, TTL_RESOLUTION};
+use crate::resp::{self, Value};
 use crate::sentinel::Sentinel;
 
 /// Where the engine's keys live.

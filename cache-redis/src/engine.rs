@@ -75,9 +75,10 @@ impl<F: Transport> RedisEngineBuilder<F> {
     }
 }
 
-/// The constructors. They are on the blocking face's type because a bare `RedisEngine::` path
-/// names it; the async face is built with [`async_builder`](Self::async_builder) and
-/// [`connect_async`](Self::connect_async).
+/// The constructors, and what only the blocking face has. The constructors are on the blocking
+/// face's type because a bare `RedisEngine::` path names it; the async face is built with
+/// [`async_builder`](Self::async_builder) and [`connect_async`](Self::connect_async) (or
+/// `AsyncRedisEngine::default()`).
 impl RedisEngine {
     /// A builder of a blocking engine, with every default.
     pub fn builder() -> RedisEngineBuilder<Blocking> {
@@ -226,7 +227,13 @@ impl<F: Transport> fmt::Debug for RedisEngine<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("RedisEngine")
-            .field("face", &std::any::type_name::<F>().rsplit("::").next())
+            .field(
+                "face",
+                &std::any::type_name::<F>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or_default(),
+            )
             .field("url", &inner.shown_url)
             .field("options", &inner.options)
             .field("open_connections", &self.open_connections())

@@ -15,7 +15,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::resp::{self, Value};
 use cache_core::invalidation::{Invalidation, InvalidationSource, Sink, Subscription};
 use cache_core::{CacheError, Result};
 use cache_remote::blocking::{Client, Dedicated};
@@ -23,6 +22,7 @@ use cache_remote::{Backend, ReplyLimits};
 
 use crate::backend::Redis;
 use crate::commands::RELAXED_MAX_KEY_LEN;
+use crate::resp::{self, Value};
 
 /// The channel Redis publishes tracking invalidations on, for RESP2 clients.
 const CHANNEL: &[u8] = b"__redis__:invalidate";

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::resp::{self, Value};
 use cache_core::{CacheError, Result};
 use cache_remote::{
     ClientSettings, Deadline, Exchange, Make, Output, ReplyLimits, ReplyOf, Request, Step,
@@ -19,6 +18,7 @@ use cache_remote::{
 
 use crate::backend::{BACKEND, Redis, unexpected};
 use crate::cluster::NodeFactory;
+use crate::resp::{self, Value};
 
 /// The shortest time between two questions to the sentinels.
 const ASK_EVERY: Duration = Duration::from_millis(100);

@@ -36,7 +36,7 @@
 //! error saying so.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ use ::tokio::task::AbortHandle;
 use ::tokio::time::Instant;
 use cache_core::{CacheError, Result};
 
-use crate::backend::{Backend, Broken, Failure, QueueFull as Full, ReplyOf, Retry};
+use crate::backend::{Backend, Broken, Failure, Failures, QueueFull as Full, ReplyOf, Retry};
 use crate::buffer::ReadBuffer;
 use crate::exchange::{Deadline, Exchange, Request, Step};
 use crate::protocol::{Decode, ProtocolError, ReplyLimits};
@@ -233,7 +233,7 @@ pub struct Client<B: Backend> {
     next: AtomicUsize,
     closed: Arc<AtomicBool>,
     /// Operations in a row that failed on the connection or while opening one.
-    failures: AtomicU32,
+    failures: Failures,
 }
 
 impl<B: Backend> std::fmt::Debug for Client<B> {
@@ -285,7 +285,7 @@ impl<B: Backend> Client<B> {
             slots,
             next: AtomicUsize::new(0),
             closed: Arc::new(AtomicBool::new(false)),
-            failures: AtomicU32::new(0),
+            failures: Failures::default(),
         }
     }
 
@@ -309,13 +309,7 @@ impl<B: Backend> Client<B> {
     /// (as [`blocking::Client::consecutive_failures`](crate::blocking::Client::consecutive_failures)).
     /// An operation refused because the queue was full does not count.
     pub fn consecutive_failures(&self) -> u32 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    fn answered(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-        }
+        self.failures.count()
     }
 
     /// How many connections are open now.
@@ -410,7 +404,7 @@ impl<B: Backend> Client<B> {
                 Ok(pipe) => pipe,
                 Err(e) => {
                     if e.is_transient() {
-                        self.failures.fetch_add(1, Ordering::Relaxed);
+                        self.failures.failed();
                     }
                     return Err(e);
                 }
@@ -429,11 +423,11 @@ impl<B: Backend> Client<B> {
             .await
             {
                 Ok(output) => {
-                    self.answered();
+                    self.failures.answered();
                     return Ok(output);
                 }
                 Err(Failure::Reply(error)) => {
-                    self.answered();
+                    self.failures.answered();
                     return Err(error);
                 }
                 Err(Failure::Full(full)) => return Err(self.overloaded(operation, &full)),
@@ -453,7 +447,7 @@ impl<B: Backend> Client<B> {
                         sent,
                     };
                     if !retry.allowed(opened.is_none() && why.is_dead_socket()) {
-                        self.failures.fetch_add(1, Ordering::Relaxed);
+                        self.failures.failed();
                         return Err(why.into_error(
                             backend,
                             operation,

@@ -1,6 +1,7 @@
 //! What a backend supplies to the transports, and how transport failures become errors.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cache_core::CacheError;
@@ -194,5 +195,30 @@ impl Retry {
             && dead_while_idle
             && self.before_idempotent
             && (self.idempotent || !self.sent)
+    }
+}
+
+/// Operations in a row that failed on a client's connections because the server could not be
+/// reached, broke the connection or did not answer in time: what both clients report as
+/// `consecutive_failures`, for routers that take a failing server out.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(AtomicU32);
+
+impl Failures {
+    /// How many in a row now.
+    pub(crate) fn count(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The server answered an operation: the row ends.
+    pub(crate) fn answered(&self) {
+        if self.0.load(Ordering::Relaxed) != 0 {
+            self.0.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// One more failure in the row.
+    pub(crate) fn failed(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }

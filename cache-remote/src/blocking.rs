@@ -3,12 +3,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_core::{CacheError, Result};
 
-use crate::backend::{Backend, Broken, Failure, ReplyOf, Retry};
+use crate::backend::{Backend, Broken, Failure, Failures, ReplyOf, Retry};
 use crate::buffer::ReadBuffer;
 use crate::exchange::{Deadline, Exchange, Request, Step};
 use crate::pool::{Pool, Refusal, Slot};
@@ -274,7 +274,7 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
         if result.is_ok() || matches!(&result, Err(e) if !e.is_transient()) {
             // The server answered (perhaps with an error of the operation's own).
             if self.exchange.is_some() {
-                self.client.answered();
+                self.client.failures.answered();
             }
         }
         self.waiting = false;
@@ -433,7 +433,7 @@ pub struct Client<B: Backend> {
     settings: ClientSettings,
     closed: AtomicBool,
     /// Operations in a row that failed on the connection or while opening one.
-    failures: AtomicU32,
+    failures: Failures,
 }
 
 impl<B: Backend> std::fmt::Debug for Client<B> {
@@ -500,7 +500,7 @@ impl<B: Backend> Client<B> {
             backend,
             settings,
             closed: AtomicBool::new(false),
-            failures: AtomicU32::new(0),
+            failures: Failures::default(),
         }
     }
 
@@ -535,17 +535,7 @@ impl<B: Backend> Client<B> {
     /// Waiting for a free connection is not the server's failure and does not count. Routers
     /// over several servers read this to take a failing server out.
     pub fn consecutive_failures(&self) -> u32 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    fn answered(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-        }
-    }
-
-    fn failed(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures.count()
     }
 
     /// Closes the client: idle connections are closed now, busy ones when their operation
@@ -610,12 +600,12 @@ impl<B: Backend> Client<B> {
             ) {
                 Ok(output) => {
                     guard.checkin();
-                    self.answered();
+                    self.failures.answered();
                     return Ok(output);
                 }
                 Err(Failure::Reply(error)) => {
                     guard.checkin();
-                    self.answered();
+                    self.failures.answered();
                     return Err(error);
                 }
                 // The blocking transport has no queue: it never refuses for a full one.
@@ -663,7 +653,7 @@ impl<B: Backend> Client<B> {
         if retry.allowed(dead_while_idle) {
             return None;
         }
-        self.failed();
+        self.failures.failed();
         Some(why.into_error(
             self.backend.name(),
             operation,
@@ -769,7 +759,7 @@ impl<B: Backend> Client<B> {
                     Err(e) => {
                         self.pool.release();
                         if e.is_transient() {
-                            self.failed();
+                            self.failures.failed();
                         }
                         Err(e)
                     }

@@ -65,7 +65,7 @@ pub use transport::{Make, Output, Routed, Transport, by_pipeline, route_of, rout
 
 #[doc(hidden)]
 pub mod __private {
-    pub use cache_core::{Bytes, Capabilities, Remaining, Result, Ttl};
+    pub use cache_core::{Result, Ttl};
 }
 
 /// The most keys of one batch of a bulk operation: each batch is one request with its own

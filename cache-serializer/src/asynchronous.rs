@@ -308,11 +308,12 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         core.stored(result, encoded.len() as u64)
     }
 
-    /// Shorthand for `self.entry(key).ttl(ttl).or_load(load)`: see [`Entry::or_load`](crate::Entry::or_load).
+    /// Shorthand for `self.entry(key).ttl(ttl).or_load(load)`: see
+    /// [`Entry::or_load`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_load`](crate::Entry::or_load).
+    /// As [`Entry::or_load`](crate::Entry).
     #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).or_load(load)`")]
     pub async fn get_or_set_with<T, F, Fut>(&self, key: &str, ttl: Ttl, load: F) -> Result<T>
     where
@@ -323,11 +324,12 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         self.entry(key).ttl(ttl).or_load(load).await
     }
 
-    /// Shorthand for `self.entry(key).ttl(ttl).or_try_load(load)`: see [`Entry::or_try_load`](crate::Entry::or_try_load).
+    /// Shorthand for `self.entry(key).ttl(ttl).or_try_load(load)`: see
+    /// [`Entry::or_try_load`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_try_load`](crate::Entry::or_try_load).
+    /// As [`Entry::or_try_load`](crate::Entry).
     #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).or_try_load(load)`")]
     pub async fn try_get_or_set_with<T, Er, F, Fut>(
         &self,
@@ -345,11 +347,11 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     }
 
     /// Shorthand for `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`:
-    /// see [`Entry::or_load_optional`](crate::Entry::or_load_optional).
+    /// see [`Entry::or_load_optional`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_load_optional`](crate::Entry::or_load_optional).
+    /// As [`Entry::or_load_optional`](crate::Entry).
     #[deprecated(
         note = "use the entry API: `cache.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`"
     )]
@@ -374,11 +376,11 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
 
     /// Shorthand for
     /// `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`: see
-    /// [`Entry::or_try_load_optional`](crate::Entry::or_try_load_optional).
+    /// [`Entry::or_try_load_optional`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_try_load_optional`](crate::Entry::or_try_load_optional).
+    /// As [`Entry::or_try_load_optional`](crate::Entry).
     #[deprecated(
         note = "use the entry API: `cache.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`"
     )]
@@ -429,11 +431,12 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
         core.stored(result, 1)
     }
 
-    /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_load(load)`: see [`Entry::tags`](crate::Entry::tags).
+    /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_load(load)`: see
+    /// [`Entry::tags`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_load`](crate::Entry::or_load).
+    /// As [`Entry::or_load`](crate::Entry).
     #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).tags(tags).or_load(load)`")]
     pub async fn get_or_set_tagged_with<T, F, Fut>(
         &self,
@@ -451,11 +454,11 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
     }
 
     /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_try_load(load)`: see
-    /// [`Entry::tags`](crate::Entry::tags).
+    /// [`Entry::tags`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_try_load`](crate::Entry::or_try_load).
+    /// As [`Entry::or_try_load`](crate::Entry).
     #[deprecated(
         note = "use the entry API: `cache.entry(key).ttl(ttl).tags(tags).or_try_load(load)`"
     )]
@@ -954,11 +957,11 @@ impl<E: AsyncCacheEngine, C: Codec> AsyncTypedCache<E, C> {
 
 impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
     /// Shorthand for `self.entry(key).refresh(refresh).or_load(load)`: see
-    /// [`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load).
+    /// [`RefreshingEntry::or_load`](crate::RefreshingEntry).
     ///
     /// # Errors
     ///
-    /// As [`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load).
+    /// As [`RefreshingEntry::or_load`](crate::RefreshingEntry).
     #[deprecated(note = "use the entry API: `cache.entry(key).refresh(refresh).or_load(load)`")]
     pub async fn get_or_refresh_with<T, F, Fut>(
         &self,
@@ -975,11 +978,11 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
     }
 
     /// Shorthand for `self.entry(key).refresh(refresh).or_try_load(load)`: see
-    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load).
+    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry).
     ///
     /// # Errors
     ///
-    /// As [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load).
+    /// As [`RefreshingEntry::or_try_load`](crate::RefreshingEntry).
     #[deprecated(note = "use the entry API: `cache.entry(key).refresh(refresh).or_try_load(load)`")]
     pub async fn try_get_or_refresh_with<T, Er, F, Fut>(
         &self,
@@ -997,7 +1000,7 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> AsyncTypedCache<E, C> {
     }
 
     /// Returns the `T` under `key`, refreshing it ahead of its expiry: the implementation of
-    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load) on both faces.
+    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry) on both faces.
     pub(crate) async fn refresh_through<T, Er, F, Fut>(
         &self,
         key: &str,

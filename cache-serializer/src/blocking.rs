@@ -90,8 +90,8 @@ impl<E: fmt::Debug, C: Codec> fmt::Debug for TypedCache<E, C> {
     }
 }
 
-/// The error of the fallible loaders ([`Entry::or_try_load`](crate::Entry::or_try_load)): the cache's, or the loader's (shared with
-/// every caller that waited for it, hence the `Arc`).
+/// The error of the fallible loaders ([`Entry::or_try_load`](crate::Entry)): the cache's, or the
+/// loader's (shared with every caller that waited for it, hence the `Arc`).
 #[derive(Debug)]
 pub enum LoadError<E> {
     /// Reading, encoding or storing failed.
@@ -283,8 +283,8 @@ impl<E, C: Codec, Face> TypedCacheBuilder<E, C, Face> {
         self
     }
 
-    /// The most background refreshes ([`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load)) that run at once
-    /// (64 by default; at least 1). A stale value found while this many run is served without
+    /// The most background refreshes ([`RefreshingEntry`](crate::RefreshingEntry)) that run at
+    /// once (64 by default; at least 1). A stale value found while this many run is served without
     /// starting another; a later read starts it once one ends. On the blocking face each runs
     /// on a thread of its own, so this bounds the threads too.
     pub fn max_background_refreshes(mut self, refreshes: usize) -> Self {
@@ -327,7 +327,7 @@ fn fail_open_layer(open: bool, hook: Option<FailureHook>) -> FailOpen {
 
 impl<E: CacheEngine, C: Codec> TypedCacheBuilder<E, C, Blocking> {
     /// Loads take a [`Lease`](crate::Lease) first, so that one loader runs per missing key
-    /// across every process sharing the engine (every `get_or_set` flavour, and the loads of
+    /// across every process sharing the engine (every loader of the entry API, and the loads of
     /// refreshing entries on a miss; background refreshes take none). Default: no lease
     /// (one loader per key and process).
     ///
@@ -522,11 +522,11 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
 
 impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     /// Shorthand for `self.entry(key).ttl(ttl).or_load(load)`: see
-    /// [`Entry::or_load`](crate::Entry::or_load).
+    /// [`Entry::or_load`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_load`](crate::Entry::or_load).
+    /// As [`Entry::or_load`](crate::Entry).
     #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).or_load(load)`")]
     pub fn get_or_set_with<T, F>(&self, key: &str, ttl: Ttl, load: F) -> Result<T>
     where
@@ -537,11 +537,11 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     }
 
     /// Shorthand for `self.entry(key).ttl(ttl).or_try_load(load)`: see
-    /// [`Entry::or_try_load`](crate::Entry::or_try_load).
+    /// [`Entry::or_try_load`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_try_load`](crate::Entry::or_try_load).
+    /// As [`Entry::or_try_load`](crate::Entry).
     #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).or_try_load(load)`")]
     pub fn try_get_or_set_with<T, Er, F>(
         &self,
@@ -557,12 +557,13 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
         self.entry(key).ttl(ttl).or_try_load(load)
     }
 
-    /// Shorthand for `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`: see
-    /// [`Entry::or_load_optional`](crate::Entry::or_load_optional).
+    /// Shorthand for
+    /// `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`: see
+    /// [`Entry::or_load_optional`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_load_optional`](crate::Entry::or_load_optional).
+    /// As [`Entry::or_load_optional`](crate::Entry).
     #[deprecated(
         note = "use the entry API: `cache.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_load_optional(load)`"
     )]
@@ -583,12 +584,13 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
             .or_load_optional(load)
     }
 
-    /// Shorthand for `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`: see
-    /// [`Entry::or_try_load_optional`](crate::Entry::or_try_load_optional).
+    /// Shorthand for
+    /// `self.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`: see
+    /// [`Entry::or_try_load_optional`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_try_load_optional`](crate::Entry::or_try_load_optional).
+    /// As [`Entry::or_try_load_optional`](crate::Entry).
     #[deprecated(
         note = "use the entry API: `cache.entry(key).ttl(ttl).negative_ttl(negative_ttl).or_try_load_optional(load)`"
     )]
@@ -651,11 +653,11 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     }
 
     /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_load(load)`: see
-    /// [`Entry::tags`](crate::Entry::tags).
+    /// [`Entry::tags`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_load`](crate::Entry::or_load).
+    /// As [`Entry::or_load`](crate::Entry).
     #[deprecated(note = "use the entry API: `cache.entry(key).ttl(ttl).tags(tags).or_load(load)`")]
     pub fn get_or_set_tagged_with<T, F>(
         &self,
@@ -672,11 +674,11 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
     }
 
     /// Shorthand for `self.entry(key).ttl(ttl).tags(tags).or_try_load(load)`: see
-    /// [`Entry::tags`](crate::Entry::tags).
+    /// [`Entry::tags`](crate::Entry).
     ///
     /// # Errors
     ///
-    /// As [`Entry::or_try_load`](crate::Entry::or_try_load).
+    /// As [`Entry::or_try_load`](crate::Entry).
     #[deprecated(
         note = "use the entry API: `cache.entry(key).ttl(ttl).tags(tags).or_try_load(load)`"
     )]
@@ -718,11 +720,11 @@ impl<E: CacheEngine, C: Codec> TypedCache<E, C> {
 /// own.
 impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
     /// Shorthand for `self.entry(key).refresh(refresh).or_load(load)`: see
-    /// [`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load).
+    /// [`RefreshingEntry::or_load`](crate::RefreshingEntry).
     ///
     /// # Errors
     ///
-    /// As [`RefreshingEntry::or_load`](crate::RefreshingEntry::or_load).
+    /// As [`RefreshingEntry::or_load`](crate::RefreshingEntry).
     #[deprecated(note = "use the entry API: `cache.entry(key).refresh(refresh).or_load(load)`")]
     pub fn get_or_refresh_with<T, F>(&self, key: &str, refresh: Refresh, load: F) -> Result<T>
     where
@@ -733,11 +735,11 @@ impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
     }
 
     /// Shorthand for `self.entry(key).refresh(refresh).or_try_load(load)`: see
-    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load).
+    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry).
     ///
     /// # Errors
     ///
-    /// As [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load).
+    /// As [`RefreshingEntry::or_try_load`](crate::RefreshingEntry).
     #[deprecated(note = "use the entry API: `cache.entry(key).refresh(refresh).or_try_load(load)`")]
     pub fn try_get_or_refresh_with<T, Er, F>(
         &self,
@@ -759,7 +761,7 @@ impl<E: CacheEngine + 'static, C: Codec> TypedCache<E, C> {
     }
 
     /// Refresh ahead on this face: the one implementation, run on the caller's thread (see
-    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry::or_try_load)).
+    /// [`RefreshingEntry::or_try_load`](crate::RefreshingEntry)).
     pub(crate) fn refresh_here<T, Er, F>(
         &self,
         key: &str,

@@ -104,7 +104,7 @@ pub(crate) enum Found<T> {
 }
 
 impl<T> Found<T> {
-    /// What a `get_or_set` flavour answers with this, if it answers: a value, or for optional
+    /// What an entry loader answers with this, if it answers: a value, or for optional
     /// loads a cached absence (a loader that always finds a value replaces an absence).
     /// `None`: load.
     pub(crate) fn answer(self, optional: bool) -> Option<Option<T>> {

@@ -163,8 +163,34 @@ pub struct Entries<'a, Cache, L = FixedTtl> {
     options: Options<'a, L>,
 }
 
-/// An [`Entry`] refreshed ahead of its expiry: made by [`Entry::refresh`], loaded with
-/// [`or_load`](RefreshingEntry::or_load) (the rules are there).
+/// An [`Entry`] refreshed ahead of its expiry: made by [`Entry::refresh`].
+///
+/// Its loaders return the value, refreshed ahead of its expiry as the entry's [`Refresh`]
+/// says: a fresh value is returned as is; a stale one (in the last
+/// [`stale_for`](Refresh::serve_stale_for) of its life) is returned at once while `load` runs
+/// in the background and replaces it; a missing one is loaded by this caller, single-flight,
+/// as an [`Entry`]'s loaders do, and stored for `fresh_for + stale_for`. With
+/// [`Refresh::early`], hot keys are refreshed in the background shortly before they go stale,
+/// by whichever read draws it.
+///
+/// One background refresh runs per key at a time in this process (other processes may each
+/// run one: freshness is the engine's, the refreshing set is local), on a thread of its own
+/// on the blocking face, and at most
+/// [`max_background_refreshes`](crate::TypedCacheBuilder::max_background_refreshes) at
+/// once; past that, stale values are served without a refresh until one ends. A background
+/// loader that fails (or whose value cannot be stored) is counted in
+/// `CacheStats::refresh_failures` and the stale value is served until it expires; backend
+/// failures also reach [`on_backend_error`](crate::TypedCacheBuilder::on_backend_error).
+///
+/// `load` must be `Send + 'static`, since it may run on another thread; when the value is
+/// fresh it is dropped without running.
+///
+/// On the async face, the background refresh is spawned on the tokio runtime the call runs
+/// on, with this crate's `tokio` feature. Without the feature, or outside a tokio runtime, there is
+/// nothing to spawn on: the caller that finds the value stale (or draws an early refresh)
+/// runs the refresh itself and returns the new value (or, if the loader fails, the stale
+/// one), while every other caller is served the stale value without waiting. Either way,
+/// one refresh runs per key at a time in this process.
 #[must_use = "an entry does nothing until one of its `or_load` methods is called"]
 #[derive(Debug)]
 pub struct RefreshingEntry<'a, Cache> {
@@ -222,7 +248,7 @@ impl<'a, Cache, L> Entry<'a, Cache, L> {
     }
 
     /// Refreshes the value ahead of its expiry as `refresh` says (see
-    /// [`RefreshingEntry::or_load`]): the value is stored for the refresh's freshness
+    /// [`RefreshingEntry`]): the value is stored for the refresh's freshness
     /// plus its stale window, which replaces any [`ttl`](Self::ttl) set before. Tags and
     /// negative caching do not combine with refresh: an entry that set them is refused with
     /// `InvalidConfig` when it loads.
@@ -517,15 +543,8 @@ impl<E: CacheEngine, C: Codec, L> Entry<'_, TypedCache<E, C>, L> {
 
 /// The async face's refreshing loaders.
 impl<E: AsyncCacheEngine + 'static, C: Codec> RefreshingEntry<'_, AsyncTypedCache<E, C>> {
-    /// The value, refreshed ahead of its expiry, as the blocking face's
-    /// [`or_load`](RefreshingEntry::or_load) does.
-    ///
-    /// The background refresh is spawned on the tokio runtime the call runs on, with this
-    /// crate's `tokio` feature. Without the feature, or outside a tokio runtime, there is
-    /// nothing to spawn on: the caller that finds the value stale (or draws an early refresh)
-    /// runs the refresh itself and returns the new value (or, if the loader fails, the stale
-    /// one), while every other caller is served the stale value without waiting. Either way,
-    /// one refresh runs per key at a time in this process.
+    /// The value, refreshed ahead of its expiry in a task (the rules are on
+    /// [`RefreshingEntry`]).
     ///
     /// ```
     /// use std::time::Duration;
@@ -564,8 +583,10 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> RefreshingEntry<'_, AsyncTypedCach
             .map_err(LoadError::into_cache_error)
     }
 
-    /// [`or_load`](Self::or_load) with a fallible loader, as the blocking face's
-    /// [`or_try_load`](RefreshingEntry::or_try_load).
+    /// [`or_load`](Self::or_load) with a fallible loader: when this caller loads (a miss), its
+    /// error is returned to it and to every caller that waited; a background refresh's error
+    /// is counted in `CacheStats::refresh_failures` and the stale value is kept. Errors are
+    /// never cached.
     ///
     /// # Errors
     ///
@@ -587,24 +608,8 @@ impl<E: AsyncCacheEngine + 'static, C: Codec> RefreshingEntry<'_, AsyncTypedCach
 
 /// The blocking face's refreshing loaders.
 impl<E: CacheEngine + 'static, C: Codec> RefreshingEntry<'_, TypedCache<E, C>> {
-    /// The value, refreshed ahead of its expiry as the entry's [`Refresh`] says: a fresh value
-    /// is returned as is; a stale one (in the last [`stale_for`](Refresh::serve_stale_for) of
-    /// its life) is returned at once while `load` runs on a background thread and replaces it;
-    /// a missing one is loaded by this caller, single-flight, as [`Entry::or_load`] does, and
-    /// stored for `fresh_for + stale_for`. With [`Refresh::early`], hot keys are refreshed in
-    /// the background shortly before they go stale, by whichever read draws it.
-    ///
-    /// One background refresh runs per key at a time in this process (other processes may each
-    /// run one: freshness is the engine's, the refreshing set is local), on a thread of its
-    /// own, and at most
-    /// [`max_background_refreshes`](crate::TypedCacheBuilder::max_background_refreshes) at
-    /// once; past that, stale values are served without a refresh until one ends. A background
-    /// loader that fails (or whose value cannot be stored) is counted in
-    /// `CacheStats::refresh_failures` and the stale value is served until it expires; backend
-    /// failures also reach [`on_backend_error`](crate::TypedCacheBuilder::on_backend_error).
-    ///
-    /// `load` must be `Send + 'static`, since it may run on another thread; when the value is
-    /// fresh it is dropped without running.
+    /// The value, refreshed ahead of its expiry on a thread of its own (the rules are on
+    /// [`RefreshingEntry`]).
     ///
     /// ```
     /// use std::time::Duration;

@@ -14,9 +14,9 @@ use cache_core::{CacheError, Remaining, Result, Ttl};
 /// A value is stored for `fresh_for + stale_for`. While more than `stale_for` of that is left,
 /// it is **fresh** and returned as is. In the last `stale_for` it is **stale**: it is still
 /// returned at once, and one caller per key and process starts a refresh in the background.
-/// After that it has expired in the engine, and the next caller loads it (single-flight) as
-/// [`Entry::or_load`](crate::Entry::or_load) does. Freshness is read from the engine's remaining TTL of the entry
-/// ([`CacheEngine::get_with_ttl`](cache_core::CacheEngine::get_with_ttl)), so every process
+/// After that it has expired in the engine, and the next caller loads it (single-flight), as
+/// an [`Entry`](crate::Entry) does. Freshness is read from the engine's remaining TTL of the
+/// entry ([`CacheEngine::get_with_ttl`](cache_core::CacheEngine::get_with_ttl)), so every process
 /// sharing the engine agrees on it without comparing clocks.
 ///
 /// With [`early`](Self::early), a fresh value may also be refreshed before its freshness ends,

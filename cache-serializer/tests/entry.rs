@@ -403,6 +403,23 @@ fn deprecated_shorthands_forward_to_the_entry_api() {
     let refresh = Refresh::after(Duration::from_secs(60));
     assert_eq!(cache.get_or_refresh_with("e", refresh, || 5u32).unwrap(), 5);
     assert!(cache.get::<u32>("e").unwrap().is_some());
+    let refresh = Refresh::after(Duration::from_secs(60));
+    let failed = cache.try_get_or_refresh_with("f", refresh, || Err::<u32, _>("down"));
+    assert!(matches!(failed, Err(LoadError::Loader(_))));
+    let found = cache
+        .try_get_or_set_optional_with("g", secs(60), secs(60), || Ok::<_, String>(None::<u32>));
+    assert_eq!(found.unwrap(), None);
+    assert_eq!(
+        cache
+            .try_get_or_set_optional_with("g", secs(60), secs(60), || Ok::<_, String>(Some(7u32)))
+            .unwrap(),
+        None,
+        "the absence is cached"
+    );
+    let tagged = cache.try_get_or_set_tagged_with("h", secs(60), &["u"], || Ok::<_, String>(8u32));
+    assert_eq!(tagged.unwrap(), 8);
+    cache.invalidate_tag("u").unwrap();
+    assert_eq!(cache.get::<u32>("h").unwrap(), None, "the tag was carried");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -432,5 +449,53 @@ fn deprecated_shorthands_forward_to_the_entry_api() {
                 .unwrap(),
             5
         );
+        let refresh = Refresh::after(Duration::from_secs(60));
+        assert_eq!(
+            cache
+                .get_or_refresh_with("e2", refresh, || async { 6u32 })
+                .await
+                .unwrap(),
+            6
+        );
+        let failed = cache
+            .try_get_or_set_with("b", secs(60), || async { Err::<u32, _>("down") })
+            .await;
+        assert!(matches!(failed, Err(LoadError::Loader(_))));
+        assert_eq!(
+            cache
+                .get_or_set_optional_with("c", secs(60), secs(60), || async { None::<u32> })
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            cache
+                .try_get_or_set_optional_with("c", secs(60), secs(60), || async {
+                    Ok::<_, String>(Some(3u32))
+                })
+                .await
+                .unwrap(),
+            None,
+            "the absence is cached"
+        );
+        assert_eq!(
+            cache
+                .get_or_set_tagged_with("d", secs(60), &["t"], || async { 4u32 })
+                .await
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            cache
+                .try_get_or_set_tagged_with("d2", secs(60), &["t"], || async {
+                    Ok::<_, String>(5u32)
+                })
+                .await
+                .unwrap(),
+            5
+        );
+        cache.invalidate_tag("t").await.unwrap();
+        assert_eq!(cache.get::<u32>("d").await.unwrap(), None);
+        assert_eq!(cache.get::<u32>("d2").await.unwrap(), None);
     });
 }
