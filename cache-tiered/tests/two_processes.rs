@@ -77,7 +77,25 @@ fn reader(url: &str) {
     let mut runs: Vec<Run> = Vec::with_capacity(2 * CHANGES as usize);
     let mut errors = 0u64;
     let mut reads = 0u64;
-    while !done.load(Ordering::Acquire) {
+    // A's last change is a delete when CHANGES is a multiple of five.
+    let last_state = if CHANGES % 5 == 0 { -1 } else { CHANGES as i64 };
+    let mut stopping: Option<Instant> = None;
+    // The reads after A is done start a run of their own (a run of "absent" must not reach
+    // back before that), so the last run shows only what B read once every change was made.
+    let mut split = false;
+    loop {
+        // After A is done, read on until the last change shows (a busy machine can hold this
+        // process off the CPU right then), within the staleness bound and a second.
+        if stopping.is_none() && done.load(Ordering::Acquire) {
+            stopping = Some(Instant::now());
+            split = true;
+        }
+        if let Some(since) = stopping {
+            let caught_up = !split && runs.last().is_some_and(|run| run.state == last_state);
+            if caught_up || since.elapsed() > cache.staleness_bound() + Duration::from_secs(1) {
+                break;
+            }
+        }
         let started = now_ns();
         let state = match cache.get(KEY) {
             Ok(Some(value)) => std::str::from_utf8(&value).unwrap().parse::<i64>().unwrap(),
@@ -89,8 +107,9 @@ fn reader(url: &str) {
         };
         let ended = now_ns();
         reads += 1;
+        let fresh = std::mem::take(&mut split);
         match runs.last_mut() {
-            Some(run) if run.state == state => run.last_end = ended,
+            Some(run) if run.state == state && !fresh => run.last_end = ended,
             _ => runs.push(Run {
                 state,
                 first_start: started,
@@ -242,9 +261,13 @@ fn staleness_across_two_processes() {
     // the previous run's version (deletes are seen in order, or the check below fails).
     let mut versions = Vec::with_capacity(runs.len());
     let mut previous = 0u64;
-    for run in &runs {
+    for (i, run) in runs.iter().enumerate() {
         let version = if run.state >= 0 {
             run.state as u64
+        } else if i + 1 == runs.len() && deleted[CHANGES as usize] {
+            // The last run holds only reads made after every change: absent there is the
+            // last change itself.
+            CHANGES
         } else {
             (previous + 1..=CHANGES)
                 .find(|&d| deleted[d as usize])
