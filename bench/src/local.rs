@@ -120,6 +120,18 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
         filled(quick_cache(), &hot),
         filled(moka(), &hot),
     );
+    // The same with a time-to-idle: every hit also stores its time.
+    let idle = filled(
+        Ours(
+            InMemoryEngine::builder()
+                .max_capacity(CAPACITY as u64)
+                .default_ttl(Ttl::Never)
+                .time_to_idle(std::time::Duration::from_secs(3600))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        ),
+        &hot,
+    );
     let ops = plan.local_ops;
     let r = interleave(
         plan.rounds,
@@ -129,6 +141,7 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
             &mut || hits_block(&m, &hot, 2, ops),
             &mut || hits_block(&o, &hot, 1, ops),
             &mut || hits_block(&q, &hot, 1, ops),
+            &mut || hits_block(&idle, &hot, 2, ops),
         ],
     );
     rows.push(Row::rate(
@@ -152,7 +165,14 @@ pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
         r[4],
         Goal::None,
     ));
-    drop((o, q, m));
+    rows.push(Row::rate(
+        1,
+        "InMemoryEngine with time_to_idle, get on hits, 2 threads / quick_cache",
+        r[5],
+        r[1],
+        Goal::AtLeast(0.9),
+    ));
+    drop((o, q, m, idle));
 
     // 2. Get-or-insert on Zipf 1.0, fresh caches each block.
     let zipf = Zipf::new(KEYS, 1.0);

@@ -23,6 +23,7 @@ mod remote;
 mod report;
 mod scale;
 mod tiered;
+mod traces;
 mod typed;
 mod workload;
 
@@ -181,6 +182,26 @@ fn main() {
         }
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--traces") {
+        let paths: Vec<String> = args[i + 1..]
+            .iter()
+            .take_while(|a| !a.starts_with("--"))
+            .cloned()
+            .collect();
+        match traces::run(&paths) {
+            Ok(section) => {
+                println!("{section}");
+                if std::env::var_os("CACHE_TRACE_POLICIES").is_none() {
+                    write_trace_section(&section);
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let plan = if args.iter().any(|a| a == "--smoke") {
         Plan::smoke()
     } else if args.iter().any(|a| a == "--quick") {
@@ -286,8 +307,33 @@ fn main() {
     }
 }
 
+const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs");
+
+/// Puts a trace run's section into `docs/BENCHMARKS.md`, in place of the previous one.
+fn write_trace_section(section: &str) {
+    let path = format!("{DOCS}/BENCHMARKS.md");
+    let marked = format!("{}\n{section}{}", traces::BEGIN, traces::END);
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    let doc = match traces::existing_section(&doc) {
+        Some(old) => doc.replacen(old, &marked, 1),
+        None => match doc.find("## Machine") {
+            Some(at) => format!("{}{marked}\n\n{}", &doc[..at], &doc[at..]),
+            None => format!("{doc}\n{marked}\n"),
+        },
+    };
+    match std::fs::write(&path, doc) {
+        Ok(()) => eprintln!("wrote the trace section of docs/BENCHMARKS.md"),
+        Err(e) => eprintln!("could not write docs: {e}"),
+    }
+}
+
 fn write_docs(table: &str, rows: &[Row], sections: &[String], seconds: f64) {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs");
+    let root = DOCS;
+    // The trace section comes from a separate run (`--traces`): keep the one written last.
+    let kept = std::fs::read_to_string(format!("{root}/BENCHMARKS.md"))
+        .ok()
+        .and_then(|doc| traces::existing_section(&doc).map(|s| format!("{s}\n\n")))
+        .unwrap_or_default();
     let doc = format!(
         "# Benchmarks\n\n\
          Written by `cargo run -p cache-bench --release` (the full run, {seconds:.0} s). Every line is a ratio\n\
@@ -304,6 +350,7 @@ fn write_docs(table: &str, rows: &[Row], sections: &[String], seconds: f64) {
          {table}\n\
          {}\
          {}\
+         {kept}\
          ## Machine\n\n{}\n\
          ## Workloads\n\n\
          - Local: 100k keys, capacity 10k, Zipf s = 0.8 and 1.0 from a fixed-seed SplitMix64, 64-byte values;\n\
@@ -313,7 +360,9 @@ fn write_docs(table: &str, rows: &[Row], sections: &[String], seconds: f64) {
          - Memory: 100k entries with 64-byte values, resident memory growth in a fresh process per cache.\n\n\
          ## Rerun\n\n\
          ```sh\ncargo run -p cache-bench --release            # full run, rewrites this file and the chart\n\
-         cargo run -p cache-bench --release -- --quick # under 45 s (the build aside), prints the table only\n```\n",
+         cargo run -p cache-bench --release -- --quick # under 45 s (the build aside), prints the table only\n\
+         cargo run -p cache-bench --release -- --traces OLTP.lis.zst P3.lis.zst loop.trace.gz ...\n\
+         # hit ratios on real traces: rewrites the trace section only\n```\n",
         report::unmet_notes(rows),
         sections.concat(),
         report::machine()

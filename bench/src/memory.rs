@@ -25,11 +25,12 @@ pub(crate) fn probe(which: &str) -> Option<f64> {
         .collect();
     let before = resident_bytes()?;
     let held: Box<dyn std::any::Any> = match which {
-        "in-memory" => {
-            let cache = InMemoryEngine::builder()
-                .max_capacity(2 * ENTRIES as u64)
-                .build()
-                .ok()?;
+        "in-memory" | "in-memory-idle" => {
+            let mut builder = InMemoryEngine::builder().max_capacity(2 * ENTRIES as u64);
+            if which == "in-memory-idle" {
+                builder = builder.time_to_idle(std::time::Duration::from_secs(3600));
+            }
+            let cache = builder.build().ok()?;
             for (k, v) in keys.iter().zip(&values) {
                 cache.set(k, v.clone(), Ttl::Default).ok()?;
             }
@@ -62,16 +63,27 @@ fn measure(which: &str) -> f64 {
 
 pub(crate) fn run(plan: &Plan, rows: &mut Vec<Row>) {
     let mut ours = Vec::new();
+    let mut idle = Vec::new();
     let mut moka = Vec::new();
     for _ in 0..plan.memory_rounds {
         ours.push(measure("in-memory"));
+        idle.push(measure("in-memory-idle"));
         moka.push(measure("moka"));
     }
+    let moka = median(moka);
     rows.push(Row::plain(
         9,
         "InMemoryEngine bytes per entry (100k x 64 B values) / moka",
         median(ours),
-        median(moka),
+        moka,
+        "B/entry",
+        Goal::AtMost(1.0),
+    ));
+    rows.push(Row::plain(
+        9,
+        "InMemoryEngine with time_to_idle, bytes per entry / moka",
+        median(idle),
+        moka,
         "B/entry",
         Goal::AtMost(1.0),
     ));

@@ -174,6 +174,11 @@ pub struct Capabilities {
     /// method of the trait lists it here; the others answer
     /// [`CacheError::Unsupported`]. Empty by default.
     pub operations: Operations,
+    /// Entries not read for this long expire (besides their TTL), when the engine has a
+    /// time-to-idle: `get`, `get_many`, `get_with_ttl` and `get_many_with_ttl` reset it,
+    /// `exists` and `remaining_ttl` do not, and `remaining_ttl` reports whichever ends first.
+    /// `None` by default.
+    pub time_to_idle: Option<Duration>,
 }
 
 impl Capabilities {
@@ -224,6 +229,7 @@ impl Default for Capabilities {
             default_ttl: Ttl::After(DEFAULT_TTL),
             namespace: None,
             operations: Operations::NONE,
+            time_to_idle: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Pieces shared by the two local engines: entries, weights, time and configuration.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_core::clock::Clock;
@@ -17,36 +18,88 @@ pub const DEFAULT_MAX_CAPACITY: u64 = 300;
 /// whole milliseconds.
 pub(crate) const TTL_RESOLUTION: Duration = Duration::from_millis(1);
 
-/// quick_cache keeps this share of a shard for entries that proved hot; an entry heavier than it
-/// is not admitted, so it bounds the largest entry. Set explicitly so our bound stays exact.
-pub(crate) const HOT_ALLOCATION: f64 = 0.97;
+/// The largest share of a shard one entry may take, so that storing one entry never empties a
+/// whole shard: it bounds the largest value accepted with a byte bound.
+pub(crate) const LARGEST_SHARE: f64 = 0.97;
 
 /// Deadlines are milliseconds since the engine was built; this one means "never".
 pub(crate) const NEVER: u64 = u64::MAX;
 
-#[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Bytes,
+    /// When the TTL ends, in milliseconds on the engine's timer; [`NEVER`] for no TTL.
     pub(crate) deadline: u64,
+    /// When the entry was last read or written, for the time-to-idle; 0 without one.
+    touched: AtomicU64,
 }
 
 impl Entry {
+    /// An entry written now.
     #[inline]
-    pub(crate) fn is_expired(&self, timer: &Timer) -> bool {
-        self.deadline != NEVER && timer.now_ms() >= self.deadline
+    pub(crate) fn new(value: Bytes, deadline: u64, timer: &Timer) -> Self {
+        let touched = if timer.idle.is_some() {
+            timer.now_ms()
+        } else {
+            0
+        };
+        Self {
+            value,
+            deadline,
+            touched: AtomicU64::new(touched),
+        }
     }
 
-    /// How long a live entry has left (at least 1 ms).
+    /// When the entry expires: its deadline, or sooner when it sits unread for the
+    /// time-to-idle.
+    #[inline]
+    pub(crate) fn end(&self, timer: &Timer) -> u64 {
+        match timer.idle {
+            None => self.deadline,
+            Some(idle) => self
+                .deadline
+                .min(self.touched.load(Ordering::Relaxed).saturating_add(idle)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_expired(&self, timer: &Timer) -> bool {
+        self.is_expired_at(timer, timer.now_ms())
+    }
+
+    #[inline]
+    pub(crate) fn is_expired_at(&self, timer: &Timer, now: u64) -> bool {
+        let end = self.end(timer);
+        end != NEVER && now >= end
+    }
+
+    /// Whether the entry is live, counting the read towards its time-to-idle if so.
+    #[inline]
+    pub(crate) fn read(&self, timer: &Timer) -> bool {
+        let now = timer.now_ms();
+        if self.is_expired_at(timer, now) {
+            return false;
+        }
+        // Stored only when the millisecond changed: most hits on a hot entry then only read
+        // its cache line, which other cores can keep a copy of.
+        if timer.idle.is_some() && self.touched.load(Ordering::Relaxed) != now {
+            self.touched.store(now, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// How long a live entry has left (at least 1 ms): until its deadline or, with a
+    /// time-to-idle, until it would have sat unread that long, whichever comes first.
     pub(crate) fn remaining(&self, timer: &Timer) -> cache_core::Remaining {
-        if self.deadline == NEVER {
+        let end = self.end(timer);
+        if end == NEVER {
             return cache_core::Remaining::Never;
         }
-        let left = self.deadline.saturating_sub(timer.now_ms()).max(1);
+        let left = end.saturating_sub(timer.now_ms()).max(1);
         cache_core::Remaining::After(std::time::Duration::from_millis(left))
     }
 }
 
-/// Weighs entries so that one quick_cache weight bound enforces both our bounds.
+/// Weighs entries so that one weight bound enforces both our bounds.
 ///
 /// Without a byte bound every entry weighs 1 and the capacity is `max_capacity`. With a byte
 /// bound `B` and an entry bound `C`, an entry of `b` bytes weighs `max(b * C, B)` against a
@@ -58,14 +111,21 @@ pub(crate) struct EntryWeighter {
     floor: u64,
 }
 
-impl quick_cache::Weighter<String, Entry> for EntryWeighter {
-    #[inline]
-    fn weight(&self, key: &String, entry: &Entry) -> u64 {
-        self.weigh(key.len(), entry.value.len())
-    }
-}
-
 impl EntryWeighter {
+    /// Every entry weighs one: a bound on the entry count only.
+    #[cfg(test)]
+    pub(crate) const UNIT: Self = Self {
+        per_byte: 0,
+        floor: 1,
+    };
+
+    /// Entries weigh their bytes of key plus value (at least one).
+    #[cfg(test)]
+    pub(crate) const BYTES: Self = Self {
+        per_byte: 1,
+        floor: 1,
+    };
+
     #[inline]
     pub(crate) fn weigh(&self, key_len: usize, value_len: usize) -> u64 {
         let bytes = (key_len as u64).saturating_add(value_len as u64);
@@ -85,6 +145,8 @@ impl EntryWeighter {
 #[derive(Clone)]
 pub(crate) struct Timer {
     kind: TimerKind,
+    /// The time-to-idle in milliseconds: entries unread this long expire.
+    pub(crate) idle: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -125,7 +187,24 @@ fn coarse_tick_ms() -> Option<u64> {
 }
 
 impl Timer {
-    pub(crate) fn new(clock: Option<Arc<dyn Clock>>) -> Self {
+    /// The engine's timer; entries unread for `idle` expire.
+    pub(crate) fn new(clock: Option<Arc<dyn Clock>>, idle: Option<Duration>) -> Self {
+        let mut timer = Self::with_clock(clock);
+        timer.idle = idle.map(|idle| {
+            // Like a TTL, rounded up and given the coarse clock's margin, so that an entry is
+            // never dropped sooner than asked.
+            let margin = match &timer.kind {
+                TimerKind::Coarse { tick_ms, .. } => tick_ms + 1,
+                _ => 0,
+            };
+            cache_core::ttl::ceil_millis(idle)
+                .unwrap_or(NEVER - 1)
+                .saturating_add(margin)
+        });
+        timer
+    }
+
+    fn with_clock(clock: Option<Arc<dyn Clock>>) -> Self {
         let kind = match clock {
             Some(clock) => TimerKind::Custom {
                 origin: clock.now(),
@@ -141,7 +220,7 @@ impl Timer {
                 },
             },
         };
-        Self { kind }
+        Self { kind, idle: None }
     }
 
     #[inline]
@@ -201,6 +280,29 @@ impl Timer {
     }
 }
 
+/// What both local engines' builders take.
+#[derive(Default)]
+pub(crate) struct Options {
+    pub(crate) max_capacity: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) default_ttl: Option<Ttl>,
+    pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) time_to_idle: Option<Duration>,
+    pub(crate) listener: Option<Arc<crate::listener::RemovalListener>>,
+}
+
+impl Options {
+    /// The fields, for the builders' `Debug`.
+    pub(crate) fn describe(&self, f: &mut std::fmt::DebugStruct<'_, '_>) {
+        f.field("max_capacity", &self.max_capacity)
+            .field("max_bytes", &self.max_bytes)
+            .field("default_ttl", &self.default_ttl)
+            .field("clock", &self.clock)
+            .field("time_to_idle", &self.time_to_idle)
+            .field("removal_listener", &self.listener.is_some());
+    }
+}
+
 /// Validated settings common to both local engines.
 #[derive(Clone)]
 pub(crate) struct Settings {
@@ -214,17 +316,35 @@ pub(crate) struct Settings {
     pub(crate) weight_capacity: u64,
     /// The largest value accepted, when a byte bound is set.
     pub(crate) max_value_size: Option<usize>,
+    pub(crate) time_to_idle: Option<Duration>,
+    pub(crate) listener: Option<crate::listener::Listener>,
 }
 
 impl Settings {
-    pub(crate) fn new(
-        backend: &'static str,
-        max_capacity: u64,
-        max_bytes: Option<u64>,
-        default_ttl: Ttl,
-        clock: Option<Arc<dyn Clock>>,
-        shards: usize,
-    ) -> Result<Self> {
+    pub(crate) fn new(backend: &'static str, options: Options, shards: usize) -> Result<Self> {
+        let Options {
+            max_capacity,
+            max_bytes,
+            default_ttl,
+            clock,
+            time_to_idle,
+            listener,
+        } = options;
+        let max_capacity = max_capacity.unwrap_or(DEFAULT_MAX_CAPACITY);
+        let default_ttl = default_ttl.unwrap_or(Ttl::Default);
+        match time_to_idle {
+            Some(idle) if idle.is_zero() => {
+                return Err(CacheError::invalid_config(
+                    "time_to_idle must not be zero: nothing would be kept",
+                ));
+            }
+            Some(idle) if idle > MAX_TTL => {
+                return Err(CacheError::invalid_config(format!(
+                    "time_to_idle of {idle:?} is longer than the longest local TTL ({MAX_TTL:?})"
+                )));
+            }
+            _ => {}
+        }
         if max_capacity == 0 {
             return Err(CacheError::invalid_config(
                 "max_capacity must be at least 1",
@@ -298,22 +418,14 @@ impl Settings {
             max_capacity,
             max_bytes,
             default_ttl,
-            timer: Timer::new(clock),
+            timer: Timer::new(clock, time_to_idle),
             shards: shards as usize,
             weighter,
             weight_capacity,
             max_value_size,
+            time_to_idle,
+            listener: listener.map(crate::listener::Listener::new),
         })
-    }
-
-    pub(crate) fn options(&self) -> Result<quick_cache::Options> {
-        quick_cache::OptionsBuilder::new()
-            .estimated_items_capacity(usize::try_from(self.max_capacity).unwrap_or(usize::MAX))
-            .weight_capacity(self.weight_capacity)
-            .hot_allocation(HOT_ALLOCATION)
-            .shards(self.shards)
-            .build()
-            .map_err(|e| CacheError::invalid_config(format!("cache options: {e}")))
     }
 
     /// The deadline for `ttl`, or `None` when the value must not be kept.
@@ -383,13 +495,32 @@ impl Settings {
             Ttl::Default => Ttl::After(cache_core::DEFAULT_TTL),
             other => other,
         };
+        caps.time_to_idle = self.time_to_idle;
         caps
+    }
+
+    /// Tells the listener, if there is one, about entries that left the store; call it once
+    /// the store's lock is released.
+    #[inline]
+    pub(crate) fn notify(&self, removed: crate::listener::Removed) {
+        if removed.is_empty() {
+            return;
+        }
+        if let Some(listener) = &self.listener {
+            listener.notify(removed, &self.timer);
+        }
+    }
+
+    /// Whether a removal listener is set (so removals must be collected).
+    #[inline]
+    pub(crate) fn listening(&self) -> bool {
+        self.listener.is_some()
     }
 }
 
-/// quick_cache's admission limit for one shard, computed as it does.
+/// The heaviest entry one shard of `shard_weight` accepts.
 fn hot_target(shard_weight: u64) -> u64 {
-    ((shard_weight as f64 * HOT_ALLOCATION) as u64).clamp(shard_weight.min(1), shard_weight)
+    ((shard_weight as f64 * LARGEST_SHARE) as u64).clamp(shard_weight.min(1), shard_weight)
 }
 
 pub(crate) fn closed(backend: &'static str) -> CacheError {

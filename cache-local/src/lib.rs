@@ -1,7 +1,7 @@
 //! In-process cache engines for cache-toolkit.
 //!
 //! - [`InMemoryEngine`]: one bounded cache shared by every thread that holds it, with per-entry
-//!   TTLs and a scan-resistant eviction policy (quick_cache's CLOCK-Pro).
+//!   TTLs and a scan-resistant, self-tuning eviction policy (W-TinyLFU with an adaptive window).
 //! - [`ThreadLocalEngine`]: each thread its own bounded entries, no sharing and no contention.
 //!
 //! Both implement [`cache_core::CacheEngine`] and pass the conformance kit in `cache-tests`. Store
@@ -43,10 +43,17 @@
 #![forbid(unsafe_code)]
 
 mod common;
+mod listener;
 mod memory;
+mod shard;
+mod sketch;
+mod store;
 mod thread_local;
 
 pub use common::{DEFAULT_MAX_CAPACITY, MAX_TTL};
+pub use listener::{RemovalCause, RemovalListener};
+#[doc(hidden)]
+pub use memory::default_shards_for;
 pub use memory::{InMemoryEngine, InMemoryEngineBuilder};
 pub use thread_local::{ThreadLocalEngine, ThreadLocalEngineBuilder};
 

@@ -3,20 +3,20 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use cache_core::clock::Clock;
 use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::check_key;
 use cache_core::{Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl};
-use quick_cache::DefaultHashBuilder;
-use quick_cache::unsync::Cache;
 use thread_local::ThreadLocal;
 
-use crate::common::{DEFAULT_MAX_CAPACITY, Entry, EntryWeighter, NEVER, Settings, closed};
+use crate::common::{Entry, NEVER, Options, Settings, closed};
+use crate::listener::{RemovalCause, Removed};
+use crate::shard::Update;
+use crate::store::Unshared as Store;
 
 const BACKEND: &str = "thread-local";
-
-type Store = Cache<String, Entry, EntryWeighter, DefaultHashBuilder>;
 
 /// A cache in which each thread sees only the entries it wrote itself.
 ///
@@ -57,7 +57,6 @@ pub struct ThreadLocalEngine {
 struct Inner {
     slots: ThreadLocal<Mutex<Slot>>,
     settings: Settings,
-    options: quick_cache::Options,
     closed: AtomicBool,
 }
 
@@ -82,45 +81,60 @@ fn thread_token() -> u64 {
 #[must_use]
 #[derive(Default)]
 pub struct ThreadLocalEngineBuilder {
-    max_capacity: Option<u64>,
-    max_bytes: Option<u64>,
-    default_ttl: Option<Ttl>,
-    clock: Option<Arc<dyn Clock>>,
+    options: Options,
 }
 
 impl fmt::Debug for ThreadLocalEngineBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ThreadLocalEngineBuilder")
-            .field("max_capacity", &self.max_capacity)
-            .field("max_bytes", &self.max_bytes)
-            .field("default_ttl", &self.default_ttl)
-            .field("clock", &self.clock)
-            .finish()
+        let mut out = f.debug_struct("ThreadLocalEngineBuilder");
+        self.options.describe(&mut out);
+        out.finish()
     }
 }
 
 impl ThreadLocalEngineBuilder {
     /// The most entries each thread holds; default 300.
     pub fn max_capacity(mut self, entries: u64) -> Self {
-        self.max_capacity = Some(entries);
+        self.options.max_capacity = Some(entries);
         self
     }
 
     /// An upper bound on the bytes of keys plus values each thread holds; default none.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = Some(bytes);
+        self.options.max_bytes = Some(bytes);
         self
     }
 
     /// The TTL that [`Ttl::Default`] stands for; default 300 s.
     pub fn default_ttl(mut self, ttl: impl Into<Ttl>) -> Self {
-        self.default_ttl = Some(ttl.into());
+        self.options.default_ttl = Some(ttl.into());
         self
     }
 
     /// The clock entries expire by; default the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+        self.options.clock = Some(clock);
+        self
+    }
+
+    /// Entries not read for this long expire; default none. As
+    /// [`InMemoryEngineBuilder::time_to_idle`](crate::InMemoryEngineBuilder::time_to_idle).
+    pub fn time_to_idle(mut self, idle: Duration) -> Self {
+        self.options.time_to_idle = Some(idle);
+        self
+    }
+
+    /// Calls `listener` for every entry that leaves a thread's store, on that thread, after the
+    /// store is released. As
+    /// [`InMemoryEngineBuilder::removal_listener`](crate::InMemoryEngineBuilder::removal_listener);
+    /// a thread's entries freed by [`close`](CacheEngine::close) are reported on the closing
+    /// thread, and those of a slot another thread takes over on that thread, as
+    /// [`RemovalCause::Cleared`].
+    pub fn removal_listener(
+        mut self,
+        listener: impl Fn(&str, &Bytes, RemovalCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.options.listener = Some(Arc::new(listener));
         self
     }
 
@@ -131,20 +145,11 @@ impl ThreadLocalEngineBuilder {
     /// [`CacheError::InvalidConfig`](cache_core::CacheError::InvalidConfig) as for
     /// [`InMemoryEngineBuilder::build`](crate::InMemoryEngineBuilder::build).
     pub fn build(self) -> Result<ThreadLocalEngine> {
-        let settings = Settings::new(
-            BACKEND,
-            self.max_capacity.unwrap_or(DEFAULT_MAX_CAPACITY),
-            self.max_bytes,
-            self.default_ttl.unwrap_or(Ttl::Default),
-            self.clock,
-            1,
-        )?;
-        let options = settings.options()?;
+        let settings = Settings::new(BACKEND, self.options, 1)?;
         Ok(ThreadLocalEngine {
             inner: Arc::new(Inner {
                 slots: ThreadLocal::new(),
                 settings,
-                options,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -166,23 +171,35 @@ impl ThreadLocalEngine {
 
     /// How many entries the calling thread holds, counting expired ones not yet removed.
     pub fn entry_count(&self) -> u64 {
-        self.slot().map_or(0, |slot| slot.store.len() as u64)
+        self.with_slot(|slot, _| slot.store.len() as u64)
+            .unwrap_or(0)
     }
 
     /// The bytes of keys plus values the calling thread holds, counting expired entries not yet
     /// removed: never more than [`max_bytes`](ThreadLocalEngineBuilder::max_bytes).
     pub fn weighted_bytes(&self) -> u64 {
-        self.slot().map_or(0, |slot| {
+        self.with_slot(|slot, _| {
             slot.store
                 .iter()
                 .map(|(k, e)| (k.len() + e.value.len()) as u64)
                 .sum()
         })
+        .unwrap_or(0)
     }
 
-    /// The calling thread's slot, emptied first if another thread filled it.
+    /// How many times the removal listener panicked (each panic is caught).
+    pub fn listener_panics(&self) -> u64 {
+        self.inner
+            .settings
+            .listener
+            .as_ref()
+            .map_or(0, |listener| listener.panics())
+    }
+
+    /// Runs `f` on the calling thread's slot (emptied first if another thread filled it), then
+    /// tells the listener what left, once the slot is released: the listener may use the engine.
     #[inline]
-    fn slot(&self) -> Result<MutexGuard<'_, Slot>> {
+    fn with_slot<R>(&self, f: impl FnOnce(&mut Slot, &mut Removed) -> R) -> Result<R> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(closed(BACKEND));
@@ -191,73 +208,108 @@ impl ThreadLocalEngine {
         let slot = inner.slots.get_or(|| {
             Mutex::new(Slot {
                 owner: token,
-                store: new_store(&inner.settings, &inner.options),
+                store: new_store(&inner.settings),
                 earliest: NEVER,
             })
         });
-        // Only this thread and `close` ever lock the slot; a panic while holding it leaves
-        // entries that are still consistent, so a poisoned lock is taken over.
-        let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot.owner != token {
-            slot.store.clear();
-            slot.owner = token;
-            slot.earliest = NEVER;
-        }
-        Ok(slot)
+        let mut removed = Removed::new();
+        let result = {
+            // Only this thread and `close` ever lock the slot; a panic while holding it leaves
+            // entries that are still consistent, so a poisoned lock is taken over.
+            let mut slot: MutexGuard<'_, Slot> =
+                slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if slot.owner != token {
+                slot.store.clear(&mut removed);
+                slot.owner = token;
+                slot.earliest = NEVER;
+            }
+            f(&mut slot, &mut removed)
+        };
+        inner.settings.notify(removed);
+        Ok(result)
     }
 }
 
-fn new_store(settings: &Settings, options: &quick_cache::Options) -> Store {
-    Store::with_options(
-        options.clone(),
+fn new_store(settings: &Settings) -> Store {
+    Store::new(
+        settings.weight_capacity,
+        settings.max_capacity,
         settings.weighter,
-        DefaultHashBuilder::default(),
-        Default::default(),
     )
 }
 
 impl Slot {
+    /// The key's value if it is live, counting the read; an expired entry found is removed.
     #[inline]
-    fn live(&mut self, key: &str, settings: &Settings) -> Option<Bytes> {
-        let entry = self.store.get(key)?;
-        if entry.is_expired(&settings.timer) {
-            self.store.remove(key);
-            None
-        } else {
-            Some(entry.value.clone())
+    fn live(&mut self, key: &str, settings: &Settings, removed: &mut Removed) -> Option<Bytes> {
+        let timer = &settings.timer;
+        let found = self
+            .store
+            .get(key, true)
+            .map(|e| e.read(timer).then(|| e.value.clone()))?;
+        if found.is_none() {
+            self.remove(key, settings, removed);
         }
+        found
     }
 
-    fn insert(&mut self, key: &str, value: Bytes, deadline: Option<u64>, settings: &Settings) {
+    /// Removes the key's entry; whether a live one was there.
+    fn remove(&mut self, key: &str, settings: &Settings, removed: &mut Removed) -> bool {
+        let Some(old) = self.store.remove(key) else {
+            return false;
+        };
+        let live = !old.is_expired(&settings.timer);
+        if settings.listening() {
+            removed.push((key.into(), old, RemovalCause::Removed));
+        }
+        live
+    }
+
+    fn insert(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        deadline: Option<u64>,
+        settings: &Settings,
+        removed: &mut Removed,
+    ) {
         let Some(deadline) = deadline else {
-            self.store.remove(key);
+            self.remove(key, settings, removed);
             return;
         };
-        if self.earliest != NEVER && settings.timer.now_ms() >= self.earliest {
-            self.sweep(settings);
+        let timer = &settings.timer;
+        if self.earliest != NEVER && timer.now_ms() >= self.earliest {
+            self.sweep(settings, removed);
         }
-        self.earliest = self.earliest.min(deadline);
-        self.store.insert(key.into(), Entry { value, deadline });
+        let idle_end = timer
+            .idle
+            .map_or(NEVER, |idle| timer.now_ms().saturating_add(idle));
+        self.earliest = self.earliest.min(deadline).min(idle_end);
+        let entry = Entry::new(value, deadline, timer);
+        if let Some(old) = self.store.insert(key, entry, removed) {
+            if settings.listening() {
+                removed.push((key.into(), old, RemovalCause::Replaced));
+            }
+        }
     }
 
     #[cold]
-    fn sweep(&mut self, settings: &Settings) {
-        let now = settings.timer.now_ms();
-        let earliest = std::cell::Cell::new(NEVER);
-        self.store.retain(|_, e| {
-            let keep = e.deadline == NEVER || now < e.deadline;
-            if keep {
-                earliest.set(earliest.get().min(e.deadline));
-            }
-            keep
-        });
-        self.earliest = earliest.get();
-    }
-
-    fn remove_live(&mut self, key: &str, settings: &Settings) -> bool {
-        self.store
-            .remove(key)
-            .is_some_and(|(_, e)| !e.is_expired(&settings.timer))
+    fn sweep(&mut self, settings: &Settings, removed: &mut Removed) {
+        let timer = &settings.timer;
+        let now = timer.now_ms();
+        let mut earliest = NEVER;
+        self.store.retain(
+            |_, e| {
+                let keep = !e.is_expired_at(timer, now);
+                if keep {
+                    earliest = earliest.min(e.end(timer));
+                }
+                keep
+            },
+            removed,
+            RemovalCause::Expired,
+        );
+        self.earliest = earliest;
     }
 }
 
@@ -283,8 +335,8 @@ impl CacheEngine for ThreadLocalEngine {
     #[inline]
     fn get(&self, key: &str) -> Result<Option<Bytes>> {
         check_key(key, 0)?;
-        let mut slot = self.slot()?;
-        Ok(slot.live(key, &self.inner.settings))
+        let settings = &self.inner.settings;
+        self.with_slot(|slot, removed| slot.live(key, settings, removed))
     }
 
     fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
@@ -292,69 +344,70 @@ impl CacheEngine for ThreadLocalEngine {
         check_key(key, 0)?;
         settings.check_value(key, &value)?;
         let deadline = settings.deadline(ttl)?;
-        self.slot()?.insert(key, value, deadline, settings);
-        Ok(())
+        self.with_slot(|slot, removed| slot.insert(key, value, deadline, settings, removed))
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
         check_key(key, 0)?;
-        Ok(self.slot()?.remove_live(key, &self.inner.settings))
+        let settings = &self.inner.settings;
+        self.with_slot(|slot, removed| slot.remove(key, settings, removed))
     }
 
     fn delete_if_equals(&self, key: &str, expected: &[u8]) -> Result<bool> {
         check_key(key, 0)?;
         let timer = &self.inner.settings.timer;
         // Only this thread reaches its slot, and the lock is held throughout.
-        let mut removed_live = false;
-        self.slot()?.store.remove_if(key, |e| {
-            if e.is_expired(timer) {
-                return true;
-            }
-            removed_live = e.value == expected;
-            removed_live
-        });
-        Ok(removed_live)
+        self.with_slot(|slot, removed| {
+            slot.store.update(key, removed, |e| match e {
+                Some(e) if e.is_expired(timer) => Update::Remove(false),
+                Some(e) if e.value == expected => Update::Remove(true),
+                _ => Update::Keep(false),
+            })
+        })
     }
 
     fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
         check_key(key, 0)?;
-        let settings = &self.inner.settings;
-        let slot = self.slot()?;
-        Ok(slot
-            .store
-            .peek(key)
-            .filter(|e| !e.is_expired(&settings.timer))
-            .map(|e| e.remaining(&settings.timer)))
+        let timer = &self.inner.settings.timer;
+        self.with_slot(|slot, _| {
+            slot.store
+                .get(key, false)
+                .filter(|e| !e.is_expired(timer))
+                .map(|e| e.remaining(timer))
+        })
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
         check_key(key, 0)?;
         let settings = &self.inner.settings;
-        let mut slot = self.slot()?;
-        let expired = match slot.store.peek(key) {
-            None => return Ok(false),
-            Some(e) => e.is_expired(&settings.timer),
-        };
-        if expired {
-            slot.store.remove(key);
-        }
-        Ok(!expired)
+        self.with_slot(|slot, removed| {
+            let expired = match slot.store.get(key, false) {
+                None => return false,
+                Some(e) => e.is_expired(&settings.timer),
+            };
+            if expired {
+                slot.remove(key, settings, removed);
+            }
+            !expired
+        })
     }
 
     fn clear(&self) -> Result<()> {
-        let mut slot = self.slot()?;
-        slot.store.clear();
-        slot.earliest = NEVER;
-        Ok(())
+        self.with_slot(|slot, removed| {
+            slot.store.clear(removed);
+            slot.earliest = NEVER;
+        })
     }
 
     fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
+        let mut removed = Removed::new();
         for slot in self.inner.slots.iter() {
             let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            slot.store.clear();
+            slot.store.clear(&mut removed);
             slot.earliest = NEVER;
         }
+        self.inner.settings.notify(removed);
         Ok(())
     }
 
@@ -362,11 +415,12 @@ impl CacheEngine for ThreadLocalEngine {
         for key in keys {
             check_key(key, 0)?;
         }
-        let mut slot = self.slot()?;
-        Ok(keys
-            .iter()
-            .map(|key| slot.live(key, &self.inner.settings))
-            .collect())
+        let settings = &self.inner.settings;
+        self.with_slot(|slot, removed| {
+            keys.iter()
+                .map(|key| slot.live(key, settings, removed))
+                .collect()
+        })
     }
 
     fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
@@ -376,22 +430,23 @@ impl CacheEngine for ThreadLocalEngine {
             settings.check_value(key, value)?;
         }
         let deadline = settings.deadline(ttl)?;
-        let mut slot = self.slot()?;
-        for (key, value) in entries {
-            slot.insert(key, value.clone(), deadline, settings);
-        }
-        Ok(())
+        self.with_slot(|slot, removed| {
+            for (key, value) in entries {
+                slot.insert(key, value.clone(), deadline, settings, removed);
+            }
+        })
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         for key in keys {
             check_key(key, 0)?;
         }
-        let mut slot = self.slot()?;
-        Ok(keys
-            .iter()
-            .filter(|key| slot.remove_live(key, &self.inner.settings))
-            .count() as u64)
+        let settings = &self.inner.settings;
+        self.with_slot(|slot, removed| {
+            keys.iter()
+                .filter(|key| slot.remove(key, settings, removed))
+                .count() as u64
+        })
     }
 
     fn add(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
@@ -399,51 +454,90 @@ impl CacheEngine for ThreadLocalEngine {
         check_key(key, 0)?;
         settings.check_value(key, &value)?;
         let deadline = settings.deadline(ttl)?;
-        let mut slot = self.slot()?;
-        if slot.live(key, settings).is_some() {
-            return Ok(false);
-        }
-        slot.insert(key, value, deadline, settings);
-        Ok(true)
+        self.with_slot(|slot, removed| {
+            let live = slot
+                .store
+                .get(key, false)
+                .is_some_and(|e| !e.is_expired(&settings.timer));
+            if live {
+                return false;
+            }
+            slot.insert(key, value, deadline, settings, removed);
+            true
+        })
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64> {
         let settings = &self.inner.settings;
         check_key(key, 0)?;
-        let mut slot = self.slot()?;
-        let current = slot.live(key, settings);
-        let next = apply_increment(key, current.as_deref(), delta)?;
-        let value = format_counter(next);
-        settings.check_value(key, &value)?;
-        // Re-inserted rather than changed in place, so that growth goes through the bounds.
-        let deadline = match slot.store.peek(key) {
-            Some(entry) if current.is_some() => Some(entry.deadline),
-            _ => settings.deadline(Ttl::Default)?,
-        };
-        slot.insert(key, value, deadline, settings);
-        Ok(next)
+        let fresh = settings.deadline(Ttl::Default)?;
+        self.with_slot(|slot, removed| {
+            let timer = &settings.timer;
+            if let Some(deadline) = fresh {
+                slot.earliest = slot.earliest.min(deadline);
+            }
+            // Changed in place under the slot's lock; the store re-weighs a counter that grew
+            // and evicts to stay within the bounds.
+            slot.store.update(key, removed, |e| match e {
+                Some(e) if !e.is_expired(timer) => {
+                    let next = match apply_increment(key, Some(&e.value), delta) {
+                        Ok(n) => n,
+                        Err(err) => return Update::Keep(Err(err)),
+                    };
+                    let value = format_counter(next);
+                    if let Err(err) = settings.check_value(key, &value) {
+                        return Update::Keep(Err(err));
+                    }
+                    e.value = value;
+                    Update::Keep(Ok(next))
+                }
+                expired => {
+                    let value = format_counter(delta);
+                    if let Err(err) = settings.check_value(key, &value) {
+                        return Update::Keep(Err(err));
+                    }
+                    match fresh {
+                        Some(deadline) => {
+                            Update::Put(Entry::new(value, deadline, timer), Ok(delta))
+                        }
+                        None if expired.is_some() => Update::Remove(Ok(delta)),
+                        None => Update::Keep(Ok(delta)),
+                    }
+                }
+            })
+        })?
     }
 
     fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         let settings = &self.inner.settings;
         check_key(key, 0)?;
         let deadline = settings.deadline(ttl)?;
-        let mut slot = self.slot()?;
-        if slot.live(key, settings).is_none() {
-            return Ok(false);
-        }
-        match deadline {
-            None => {
-                slot.store.remove(key);
-            }
-            Some(deadline) => {
-                if let Some(mut entry) = slot.store.peek_mut(key) {
-                    entry.deadline = deadline;
+        self.with_slot(|slot, removed| {
+            let timer = &settings.timer;
+            match slot.store.get(key, false).map(|e| e.is_expired(timer)) {
+                None => return false,
+                Some(true) => {
+                    slot.remove(key, settings, removed);
+                    return false;
                 }
-                slot.earliest = slot.earliest.min(deadline);
+                Some(false) => {}
             }
-        }
-        Ok(true)
+            match deadline {
+                None => {
+                    slot.remove(key, settings, removed);
+                }
+                Some(deadline) => {
+                    slot.store.update(key, removed, |e| {
+                        if let Some(e) = e {
+                            e.deadline = deadline;
+                        }
+                        Update::Keep(())
+                    });
+                    slot.earliest = slot.earliest.min(deadline);
+                }
+            }
+            true
+        })
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -323,7 +323,7 @@ macro_rules! __with_behaviours {
             miss, round_trip, overwrite_is_never_stale, delete_then_delete_again,
             exists_follows_entries, ttl_expiry, ttl_never, ttl_default,
             sub_second_ttl, zero_ttl_removes, ttl_out_of_range,
-            remaining_ttl_reports, default_ttl_applies,
+            remaining_ttl_reports, default_ttl_applies, idle_entries_expire,
             empty_and_binary_values, largest_value, unicode_keys,
             invalid_keys_rejected, clear_removes_own_entries,
             clear_is_scoped_to_namespace, namespaces_are_isolated,

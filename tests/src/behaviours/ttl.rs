@@ -59,6 +59,50 @@ pub fn ttl_expiry(factory: &dyn EngineFactory) {
     );
 }
 
+/// With a time-to-idle ([`Capabilities::time_to_idle`](cache_core::Capabilities)), an entry that
+/// is read lives past it, one left unread expires after it, and `exists` does not count as a
+/// read. Engines without a time-to-idle skip this. (The other behaviours assume none: run this
+/// one alone on an engine built with one.)
+pub fn idle_entries_expire(factory: &dyn EngineFactory) {
+    let h = Harness::new(factory);
+    let Some(idle) = h.caps.time_to_idle else {
+        return;
+    };
+    let backend = h.caps.backend;
+    let start = h.ctx.now();
+    set(&h, "read", "v", Ttl::Never);
+    set(&h, "looked-at", "v", Ttl::Never);
+    h.ctx.pass(idle / 2);
+    let read_at = h.ctx.now();
+    assert!(
+        get(&h, "read").is_some(),
+        "{backend}: gone before its idle time of {idle:?}"
+    );
+    assert!(
+        exists(&h, "looked-at"),
+        "{backend}: gone before its idle time of {idle:?}"
+    );
+    // Past the idle time since the writes, not since the read.
+    let elapsed = h.ctx.now().duration_since(start);
+    h.ctx.pass(h.expiry_wait(idle).saturating_sub(elapsed));
+    assert!(
+        !exists(&h, "looked-at"),
+        "{backend}: unread for {:?} with a time-to-idle of {idle:?}, still there: `exists` \
+         must not count as a read",
+        h.ctx.now().duration_since(start)
+    );
+    if h.ctx.now().duration_since(read_at) < idle {
+        assert!(
+            get(&h, "read").is_some(),
+            "{backend}: read {:?} ago with a time-to-idle of {idle:?}, gone: reads must \
+             restart the idle time",
+            h.ctx.now().duration_since(read_at)
+        );
+    }
+    h.ctx.pass(h.expiry_wait(idle));
+    assert_value(&h, "read", None, "unread for the time-to-idle");
+}
+
 /// `Ttl::Never` outlives the default TTL and replaces an earlier expiry.
 pub fn ttl_never(factory: &dyn EngineFactory) {
     let h = Harness::new(factory);
