@@ -480,6 +480,14 @@ fn section(policies: &[Policy], all: &[Results]) -> String {
         if missed.is_empty() { "" } else { ": " },
         missed.join(", ")
     );
+    if !missed.is_empty() {
+        out.push_str(
+            "The figures are one run's: the engine's hasher (and moka's) is seeded per process, so \
+             a cell of the short LIRS traces (6,000-30,000 requests) moves by up to half a point \
+             between runs. Why cells fall short, and what was tried, is in `docs/DESIGN.md` \
+             (\"InMemoryEngine: our own store and policy\").\n\n",
+        );
+    }
     out
 }
 
