@@ -142,7 +142,7 @@ mod tests {
         defined.sort_unstable();
         let mut listed = BEHAVIOURS.to_vec();
         listed.sort_unstable();
-        assert_eq!(defined.len(), 34, "{defined:?}");
+        assert_eq!(defined.len(), 35, "{defined:?}");
         assert_eq!(
             defined, listed,
             "behaviours defined (left) and run by conformance_suite! (right) differ"
