@@ -511,6 +511,47 @@ impl Settings {
         }
     }
 
+    /// One `increment` on the key's entry, run by the store under its lock: a live counter is
+    /// changed in place (the store re-weighs one that grew and evicts to stay within the
+    /// bounds); an absent or expired one starts at `delta` with the default TTL (`fresh`).
+    pub(crate) fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        fresh: Option<u64>,
+        entry: Option<&mut Entry>,
+    ) -> crate::shard::Update<Result<i64>> {
+        use crate::shard::Update;
+        use cache_core::counter::{apply_increment, format_counter};
+        match entry {
+            Some(e) if !e.is_expired(&self.timer) => {
+                let next = match apply_increment(key, Some(&e.value), delta) {
+                    Ok(n) => n,
+                    Err(err) => return Update::Keep(Err(err)),
+                };
+                let value = format_counter(next);
+                if let Err(err) = self.check_value(key, &value) {
+                    return Update::Keep(Err(err));
+                }
+                e.value = value;
+                Update::Keep(Ok(next))
+            }
+            expired => {
+                let value = format_counter(delta);
+                if let Err(err) = self.check_value(key, &value) {
+                    return Update::Keep(Err(err));
+                }
+                match fresh {
+                    Some(deadline) => {
+                        Update::Put(Entry::new(value, deadline, &self.timer), Ok(delta))
+                    }
+                    None if expired.is_some() => Update::Remove(Ok(delta)),
+                    None => Update::Keep(Ok(delta)),
+                }
+            }
+        }
+    }
+
     /// Whether a removal listener is set (so removals must be collected).
     #[inline]
     pub(crate) fn listening(&self) -> bool {

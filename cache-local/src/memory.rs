@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_core::clock::Clock;
-use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::check_key;
 use cache_core::{Bytes, CacheEngine, Capabilities, NonBlocking, Remaining, Result, Ttl};
 
@@ -568,32 +567,8 @@ impl CacheEngine for InMemoryEngine {
         // Read, change and write back under the shard's exclusive lock. A counter that grows
         // (`9` to `10`) is re-weighed by the store, which evicts to stay within the byte bound.
         let mut removed = Removed::new();
-        let outcome = inner.store.update(key, &mut removed, |e| match e {
-            Some(e) if !e.is_expired(&settings.timer) => {
-                let next = match apply_increment(key, Some(&e.value), delta) {
-                    Ok(n) => n,
-                    Err(err) => return Update::Keep(Err(err)),
-                };
-                let value = format_counter(next);
-                if let Err(err) = settings.check_value(key, &value) {
-                    return Update::Keep(Err(err));
-                }
-                e.value = value;
-                Update::Keep(Ok(next))
-            }
-            expired => {
-                let value = format_counter(delta);
-                if let Err(err) = settings.check_value(key, &value) {
-                    return Update::Keep(Err(err));
-                }
-                match fresh_deadline {
-                    Some(deadline) => {
-                        Update::Put(Entry::new(value, deadline, &settings.timer), Ok(delta))
-                    }
-                    None if expired.is_some() => Update::Remove(Ok(delta)),
-                    None => Update::Keep(Ok(delta)),
-                }
-            }
+        let outcome = inner.store.update(key, &mut removed, |e| {
+            settings.increment(key, delta, fresh_deadline, e)
         });
         inner.settings.notify(removed);
         outcome

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cache_core::clock::Clock;
-use cache_core::counter::{apply_increment, format_counter};
 use cache_core::key::check_key;
 use cache_core::{Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl};
 use thread_local::ThreadLocal;
@@ -472,39 +471,13 @@ impl CacheEngine for ThreadLocalEngine {
         check_key(key, 0)?;
         let fresh = settings.deadline(Ttl::Default)?;
         self.with_slot(|slot, removed| {
-            let timer = &settings.timer;
             if let Some(deadline) = fresh {
                 slot.earliest = slot.earliest.min(deadline);
             }
             // Changed in place under the slot's lock; the store re-weighs a counter that grew
             // and evicts to stay within the bounds.
-            slot.store.update(key, removed, |e| match e {
-                Some(e) if !e.is_expired(timer) => {
-                    let next = match apply_increment(key, Some(&e.value), delta) {
-                        Ok(n) => n,
-                        Err(err) => return Update::Keep(Err(err)),
-                    };
-                    let value = format_counter(next);
-                    if let Err(err) = settings.check_value(key, &value) {
-                        return Update::Keep(Err(err));
-                    }
-                    e.value = value;
-                    Update::Keep(Ok(next))
-                }
-                expired => {
-                    let value = format_counter(delta);
-                    if let Err(err) = settings.check_value(key, &value) {
-                        return Update::Keep(Err(err));
-                    }
-                    match fresh {
-                        Some(deadline) => {
-                            Update::Put(Entry::new(value, deadline, timer), Ok(delta))
-                        }
-                        None if expired.is_some() => Update::Remove(Ok(delta)),
-                        None => Update::Keep(Ok(delta)),
-                    }
-                }
-            })
+            slot.store
+                .update(key, removed, |e| settings.increment(key, delta, fresh, e))
         })?
     }
 
