@@ -198,46 +198,43 @@ fn replay_ours(trace: &Trace, size: usize, shards: usize) -> u64 {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let mut key = String::with_capacity(24);
-    let mut hits = 0;
-    for k in &trace.keys {
+    read_through(trace, |k| {
         key.clear();
         let _ = write!(key, "{k}");
-        if matches!(engine.get(&key), Ok(Some(_))) {
-            hits += 1;
-        } else {
+        matches!(engine.get(&key), Ok(Some(_))) || {
             let _ = engine.set(&key, Bytes::new(), Ttl::Default);
+            false
         }
-    }
-    hits
+    })
 }
 
 fn replay_lru(trace: &Trace, size: usize) -> u64 {
     let cap = std::num::NonZeroUsize::new(size.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
     let mut lru = lru::LruCache::new(cap);
-    let mut hits = 0;
-    for k in &trace.keys {
-        if lru.get(k).is_some() {
-            hits += 1;
-        } else {
-            lru.put(*k, ());
+    read_through(trace, |k| {
+        lru.get(&k).is_some() || {
+            lru.put(k, ());
+            false
         }
-    }
-    hits
+    })
+}
+
+/// Replays the trace as a read-through cache: `access` looks a key up, inserts it on a miss and
+/// says whether it hit; returns the hits.
+fn read_through(trace: &Trace, mut access: impl FnMut(u64) -> bool) -> u64 {
+    trace.keys.iter().filter(|&&k| access(k)).count() as u64
 }
 
 fn replay_moka(trace: &Trace, size: usize) -> u64 {
     let cache = moka::sync::Cache::builder()
         .max_capacity(size as u64)
         .build();
-    let mut hits = 0;
-    for k in &trace.keys {
-        if cache.get(k).is_some() {
-            hits += 1;
-        } else {
-            cache.insert(*k, ());
+    read_through(trace, |k| {
+        cache.get(&k).is_some() || {
+            cache.insert(k, ());
+            false
         }
-    }
-    hits
+    })
 }
 
 fn replay_quick_cache(trace: &Trace, size: usize, hot: f64, ghost: f64, shards: usize) -> u64 {
@@ -258,15 +255,12 @@ fn replay_quick_cache(trace: &Trace, size: usize, hot: f64, ghost: f64, shards: 
         quick_cache::DefaultHashBuilder::default(),
         quick_cache::sync::DefaultLifecycle::default(),
     );
-    let mut hits = 0;
-    for k in &trace.keys {
-        if cache.get(k).is_some() {
-            hits += 1;
-        } else {
-            cache.insert(*k, ());
+    read_through(trace, |k| {
+        cache.get(&k).is_some() || {
+            cache.insert(k, ());
+            false
         }
-    }
-    hits
+    })
 }
 
 /// Belady's clairvoyant policy, allowed to not admit: on a miss with the cache full it drops

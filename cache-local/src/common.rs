@@ -567,3 +567,35 @@ fn hot_target(shard_weight: u64) -> u64 {
 pub(crate) fn closed(backend: &'static str) -> CacheError {
     CacheError::Closed { backend }
 }
+
+/// For both engines' `keys` and `entries`: pushes `pick(key, entry)` for each entry live now.
+pub(crate) fn collect_live<'a, T>(
+    timer: &'a Timer,
+    out: &'a mut Vec<T>,
+    pick: impl Fn(&str, &Entry) -> T + 'a,
+) -> impl FnMut(&str, &Entry) + 'a {
+    let now = timer.now_ms();
+    move |key, entry| {
+        if !entry.is_expired_at(timer, now) {
+            out.push(pick(key, entry));
+        }
+    }
+}
+
+/// For both engines' `invalidate_if`: whether to keep an entry. Expired entries go, uncounted;
+/// live ones go when `doomed` says so, counted in `count`.
+pub(crate) fn keep_unless<'a>(
+    timer: &'a Timer,
+    count: &'a mut u64,
+    mut doomed: impl FnMut(&str, &Bytes) -> bool + 'a,
+) -> impl FnMut(&str, &Entry) -> bool + 'a {
+    let now = timer.now_ms();
+    move |key, entry| {
+        if entry.is_expired_at(timer, now) {
+            return false;
+        }
+        let gone = doomed(key, &entry.value);
+        *count += u64::from(gone);
+        !gone
+    }
+}

@@ -9,7 +9,9 @@ use cache_core::clock::Clock;
 use cache_core::key::check_key;
 use cache_core::{Bytes, CacheEngine, Capabilities, NonBlocking, Remaining, Result, Ttl};
 
-use crate::common::{DEFAULT_MAX_CAPACITY, Entry, NEVER, Options, Settings, closed};
+use crate::common::{
+    DEFAULT_MAX_CAPACITY, Entry, NEVER, Options, Settings, closed, collect_live, keep_unless,
+};
 use crate::listener::{RemovalCause, Removed};
 use crate::shard::Update;
 use crate::store::Store;
@@ -717,26 +719,24 @@ impl InMemoryEngine {
     /// keys does not count as a read of the entries (for eviction or idle time).
     pub fn keys(&self) -> Result<Vec<String>> {
         let inner = self.open()?;
-        let timer = &inner.settings.timer;
         let mut keys = Vec::new();
-        inner.store.for_each(|key, entry| {
-            if !entry.is_expired(timer) {
-                keys.push(key.to_string());
-            }
-        });
+        inner
+            .store
+            .for_each(collect_live(&inner.settings.timer, &mut keys, |key, _| {
+                key.to_string()
+            }));
         Ok(keys)
     }
 
     /// The live entries as key and value pairs, a snapshot taken like [`keys`](Self::keys).
     pub fn entries(&self) -> Result<Vec<(String, Bytes)>> {
         let inner = self.open()?;
-        let timer = &inner.settings.timer;
         let mut entries = Vec::new();
-        inner.store.for_each(|key, entry| {
-            if !entry.is_expired(timer) {
-                entries.push((key.to_string(), entry.value.clone()));
-            }
-        });
+        inner.store.for_each(collect_live(
+            &inner.settings.timer,
+            &mut entries,
+            |key, entry| (key.to_string(), entry.value.clone()),
+        ));
         Ok(entries)
     }
 
@@ -745,20 +745,12 @@ impl InMemoryEngine {
     /// shard's write lock: a write to a shard already visited is kept whatever it stores, and
     /// one to a shard not visited yet is judged with the rest. The removal listener hears of
     /// each as [`RemovalCause::Removed`], after each shard's lock is released.
-    pub fn invalidate_if(&self, mut doomed: impl FnMut(&str, &Bytes) -> bool) -> Result<u64> {
+    pub fn invalidate_if(&self, doomed: impl FnMut(&str, &Bytes) -> bool) -> Result<u64> {
         let inner = self.open()?;
-        let timer = &inner.settings.timer;
         let mut count = 0;
         let mut removed = Removed::new();
         inner.store.retain(
-            |key, entry| {
-                if entry.is_expired(timer) {
-                    return false;
-                }
-                let gone = doomed(key, &entry.value);
-                count += u64::from(gone);
-                !gone
-            },
+            keep_unless(&inner.settings.timer, &mut count, doomed),
             &mut removed,
             RemovalCause::Removed,
         );

@@ -10,7 +10,7 @@ use cache_core::key::check_key;
 use cache_core::{Bytes, CacheEngine, Capabilities, Remaining, Result, Ttl};
 use thread_local::ThreadLocal;
 
-use crate::common::{Entry, NEVER, Options, Settings, closed};
+use crate::common::{Entry, NEVER, Options, Settings, closed, collect_live, keep_unless};
 use crate::listener::{RemovalCause, Removed};
 use crate::shard::Update;
 use crate::store::Unshared as Store;
@@ -193,6 +193,52 @@ impl ThreadLocalEngine {
             .listener
             .as_ref()
             .map_or(0, |listener| listener.panics())
+    }
+
+    /// The keys of the calling thread's live entries (other threads' entries are theirs alone).
+    /// A true snapshot: no other thread writes to this thread's store. Reading the keys does
+    /// not count as a read of the entries (for eviction or idle time).
+    pub fn keys(&self) -> Result<Vec<String>> {
+        let timer = &self.inner.settings.timer;
+        self.with_slot(|slot, _| {
+            let mut keys = Vec::new();
+            let mut push = collect_live(timer, &mut keys, |key, _| key.to_string());
+            slot.store.iter().for_each(|(key, entry)| push(key, entry));
+            drop(push);
+            keys
+        })
+    }
+
+    /// The calling thread's live entries as key and value pairs, a snapshot like
+    /// [`keys`](Self::keys).
+    pub fn entries(&self) -> Result<Vec<(String, Bytes)>> {
+        let timer = &self.inner.settings.timer;
+        self.with_slot(|slot, _| {
+            let mut entries = Vec::new();
+            let mut push = collect_live(timer, &mut entries, |key, entry| {
+                (key.to_string(), entry.value.clone())
+            });
+            slot.store.iter().for_each(|(key, entry)| push(key, entry));
+            drop(push);
+            entries
+        })
+    }
+
+    /// Removes every live entry of the calling thread for which `doomed(key, value)` is true
+    /// and returns how many it removed (expired entries go too, uncounted); other threads'
+    /// entries are left alone. The removal listener hears of each as
+    /// [`RemovalCause::Removed`], after the thread's store is released.
+    pub fn invalidate_if(&self, doomed: impl FnMut(&str, &Bytes) -> bool) -> Result<u64> {
+        let timer = &self.inner.settings.timer;
+        self.with_slot(|slot, removed| {
+            let mut count = 0;
+            slot.store.retain(
+                keep_unless(timer, &mut count, doomed),
+                removed,
+                RemovalCause::Removed,
+            );
+            count
+        })
     }
 
     /// Runs `f` on the calling thread's slot (emptied first if another thread filled it), then

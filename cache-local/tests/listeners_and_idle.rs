@@ -354,6 +354,34 @@ fn a_zero_or_endless_idle_time_is_refused() {
     }
 }
 
+/// The iteration both engines offer, to run one test on each.
+trait Iterable: CacheEngine {
+    fn keys(&self) -> cache_core::Result<Vec<String>>;
+    fn entries(&self) -> cache_core::Result<Vec<(String, Bytes)>>;
+    fn invalidate_if(&self, doomed: impl FnMut(&str, &Bytes) -> bool) -> cache_core::Result<u64>;
+}
+
+macro_rules! iterable {
+    ($engine:ty) => {
+        impl Iterable for $engine {
+            fn keys(&self) -> cache_core::Result<Vec<String>> {
+                <$engine>::keys(self)
+            }
+            fn entries(&self) -> cache_core::Result<Vec<(String, Bytes)>> {
+                <$engine>::entries(self)
+            }
+            fn invalidate_if(
+                &self,
+                doomed: impl FnMut(&str, &Bytes) -> bool,
+            ) -> cache_core::Result<u64> {
+                <$engine>::invalidate_if(self, doomed)
+            }
+        }
+    };
+}
+iterable!(InMemoryEngine);
+iterable!(ThreadLocalEngine);
+
 #[test]
 fn keys_entries_and_invalidate_if() {
     let clock = Arc::new(ManualClock::new());
@@ -365,6 +393,50 @@ fn keys_entries_and_invalidate_if() {
         .removal_listener(listener)
         .build()
         .unwrap();
+    iteration(&cache, &clock, &log);
+}
+
+#[test]
+fn thread_local_keys_entries_and_invalidate_if_see_the_calling_thread_only() {
+    let clock = Arc::new(ManualClock::new());
+    let (log, listener) = logged();
+    let cache = ThreadLocalEngine::builder()
+        .clock(clock.clone())
+        .max_capacity(10_000)
+        .removal_listener(listener)
+        .build()
+        .unwrap();
+    let (stored, on_stored) = mpsc::channel();
+    let (go, on_go) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let cache = &cache;
+        // Another thread's entries, which this thread neither lists nor removes.
+        s.spawn(move || {
+            cache.set("user:0", b("other"), Ttl::Default).unwrap();
+            cache.set("theirs", b("x"), Ttl::Default).unwrap();
+            stored.send(()).unwrap();
+            on_go.recv().unwrap();
+            assert_eq!(cache.get("user:0").unwrap(), Some(b("other")));
+            let mut keys = cache.keys().unwrap();
+            keys.sort();
+            assert_eq!(keys, ["theirs", "user:0"]);
+        });
+        on_stored.recv().unwrap();
+        iteration_until_close(cache, &clock, &log);
+        go.send(()).unwrap();
+    });
+    cache.close().unwrap();
+    assert!(matches!(cache.keys(), Err(CacheError::Closed { .. })));
+}
+
+fn iteration<E: Iterable>(cache: &E, clock: &ManualClock, log: &Log) {
+    iteration_until_close(cache, clock, log);
+    cache.close().unwrap();
+    assert!(matches!(cache.keys(), Err(CacheError::Closed { .. })));
+}
+
+/// Lists and removes by predicate on 100 live entries and one expired one.
+fn iteration_until_close<E: Iterable>(cache: &E, clock: &ManualClock, log: &Log) {
     for i in 0..100 {
         cache
             .set(&format!("user:{i}"), b(&i.to_string()), Ttl::Default)
@@ -395,16 +467,14 @@ fn keys_entries_and_invalidate_if() {
     assert_eq!(cache.keys().unwrap().len(), 50);
     assert!(cache.get("user:3").unwrap().is_some());
     assert!(cache.get("user:4").unwrap().is_none());
-    let removed = causes(&log)
+    let removed = causes(log)
         .iter()
         .filter(|(k, c)| k.starts_with("user:") && *c == RemovalCause::Removed)
         .count();
     assert_eq!(removed, 50);
     assert!(
-        causes(&log)
+        causes(log)
             .iter()
             .any(|(k, c)| k == "gone" && *c == RemovalCause::Expired)
     );
-    cache.close().unwrap();
-    assert!(matches!(cache.keys(), Err(CacheError::Closed { .. })));
 }

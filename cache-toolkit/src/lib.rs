@@ -25,17 +25,19 @@
 //!
 //! | feature | module and root items | crate |
 //! |---|---|---|
-//! | `local` (default) | [`local`]: `InMemoryEngine`, `ThreadLocalEngine` | `cache-local` |
-//! | `typed` (default) | [`typed`]: `TypedCache`, `AsyncTypedCache` | `cache-serializer` |
-//! | `redis` | [`redis`]: `RedisEngine` | `cache-redis` |
-//! | `memcached` | [`memcached`]: `MemcachedEngine` | `cache-memcached` |
+//! | `local` (default) | `local`: `InMemoryEngine`, `ThreadLocalEngine` | `cache-local` |
+//! | `typed` (default) | `typed`: `TypedCache`, `AsyncTypedCache` | `cache-serializer` |
+//! | `redis` | `redis`: `RedisEngine` | `cache-redis` |
+//! | `memcached` | `memcached`: `MemcachedEngine` | `cache-memcached` |
 //! | `tokio` | `AsyncRedisEngine`, `AsyncMemcachedEngine`, async leases and refresh | |
 //! | `tls` | `rediss://` URLs, with rustls | `cache-redis` |
-//! | `layers`, `metrics`, `tracing` | [`layers`]: stats, fail-open, metrics, tracing | `cache-layers` |
-//! | `tiered` | [`tiered`]: `TieredEngine` | `cache-tiered` |
-//! | `http` | [`http`]: `HttpCacheLayer` | `cache-http` |
+//! | `layers`, `metrics`, `tracing` | `layers`: stats, fail-open, metrics, tracing | `cache-layers` |
+//! | `tiered` | `tiered`: `TieredEngine` | `cache-tiered` |
+//! | `http` | `http`: `HttpCacheLayer` | `cache-http` |
 //! | `macros` | `#[cached]` | `cache-macros` |
-//! | `json` | the JSON codec, [`typed::Json`] | `cache-serializer` |
+//! | `json` | the JSON codec, `typed::Json` | `cache-serializer` |
+//!
+//! Each module is listed below when its feature is on (on docs.rs, all are).
 //!
 //! A service that needs a single backend may depend on `cache-core` and that backend's crate
 //! instead; the types are the same ones.
