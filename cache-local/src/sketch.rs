@@ -26,8 +26,8 @@ const BLOCK: usize = 8;
 
 pub(crate) struct Sketch {
     table: Box<[AtomicU64]>,
-    /// Blocks - 1 (a power of two).
-    block_mask: usize,
+    /// 64 minus log2 of the number of blocks: a block index is the top bits of a remixed hash.
+    block_shift: u32,
     /// Counted requests since the last halving.
     additions: AtomicU32,
     /// Counted requests after which every counter is halved.
@@ -41,7 +41,7 @@ impl Sketch {
         let words = capacity.clamp(256, 1 << 26).next_power_of_two();
         Self {
             table: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            block_mask: words / BLOCK - 1,
+            block_shift: 64 - (words / BLOCK).trailing_zeros(),
             additions: AtomicU32::new(0),
             sample: u32::try_from(capacity.clamp(256, 1 << 26) * 10).unwrap_or(u32::MAX),
         }
@@ -50,8 +50,11 @@ impl Sketch {
     /// The four (word, shift) places of a key's counters, all in the key's block.
     #[inline]
     fn places(&self, hash: u64) -> [(usize, u32); 4] {
-        // The block comes from the high half of the hash, the counters from a remix of it.
-        let block = ((hash >> 32) as usize & self.block_mask) * BLOCK;
+        // The block comes from the top bits of one remix of the whole hash, the counters from
+        // another. Not from the hash's own bits: a store picks the key's shard from some of
+        // those, fixed for every key of a shard, and a block index sharing them would leave
+        // most blocks of each shard's sketch unused (8 shards used an eighth of each sketch).
+        let block = (hash.wrapping_mul(0xff51_afd7_ed55_8ccd) >> self.block_shift) as usize * BLOCK;
         let mut mixed = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         mixed ^= mixed >> 29;
         let mut places = [(0, 0); 4];
@@ -139,6 +142,20 @@ mod tests {
         sketch.halve();
         assert_eq!(sketch.frequency(42), 7);
         assert_eq!(sketch.frequency(7 << 40), 0);
+    }
+
+    #[test]
+    fn keys_sharing_high_bits_use_every_block() {
+        // As in a shard of a store: bits 40-42 are the same for every key.
+        let sketch = Sketch::new(16_384);
+        let blocks = sketch.table.len() / BLOCK;
+        let mut used = vec![false; blocks];
+        for i in 0..(blocks as u64 * 8) {
+            let hash = i.wrapping_mul(0x2545_f491_4f6c_dd1d) & !(7 << 40) | (3 << 40);
+            used[sketch.places(hash)[0].0 / BLOCK] = true;
+        }
+        let share = used.iter().filter(|u| **u).count() as f64 / blocks as f64;
+        assert!(share > 0.99, "{share}");
     }
 
     #[test]
