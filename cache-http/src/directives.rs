@@ -102,9 +102,17 @@ fn delta(value: Option<&str>) -> Delta {
 }
 
 /// Parses the `Age` header (RFC 9111 section 5.1): delta-seconds; `None` when absent or invalid.
+///
+/// `Age` is a singleton, but a list (`7200, 0`) or several lines are read as the spec says: the
+/// first member of the first line counts, the rest is dropped. A parameter after the number
+/// (`7200;foo=bar`) is dropped too, as the common caches do. So a response the origin declared
+/// old is never taken for a new one; a value that is not a number at all (`abc`, `-5`, `1.5`)
+/// is ignored.
 pub(crate) fn age(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(http::header::AGE)?.to_str().ok()?;
-    delta(Some(value.trim())).ok()
+    let line = headers.get(http::header::AGE)?.to_str().ok()?;
+    let first = line.split(',').next().unwrap_or_default();
+    let number = first.split(';').next().unwrap_or_default();
+    delta(Some(number.trim())).ok()
 }
 
 /// Calls `each` with every directive of every `Cache-Control` line: its name lowercased and its
@@ -272,5 +280,31 @@ mod tests {
         assert_eq!(age(&map), Some(Duration::from_secs(30)));
         map.insert(http::header::AGE, HeaderValue::from_static("x"));
         assert_eq!(age(&map), None);
+    }
+
+    /// The cases of the HTTP cache conformance suite's `age-parse` tests.
+    #[test]
+    fn the_first_member_of_the_first_age_line_counts() {
+        let age_of = |lines: &[&'static str]| {
+            let mut map = HeaderMap::new();
+            for line in lines {
+                map.append(http::header::AGE, HeaderValue::from_static(line));
+            }
+            age(&map).map(|d| d.as_secs())
+        };
+        assert_eq!(age_of(&["7200, 0"]), Some(7200));
+        assert_eq!(age_of(&["0, 7200"]), Some(0));
+        assert_eq!(age_of(&["7200", "0"]), Some(7200));
+        assert_eq!(age_of(&["0", "7200"]), Some(0));
+        assert_eq!(age_of(&["7200;foo=bar"]), Some(7200));
+        assert_eq!(age_of(&[" 60 "]), Some(60));
+        for ignored in ["abc", "-7200", "7200.0", "", ",7200"] {
+            assert_eq!(age_of(&[ignored]), None, "{ignored:?}");
+        }
+        // Too large to represent: saturates, so the response is stale rather than fresh.
+        assert_eq!(
+            age_of(&["99999999999999999999999"]),
+            Some(MAX_DELTA_SECONDS)
+        );
     }
 }

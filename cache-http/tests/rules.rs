@@ -318,6 +318,20 @@ async fn upstream_age_and_expires_count(backend: Backend) {
     let stale = "/aged?cc=max-age=60&age=100";
     app.get(stale).await;
     assert!(!app.get(stale).await.hit());
+    // A list or a parameter does not make an old response new (RFC 9111 section 5.1: the first
+    // member counts), while a value that is no number is ignored.
+    for stale in [
+        "/aged?cc=max-age=60&age=100,%200",
+        "/aged?cc=max-age=60&age=100%3Bfoo=bar",
+    ] {
+        app.get(stale).await;
+        assert!(!app.get(stale).await.hit(), "{stale}");
+    }
+    let ignored = "/aged?cc=max-age=60&age=abc";
+    app.get(ignored).await;
+    let hit = app.get(ignored).await;
+    assert!(hit.hit());
+    assert!(hit.age().unwrap() <= 2);
     // Expires counts from Date when there is no max-age.
     let expires = "/expires?expires_in=60";
     app.get(expires).await;
