@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod conditional;
 mod directives;
 mod entry;
 mod flight;

@@ -18,6 +18,7 @@ use http_body::{Body, Frame};
 use tower::Service;
 
 use crate::body::CacheBody;
+use crate::conditional;
 use crate::directives::RequestDirectives;
 use crate::entry::{self, Entry, StoredResponse, Variants};
 use crate::flight::{self, Fetched, LeaderGuard, Role};
@@ -177,7 +178,7 @@ where
             state.lookup(&mut lookup, &parts.headers, &directives).await
         {
             count(&state.counters.hits);
-            return Ok(state.serve(stored, age, head));
+            return Ok(state.serve(stored, age, head, &parts.headers));
         }
     }
     if directives.only_if_cached {
@@ -213,7 +214,7 @@ where
                 if state.same_variant(&shared, &lookup) {
                     count(&state.counters.coalesced);
                     let age = shared.response.age + shared.stored_at.elapsed();
-                    return Ok(state.serve(shared.response.clone(), age, false));
+                    return Ok(state.serve(shared.response.clone(), age, false, &lookup.headers));
                 }
                 return state.fetch(inner, request, lookup, None).await;
             }
@@ -252,13 +253,27 @@ impl<E: AsyncCacheEngine> State<E> {
         response
     }
 
-    /// A stored response as served: `Age` set, the body left out for `HEAD`.
+    /// A stored response as served to a request with these headers: `Age` set, the body left
+    /// out for `HEAD`, and `304 Not Modified` when the request's validators match.
     fn serve<B: Body>(
         &self,
         stored: StoredResponse,
         age: Duration,
         head: bool,
+        request: &HeaderMap,
     ) -> Response<CacheBody<B>> {
+        if conditional::not_modified(request, stored.status, &stored.headers) {
+            let mut response = Response::new(CacheBody::full(Bytes::new()));
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            let headers = response.headers_mut();
+            for name in conditional::KEPT_ON_304 {
+                for value in stored.headers.get_all(&name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            headers.insert(AGE, HeaderValue::from(age.as_secs()));
+            return self.mark(response, true);
+        }
         let body = if head { Bytes::new() } else { stored.body };
         let mut response = Response::new(CacheBody::full(body));
         *response.status_mut() = stored.status;

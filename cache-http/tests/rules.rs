@@ -48,6 +48,7 @@ on_every_engine!(
     head_is_served_from_a_cached_get,
     request_directives_are_honoured,
     key_headers_separate_entries,
+    conditional_requests_are_answered_not_modified_from_the_cache,
 );
 
 async fn a_fresh_response_is_served_from_the_cache(backend: Backend) {
@@ -603,4 +604,55 @@ async fn key_headers_separate_entries(backend: Backend) {
         "no tenant is a key of its own"
     );
     assert_eq!(app.calls("GET", target), 3);
+}
+
+async fn conditional_requests_are_answered_not_modified_from_the_cache(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let tagged = "/cond?cc=max-age=60&etag=%22v1%22";
+    let first = app.get(tagged).await;
+    assert_eq!((first.status, first.header("etag")), (200, Some("\"v1\"")));
+    for matching in ["\"v1\"", "W/\"v1\"", "\"v0\", \"v1\"", "*"] {
+        let reply = app.get_with(tagged, &[("if-none-match", matching)]).await;
+        assert_eq!(reply.status, 304, "{matching}");
+        assert!(reply.hit(), "{matching}");
+        assert!(reply.body.is_empty());
+        assert_eq!(reply.header("etag"), Some("\"v1\""));
+        assert_eq!(reply.header("cache-control"), Some("max-age=60"));
+        assert!(reply.age().is_some());
+    }
+    // Another tag: the whole response, still from the cache.
+    let other = app.get_with(tagged, &[("if-none-match", "\"v2\"")]).await;
+    assert_eq!(other.status, 200);
+    assert!(other.hit());
+    assert_eq!(other.body, first.body);
+    let head = app
+        .send(Method::HEAD, tagged, &[("if-none-match", "\"v1\"")])
+        .await;
+    assert_eq!(head.status, 304);
+    assert_eq!(app.calls("GET", tagged), 1);
+
+    let dated = "/cond?cc=max-age=60&modified_ago=3600";
+    app.get(dated).await;
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let long_ago =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(7200));
+    let since_now = app.get_with(dated, &[("if-modified-since", &now)]).await;
+    assert_eq!(since_now.status, 304);
+    assert!(since_now.header("last-modified").is_some());
+    let since_before = app
+        .get_with(dated, &[("if-modified-since", &long_ago)])
+        .await;
+    assert_eq!(since_before.status, 200);
+    assert!(since_before.hit());
+    // If-None-Match wins over If-Modified-Since.
+    let both = app
+        .get_with(
+            tagged,
+            &[("if-none-match", "\"v2\""), ("if-modified-since", &now)],
+        )
+        .await;
+    assert_eq!(both.status, 200);
+    assert_eq!(app.calls("GET", dated), 1);
 }

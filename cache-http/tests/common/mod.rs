@@ -209,6 +209,7 @@ fn query(request: &Request) -> HashMap<String, String> {
             // The few escapes tests use in header values.
             let value = value
                 .replace("%20", " ")
+                .replace("%22", "\"")
                 .replace("%2C", ",")
                 .replace("%3B", ";");
             (name.to_owned(), value)
@@ -232,8 +233,9 @@ fn target(request: &Request) -> String {
         .map_or("/".to_owned(), |target| target.as_str().to_owned())
 }
 
-/// Answers as its query says: `cc` (Cache-Control), `vary`, `status`, `age`, `cookie`,
-/// `expires_in` (seconds, negative for the past), `sleep_ms`. Its body names the call and the
+/// Answers as its query says: `cc` (Cache-Control), `vary`, `status`, `age`, `etag`,
+/// `modified_ago` (seconds), `cookie`, `expires_in` (seconds, negative for the past),
+/// `sleep_ms`. Its body names the call and the
 /// request headers a test varies on.
 async fn echo(State(calls): State<Arc<Calls>>, request: Request) -> Response {
     let call = calls.record(format!("{} {}", request.method(), target(&request)));
@@ -268,6 +270,14 @@ async fn echo(State(calls): State<Arc<Calls>>, request: Request) -> Response {
     }
     if let Some(age) = query.get("age") {
         headers.insert("age", HeaderValue::from_str(age).unwrap());
+    }
+    if let Some(etag) = query.get("etag") {
+        headers.insert("etag", HeaderValue::from_str(etag).unwrap());
+    }
+    if let Some(seconds) = query.get("modified_ago") {
+        let at = SystemTime::now() - Duration::from_secs(seconds.parse().unwrap());
+        let value = httpdate::fmt_http_date(at);
+        headers.insert("last-modified", HeaderValue::from_str(&value).unwrap());
     }
     if query.contains_key("cookie") {
         headers.insert("set-cookie", HeaderValue::from_static("session=abc"));
