@@ -66,6 +66,7 @@ impl<E: AsyncCacheEngine> HttpCacheLayer<E> {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             key_headers: Vec::new(),
             default_ttl: None,
+            heuristic_freshness: true,
             max_ttl: None,
             cache_status_header: false,
             honour_request_directives: true,
@@ -99,6 +100,7 @@ pub struct HttpCacheBuilder<E> {
     max_body_size: usize,
     key_headers: Vec<String>,
     default_ttl: Option<Duration>,
+    heuristic_freshness: bool,
     max_ttl: Option<Duration>,
     cache_status_header: bool,
     honour_request_directives: bool,
@@ -112,6 +114,7 @@ impl<E: AsyncCacheEngine> fmt::Debug for HttpCacheBuilder<E> {
             .field("max_body_size", &self.max_body_size)
             .field("key_headers", &self.key_headers)
             .field("default_ttl", &self.default_ttl)
+            .field("heuristic_freshness", &self.heuristic_freshness)
             .field("max_ttl", &self.max_ttl)
             .field("cache_status_header", &self.cache_status_header)
             .field("honour_request_directives", &self.honour_request_directives)
@@ -144,10 +147,22 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
     }
 
     /// Stores responses that carry no explicit freshness (no `s-maxage`, `max-age` or
-    /// `Expires`) for `ttl`: RFC 9111 heuristic freshness, chosen by you. By default such
-    /// responses are not stored.
+    /// `Expires`) for `ttl`: RFC 9111 heuristic freshness, chosen by you, in place of the one
+    /// from `Last-Modified` (see [`heuristic_freshness`](Self::heuristic_freshness)). It
+    /// applies to the statuses RFC 9110 calls heuristically cacheable (200, 203, 204, 300, 301,
+    /// 308, 404, 405, 410, 414, 501) and to responses marked `public`.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Whether a response without explicit freshness but with `Last-Modified` is stored for a
+    /// tenth of the time since it was modified, at most a day (RFC 9111 section 4.2.2; the
+    /// statuses as for [`default_ttl`](Self::default_ttl)); default on. A response modified
+    /// an hour ago is then fresh for six minutes. Off, such responses are stored only with a
+    /// `default_ttl`.
+    pub fn heuristic_freshness(mut self, enabled: bool) -> Self {
+        self.heuristic_freshness = enabled;
         self
     }
 
@@ -216,6 +231,7 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
                 .map_or(self.max_body_size, |max| max.min(self.max_body_size)),
             max_value_size: capabilities.max_value_size,
             default_ttl: self.default_ttl,
+            heuristic_freshness: self.heuristic_freshness,
             max_ttl,
             ttl_margin: capabilities.ttl_resolution,
             cache_status_header: self.cache_status_header,
@@ -239,6 +255,7 @@ pub(crate) struct Settings {
     pub(crate) max_body_size: usize,
     pub(crate) max_value_size: Option<usize>,
     pub(crate) default_ttl: Option<Duration>,
+    pub(crate) heuristic_freshness: bool,
     pub(crate) max_ttl: Duration,
     /// Subtracted from every TTL, so that an entry the engine keeps a little longer than asked
     /// is never served past its freshness.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AUTHORIZATION, DATE, EXPIRES, SET_COOKIE, VARY};
+use http::header::{AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderName, StatusCode};
 
 use crate::directives::{self, ResponseDirectives};
@@ -11,13 +11,25 @@ use crate::directives::{self, ResponseDirectives};
 /// The most `Vary` names a stored response may list; more is refused rather than stored.
 pub(crate) const MAX_VARY_NAMES: usize = 32;
 
-/// Statuses stored by this cache: those RFC 9110 section 15.1 makes heuristically cacheable,
-/// less 206 (ranges are not assembled here).
-pub(crate) fn status_is_storable(status: StatusCode) -> bool {
+/// The share of the time since `Last-Modified` that heuristic freshness grants (RFC 9111
+/// section 4.2.2 suggests 10 %).
+pub(crate) const HEURISTIC_FRACTION: u32 = 10;
+/// The longest heuristic freshness.
+pub(crate) const MAX_HEURISTIC: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Statuses this cache may store without explicit freshness: those RFC 9110 section 15.1
+/// makes heuristically cacheable, less 206 (ranges are not assembled here).
+fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
+}
+
+/// Statuses this cache stores at all, given explicit freshness (RFC 9111 section 3): every
+/// final status, less 206 (ranges are not assembled here) and 304 (not a whole response).
+fn status_is_storable(status: StatusCode) -> bool {
+    status.as_u16() >= 200 && !matches!(status.as_u16(), 206 | 304)
 }
 
 /// Who a stored response may be served to.
@@ -66,6 +78,8 @@ pub(crate) struct Context {
     pub(crate) response_delay: Duration,
     /// The freshness given to responses without explicit freshness, if any.
     pub(crate) default_ttl: Option<Duration>,
+    /// Whether, without a default, `Last-Modified` gives heuristic freshness.
+    pub(crate) heuristic: bool,
     pub(crate) now: SystemTime,
 }
 
@@ -106,8 +120,14 @@ pub(crate) fn decide(
     } else {
         return Err(NotStorable::Authorization);
     };
-    let lifetime =
-        freshness_lifetime(headers, &directives, &context).ok_or(NotStorable::NoFreshness)?;
+    let lifetime = match explicit_lifetime(headers, &directives, &context) {
+        Some(lifetime) => lifetime,
+        // `public` allows heuristics on any status (RFC 9111 section 4.2.2).
+        None if heuristically_cacheable(status) || directives.public => {
+            heuristic_lifetime(headers, &context).ok_or(NotStorable::NoFreshness)?
+        }
+        None => return Err(NotStorable::NoFreshness),
+    };
     let age = corrected_initial_age(headers, &context);
     if lifetime <= age {
         return Err(NotStorable::Stale);
@@ -120,9 +140,9 @@ pub(crate) fn decide(
     })
 }
 
-/// RFC 9111 section 4.2.1: s-maxage for a shared cache, then max-age, then Expires - Date,
-/// then (heuristic freshness) the configured default. `Some(ZERO)` for malformed values.
-fn freshness_lifetime(
+/// RFC 9111 section 4.2.1: s-maxage for a shared cache, then max-age, then Expires - Date;
+/// `None` without any. `Some(ZERO)` for malformed values.
+fn explicit_lifetime(
     headers: &HeaderMap,
     directives: &ResponseDirectives,
     context: &Context,
@@ -138,7 +158,23 @@ fn freshness_lifetime(
         let date = http_date(headers, &DATE).unwrap_or(context.now);
         return Some(expires.duration_since(date).unwrap_or(Duration::ZERO));
     }
-    context.default_ttl
+    None
+}
+
+/// Freshness without explicit freshness (RFC 9111 section 4.2.2): the configured default, or
+/// else a tenth of the time since `Last-Modified` (at the response's `Date`, or now), at most
+/// a day. `None` when neither gives any.
+fn heuristic_lifetime(headers: &HeaderMap, context: &Context) -> Option<Duration> {
+    if let Some(ttl) = context.default_ttl {
+        return Some(ttl);
+    }
+    if !context.heuristic {
+        return None;
+    }
+    let modified = http_date(headers, &LAST_MODIFIED)?;
+    let date = http_date(headers, &DATE).unwrap_or(context.now);
+    let lifetime = (date.duration_since(modified).ok()? / HEURISTIC_FRACTION).min(MAX_HEURISTIC);
+    (!lifetime.is_zero()).then_some(lifetime)
 }
 
 /// RFC 9111 section 4.2.3, with the response time taken as now: the larger of the apparent age
@@ -197,6 +233,7 @@ mod tests {
             authorized: false,
             response_delay: Duration::ZERO,
             default_ttl: None,
+            heuristic: true,
             now: SystemTime::now(),
         }
     }
@@ -261,10 +298,77 @@ mod tests {
             assert_eq!(decide_ok(headers), Err(*why), "{headers:?}");
         }
         let ok = with(&[("cache-control", "max-age=60")]);
-        for status in [206, 302, 304, 307, 400, 500, 503] {
+        for status in [206, 304] {
             let status = StatusCode::from_u16(status).unwrap();
             assert_eq!(decide(status, &ok, context()), Err(NotStorable::Status));
         }
+        // Any other final status is stored with explicit freshness (RFC 9111 section 3).
+        for status in [201, 299, 302, 303, 307, 400, 403, 499, 500, 503, 599] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(decide(status, &ok, context()).is_ok(), "{status}");
+        }
+    }
+
+    #[test]
+    fn heuristic_freshness_is_a_tenth_of_the_time_since_last_modified() {
+        let now = SystemTime::now();
+        let at = |ago: u64| httpdate::fmt_http_date(now - Duration::from_secs(ago));
+        let ctx = Context { now, ..context() };
+        let (day_old, date) = (at(86_400), at(0));
+        let headers = with(&[("last-modified", &day_old), ("date", &date)]);
+        let s = decide(StatusCode::OK, &headers, ctx).unwrap();
+        assert_eq!(s.lifetime, Duration::from_secs(8_640));
+        // Capped at a day.
+        let year_old = at(365 * 86_400);
+        let old = with(&[("last-modified", &year_old), ("date", &date)]);
+        assert_eq!(
+            decide(StatusCode::OK, &old, ctx).unwrap().lifetime,
+            MAX_HEURISTIC
+        );
+        // Only for heuristically cacheable statuses, or with `public`.
+        for status in [404, 410, 501] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(decide(status, &headers, ctx).is_ok(), "{status}");
+        }
+        for status in [201, 403, 502, 503, 599] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(
+                decide(status, &headers, ctx),
+                Err(NotStorable::NoFreshness),
+                "{status}"
+            );
+        }
+        let public = with(&[
+            ("last-modified", &day_old),
+            ("date", &date),
+            ("cache-control", "public"),
+        ]);
+        assert!(decide(StatusCode::from_u16(599).unwrap(), &public, ctx).is_ok());
+        // Modified just now, or in the future, or unreadable: no heuristic freshness.
+        for modified in [date.as_str(), "tomorrow"] {
+            let h = with(&[("last-modified", modified), ("date", &date)]);
+            assert_eq!(
+                decide(StatusCode::OK, &h, ctx),
+                Err(NotStorable::NoFreshness)
+            );
+        }
+        // Turned off, or overridden by a configured default.
+        let off = Context {
+            heuristic: false,
+            ..ctx
+        };
+        assert_eq!(
+            decide(StatusCode::OK, &headers, off),
+            Err(NotStorable::NoFreshness)
+        );
+        let default = Context {
+            default_ttl: Some(Duration::from_secs(9)),
+            ..ctx
+        };
+        assert_eq!(
+            decide(StatusCode::OK, &headers, default).unwrap().lifetime,
+            Duration::from_secs(9)
+        );
     }
 
     #[test]

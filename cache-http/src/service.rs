@@ -391,6 +391,7 @@ impl<E: AsyncCacheEngine> State<E> {
             authorized: lookup.user_key.is_some(),
             response_delay: started.elapsed(),
             default_ttl: self.settings.default_ttl,
+            heuristic: self.settings.heuristic_freshness,
             now: SystemTime::now(),
         };
         let decision = policy::decide(response.status(), response.headers(), context)

@@ -39,7 +39,8 @@ on_every_engine!(
     vary_gives_each_variant_its_own_response,
     vary_star_is_never_stored,
     authorization_is_cached_only_when_the_response_allows_it,
-    statuses_cacheable_by_default_only,
+    statuses_are_stored_as_rfc_9111_says,
+    last_modified_gives_heuristic_freshness,
     no_explicit_freshness_needs_a_default_ttl,
     upstream_age_and_expires_count,
     large_bodies_stream_through_whole_and_uncached,
@@ -257,7 +258,7 @@ async fn authorization_is_cached_only_when_the_response_allows_it(backend: Backe
     assert_eq!(app.calls("GET", own), 3);
 }
 
-async fn statuses_cacheable_by_default_only(backend: Backend) {
+async fn statuses_are_stored_as_rfc_9111_says(backend: Backend) {
     let Some(app) = App::start(backend, |b| b).await else {
         return;
     };
@@ -270,13 +271,48 @@ async fn statuses_cacheable_by_default_only(backend: Backend) {
         assert_eq!(second.status, status);
         assert_eq!(second.body, first.body);
     }
-    for status in [201, 206, 302, 307, 400, 403, 500, 503] {
+    // Any other final status only with explicit freshness (RFC 9111 section 3)...
+    for status in [201, 302, 307, 400, 403, 500, 503, 599] {
         let target = format!("/status?cc=max-age=60&status={status}");
         app.get(&target).await;
         let second = app.get(&target).await;
-        assert!(!second.hit(), "{status} is not stored");
-        assert_eq!(app.calls("GET", &target), 2, "{status}");
+        assert!(second.hit(), "{status} with max-age is stored");
+        assert_eq!(second.status, status);
+        let heuristic = format!("/status?modified_ago=36000&status={status}");
+        app.get(&heuristic).await;
+        assert!(
+            !app.get(&heuristic).await.hit(),
+            "{status} is not heuristically cacheable"
+        );
     }
+    // ... unless marked public.
+    let public = "/status?modified_ago=36000&status=599&cc=public";
+    app.get(public).await;
+    assert!(app.get(public).await.hit());
+    // Partial content is never stored.
+    let partial = "/status?cc=max-age=60&status=206";
+    app.get(partial).await;
+    assert!(!app.get(partial).await.hit());
+    assert_eq!(app.calls("GET", partial), 2);
+}
+
+async fn last_modified_gives_heuristic_freshness(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    // Modified ten hours ago: fresh for an hour.
+    let target = "/heuristic?modified_ago=36000";
+    app.get(target).await;
+    let hit = app.get(target).await;
+    assert!(hit.hit());
+    assert_eq!(app.calls("GET", target), 1);
+    drop(app);
+
+    let Some(app) = App::start(backend, |b| b.heuristic_freshness(false)).await else {
+        return;
+    };
+    app.get(target).await;
+    assert!(!app.get(target).await.hit(), "turned off");
 }
 
 async fn no_explicit_freshness_needs_a_default_ttl(backend: Backend) {
