@@ -34,6 +34,14 @@ pub(crate) struct StoredResponse {
     pub(crate) ttl: Duration,
 }
 
+impl StoredResponse {
+    /// How much freshness is left at `age`: its lifetime (the age it was stored at plus the
+    /// TTL it was stored for) less `age`.
+    pub(crate) fn freshness_left(&self, age: Duration) -> Duration {
+        (self.age + self.ttl).saturating_sub(age)
+    }
+}
+
 /// The variant list under a primary key: the names the response varies on, and a generation
 /// that every variant key includes, so that a list written after an invalidation never finds
 /// the variants written before it.

@@ -20,6 +20,19 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1 << 20;
 /// [`cache_status_header`](HttpCacheBuilder::cache_status_header) is on.
 pub const CACHE_STATUS_HEADER: &str = "x-cache";
 
+/// The name the layer gives itself in `Cache-Status` unless
+/// [`cache_status_name`](HttpCacheBuilder::cache_status_name) sets another.
+pub const DEFAULT_CACHE_NAME: &str = "cache-toolkit";
+
+/// Whether `name` is an RFC 8941 token, as a `Cache-Status` cache name must be.
+fn is_token(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
+}
+
 pub(crate) type ErrorHook = Arc<dyn Fn(&CacheError) + Send + Sync>;
 
 /// A [`tower::Layer`] that caches responses to `GET` (and answers `HEAD` from them) in an
@@ -69,6 +82,7 @@ impl<E: AsyncCacheEngine> HttpCacheLayer<E> {
             heuristic_freshness: true,
             max_ttl: None,
             cache_status_header: false,
+            cache_name: DEFAULT_CACHE_NAME.to_owned(),
             honour_request_directives: true,
             on_engine_error: None,
         }
@@ -103,6 +117,7 @@ pub struct HttpCacheBuilder<E> {
     heuristic_freshness: bool,
     max_ttl: Option<Duration>,
     cache_status_header: bool,
+    cache_name: String,
     honour_request_directives: bool,
     on_engine_error: Option<ErrorHook>,
 }
@@ -117,6 +132,7 @@ impl<E: AsyncCacheEngine> fmt::Debug for HttpCacheBuilder<E> {
             .field("heuristic_freshness", &self.heuristic_freshness)
             .field("max_ttl", &self.max_ttl)
             .field("cache_status_header", &self.cache_status_header)
+            .field("cache_status_name", &self.cache_name)
             .field("honour_request_directives", &self.honour_request_directives)
             .finish_non_exhaustive()
     }
@@ -174,9 +190,21 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
     }
 
     /// Adds `x-cache: HIT` to responses served from the cache and `x-cache: MISS` to responses
-    /// to `GET` and `HEAD` that reached the inner service. Off by default.
+    /// to `GET` and `HEAD` that reached the inner service, and the same in the standard form,
+    /// `Cache-Status` (RFC 9211): `cache-toolkit; hit; ttl=55` (seconds of freshness left),
+    /// `cache-toolkit; fwd=uri-miss; stored` (nothing fresh was stored; the response was), or
+    /// `fwd=request` (the request's `no-cache`, `max-age=0` or `no-store` sent it on). Off by
+    /// default.
     pub fn cache_status_header(mut self, on: bool) -> Self {
         self.cache_status_header = on;
+        self
+    }
+
+    /// The name this cache gives itself in `Cache-Status`; default `cache-toolkit`. Several
+    /// caches on one path each add their own entry, so a name per tier tells them apart. It
+    /// must be a token (letters, digits and `!#$%&'*+-.^_`|~:/`, starting with a letter).
+    pub fn cache_status_name(mut self, name: impl Into<String>) -> Self {
+        self.cache_name = name.into();
         self
     }
 
@@ -203,11 +231,19 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
     /// [`CacheError::InvalidConfig`] when the engine does not offer the remaining TTL (a
     /// response's `Age` is computed from it), a key header is not a valid header name, or when the
     /// engine's keys (`capabilities().max_key_len`) have no room for a key of the layer
-    /// (`http:` and at least 32 hex digits of a SHA-256).
+    /// (`http:` and at least 32 hex digits of a SHA-256), or the `Cache-Status` name is not a
+    /// token.
     pub fn build(self) -> cache_core::Result<HttpCacheLayer<E>> {
         let capabilities = self.engine.capabilities();
         // A response's `Age` and its freshness come from the entry's remaining TTL.
         capabilities.require(cache_core::Operation::RemainingTtl, "HTTP caches")?;
+        if !is_token(&self.cache_name) {
+            return Err(CacheError::invalid_config(format!(
+                "the Cache-Status name {:?} is not a token (letters, digits and !#$%&'*+-.^_`|~:/, \
+                 starting with a letter)",
+                self.cache_name
+            )));
+        }
         let mut key_headers = Vec::with_capacity(self.key_headers.len());
         for name in &self.key_headers {
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -235,6 +271,7 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
             max_ttl,
             ttl_margin: capabilities.ttl_resolution,
             cache_status_header: self.cache_status_header,
+            cache_name: self.cache_name,
             honour_request_directives: self.honour_request_directives,
         };
         Ok(HttpCacheLayer {
@@ -261,6 +298,8 @@ pub(crate) struct Settings {
     /// is never served past its freshness.
     pub(crate) ttl_margin: Duration,
     pub(crate) cache_status_header: bool,
+    /// This cache's name in `Cache-Status`, a token.
+    pub(crate) cache_name: String,
     pub(crate) honour_request_directives: bool,
 }
 

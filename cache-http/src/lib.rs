@@ -14,7 +14,8 @@ mod service;
 
 pub use body::CacheBody;
 pub use layer::{
-    CACHE_STATUS_HEADER, DEFAULT_MAX_BODY_SIZE, HttpCacheBuilder, HttpCacheLayer, HttpCacheStats,
+    CACHE_STATUS_HEADER, DEFAULT_CACHE_NAME, DEFAULT_MAX_BODY_SIZE, HttpCacheBuilder,
+    HttpCacheLayer, HttpCacheStats,
 };
 pub use service::{HttpCache, ResponseFuture};
 

@@ -128,6 +128,24 @@ enum Found {
     Miss,
 }
 
+/// How a response was served, for `x-cache` and `Cache-Status`.
+#[derive(Debug, Clone, Copy)]
+enum Served {
+    /// From the cache, with this much freshness left.
+    Hit(Duration),
+    /// From the inner service, and whether the cache stored the response.
+    Forwarded(Fwd, bool),
+}
+
+/// Why a request went to the inner service (RFC 9211 section 2.2).
+#[derive(Debug, Clone, Copy)]
+enum Fwd {
+    /// Nothing fresh was stored for it.
+    UriMiss,
+    /// The request's own directives (`no-cache`, `max-age=0`, `no-store`) asked for it.
+    Request,
+}
+
 async fn respond<S, E, ReqBody, ResBody>(
     state: Arc<State<E>>,
     mut inner: S,
@@ -190,15 +208,22 @@ where
         count(&state.counters.misses);
         // A HEAD response has no body a GET could be served from; a no-store request's
         // response must not be stored.
+        let fwd = if directives.no_store {
+            Fwd::Request
+        } else {
+            Fwd::UriMiss
+        };
         let response = streaming(inner.call(Request::from_parts(parts, body)).await?);
-        return Ok(state.mark(response, false));
+        return Ok(state.mark(response, Served::Forwarded(fwd, false)));
     }
     lookup.headers = parts.headers.clone();
     let request = Request::from_parts(parts, body);
     if directives.wants_reload() {
         // The client asked for a response from the inner service: it does not wait for
         // another request's, and what it gets replaces what is stored.
-        return state.fetch(inner, request, lookup, None).await;
+        return state
+            .fetch(inner, request, lookup, None, Fwd::Request)
+            .await;
     }
     let flight_key = lookup
         .user_key
@@ -206,7 +231,11 @@ where
         .unwrap_or_else(|| lookup.shared_key.clone());
     loop {
         let flight = match state.flights.join(&flight_key, || ()) {
-            Role::Leader(guard) => return state.fetch(inner, request, lookup, Some(guard)).await,
+            Role::Leader(guard) => {
+                return state
+                    .fetch(inner, request, lookup, Some(guard), Fwd::UriMiss)
+                    .await;
+            }
             Role::Waiter(flight) => flight,
         };
         match flight.wait().await {
@@ -216,9 +245,15 @@ where
                     let age = shared.response.age + shared.stored_at.elapsed();
                     return Ok(state.serve(shared.response.clone(), age, false, &lookup.headers));
                 }
-                return state.fetch(inner, request, lookup, None).await;
+                return state
+                    .fetch(inner, request, lookup, None, Fwd::UriMiss)
+                    .await;
             }
-            Some(Fetched::NotStored) => return state.fetch(inner, request, lookup, None).await,
+            Some(Fetched::NotStored) => {
+                return state
+                    .fetch(inner, request, lookup, None, Fwd::UriMiss)
+                    .await;
+            }
             None => {}
         }
     }
@@ -242,13 +277,31 @@ impl<E: AsyncCacheEngine> State<E> {
         }
     }
 
-    /// Adds `x-cache` when configured.
-    fn mark<B>(&self, mut response: Response<B>, hit: bool) -> Response<B> {
-        if self.settings.cache_status_header {
-            let value = HeaderValue::from_static(if hit { "HIT" } else { "MISS" });
-            response
-                .headers_mut()
-                .insert(HeaderName::from_static(CACHE_STATUS_HEADER), value);
+    /// Adds `x-cache` and `Cache-Status` (RFC 9211) when configured.
+    fn mark<B>(&self, mut response: Response<B>, served: Served) -> Response<B> {
+        if !self.settings.cache_status_header {
+            return response;
+        }
+        let name = &self.settings.cache_name;
+        let (x_cache, status) = match served {
+            Served::Hit(left) => ("HIT", format!("{name}; hit; ttl={}", left.as_secs())),
+            Served::Forwarded(fwd, stored) => {
+                let fwd = match fwd {
+                    Fwd::UriMiss => "uri-miss",
+                    Fwd::Request => "request",
+                };
+                let stored = if stored { "; stored" } else { "" };
+                ("MISS", format!("{name}; fwd={fwd}{stored}"))
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            HeaderName::from_static(CACHE_STATUS_HEADER),
+            HeaderValue::from_static(x_cache),
+        );
+        // The name is checked to be a token when the layer is built: always a valid value.
+        if let Ok(value) = HeaderValue::from_str(&status) {
+            headers.insert(HeaderName::from_static("cache-status"), value);
         }
         response
     }
@@ -272,8 +325,9 @@ impl<E: AsyncCacheEngine> State<E> {
                 }
             }
             headers.insert(AGE, HeaderValue::from(age.as_secs()));
-            return self.mark(response, true);
+            return self.mark(response, Served::Hit(stored.freshness_left(age)));
         }
+        let left = stored.freshness_left(age);
         let body = if head { Bytes::new() } else { stored.body };
         let mut response = Response::new(CacheBody::full(body));
         *response.status_mut() = stored.status;
@@ -281,7 +335,7 @@ impl<E: AsyncCacheEngine> State<E> {
         response
             .headers_mut()
             .insert(AGE, HeaderValue::from(age.as_secs()));
-        self.mark(response, true)
+        self.mark(response, Served::Hit(left))
     }
 
     /// Reads the entries for a request: the shared key, then (with `Authorization`) the
@@ -378,6 +432,7 @@ impl<E: AsyncCacheEngine> State<E> {
         request: Request<ReqBody>,
         lookup: Lookup,
         guard: Option<LeaderGuard>,
+        fwd: Fwd,
     ) -> Result<Response<CacheBody<ResBody>>, S::Error>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -407,7 +462,7 @@ impl<E: AsyncCacheEngine> State<E> {
         let Some((storable, ttl)) = decision else {
             count(&self.counters.not_storable);
             finish(guard, Fetched::NotStored);
-            return Ok(self.mark(streaming(response), false));
+            return Ok(self.mark(streaming(response), Served::Forwarded(fwd, false)));
         };
         let (mut head, body) = response.into_parts();
         let limit = self.settings.max_body_size;
@@ -415,7 +470,7 @@ impl<E: AsyncCacheEngine> State<E> {
             count(&self.counters.too_large);
             finish(guard, Fetched::NotStored);
             let response = Response::from_parts(head, CacheBody::streaming(body));
-            return Ok(self.mark(response, false));
+            return Ok(self.mark(response, Served::Forwarded(fwd, false)));
         }
 
         // Read up to the limit; past it, or at trailers or an error, give up storing and
@@ -434,7 +489,10 @@ impl<E: AsyncCacheEngine> State<E> {
                             count(&self.counters.too_large);
                             finish(guard, Fetched::NotStored);
                             let body = CacheBody::resumed(read, None, Some(body));
-                            return Ok(self.mark(Response::from_parts(head, body), false));
+                            return Ok(self.mark(
+                                Response::from_parts(head, body),
+                                Served::Forwarded(fwd, false),
+                            ));
                         }
                     }
                     Err(frame) => {
@@ -444,13 +502,19 @@ impl<E: AsyncCacheEngine> State<E> {
                             frame.map_data(|mut data| data.copy_to_bytes(data.remaining()));
                         read.push_back(trailers);
                         let body = CacheBody::resumed(read, None, Some(body));
-                        return Ok(self.mark(Response::from_parts(head, body), false));
+                        return Ok(self.mark(
+                            Response::from_parts(head, body),
+                            Served::Forwarded(fwd, false),
+                        ));
                     }
                 },
                 Some(Err(error)) => {
                     finish(guard, Fetched::NotStored);
                     let body = CacheBody::resumed(read, Some(error), None);
-                    return Ok(self.mark(Response::from_parts(head, body), false));
+                    return Ok(self.mark(
+                        Response::from_parts(head, body),
+                        Served::Forwarded(fwd, false),
+                    ));
                 }
             }
         }
@@ -469,13 +533,13 @@ impl<E: AsyncCacheEngine> State<E> {
             age: storable.age,
             ttl,
         };
-        let response = self.mark(Response::from_parts(head, CacheBody::full(body)), false);
+        let response = Response::from_parts(head, CacheBody::full(body));
         let fits = entry::response_len(&stored.headers, stored.body.len())
             <= self.settings.max_value_size.unwrap_or(usize::MAX);
         let Some(bytes) = stored.encode().filter(|_| fits) else {
             count(&self.counters.too_large);
             finish(guard, Fetched::NotStored);
-            return Ok(response);
+            return Ok(self.mark(response, Served::Forwarded(fwd, false)));
         };
 
         let (primary, list) = match storable.scope {
@@ -485,7 +549,7 @@ impl<E: AsyncCacheEngine> State<E> {
                 None => (&lookup.shared_key, &lookup.shared_list),
             },
         };
-        let variant = self
+        let (variant, written) = self
             .write(
                 primary,
                 list.as_ref(),
@@ -504,7 +568,7 @@ impl<E: AsyncCacheEngine> State<E> {
                 variant,
             })),
         );
-        Ok(response)
+        Ok(self.mark(response, Served::Forwarded(fwd, written)))
     }
 
     /// Writes an encoded response under `primary`, or, when it varies, under its variant key
@@ -518,7 +582,7 @@ impl<E: AsyncCacheEngine> State<E> {
         headers: &HeaderMap,
         bytes: Bytes,
         ttl: Duration,
-    ) -> Option<(u64, Vec<HeaderName>, String)> {
+    ) -> (Option<(u64, Vec<HeaderName>, String)>, bool) {
         let (written, variant) = if vary.is_empty() {
             (self.engine.set(primary, bytes, Ttl::After(ttl)).await, None)
         } else {
@@ -551,11 +615,17 @@ impl<E: AsyncCacheEngine> State<E> {
             }
             (written, Some((generation, list.names, key)))
         };
-        match written {
-            Ok(()) => count(&self.counters.stores),
-            Err(error) => self.engine_error(&error),
-        }
-        variant
+        let stored = match written {
+            Ok(()) => {
+                count(&self.counters.stores);
+                true
+            }
+            Err(error) => {
+                self.engine_error(&error);
+                false
+            }
+        };
+        (variant, stored)
     }
 
     /// The variant list stored under `primary`, with its remaining lifetime, if there is one.

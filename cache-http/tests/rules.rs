@@ -65,9 +65,20 @@ async fn a_fresh_response_is_served_from_the_cache(backend: Backend) {
         None,
         "a response from the handler has no Age"
     );
+    assert_eq!(
+        first.header("cache-status"),
+        Some("cache-toolkit; fwd=uri-miss; stored")
+    );
     let second = app.get(target).await;
     assert!(second.hit(), "{second:?}");
     assert_eq!(second.body, first.body);
+    let status = second.header("cache-status").unwrap();
+    let ttl: u64 = status
+        .strip_prefix("cache-toolkit; hit; ttl=")
+        .unwrap_or_else(|| panic!("{status}"))
+        .parse()
+        .unwrap();
+    assert!((50..=60).contains(&ttl), "{status}");
     assert_eq!(second.header("cache-control"), Some("max-age=60"));
     let age = second.age().expect("a hit carries Age");
     assert!(age <= 2, "age {age}");
@@ -559,6 +570,11 @@ async fn request_directives_are_honoured(backend: Backend) {
     for directive in ["no-cache", "max-age=0"] {
         let reload = app.get_with(target, &[("cache-control", directive)]).await;
         assert!(!reload.hit(), "{directive}");
+        assert_eq!(
+            reload.header("cache-status"),
+            Some("cache-toolkit; fwd=request; stored"),
+            "{directive}"
+        );
         let next = app.get(target).await;
         assert!(next.hit());
         assert_eq!(next.body, reload.body, "{directive}: the reload was stored");

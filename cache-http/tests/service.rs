@@ -324,6 +324,25 @@ fn configuration_errors_are_refused_at_build() {
     assert!(matches!(error, CacheError::InvalidConfig { .. }), "{error}");
     let error = HttpCacheLayer::new(TinyKeys(InMemoryEngine::new())).unwrap_err();
     assert!(matches!(error, CacheError::InvalidConfig { .. }), "{error}");
+    for name in ["", "edge cache", "1st", "a;b", "tier\n"] {
+        let error = HttpCacheLayer::builder(InMemoryEngine::new())
+            .cache_status_name(name)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(error, CacheError::InvalidConfig { .. }),
+            "{name:?}"
+        );
+    }
+    for name in ["edge", "tier-1.example.com", "cdn:eu/2"] {
+        assert!(
+            HttpCacheLayer::builder(InMemoryEngine::new())
+                .cache_status_name(name)
+                .build()
+                .is_ok(),
+            "{name:?}"
+        );
+    }
 }
 
 #[tokio::test]
