@@ -3,13 +3,13 @@
 //! `If-None-Match`, or, without one, its `If-Modified-Since`, the client gets `304 Not Modified`
 //! instead of the whole body.
 
-use std::time::SystemTime;
-
 use http::header::{
     CACHE_CONTROL, CONTENT_LOCATION, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     LAST_MODIFIED, VARY,
 };
 use http::{HeaderMap, HeaderName, StatusCode};
+
+use crate::policy::http_date;
 
 /// The stored headers a 304 carries (RFC 9110 section 15.4.5): those a cache needs to update
 /// its own copy, and nothing that describes a body.
@@ -34,11 +34,11 @@ pub(crate) fn not_modified(request: &HeaderMap, status: StatusCode, stored: &Hea
         // If-None-Match takes precedence: If-Modified-Since is then ignored (section 13.2.2).
         return none_match_fails(request, stored);
     }
-    let Some(since) = single_date(request, &IF_MODIFIED_SINCE) else {
+    let Some(since) = http_date(request, &IF_MODIFIED_SINCE) else {
         return false;
     };
     // Without Last-Modified, the stored Date stands for it (RFC 9111 section 4.3.2).
-    let modified = single_date(stored, &LAST_MODIFIED).or_else(|| single_date(stored, &DATE));
+    let modified = http_date(stored, &LAST_MODIFIED).or_else(|| http_date(stored, &DATE));
     modified.is_some_and(|modified| modified <= since)
 }
 
@@ -74,16 +74,6 @@ fn none_match_fails(request: &HeaderMap, stored: &HeaderMap) -> bool {
         }
     }
     false
-}
-
-/// One HTTP-date header; `None` when absent, repeated or unreadable.
-fn single_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
-    let mut values = headers.get_all(name).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    httpdate::parse_http_date(value.to_str().ok()?).ok()
 }
 
 /// An entity tag's opaque part, quotes included; a weak one's `W/` is dropped, as the weak

@@ -188,7 +188,7 @@ fn corrected_initial_age(headers: &HeaderMap, context: &Context) -> Duration {
 }
 
 /// A header holding one HTTP-date; `None` when absent, repeated or invalid.
-fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+pub(crate) fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     let mut values = headers.get_all(name).iter();
     let value = values.next()?;
     if values.next().is_some() {
