@@ -299,9 +299,11 @@ impl<E: AsyncCacheEngine> State<E> {
             HeaderName::from_static(CACHE_STATUS_HEADER),
             HeaderValue::from_static(x_cache),
         );
-        // The name is checked to be a token when the layer is built: always a valid value.
+        // The name is checked to be a token when the layer is built: always a valid value. An
+        // entry from a cache nearer the origin stays first (RFC 9211: a list, nearest the
+        // user last).
         if let Ok(value) = HeaderValue::from_str(&status) {
-            headers.insert(HeaderName::from_static("cache-status"), value);
+            headers.append(HeaderName::from_static("cache-status"), value);
         }
         response
     }

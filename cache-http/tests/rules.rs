@@ -93,6 +93,31 @@ async fn a_fresh_response_is_served_from_the_cache(backend: Backend) {
         "{stats:?}"
     );
     assert_eq!(stats.engine_errors, 0);
+    // A cache nearer the origin keeps its entry, first.
+    let behind = "/fresh?cc=max-age=60&upstream_status=origin-cache%3B%20hit";
+    let miss = app.get(behind).await;
+    let entries: Vec<&str> = miss
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        entries,
+        ["origin-cache; hit", "cache-toolkit; fwd=uri-miss; stored"]
+    );
+    let hit = app.get(behind).await;
+    let entries: Vec<&str> = hit
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(entries[0], "origin-cache; hit");
+    assert!(
+        entries[1].starts_with("cache-toolkit; hit; ttl="),
+        "{entries:?}"
+    );
 }
 
 async fn what_a_shared_cache_must_not_store_is_never_served_again(backend: Backend) {

@@ -271,6 +271,9 @@ async fn echo(State(calls): State<Arc<Calls>>, request: Request) -> Response {
     if let Some(age) = query.get("age") {
         headers.insert("age", HeaderValue::from_str(age).unwrap());
     }
+    if let Some(status) = query.get("upstream_status") {
+        headers.insert("cache-status", HeaderValue::from_str(status).unwrap());
+    }
     if let Some(etag) = query.get("etag") {
         headers.insert("etag", HeaderValue::from_str(etag).unwrap());
     }
