@@ -79,7 +79,8 @@ impl<E: AsyncCacheEngine> HttpCacheLayer<E> {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             key_headers: Vec::new(),
             default_ttl: None,
-            heuristic_freshness: true,
+            heuristic_freshness: false,
+            any_status: false,
             max_ttl: None,
             cache_status_header: false,
             cache_name: DEFAULT_CACHE_NAME.to_owned(),
@@ -115,6 +116,7 @@ pub struct HttpCacheBuilder<E> {
     key_headers: Vec<String>,
     default_ttl: Option<Duration>,
     heuristic_freshness: bool,
+    any_status: bool,
     max_ttl: Option<Duration>,
     cache_status_header: bool,
     cache_name: String,
@@ -130,6 +132,7 @@ impl<E: AsyncCacheEngine> fmt::Debug for HttpCacheBuilder<E> {
             .field("key_headers", &self.key_headers)
             .field("default_ttl", &self.default_ttl)
             .field("heuristic_freshness", &self.heuristic_freshness)
+            .field("store_any_status", &self.any_status)
             .field("max_ttl", &self.max_ttl)
             .field("cache_status_header", &self.cache_status_header)
             .field("cache_status_name", &self.cache_name)
@@ -174,12 +177,33 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
 
     /// Whether a response without explicit freshness but with `Last-Modified` is stored for a
     /// tenth of the time since it was modified, at most a day (RFC 9111 section 4.2.2; the
-    /// statuses as for [`default_ttl`](Self::default_ttl)); default on. A response modified
-    /// an hour ago is then fresh for six minutes. Off, such responses are stored only with a
-    /// `default_ttl`.
+    /// statuses as for [`default_ttl`](Self::default_ttl)). A response modified an hour ago
+    /// is then fresh for six minutes. Off by default (on in the
+    /// [`reverse_proxy`](Self::reverse_proxy) preset): such responses are stored only with a
+    /// `default_ttl`, since caching what the service never marked cacheable is a change a
+    /// service should opt into.
     pub fn heuristic_freshness(mut self, enabled: bool) -> Self {
         self.heuristic_freshness = enabled;
         self
+    }
+
+    /// Whether responses with explicit freshness are stored whatever their final status (all
+    /// but `206` and `304`: `201`, `302`, `307`, `400`, `403`, `500`, `503`...), as RFC 9111
+    /// section 3 allows. Off by default (on in the [`reverse_proxy`](Self::reverse_proxy)
+    /// preset): only the statuses RFC 9110 calls heuristically cacheable (200, 203, 204,
+    /// 300, 301, 308, 404, 405, 410, 414, 501) are stored, so that an error page that
+    /// carries a `max-age` by accident is not served for its lifetime.
+    pub fn store_any_status(mut self, enabled: bool) -> Self {
+        self.any_status = enabled;
+        self
+    }
+
+    /// The settings of a reverse proxy in front of an origin you own, whose headers are
+    /// written for caches: [`heuristic_freshness`](Self::heuristic_freshness) and
+    /// [`store_any_status`](Self::store_any_status) on, as in a shared cache such as Squid or
+    /// Varnish. Setters called after it change single settings back.
+    pub fn reverse_proxy(self) -> Self {
+        self.heuristic_freshness(true).store_any_status(true)
     }
 
     /// Stores no response for longer than `ttl`, whatever its headers say (the engine's
@@ -268,6 +292,7 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
             max_value_size: capabilities.max_value_size,
             default_ttl: self.default_ttl,
             heuristic_freshness: self.heuristic_freshness,
+            any_status: self.any_status,
             max_ttl,
             ttl_margin: capabilities.ttl_resolution,
             cache_status_header: self.cache_status_header,
@@ -293,6 +318,7 @@ pub(crate) struct Settings {
     pub(crate) max_value_size: Option<usize>,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) heuristic_freshness: bool,
+    pub(crate) any_status: bool,
     pub(crate) max_ttl: Duration,
     /// Subtracted from every TTL, so that an entry the engine keeps a little longer than asked
     /// is never served past its freshness.

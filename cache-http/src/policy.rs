@@ -80,6 +80,9 @@ pub(crate) struct Context {
     pub(crate) default_ttl: Option<Duration>,
     /// Whether, without a default, `Last-Modified` gives heuristic freshness.
     pub(crate) heuristic: bool,
+    /// Whether every final status but 206 and 304 may be stored with explicit freshness;
+    /// otherwise only the heuristically cacheable ones.
+    pub(crate) any_status: bool,
     pub(crate) now: SystemTime,
 }
 
@@ -89,7 +92,12 @@ pub(crate) fn decide(
     headers: &HeaderMap,
     context: Context,
 ) -> Result<Storable, NotStorable> {
-    if !status_is_storable(status) {
+    let status_allowed = if context.any_status {
+        status_is_storable(status)
+    } else {
+        heuristically_cacheable(status)
+    };
+    if !status_allowed {
         return Err(NotStorable::Status);
     }
     let directives = ResponseDirectives::parse(headers);
@@ -234,6 +242,7 @@ mod tests {
             response_delay: Duration::ZERO,
             default_ttl: None,
             heuristic: true,
+            any_status: true,
             now: SystemTime::now(),
         }
     }
@@ -302,10 +311,20 @@ mod tests {
             let status = StatusCode::from_u16(status).unwrap();
             assert_eq!(decide(status, &ok, context()), Err(NotStorable::Status));
         }
-        // Any other final status is stored with explicit freshness (RFC 9111 section 3).
+        // Any other final status is stored with explicit freshness (RFC 9111 section 3), when
+        // allowed; by default only the heuristically cacheable ones are.
+        let narrow = Context {
+            any_status: false,
+            ..context()
+        };
         for status in [201, 299, 302, 303, 307, 400, 403, 499, 500, 503, 599] {
             let status = StatusCode::from_u16(status).unwrap();
             assert!(decide(status, &ok, context()).is_ok(), "{status}");
+            assert_eq!(decide(status, &ok, narrow), Err(NotStorable::Status));
+        }
+        for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(decide(status, &ok, narrow).is_ok(), "{status}");
         }
     }
 

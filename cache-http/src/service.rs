@@ -449,6 +449,7 @@ impl<E: AsyncCacheEngine> State<E> {
             response_delay: started.elapsed(),
             default_ttl: self.settings.default_ttl,
             heuristic: self.settings.heuristic_freshness,
+            any_status: self.settings.any_status,
             now: SystemTime::now(),
         };
         let decision = policy::decide(response.status(), response.headers(), context)

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{App, Backend, pattern};
+use cache_http::HttpCacheBuilder;
+use common::{App, Backend, Engine, pattern};
 use reqwest::Method;
 
 macro_rules! on_every_engine {
@@ -295,7 +296,17 @@ async fn authorization_is_cached_only_when_the_response_allows_it(backend: Backe
 }
 
 async fn statuses_are_stored_as_rfc_9111_says(backend: Backend) {
+    // By default, only the heuristically cacheable statuses.
     let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    for (status, stored) in [(200, true), (404, true), (302, false), (500, false)] {
+        let target = format!("/status?cc=max-age=60&status={status}");
+        app.get(&target).await;
+        assert_eq!(app.get(&target).await.hit(), stored, "{status}");
+    }
+    drop(app);
+    let Some(app) = App::start(backend, |b| b.reverse_proxy()).await else {
         return;
     };
     for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
@@ -333,7 +344,7 @@ async fn statuses_are_stored_as_rfc_9111_says(backend: Backend) {
 }
 
 async fn last_modified_gives_heuristic_freshness(backend: Backend) {
-    let Some(app) = App::start(backend, |b| b).await else {
+    let Some(app) = App::start(backend, |b| b.heuristic_freshness(true)).await else {
         return;
     };
     // Modified ten hours ago: fresh for an hour.
@@ -344,11 +355,19 @@ async fn last_modified_gives_heuristic_freshness(backend: Backend) {
     assert_eq!(app.calls("GET", target), 1);
     drop(app);
 
-    let Some(app) = App::start(backend, |b| b.heuristic_freshness(false)).await else {
-        return;
-    };
-    app.get(target).await;
-    assert!(!app.get(target).await.hit(), "turned off");
+    for configure in [
+        (|b| b) as fn(HttpCacheBuilder<Engine>) -> HttpCacheBuilder<Engine>,
+        |b| b.reverse_proxy().heuristic_freshness(false),
+    ] {
+        let Some(app) = App::start(backend, configure).await else {
+            return;
+        };
+        app.get(target).await;
+        assert!(
+            !app.get(target).await.hit(),
+            "off by default, or turned off"
+        );
+    }
 }
 
 async fn no_explicit_freshness_needs_a_default_ttl(backend: Backend) {
