@@ -23,6 +23,31 @@ pub(crate) const KEPT_ON_304: [HeaderName; 7] = [
     VARY,
 ];
 
+/// Makes `request` conditional on the validators of a stored response (RFC 9111 section
+/// 4.3.1): `If-None-Match` with its `ETag`, `If-Modified-Since` with its `Last-Modified`. The
+/// client's own `If-None-Match` and `If-Modified-Since` are removed: they are answered from
+/// the response the revalidation leaves stored. Returns `false`, and leaves the request as
+/// it was, when the stored response has no validator.
+pub(crate) fn add_validators(request: &mut HeaderMap, stored: &HeaderMap) -> bool {
+    let etag = stored.get(ETAG).cloned();
+    let modified = stored
+        .get(LAST_MODIFIED)
+        .filter(|_| http_date(stored, &LAST_MODIFIED).is_some())
+        .cloned();
+    if etag.is_none() && modified.is_none() {
+        return false;
+    }
+    request.remove(IF_NONE_MATCH);
+    request.remove(IF_MODIFIED_SINCE);
+    if let Some(etag) = etag {
+        request.insert(IF_NONE_MATCH, etag);
+    }
+    if let Some(modified) = modified {
+        request.insert(IF_MODIFIED_SINCE, modified);
+    }
+    true
+}
+
 /// Whether a request with these headers is answered `304 Not Modified` from a stored response
 /// with this status and these headers. A precondition the cache cannot read is not taken as
 /// satisfied: the client then gets the whole response, which is always correct.

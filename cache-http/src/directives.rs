@@ -17,14 +17,24 @@ pub(crate) type Delta = Result<Duration, ()>;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ResponseDirectives {
     pub(crate) no_store: bool,
-    /// `no-cache`, with or without a field list.
+    /// `no-cache` without a field list: stored, but never served without revalidation.
     pub(crate) no_cache: bool,
-    /// `private`, with or without a field list.
+    /// `private` without a field list: not stored by a shared cache.
     pub(crate) private: bool,
+    /// The fields that `no-cache="..."` and `private="..."` name (lowercased): the response may
+    /// be stored and served without them (RFC 9111 sections 5.2.2.4 and 5.2.2.7).
+    pub(crate) qualified_fields: Vec<String>,
     pub(crate) public: bool,
     pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
     pub(crate) max_age: Option<Delta>,
     pub(crate) s_maxage: Option<Delta>,
+    /// RFC 5861: how long past its freshness the response may be served while it is
+    /// revalidated in the background.
+    pub(crate) stale_while_revalidate: Option<Delta>,
+    /// RFC 5861: how long past its freshness the response may be served when revalidating it
+    /// fails (an error, or a 500, 502, 503 or 504).
+    pub(crate) stale_if_error: Option<Delta>,
     /// A `Cache-Control` line that is not visible ASCII (`obs-text`), or not parseable.
     pub(crate) unreadable: bool,
 }
@@ -36,20 +46,42 @@ pub(crate) struct RequestDirectives {
     pub(crate) no_cache: bool,
     pub(crate) max_age: Option<Delta>,
     pub(crate) min_fresh: Option<Delta>,
+    /// `max-stale`: `Some(None)` without a value (any staleness), `Some(Some(d))` with one.
+    /// A malformed value is ignored.
+    pub(crate) max_stale: Option<Option<Duration>>,
     pub(crate) only_if_cached: bool,
 }
 
 impl ResponseDirectives {
+    /// Whether a stale response may never be served without revalidation, whatever a client
+    /// or the layer's settings allow (RFC 9111 sections 4.2.4 and 5.2.2: `must-revalidate`,
+    /// `proxy-revalidate`, and `s-maxage`, which implies the latter; `no-cache`, which
+    /// requires revalidation even when fresh).
+    pub(crate) fn forbids_stale(&self) -> bool {
+        self.must_revalidate || self.proxy_revalidate || self.s_maxage.is_some() || self.no_cache
+    }
+
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut out = Self::default();
         let readable = each_directive(headers, |name, value| match name {
             "no-store" => out.no_store = true,
-            "no-cache" => out.no_cache = true,
-            "private" => out.private = true,
+            "no-cache" | "private" => match value {
+                Some(fields) if !fields.trim().is_empty() => out.qualified_fields.extend(
+                    fields
+                        .split(',')
+                        .map(|field| field.trim().to_ascii_lowercase())
+                        .filter(|field| !field.is_empty()),
+                ),
+                _ if name == "private" => out.private = true,
+                _ => out.no_cache = true,
+            },
             "public" => out.public = true,
             "must-revalidate" => out.must_revalidate = true,
+            "proxy-revalidate" => out.proxy_revalidate = true,
             "max-age" => merge(&mut out.max_age, delta(value)),
             "s-maxage" => merge(&mut out.s_maxage, delta(value)),
+            "stale-while-revalidate" => merge(&mut out.stale_while_revalidate, delta(value)),
+            "stale-if-error" => merge(&mut out.stale_if_error, delta(value)),
             _ => {}
         });
         out.unreadable = !readable;
@@ -65,6 +97,14 @@ impl RequestDirectives {
             "no-cache" => out.no_cache = true,
             "max-age" => merge(&mut out.max_age, delta(value)),
             "min-fresh" => merge(&mut out.min_fresh, delta(value)),
+            "max-stale" => match value {
+                None => out.max_stale = Some(None),
+                Some(value) => {
+                    if let Ok(limit) = delta(Some(value)) {
+                        out.max_stale = Some(Some(limit));
+                    }
+                }
+            },
             "only-if-cached" => out.only_if_cached = true,
             _ => {}
         });
@@ -229,12 +269,40 @@ mod tests {
     }
 
     #[test]
-    fn quoted_field_lists_hide_nothing() {
+    fn quoted_field_lists_are_qualified_not_plain() {
         let d = ResponseDirectives::parse(&headers(&[
-            r#"private="set-cookie, x-a", max-age=5, no-cache="x\"y""#,
+            r#"private="Set-Cookie, x-a", max-age=5, no-cache="x\"y""#,
         ]));
-        assert!(d.private && d.no_cache);
+        assert!(!d.private && !d.no_cache);
+        assert_eq!(d.qualified_fields, ["set-cookie", "x-a", "x\"y"]);
         assert_eq!(d.max_age, Some(Ok(Duration::from_secs(5))));
+        let d = ResponseDirectives::parse(&headers(&["private, no-cache=\"\""]));
+        assert!(d.private && d.no_cache && d.qualified_fields.is_empty());
+    }
+
+    #[test]
+    fn stale_directives_are_read() {
+        let d = ResponseDirectives::parse(&headers(&[
+            "max-age=1, stale-while-revalidate=30, stale-if-error=60",
+        ]));
+        assert_eq!(d.stale_while_revalidate, Some(Ok(Duration::from_secs(30))));
+        assert_eq!(d.stale_if_error, Some(Ok(Duration::from_secs(60))));
+        assert!(!d.forbids_stale());
+        for line in [
+            "must-revalidate",
+            "proxy-revalidate",
+            "s-maxage=5",
+            "no-cache",
+        ] {
+            assert!(
+                ResponseDirectives::parse(&headers(&[line])).forbids_stale(),
+                "{line}"
+            );
+        }
+        let max_stale = |line| RequestDirectives::parse(&headers(&[line])).max_stale;
+        assert_eq!(max_stale("max-stale"), Some(None));
+        assert_eq!(max_stale("max-stale=9"), Some(Some(Duration::from_secs(9))));
+        assert_eq!(max_stale("max-stale=x"), None);
     }
 
     #[test]

@@ -4,21 +4,24 @@
 //! input.
 //!
 //! ```text
-//! magic 0xC9 'H', version 1, kind
-//! kind 1, response: status u16, age_ms u64, ttl_ms u64, header count u16,
+//! magic 0xC9 'H', version 2, kind
+//! kind 1, response: status u16, stored_at_ms u64 (since the Unix epoch), age_ms u64,
+//!                   lifetime_ms u64, header count u16,
 //!                   per header: name length u16, name, value length u32, value;
 //!                   body length u32, body
 //! kind 2, variants: generation u64, name count u8, per name: length u16, name
 //! ```
-//! Integers are big-endian. Nothing may follow the last field.
+//! Integers are big-endian. Nothing may follow the last field. Version 1 (written before
+//! entries outlived their freshness) decodes as [`Entry::Outdated`], a miss.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 const MAGIC: [u8; 2] = [0xC9, b'H'];
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const OUTDATED_VERSION: u8 = 1;
 const KIND_RESPONSE: u8 = 1;
 const KIND_VARIANTS: u8 = 2;
 
@@ -28,17 +31,31 @@ pub(crate) struct StoredResponse {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
-    /// The corrected initial age when it was stored.
+    /// When it was received (the response time of RFC 9111 section 4.2.3), to the
+    /// millisecond.
+    pub(crate) stored_at: SystemTime,
+    /// Its corrected initial age then.
     pub(crate) age: Duration,
-    /// The TTL it was stored with, to tell from the engine's remaining TTL how long ago.
-    pub(crate) ttl: Duration,
+    /// Its freshness lifetime.
+    pub(crate) lifetime: Duration,
 }
 
 impl StoredResponse {
-    /// How much freshness is left at `age`: its lifetime (the age it was stored at plus the
-    /// TTL it was stored for) less `age`.
-    pub(crate) fn freshness_left(&self, age: Duration) -> Duration {
-        (self.age + self.ttl).saturating_sub(age)
+    /// Its current age at `now` (RFC 9111 section 4.2.3): the age it was stored at plus the
+    /// time since. A clock set back reads as no time passed.
+    pub(crate) fn age_at(&self, now: SystemTime) -> Duration {
+        self.age + now.duration_since(self.stored_at).unwrap_or_default()
+    }
+
+    /// How much freshness is left at `now`; zero once stale.
+    pub(crate) fn freshness_left(&self, now: SystemTime) -> Duration {
+        self.lifetime.saturating_sub(self.age_at(now))
+    }
+
+    /// How long it has been stale at `now`; `None` while fresh.
+    pub(crate) fn staleness(&self, now: SystemTime) -> Option<Duration> {
+        let age = self.age_at(now);
+        (age >= self.lifetime).then(|| age - self.lifetime)
     }
 }
 
@@ -56,6 +73,8 @@ pub(crate) struct Variants {
 pub(crate) enum Entry {
     Response(StoredResponse),
     Variants(Variants),
+    /// An entry of an earlier version of this format: read as a miss and replaced.
+    Outdated,
 }
 
 /// How many bytes the encoded response takes, to check it against the engine's limit first.
@@ -64,7 +83,7 @@ pub(crate) fn response_len(headers: &HeaderMap, body_len: usize) -> usize {
         .iter()
         .map(|(name, value)| 6 + name.as_str().len() + value.len())
         .sum();
-    4 + 2 + 8 + 8 + 2 + headers + 4 + body_len
+    4 + 2 + 8 + 8 + 8 + 2 + headers + 4 + body_len
 }
 
 impl StoredResponse {
@@ -76,8 +95,13 @@ impl StoredResponse {
         out.put_u8(VERSION);
         out.put_u8(KIND_RESPONSE);
         out.put_u16(self.status.as_u16());
+        out.put_u64(millis(
+            self.stored_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        ));
         out.put_u64(millis(self.age));
-        out.put_u64(millis(self.ttl));
+        out.put_u64(millis(self.lifetime));
         out.put_u16(u16::try_from(self.headers.len()).ok()?);
         for (name, value) in &self.headers {
             out.put_u16(u16::try_from(name.as_str().len()).ok()?);
@@ -115,14 +139,21 @@ impl Entry {
     /// Decodes stored bytes; `None` for anything but a whole entry of this version.
     pub(crate) fn decode(input: &Bytes) -> Option<Self> {
         let mut reader = Reader { input, at: 0 };
-        if reader.take(2)? != MAGIC || reader.u8()? != VERSION {
+        if reader.take(2)? != MAGIC {
             return None;
+        }
+        match reader.u8()? {
+            VERSION => {}
+            OUTDATED_VERSION => return Some(Entry::Outdated),
+            _ => return None,
         }
         let entry = match reader.u8()? {
             KIND_RESPONSE => {
                 let status = StatusCode::from_u16(reader.u16()?).ok()?;
+                let stored_at =
+                    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(reader.u64()?))?;
                 let age = Duration::from_millis(reader.u64()?);
-                let ttl = Duration::from_millis(reader.u64()?);
+                let lifetime = Duration::from_millis(reader.u64()?);
                 let count = reader.u16()?;
                 // Each header takes at least 6 bytes: refuse counts the input cannot hold
                 // before reserving room for them.
@@ -146,8 +177,9 @@ impl Entry {
                     status,
                     headers,
                     body,
+                    stored_at,
                     age,
-                    ttl,
+                    lifetime,
                 })
             }
             KIND_VARIANTS => {
@@ -219,8 +251,9 @@ mod tests {
             status: StatusCode::NOT_FOUND,
             headers,
             body: Bytes::from_static(b"hello body"),
+            stored_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_765_000_000_123),
             age: Duration::from_millis(1234),
-            ttl: Duration::from_secs(60),
+            lifetime: Duration::from_secs(60),
         }
     }
 
@@ -265,12 +298,17 @@ mod tests {
                 let _ = Entry::decode(&Bytes::from(damaged));
             }
         }
-        for foreign in [&b""[..], b"hello", b"\xC9H\x02\x01", b"\xC9H\x01\x09"] {
+        for foreign in [&b""[..], b"hello", b"\xC9H\x03\x01", b"\xC9H\x02\x09"] {
             assert_eq!(Entry::decode(&Bytes::copy_from_slice(foreign)), None);
         }
+        // An entry of the previous version is outdated, not damaged.
+        assert_eq!(
+            Entry::decode(&Bytes::from_static(b"\xC9H\x01\x01\x00\xC8")),
+            Some(Entry::Outdated)
+        );
         // A header count claiming more than the input holds is refused before any allocation.
-        let mut huge = b"\xC9H\x01\x01\x00\xC8".to_vec();
-        huge.extend_from_slice(&[0; 16]);
+        let mut huge = b"\xC9H\x02\x01\x00\xC8".to_vec();
+        huge.extend_from_slice(&[0; 24]);
         huge.extend_from_slice(&[0xff, 0xff]);
         assert_eq!(Entry::decode(&Bytes::from(huge)), None);
     }
@@ -281,8 +319,8 @@ mod tests {
     #[test]
     fn header_counts_past_the_header_maps_limits_never_panic() {
         for count in [24_577u16, 40_000, u16::MAX] {
-            let mut bytes = b"\xC9H\x01\x01\x00\xC8".to_vec();
-            bytes.extend_from_slice(&[0; 16]);
+            let mut bytes = b"\xC9H\x02\x01\x00\xC8".to_vec();
+            bytes.extend_from_slice(&[0; 24]);
             bytes.extend_from_slice(&count.to_be_bytes());
             for _ in 0..count {
                 bytes.extend_from_slice(&1u16.to_be_bytes());

@@ -3,7 +3,6 @@
 //! leader hands its waiters.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::HeaderName;
 
@@ -13,8 +12,6 @@ use crate::entry::StoredResponse;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) response: StoredResponse,
-    /// When it was stored, for the waiters' `Age`.
-    pub(crate) stored_at: Instant,
     /// The variant it is: the names it varies on, their generation and the leader's variant
     /// key; a waiter uses it only if its own request gives the same key.
     pub(crate) variant: Option<(u64, Vec<HeaderName>, String)>,

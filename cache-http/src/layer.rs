@@ -16,6 +16,14 @@ use crate::service::HttpCache;
 /// The default limit of a stored body: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1 << 20;
 
+/// How long past its freshness a response with a validator is kept to be revalidated, unless
+/// [`keep_stale`](HttpCacheBuilder::keep_stale) sets another: 5 minutes.
+pub const DEFAULT_KEEP_STALE: Duration = Duration::from_secs(300);
+
+/// How long past its freshness the [`reverse_proxy`](HttpCacheBuilder::reverse_proxy) preset
+/// serves a response when the inner service fails: 1 hour.
+pub const REVERSE_PROXY_STALE_ON_ERROR: Duration = Duration::from_secs(3600);
+
 /// The header that tells a hit from a miss when
 /// [`cache_status_header`](HttpCacheBuilder::cache_status_header) is on.
 pub const CACHE_STATUS_HEADER: &str = "x-cache";
@@ -81,6 +89,8 @@ impl<E: AsyncCacheEngine> HttpCacheLayer<E> {
             default_ttl: None,
             heuristic_freshness: false,
             any_status: false,
+            keep_stale: DEFAULT_KEEP_STALE,
+            stale_on_error: Duration::ZERO,
             max_ttl: None,
             cache_status_header: false,
             cache_name: DEFAULT_CACHE_NAME.to_owned(),
@@ -117,6 +127,8 @@ pub struct HttpCacheBuilder<E> {
     default_ttl: Option<Duration>,
     heuristic_freshness: bool,
     any_status: bool,
+    keep_stale: Duration,
+    stale_on_error: Duration,
     max_ttl: Option<Duration>,
     cache_status_header: bool,
     cache_name: String,
@@ -133,6 +145,8 @@ impl<E: AsyncCacheEngine> fmt::Debug for HttpCacheBuilder<E> {
             .field("default_ttl", &self.default_ttl)
             .field("heuristic_freshness", &self.heuristic_freshness)
             .field("store_any_status", &self.any_status)
+            .field("keep_stale", &self.keep_stale)
+            .field("serve_stale_on_error", &self.stale_on_error)
             .field("max_ttl", &self.max_ttl)
             .field("cache_status_header", &self.cache_status_header)
             .field("cache_status_name", &self.cache_name)
@@ -198,12 +212,39 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
         self
     }
 
+    /// How long past its freshness a response with a validator (`ETag` or `Last-Modified`)
+    /// stays stored, so that the next request revalidates it with a conditional request
+    /// (`If-None-Match`, `If-Modified-Since`) and, on `304 Not Modified`, is served from the
+    /// cache with the body the inner service did not send again. 5 minutes by default
+    /// ([`DEFAULT_KEEP_STALE`]); zero drops responses when their freshness ends. A response's
+    /// own `stale-while-revalidate` or `stale-if-error` keeps it longer if they ask for more.
+    pub fn keep_stale(mut self, window: Duration) -> Self {
+        self.keep_stale = window;
+        self
+    }
+
+    /// Serves a stored response up to `window` past its freshness when the inner service
+    /// fails or answers 500, 502, 503 or 504 (RFC 9111 section 4.2.4), unless the response
+    /// says `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`. Off (zero) by
+    /// default, since a stale page in place of an error is a choice a service makes; one hour
+    /// ([`REVERSE_PROXY_STALE_ON_ERROR`]) in the [`reverse_proxy`](Self::reverse_proxy)
+    /// preset. A response's own `stale-if-error` (RFC 5861) allows it in any case, for as
+    /// long as it says. Responses are kept that long past their freshness.
+    pub fn serve_stale_on_error(mut self, window: Duration) -> Self {
+        self.stale_on_error = window;
+        self
+    }
+
     /// The settings of a reverse proxy in front of an origin you own, whose headers are
-    /// written for caches: [`heuristic_freshness`](Self::heuristic_freshness) and
-    /// [`store_any_status`](Self::store_any_status) on, as in a shared cache such as Squid or
-    /// Varnish. Setters called after it change single settings back.
+    /// written for caches, as a shared cache such as Squid or Varnish runs:
+    /// [`heuristic_freshness`](Self::heuristic_freshness) and
+    /// [`store_any_status`](Self::store_any_status) on, and
+    /// [`serve_stale_on_error`](Self::serve_stale_on_error) for an hour. Setters called after
+    /// it change single settings back.
     pub fn reverse_proxy(self) -> Self {
-        self.heuristic_freshness(true).store_any_status(true)
+        self.heuristic_freshness(true)
+            .store_any_status(true)
+            .serve_stale_on_error(REVERSE_PROXY_STALE_ON_ERROR)
     }
 
     /// Stores no response for longer than `ttl`, whatever its headers say (the engine's
@@ -294,7 +335,8 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
             heuristic_freshness: self.heuristic_freshness,
             any_status: self.any_status,
             max_ttl,
-            ttl_margin: capabilities.ttl_resolution,
+            keep_stale: self.keep_stale,
+            stale_on_error: self.stale_on_error,
             cache_status_header: self.cache_status_header,
             cache_name: self.cache_name,
             honour_request_directives: self.honour_request_directives,
@@ -320,9 +362,10 @@ pub(crate) struct Settings {
     pub(crate) heuristic_freshness: bool,
     pub(crate) any_status: bool,
     pub(crate) max_ttl: Duration,
-    /// Subtracted from every TTL, so that an entry the engine keeps a little longer than asked
-    /// is never served past its freshness.
-    pub(crate) ttl_margin: Duration,
+    /// How long past its freshness a response with a validator is kept, to be revalidated.
+    pub(crate) keep_stale: Duration,
+    /// How long past its freshness a response may be served when the inner service fails.
+    pub(crate) stale_on_error: Duration,
     pub(crate) cache_status_header: bool,
     /// This cache's name in `Cache-Status`, a token.
     pub(crate) cache_name: String,
@@ -352,6 +395,15 @@ pub struct HttpCacheStats {
     pub misses: u64,
     /// Responses written to the engine.
     pub stores: u64,
+    /// Conditional requests sent to revalidate a stale stored response.
+    pub revalidations: u64,
+    /// Revalidations answered `304 Not Modified`: the stored response was updated and served
+    /// without its body crossing again.
+    pub revalidated: u64,
+    /// Stale responses served (within `stale-while-revalidate`, `stale-if-error`, a request's
+    /// `max-stale`, or [`serve_stale_on_error`](HttpCacheBuilder::serve_stale_on_error));
+    /// also counted in `hits`.
+    pub stale_served: u64,
     /// Responses to `GET` misses that the rules forbid storing (status, `Cache-Control`,
     /// `Set-Cookie`, `Vary: *`, `Authorization`, no freshness).
     pub not_storable: u64,
@@ -374,6 +426,9 @@ pub(crate) struct Counters {
     pub(crate) coalesced: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) stores: AtomicU64,
+    pub(crate) revalidations: AtomicU64,
+    pub(crate) revalidated: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
     pub(crate) not_storable: AtomicU64,
     pub(crate) too_large: AtomicU64,
     pub(crate) passed: AtomicU64,
@@ -394,6 +449,9 @@ impl Counters {
             coalesced: read(&self.coalesced),
             misses: read(&self.misses),
             stores: read(&self.stores),
+            revalidations: read(&self.revalidations),
+            revalidated: read(&self.revalidated),
+            stale_served: read(&self.stale_served),
             not_storable: read(&self.not_storable),
             too_large: read(&self.too_large),
             passed: read(&self.passed),

@@ -14,8 +14,8 @@ mod service;
 
 pub use body::CacheBody;
 pub use layer::{
-    CACHE_STATUS_HEADER, DEFAULT_CACHE_NAME, DEFAULT_MAX_BODY_SIZE, HttpCacheBuilder,
-    HttpCacheLayer, HttpCacheStats,
+    CACHE_STATUS_HEADER, DEFAULT_CACHE_NAME, DEFAULT_KEEP_STALE, DEFAULT_MAX_BODY_SIZE,
+    HttpCacheBuilder, HttpCacheLayer, HttpCacheStats, REVERSE_PROXY_STALE_ON_ERROR,
 };
 pub use service::{HttpCache, ResponseFuture};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY};
+use http::header::{AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderName, StatusCode};
 
 use crate::directives::{self, ResponseDirectives};
@@ -48,7 +48,6 @@ pub(crate) enum NotStorable {
     Status,
     NoStore,
     Private,
-    NoCache,
     SetCookie,
     VaryStar,
     Authorization,
@@ -67,6 +66,19 @@ pub(crate) struct Storable {
     pub(crate) age: Duration,
     /// The `Vary` names, lowercased, sorted and without duplicates.
     pub(crate) vary: Vec<HeaderName>,
+    /// Fields that `no-cache="..."` or `private="..."` name: left out of the stored response.
+    pub(crate) strip: Vec<HeaderName>,
+    /// Whether it carries a validator (`ETag` or `Last-Modified`), so that it can be
+    /// revalidated once stale.
+    pub(crate) validator: bool,
+    /// How long past its freshness its own directives let it be served
+    /// (`stale-while-revalidate`, `stale-if-error`, the longer).
+    pub(crate) stale_window: Duration,
+}
+
+/// Whether a response carries a validator a conditional request can use (RFC 9110 section 8.8).
+pub(crate) fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(ETAG) || headers.contains_key(LAST_MODIFIED)
 }
 
 /// The inputs of a decision besides the response's headers.
@@ -110,11 +122,6 @@ pub(crate) fn decide(
     if directives.private {
         return Err(NotStorable::Private);
     }
-    // Stored responses with no-cache may only be served after revalidation, which this cache
-    // does not do: not storing them is the correct equivalent.
-    if directives.no_cache {
-        return Err(NotStorable::NoCache);
-    }
     if headers.contains_key(SET_COOKIE) {
         return Err(NotStorable::SetCookie);
     }
@@ -137,14 +144,31 @@ pub(crate) fn decide(
         None => return Err(NotStorable::NoFreshness),
     };
     let age = corrected_initial_age(headers, &context);
-    if lifetime <= age {
+    let validator = has_validator(headers);
+    let stale_window = [directives.stale_while_revalidate, directives.stale_if_error]
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .max()
+        .unwrap_or_default();
+    // A response stale on arrival is worth storing only to be revalidated, or served stale
+    // where its directives allow.
+    if lifetime <= age && !validator && stale_window.is_zero() {
         return Err(NotStorable::Stale);
     }
+    let strip = directives
+        .qualified_fields
+        .iter()
+        .filter_map(|field| HeaderName::from_bytes(field.as_bytes()).ok())
+        .collect();
     Ok(Storable {
         scope,
         lifetime,
         age,
         vary,
+        strip,
+        validator,
+        stale_window,
     })
 }
 
@@ -281,10 +305,6 @@ mod tests {
             (
                 &[("cache-control", "private, max-age=60")],
                 NotStorable::Private,
-            ),
-            (
-                &[("cache-control", "no-cache, max-age=60")],
-                NotStorable::NoCache,
             ),
             (
                 &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],

@@ -19,7 +19,7 @@ use tower::Service;
 
 use crate::body::CacheBody;
 use crate::conditional;
-use crate::directives::RequestDirectives;
+use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::entry::{self, Entry, StoredResponse, Variants};
 use crate::flight::{self, Fetched, LeaderGuard, Role};
 use crate::layer::{CACHE_STATUS_HEADER, HttpCacheStats, State, count};
@@ -112,8 +112,8 @@ where
     }
 }
 
-/// What a request for a key brings along to its response: its headers (for `Vary`), its keys
-/// and the variant lists its lookup found.
+/// What a request for a key brings along to its response: its headers (for `Vary` and its
+/// own preconditions), its keys and the variant lists its lookup found.
 struct Lookup {
     headers: HeaderMap,
     shared_key: String,
@@ -123,27 +123,55 @@ struct Lookup {
     user_list: Option<(Variants, Duration)>,
 }
 
+/// What a lookup found: the first stored response for the request, if any.
 enum Found {
-    Hit(StoredResponse, Duration),
+    Stored(StoredResponse),
     Miss,
+}
+
+/// What may be done with a stored response for a request (RFC 9111 section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Serve it: fresh, or stale within the request's `max-stale`.
+    Serve,
+    /// Serve it stale, and revalidate it in the background (`stale-while-revalidate`).
+    ServeStaleAndRevalidate,
+    /// Revalidate it first (stale, `no-cache`, or a request that asks for it).
+    Revalidate,
 }
 
 /// How a response was served, for `x-cache` and `Cache-Status`.
 #[derive(Debug, Clone, Copy)]
 enum Served {
-    /// From the cache, with this much freshness left.
-    Hit(Duration),
-    /// From the inner service, and whether the cache stored the response.
-    Forwarded(Fwd, bool),
+    /// From the cache without asking the inner service, with this many seconds of freshness
+    /// left (negative: stale by that much).
+    Hit(i64),
+    /// From the inner service, or from the cache after asking it.
+    Forwarded {
+        fwd: Fwd,
+        /// The inner service's status, when the cache served something else (a `304` that
+        /// revalidated the stored response, an error that let a stale one be served).
+        status: Option<StatusCode>,
+        /// Whether the cache stored (or updated) a response.
+        stored: bool,
+    },
 }
 
 /// Why a request went to the inner service (RFC 9211 section 2.2).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fwd {
-    /// Nothing fresh was stored for it.
+    /// Nothing was stored for it.
     UriMiss,
+    /// What was stored was stale, or had to be revalidated.
+    Stale,
     /// The request's own directives (`no-cache`, `max-age=0`, `no-store`) asked for it.
     Request,
+}
+
+/// A stored response being revalidated, and why.
+struct Revalidating {
+    stored: StoredResponse,
+    fwd: Fwd,
 }
 
 async fn respond<S, E, ReqBody, ResBody>(
@@ -152,9 +180,14 @@ async fn respond<S, E, ReqBody, ResBody>(
     request: Request<ReqBody>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    E: AsyncCacheEngine,
-    ResBody: Body,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    E: AsyncCacheEngine + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Send,
 {
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
@@ -191,12 +224,58 @@ where
         shared_list: None,
         user_list: None,
     };
-    if !directives.wants_reload() {
-        if let Found::Hit(stored, age) =
-            state.lookup(&mut lookup, &parts.headers, &directives).await
-        {
-            count(&state.counters.hits);
-            return Ok(state.serve(stored, age, head, &parts.headers));
+    let mut stale = None;
+    if let Found::Stored(stored) = state.lookup(&mut lookup, &parts.headers).await {
+        let now = SystemTime::now();
+        match state.usable(&stored, &directives, now) {
+            Use::Serve => {
+                count(&state.counters.hits);
+                if stored.staleness(now).is_some() {
+                    count(&state.counters.stale_served);
+                }
+                return Ok(state.serve(stored, head, &parts.headers, None));
+            }
+            Use::ServeStaleAndRevalidate => {
+                let flight_key = lookup
+                    .user_key
+                    .clone()
+                    .unwrap_or_else(|| lookup.shared_key.clone());
+                if let Role::Leader(guard) = state.flights.join(&flight_key, || ()) {
+                    if head {
+                        // A HEAD request has no body the revalidation could be stored with:
+                        // the next GET revalidates.
+                        drop(guard);
+                    } else {
+                        let headers = parts.headers.clone();
+                        lookup.headers = parts.headers.clone();
+                        let request = Request::from_parts(parts, body);
+                        let stale = Revalidating {
+                            stored: stored.clone(),
+                            fwd: Fwd::Stale,
+                        };
+                        let task =
+                            background(Arc::clone(&state), inner, request, lookup, guard, stale);
+                        if let Some(task) = task {
+                            // No runtime to run it on: revalidate now instead.
+                            return task.await;
+                        }
+                        count(&state.counters.hits);
+                        count(&state.counters.stale_served);
+                        return Ok(state.serve(stored, false, &headers, None));
+                    }
+                }
+                count(&state.counters.hits);
+                count(&state.counters.stale_served);
+                return Ok(state.serve(stored, head, &parts.headers, None));
+            }
+            Use::Revalidate => {
+                let fwd = if directives.wants_reload() {
+                    Fwd::Request
+                } else {
+                    Fwd::Stale
+                };
+                stale = Some(Revalidating { stored, fwd });
+            }
         }
     }
     if directives.only_if_cached {
@@ -211,19 +290,26 @@ where
         let fwd = if directives.no_store {
             Fwd::Request
         } else {
-            Fwd::UriMiss
+            stale.as_ref().map_or(Fwd::UriMiss, |stale| stale.fwd)
         };
         let response = streaming(inner.call(Request::from_parts(parts, body)).await?);
-        return Ok(state.mark(response, Served::Forwarded(fwd, false)));
+        let served = Served::Forwarded {
+            fwd,
+            status: None,
+            stored: false,
+        };
+        return Ok(state.mark(response, served));
     }
     lookup.headers = parts.headers.clone();
     let request = Request::from_parts(parts, body);
     if directives.wants_reload() {
         // The client asked for a response from the inner service: it does not wait for
-        // another request's, and what it gets replaces what is stored.
-        return state
-            .fetch(inner, request, lookup, None, Fwd::Request)
-            .await;
+        // another request's, and what it gets replaces what is stored (or revalidates it).
+        let stale = stale.map(|stale| Revalidating {
+            fwd: Fwd::Request,
+            ..stale
+        });
+        return state.fetch(inner, request, lookup, None, stale).await;
     }
     let flight_key = lookup
         .user_key
@@ -233,7 +319,7 @@ where
         let flight = match state.flights.join(&flight_key, || ()) {
             Role::Leader(guard) => {
                 return state
-                    .fetch(inner, request, lookup, Some(guard), Fwd::UriMiss)
+                    .fetch(inner, request, lookup, Some(guard), stale)
                     .await;
             }
             Role::Waiter(flight) => flight,
@@ -242,21 +328,55 @@ where
             Some(Fetched::Stored(shared)) => {
                 if state.same_variant(&shared, &lookup) {
                     count(&state.counters.coalesced);
-                    let age = shared.response.age + shared.stored_at.elapsed();
-                    return Ok(state.serve(shared.response.clone(), age, false, &lookup.headers));
+                    return Ok(state.serve(shared.response.clone(), false, &lookup.headers, None));
                 }
-                return state
-                    .fetch(inner, request, lookup, None, Fwd::UriMiss)
-                    .await;
+                return state.fetch(inner, request, lookup, None, stale).await;
             }
             Some(Fetched::NotStored) => {
-                return state
-                    .fetch(inner, request, lookup, None, Fwd::UriMiss)
-                    .await;
+                return state.fetch(inner, request, lookup, None, stale).await;
             }
             None => {}
         }
     }
+}
+
+type Revalidation<B, Error> =
+    Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, Error>> + Send>>;
+
+/// Runs a revalidation in the background (on the current tokio runtime); hands it back when
+/// there is none to run it on.
+fn background<S, E, ReqBody, ResBody>(
+    state: Arc<State<E>>,
+    inner: S,
+    request: Request<ReqBody>,
+    lookup: Lookup,
+    guard: LeaderGuard,
+    stale: Revalidating,
+) -> Option<Revalidation<ResBody, S::Error>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    E: AsyncCacheEngine + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Send,
+{
+    let task = Box::pin(async move {
+        state
+            .fetch(inner, request, lookup, Some(guard), Some(stale))
+            .await
+    });
+    #[cfg(feature = "tokio")]
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            // The response goes nowhere: what mattered was storing it.
+            let _ = task.await;
+        });
+        return None;
+    }
+    Some(task)
 }
 
 fn streaming<B: Body>(response: Response<B>) -> Response<CacheBody<B>> {
@@ -269,12 +389,75 @@ fn finish(guard: Option<LeaderGuard>, outcome: Fetched) {
     }
 }
 
+/// The statuses after which a stale response may be served instead, where allowed (RFC 5861
+/// section 4).
+fn is_error_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
 impl<E: AsyncCacheEngine> State<E> {
     fn engine_error(&self, error: &CacheError) {
         count(&self.counters.engine_errors);
         if let Some(hook) = &self.on_engine_error {
             hook(error);
         }
+    }
+
+    /// What a request with `directives` may do with `stored` at `now`.
+    fn usable(
+        &self,
+        stored: &StoredResponse,
+        directives: &RequestDirectives,
+        now: SystemTime,
+    ) -> Use {
+        let response = ResponseDirectives::parse(&stored.headers);
+        if response.no_cache || directives.wants_reload() {
+            return Use::Revalidate;
+        }
+        let age = stored.age_at(now);
+        if let Some(Ok(max_age)) = directives.max_age {
+            if age > max_age {
+                return Use::Revalidate;
+            }
+        }
+        let Some(staleness) = stored.staleness(now) else {
+            if let Some(Ok(min_fresh)) = directives.min_fresh {
+                if stored.freshness_left(now) < min_fresh {
+                    return Use::Revalidate;
+                }
+            }
+            return Use::Serve;
+        };
+        if response.forbids_stale() {
+            return Use::Revalidate;
+        }
+        match directives.max_stale {
+            Some(None) => return Use::Serve,
+            Some(Some(limit)) if staleness <= limit => return Use::Serve,
+            _ => {}
+        }
+        match response.stale_while_revalidate {
+            Some(Ok(window)) if staleness < window => Use::ServeStaleAndRevalidate,
+            _ => Use::Revalidate,
+        }
+    }
+
+    /// Whether `stored` may be served in place of an error of the inner service: within its
+    /// `stale-if-error`, or the layer's [`serve_stale_on_error`] window, unless its directives
+    /// forbid serving it stale.
+    ///
+    /// [`serve_stale_on_error`]: crate::HttpCacheBuilder::serve_stale_on_error
+    fn stale_on_error(&self, stored: &StoredResponse) -> bool {
+        let response = ResponseDirectives::parse(&stored.headers);
+        if response.forbids_stale() {
+            return false;
+        }
+        let staleness = stored.staleness(SystemTime::now()).unwrap_or_default();
+        let allowed = match response.stale_if_error {
+            Some(Ok(window)) => window.max(self.settings.stale_on_error),
+            _ => self.settings.stale_on_error,
+        };
+        staleness <= allowed && !allowed.is_zero()
     }
 
     /// Adds `x-cache` and `Cache-Status` (RFC 9211) when configured.
@@ -284,14 +467,23 @@ impl<E: AsyncCacheEngine> State<E> {
         }
         let name = &self.settings.cache_name;
         let (x_cache, status) = match served {
-            Served::Hit(left) => ("HIT", format!("{name}; hit; ttl={}", left.as_secs())),
-            Served::Forwarded(fwd, stored) => {
+            Served::Hit(ttl) => ("HIT", format!("{name}; hit; ttl={ttl}")),
+            Served::Forwarded {
+                fwd,
+                status,
+                stored,
+            } => {
                 let fwd = match fwd {
                     Fwd::UriMiss => "uri-miss",
+                    Fwd::Stale => "stale",
                     Fwd::Request => "request",
                 };
+                let x_cache = if status.is_some() { "HIT" } else { "MISS" };
+                let status = status
+                    .map(|status| format!("; fwd-status={}", status.as_u16()))
+                    .unwrap_or_default();
                 let stored = if stored { "; stored" } else { "" };
-                ("MISS", format!("{name}; fwd={fwd}{stored}"))
+                (x_cache, format!("{name}; fwd={fwd}{status}{stored}"))
             }
         };
         let headers = response.headers_mut();
@@ -309,14 +501,28 @@ impl<E: AsyncCacheEngine> State<E> {
     }
 
     /// A stored response as served to a request with these headers: `Age` set, the body left
-    /// out for `HEAD`, and `304 Not Modified` when the request's validators match.
+    /// out for `HEAD`, and `304 Not Modified` when the request's validators match. `forwarded`
+    /// says how the inner service was involved, if it was.
     fn serve<B: Body>(
         &self,
         stored: StoredResponse,
-        age: Duration,
         head: bool,
         request: &HeaderMap,
+        forwarded: Option<Served>,
     ) -> Response<CacheBody<B>> {
+        let now = SystemTime::now();
+        let age = stored.age_at(now);
+        let served = forwarded.unwrap_or_else(|| {
+            // Seconds of freshness left; once stale, minus the seconds since, rounded up.
+            let ttl = match stored.staleness(now) {
+                None => i64::try_from(stored.freshness_left(now).as_secs()).unwrap_or(i64::MAX),
+                Some(stale) => {
+                    let millis = i64::try_from(stale.as_millis()).unwrap_or(i64::MAX);
+                    -(millis.saturating_add(999) / 1000).max(1)
+                }
+            };
+            Served::Hit(ttl)
+        });
         if conditional::not_modified(request, stored.status, &stored.headers) {
             let mut response = Response::new(CacheBody::full(Bytes::new()));
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -327,9 +533,8 @@ impl<E: AsyncCacheEngine> State<E> {
                 }
             }
             headers.insert(AGE, HeaderValue::from(age.as_secs()));
-            return self.mark(response, Served::Hit(stored.freshness_left(age)));
+            return self.mark(response, served);
         }
-        let left = stored.freshness_left(age);
         let body = if head { Bytes::new() } else { stored.body };
         let mut response = Response::new(CacheBody::full(body));
         *response.status_mut() = stored.status;
@@ -337,17 +542,13 @@ impl<E: AsyncCacheEngine> State<E> {
         response
             .headers_mut()
             .insert(AGE, HeaderValue::from(age.as_secs()));
-        self.mark(response, Served::Hit(left))
+        self.mark(response, served)
     }
 
     /// Reads the entries for a request: the shared key, then (with `Authorization`) the
-    /// user's key, following variant lists. Records the lists it finds in `lookup`.
-    async fn lookup(
-        &self,
-        lookup: &mut Lookup,
-        headers: &HeaderMap,
-        directives: &RequestDirectives,
-    ) -> Found {
+    /// user's key, following variant lists; the first stored response found. Records the
+    /// lists it finds in `lookup`.
+    async fn lookup(&self, lookup: &mut Lookup, headers: &HeaderMap) -> Found {
         let found = match &lookup.user_key {
             None => self
                 .engine
@@ -378,11 +579,8 @@ impl<E: AsyncCacheEngine> State<E> {
             };
             match Entry::decode(&bytes) {
                 None => count(&self.counters.corrupt_entries),
-                Some(Entry::Response(stored)) => {
-                    if let Some(age) = acceptable(&stored, remaining, directives) {
-                        return Found::Hit(stored, age);
-                    }
-                }
+                Some(Entry::Outdated) => {}
+                Some(Entry::Response(stored)) => return Found::Stored(stored),
                 Some(Entry::Variants(list)) => {
                     let key = self
                         .keys
@@ -393,14 +591,11 @@ impl<E: AsyncCacheEngine> State<E> {
                     } else {
                         lookup.user_list = Some((list, left));
                     }
-                    match self.engine.get_with_ttl(&key).await {
+                    match self.engine.get(&key).await {
                         Ok(None) => {}
-                        Ok(Some((bytes, remaining))) => match Entry::decode(&bytes) {
-                            Some(Entry::Response(stored)) => {
-                                if let Some(age) = acceptable(&stored, remaining, directives) {
-                                    return Found::Hit(stored, age);
-                                }
-                            }
+                        Ok(Some(bytes)) => match Entry::decode(&bytes) {
+                            Some(Entry::Response(stored)) => return Found::Stored(stored),
+                            Some(Entry::Outdated) => {}
                             _ => count(&self.counters.corrupt_entries),
                         },
                         Err(error) => self.engine_error(&error),
@@ -427,45 +622,109 @@ impl<E: AsyncCacheEngine> State<E> {
             })
     }
 
-    /// Asks the inner service, and stores its response if the rules allow.
+    /// How long the engine keeps a response: its freshness left, plus as long as it may
+    /// still be of use stale (revalidated with its validator, or served stale where its
+    /// directives or the settings allow); at most the layer's `max_ttl`.
+    fn engine_ttl(&self, storable: &policy::Storable, forbids_stale: bool) -> Duration {
+        let fresh = storable.lifetime.saturating_sub(storable.age);
+        let mut keep = storable.stale_window;
+        if storable.validator {
+            keep = keep.max(self.settings.keep_stale);
+        }
+        if !forbids_stale {
+            keep = keep.max(self.settings.stale_on_error);
+        }
+        fresh.saturating_add(keep).min(self.settings.max_ttl)
+    }
+
+    /// Asks the inner service (conditionally, with the validators of `stale` if it has any),
+    /// and stores its response if the rules allow: a `304` updates the stored response, an
+    /// error may let it be served stale.
     async fn fetch<S, ReqBody, ResBody>(
         &self,
         mut inner: S,
         request: Request<ReqBody>,
         lookup: Lookup,
         guard: Option<LeaderGuard>,
-        fwd: Fwd,
+        stale: Option<Revalidating>,
     ) -> Result<Response<CacheBody<ResBody>>, S::Error>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
         ResBody: Body,
     {
         count(&self.counters.misses);
+        let fwd = stale.as_ref().map_or(Fwd::UriMiss, |stale| stale.fwd);
+        let (mut parts, body) = request.into_parts();
+        let conditional = stale.as_ref().is_some_and(|stale| {
+            conditional::add_validators(&mut parts.headers, &stale.stored.headers)
+        });
+        if conditional {
+            count(&self.counters.revalidations);
+        }
+        let request = Request::from_parts(parts, body);
         let started = Instant::now();
         // An error here drops the guard: the waiters try again themselves.
-        let response = inner.call(request).await?;
-        let context = policy::Context {
-            authorized: lookup.user_key.is_some(),
-            response_delay: started.elapsed(),
-            default_ttl: self.settings.default_ttl,
-            heuristic: self.settings.heuristic_freshness,
-            any_status: self.settings.any_status,
-            now: SystemTime::now(),
+        let response = match inner.call(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                return match stale {
+                    Some(stale) if self.stale_on_error(&stale.stored) => {
+                        count(&self.counters.hits);
+                        count(&self.counters.stale_served);
+                        let served = Served::Forwarded {
+                            fwd,
+                            status: Some(StatusCode::BAD_GATEWAY),
+                            stored: false,
+                        };
+                        Ok(self.serve(stale.stored, false, &lookup.headers, Some(served)))
+                    }
+                    _ => Err(error),
+                };
+            }
         };
-        let decision = policy::decide(response.status(), response.headers(), context)
+        let status = response.status();
+        if let Some(stale) = stale {
+            if is_error_status(status) && self.stale_on_error(&stale.stored) {
+                finish(guard, Fetched::NotStored);
+                count(&self.counters.hits);
+                count(&self.counters.stale_served);
+                let served = Served::Forwarded {
+                    fwd,
+                    status: Some(status),
+                    stored: false,
+                };
+                return Ok(self.serve(stale.stored, false, &lookup.headers, Some(served)));
+            }
+            if status == StatusCode::NOT_MODIFIED && conditional {
+                return Ok(self
+                    .refresh(
+                        stale.stored,
+                        response.headers(),
+                        started,
+                        lookup,
+                        guard,
+                        fwd,
+                    )
+                    .await);
+            }
+        }
+        let context = self.context(&lookup, started);
+        let decision = policy::decide(status, response.headers(), context)
             .ok()
             .and_then(|storable| {
-                let ttl = storable
-                    .lifetime
-                    .saturating_sub(storable.age)
-                    .saturating_sub(self.settings.ttl_margin)
-                    .min(self.settings.max_ttl);
+                let forbids = ResponseDirectives::parse(response.headers()).forbids_stale();
+                let ttl = self.engine_ttl(&storable, forbids);
                 (ttl >= Duration::from_millis(1)).then_some((storable, ttl))
             });
+        let not_stored = Served::Forwarded {
+            fwd,
+            status: None,
+            stored: false,
+        };
         let Some((storable, ttl)) = decision else {
             count(&self.counters.not_storable);
             finish(guard, Fetched::NotStored);
-            return Ok(self.mark(streaming(response), Served::Forwarded(fwd, false)));
+            return Ok(self.mark(streaming(response), not_stored));
         };
         let (mut head, body) = response.into_parts();
         let limit = self.settings.max_body_size;
@@ -473,7 +732,7 @@ impl<E: AsyncCacheEngine> State<E> {
             count(&self.counters.too_large);
             finish(guard, Fetched::NotStored);
             let response = Response::from_parts(head, CacheBody::streaming(body));
-            return Ok(self.mark(response, Served::Forwarded(fwd, false)));
+            return Ok(self.mark(response, not_stored));
         }
 
         // Read up to the limit; past it, or at trailers or an error, give up storing and
@@ -492,10 +751,7 @@ impl<E: AsyncCacheEngine> State<E> {
                             count(&self.counters.too_large);
                             finish(guard, Fetched::NotStored);
                             let body = CacheBody::resumed(read, None, Some(body));
-                            return Ok(self.mark(
-                                Response::from_parts(head, body),
-                                Served::Forwarded(fwd, false),
-                            ));
+                            return Ok(self.mark(Response::from_parts(head, body), not_stored));
                         }
                     }
                     Err(frame) => {
@@ -505,19 +761,13 @@ impl<E: AsyncCacheEngine> State<E> {
                             frame.map_data(|mut data| data.copy_to_bytes(data.remaining()));
                         read.push_back(trailers);
                         let body = CacheBody::resumed(read, None, Some(body));
-                        return Ok(self.mark(
-                            Response::from_parts(head, body),
-                            Served::Forwarded(fwd, false),
-                        ));
+                        return Ok(self.mark(Response::from_parts(head, body), not_stored));
                     }
                 },
                 Some(Err(error)) => {
                     finish(guard, Fetched::NotStored);
                     let body = CacheBody::resumed(read, Some(error), None);
-                    return Ok(self.mark(
-                        Response::from_parts(head, body),
-                        Served::Forwarded(fwd, false),
-                    ));
+                    return Ok(self.mark(Response::from_parts(head, body), not_stored));
                 }
             }
         }
@@ -529,22 +779,139 @@ impl<E: AsyncCacheEngine> State<E> {
         }
         let mut stored_headers = head.headers.clone();
         stored_headers.remove(AGE);
+        for name in &storable.strip {
+            stored_headers.remove(name);
+        }
         let stored = StoredResponse {
             status: head.status,
             headers: stored_headers,
             body: body.clone(),
+            stored_at: context.now,
             age: storable.age,
-            ttl,
+            lifetime: storable.lifetime,
         };
-        let response = Response::from_parts(head, CacheBody::full(body));
+        let (variant, written) = self.store(&stored, &storable, ttl, &lookup).await;
+        // Waiters get the response even when the engine failed: it is shareable either way.
+        finish(
+            guard,
+            Fetched::Stored(Arc::new(flight::Shared {
+                response: stored.clone(),
+                variant,
+            })),
+        );
+        let served = Served::Forwarded {
+            fwd,
+            status: None,
+            stored: written,
+        };
+        if conditional {
+            // The client's own preconditions were replaced by the stored validators: answer
+            // them from what was just stored.
+            return Ok(self.serve(stored, false, &lookup.headers, Some(served)));
+        }
+        Ok(self.mark(Response::from_parts(head, CacheBody::full(body)), served))
+    }
+
+    /// The policy's inputs for a response received now, to a request that started at `started`.
+    fn context(&self, lookup: &Lookup, started: Instant) -> policy::Context {
+        policy::Context {
+            authorized: lookup.user_key.is_some(),
+            response_delay: started.elapsed(),
+            default_ttl: self.settings.default_ttl,
+            heuristic: self.settings.heuristic_freshness,
+            any_status: self.settings.any_status,
+            now: SystemTime::now(),
+        }
+    }
+
+    /// A `304 Not Modified` to a revalidation: the stored response's headers are updated from
+    /// it (RFC 9111 sections 3.2 and 4.3.4), it is stored again if the updated headers still
+    /// allow it, and served.
+    async fn refresh<B: Body>(
+        &self,
+        stale: StoredResponse,
+        update: &HeaderMap,
+        started: Instant,
+        lookup: Lookup,
+        guard: Option<LeaderGuard>,
+        fwd: Fwd,
+    ) -> Response<CacheBody<B>> {
+        count(&self.counters.revalidated);
+        let mut headers = stale.headers;
+        let mut update = update.clone();
+        strip_hop_by_hop(&mut update);
+        for name in update.keys() {
+            if *name == CONTENT_LENGTH {
+                continue;
+            }
+            headers.remove(name);
+        }
+        for (name, value) in &update {
+            if *name != CONTENT_LENGTH {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let context = self.context(&lookup, started);
+        let decision = policy::decide(stale.status, &headers, context).ok();
+        headers.remove(AGE);
+        let mut stored = StoredResponse {
+            status: stale.status,
+            headers,
+            body: stale.body,
+            stored_at: context.now,
+            age: decision
+                .as_ref()
+                .map_or(Duration::ZERO, |storable| storable.age),
+            lifetime: decision
+                .as_ref()
+                .map_or(Duration::ZERO, |storable| storable.lifetime),
+        };
+        let mut written = false;
+        match decision {
+            Some(storable) => {
+                for name in &storable.strip {
+                    stored.headers.remove(name);
+                }
+                let forbids = ResponseDirectives::parse(&stored.headers).forbids_stale();
+                let ttl = self.engine_ttl(&storable, forbids);
+                let variant;
+                (variant, written) = self.store(&stored, &storable, ttl, &lookup).await;
+                finish(
+                    guard,
+                    Fetched::Stored(Arc::new(flight::Shared {
+                        response: stored.clone(),
+                        variant,
+                    })),
+                );
+            }
+            None => {
+                count(&self.counters.not_storable);
+                finish(guard, Fetched::NotStored);
+            }
+        }
+        let served = Served::Forwarded {
+            fwd,
+            status: Some(StatusCode::NOT_MODIFIED),
+            stored: written,
+        };
+        self.serve(stored, false, &lookup.headers, Some(served))
+    }
+
+    /// Encodes `stored` and writes it where its scope and `Vary` say; returns the variant
+    /// written (for waiters) and whether the engine took it.
+    async fn store(
+        &self,
+        stored: &StoredResponse,
+        storable: &policy::Storable,
+        ttl: Duration,
+        lookup: &Lookup,
+    ) -> (Option<(u64, Vec<HeaderName>, String)>, bool) {
         let fits = entry::response_len(&stored.headers, stored.body.len())
             <= self.settings.max_value_size.unwrap_or(usize::MAX);
         let Some(bytes) = stored.encode().filter(|_| fits) else {
             count(&self.counters.too_large);
-            finish(guard, Fetched::NotStored);
-            return Ok(self.mark(response, Served::Forwarded(fwd, false)));
+            return (None, false);
         };
-
         let (primary, list) = match storable.scope {
             Scope::Shared => (&lookup.shared_key, &lookup.shared_list),
             Scope::User => match &lookup.user_key {
@@ -552,26 +919,15 @@ impl<E: AsyncCacheEngine> State<E> {
                 None => (&lookup.shared_key, &lookup.shared_list),
             },
         };
-        let (variant, written) = self
-            .write(
-                primary,
-                list.as_ref(),
-                storable.vary,
-                &lookup.headers,
-                bytes,
-                ttl,
-            )
-            .await;
-        // Waiters get the response even when the engine failed: it is shareable either way.
-        finish(
-            guard,
-            Fetched::Stored(Arc::new(flight::Shared {
-                response: stored,
-                stored_at: Instant::now(),
-                variant,
-            })),
-        );
-        Ok(self.mark(response, Served::Forwarded(fwd, written)))
+        self.write(
+            primary,
+            list.as_ref(),
+            storable.vary.clone(),
+            &lookup.headers,
+            bytes,
+            ttl,
+        )
+        .await
     }
 
     /// Writes an encoded response under `primary`, or, when it varies, under its variant key
@@ -657,27 +1013,6 @@ impl<E: AsyncCacheEngine> State<E> {
             Err(error) => self.engine_error(&error),
         }
     }
-}
-
-/// The age of a stored response read with `remaining` TTL left, if the request accepts it.
-fn acceptable(
-    stored: &StoredResponse,
-    remaining: Remaining,
-    directives: &RequestDirectives,
-) -> Option<Duration> {
-    let left = remaining_duration(remaining);
-    let age = stored.age + stored.ttl.saturating_sub(left);
-    if let Some(Ok(max_age)) = directives.max_age {
-        if age > max_age {
-            return None;
-        }
-    }
-    if let Some(Ok(min_fresh)) = directives.min_fresh {
-        if left < min_fresh {
-            return None;
-        }
-    }
-    Some(age)
 }
 
 fn remaining_duration(remaining: Remaining) -> Duration {

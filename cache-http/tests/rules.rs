@@ -51,6 +51,12 @@ on_every_engine!(
     request_directives_are_honoured,
     key_headers_separate_entries,
     conditional_requests_are_answered_not_modified_from_the_cache,
+    stale_responses_with_validators_are_revalidated,
+    no_cache_responses_are_stored_and_revalidated_every_time,
+    stale_if_error_serves_the_stored_response_when_the_origin_fails,
+    stale_while_revalidate_serves_stale_and_refreshes_in_the_background,
+    max_stale_requests_accept_stale_responses,
+    qualified_no_cache_and_private_store_the_rest,
 );
 
 async fn a_fresh_response_is_served_from_the_cache(backend: Backend) {
@@ -129,7 +135,6 @@ async fn what_a_shared_cache_must_not_store_is_never_served_again(backend: Backe
         "/never?cc=no-store",
         "/never?cc=no-store,max-age=60",
         "/never?cc=private,max-age=60",
-        "/never?cc=no-cache,max-age=60",
         "/never?cc=max-age=60&cookie=1",
         "/never?cc=max-age=abc",
     ] {
@@ -751,4 +756,220 @@ async fn conditional_requests_are_answered_not_modified_from_the_cache(backend: 
         .await;
     assert_eq!(both.status, 200);
     assert_eq!(app.calls("GET", dated), 1);
+}
+
+/// Waits past a one-second freshness lifetime.
+async fn outlive_one_second() {
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+}
+
+async fn stale_responses_with_validators_are_revalidated(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    for target in [
+        "/reval?cc=max-age=1&etag=%22v1%22",
+        "/reval?cc=max-age=1&last_modified=1700000000",
+    ] {
+        let first = app.get(target).await;
+        assert_eq!(first.header("x-call"), Some("1"));
+        assert!(app.get(target).await.hit());
+        outlive_one_second().await;
+        let revalidated = app.get(target).await;
+        assert_eq!(revalidated.status, 200, "{target}");
+        assert_eq!(
+            revalidated.body, first.body,
+            "the stored body, not sent again"
+        );
+        assert_eq!(
+            revalidated.header("x-call"),
+            Some("2"),
+            "headers updated from the 304"
+        );
+        assert_eq!(
+            revalidated.header("cache-status"),
+            Some("cache-toolkit; fwd=stale; fwd-status=304; stored"),
+            "{target}"
+        );
+        assert_eq!(app.calls("GET", target), 2);
+        // Fresh again for its lifetime, from the 304's time.
+        let hit = app.get(target).await;
+        assert!(hit.hit(), "{hit:?}");
+        assert_eq!(hit.header("x-call"), Some("2"));
+        assert_eq!(app.calls("GET", target), 2);
+        // A client's own precondition is answered from the revalidated response.
+        outlive_one_second().await;
+        let validators = [
+            ("if-none-match", "\"v1\""),
+            ("if-modified-since", "Tue, 14 Nov 2023 22:13:20 GMT"),
+        ];
+        let own = if target.contains("etag") {
+            &validators[..1]
+        } else {
+            &validators[1..]
+        };
+        let not_modified = app.get_with(target, own).await;
+        assert_eq!(not_modified.status, 304, "{target}");
+        assert!(not_modified.body.is_empty());
+        assert_eq!(app.calls("GET", target), 3);
+    }
+    let stats = app.layer.stats();
+    assert_eq!(
+        (stats.revalidations, stats.revalidated),
+        (4, 4),
+        "{stats:?}"
+    );
+
+    // A changed resource answers the conditional request in full: that is stored.
+    let target = "/reval-changed?cc=max-age=1&etag=%22v1%22";
+    app.get(target).await;
+    outlive_one_second().await;
+    let changed = app.get("/reval-changed?cc=max-age=1&etag=%22v1%22").await;
+    assert_eq!(changed.header("x-call"), Some("2"));
+    drop(app);
+
+    // Without keep_stale, responses are dropped when their freshness ends.
+    let Some(app) = App::start(backend, |b| b.keep_stale(Duration::ZERO)).await else {
+        return;
+    };
+    let target = "/reval-none?cc=max-age=1&etag=%22v1%22";
+    app.get(target).await;
+    outlive_one_second().await;
+    let refetched = app.get(target).await;
+    assert_eq!(
+        refetched.header("cache-status"),
+        Some("cache-toolkit; fwd=uri-miss; stored")
+    );
+    assert_eq!(app.layer.stats().revalidations, 0);
+}
+
+async fn no_cache_responses_are_stored_and_revalidated_every_time(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/no-cache?cc=no-cache,max-age=60&etag=%22n%22";
+    let first = app.get(target).await;
+    for call in 2..5 {
+        let reply = app.get(target).await;
+        assert_eq!(reply.body, first.body);
+        assert_eq!(reply.header("x-call"), Some(call.to_string().as_str()));
+        assert!(
+            reply
+                .header("cache-status")
+                .unwrap()
+                .contains("fwd-status=304")
+        );
+    }
+    assert_eq!(app.calls("GET", target), 4, "every request revalidated");
+    // Without a validator, every request gets the whole response.
+    let target = "/no-cache?cc=no-cache,max-age=60";
+    app.get(target).await;
+    let second = app.get(target).await;
+    assert!(second.text().starts_with("call 2 "));
+}
+
+async fn stale_if_error_serves_the_stored_response_when_the_origin_fails(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    // The origin fails from its second call on.
+    let allowed = "/sie?cc=max-age=1,stale-if-error=60&fail_after=1";
+    let forbidden = "/sie?cc=max-age=1,stale-if-error=60,must-revalidate&fail_after=1";
+    let plain = "/sie?cc=max-age=1&etag=%22p%22&fail_after=1";
+    for target in [allowed, forbidden, plain] {
+        app.get(target).await;
+    }
+    outlive_one_second().await;
+    let stale = app.get(allowed).await;
+    assert_eq!(stale.status, 200);
+    assert!(stale.text().starts_with("call 1 "));
+    assert_eq!(
+        stale.header("cache-status"),
+        Some("cache-toolkit; fwd=stale; fwd-status=503")
+    );
+    assert_eq!(app.get(forbidden).await.status, 503, "must-revalidate");
+    assert_eq!(app.get(plain).await.status, 503, "not allowed by default");
+    assert_eq!(app.layer.stats().stale_served, 1);
+    drop(app);
+
+    // The layer's setting allows it for responses that do not forbid it.
+    let Some(app) = App::start(backend, |b| b.serve_stale_on_error(Duration::from_secs(60))).await
+    else {
+        return;
+    };
+    app.get(plain).await;
+    app.get(forbidden).await;
+    outlive_one_second().await;
+    let stale = app.get(plain).await;
+    assert_eq!(stale.status, 200);
+    assert!(stale.text().starts_with("call 1 "));
+    assert_eq!(app.get(forbidden).await.status, 503);
+}
+
+async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/swr?cc=max-age=1,stale-while-revalidate=60";
+    app.get(target).await;
+    outlive_one_second().await;
+    let stale = app.get(target).await;
+    assert!(stale.hit());
+    assert!(stale.text().starts_with("call 1 "), "served stale at once");
+    let ttl = stale.header("cache-status").unwrap();
+    assert!(ttl.contains("; hit; ttl=-"), "{ttl}");
+    // The background revalidation stores the new response.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = app.get(target).await;
+        if reply.text().starts_with("call 2 ") {
+            assert!(reply.hit());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.calls("GET", target), 2, "one revalidation");
+}
+
+async fn max_stale_requests_accept_stale_responses(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/max-stale?cc=max-age=1&etag=%22m%22";
+    let forbidden = "/max-stale?cc=max-age=1,must-revalidate&etag=%22m%22";
+    app.get(target).await;
+    app.get(forbidden).await;
+    outlive_one_second().await;
+    let any = [("cache-control", "max-stale")];
+    let stale = app.get_with(target, &any).await;
+    assert!(stale.hit() && stale.header("x-call") == Some("1"));
+    let too_stale = app
+        .get_with(target, &[("cache-control", "max-stale=0")])
+        .await;
+    assert_eq!(too_stale.header("x-call"), Some("2"), "revalidated");
+    let revalidated = app.get_with(forbidden, &any).await;
+    assert_eq!(
+        revalidated.header("x-call"),
+        Some("2"),
+        "must-revalidate wins"
+    );
+}
+
+async fn qualified_no_cache_and_private_store_the_rest(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    for cc in [
+        "max-age=60,private=%22x-secret%22",
+        "max-age=60,no-cache=%22x-secret%22",
+    ] {
+        let target = format!("/qualified?secret=1&cc={cc}");
+        let first = app.get(&target).await;
+        assert_eq!(first.header("x-secret"), Some("s3cr3t"));
+        let hit = app.get(&target).await;
+        assert!(hit.hit(), "{cc}");
+        assert_eq!(hit.header("x-secret"), None, "{cc}");
+        assert_eq!(hit.body, first.body);
+    }
 }

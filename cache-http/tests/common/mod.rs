@@ -234,9 +234,11 @@ fn target(request: &Request) -> String {
 }
 
 /// Answers as its query says: `cc` (Cache-Control), `vary`, `status`, `age`, `etag`,
-/// `modified_ago` (seconds), `cookie`, `expires_in` (seconds, negative for the past),
-/// `sleep_ms`. Its body names the call and the
-/// request headers a test varies on.
+/// `modified_ago` (seconds), `last_modified` (Unix seconds), `cookie`, `secret` (an
+/// `x-secret` header), `expires_in` (seconds, negative for the past), `sleep_ms`, `fail_after`
+/// (503 from that many calls on). Its body names the call and the request headers a test
+/// varies on; `x-call` numbers the call. A request whose `If-None-Match` or
+/// `If-Modified-Since` matches `etag` or `last_modified` gets 304 without a body.
 async fn echo(State(calls): State<Arc<Calls>>, request: Request) -> Response {
     let call = calls.record(format!("{} {}", request.method(), target(&request)));
     let query = query(&request);
@@ -252,7 +254,14 @@ async fn echo(State(calls): State<Arc<Calls>>, request: Request) -> Response {
         header_or_dash(&request, "x-other"),
         header_or_dash(&request, "x-tenant"),
     );
-    let status: u16 = query.get("status").map_or(200, |s| s.parse().unwrap());
+    let failing = query
+        .get("fail_after")
+        .is_some_and(|after| call > after.parse().unwrap());
+    let status: u16 = if failing {
+        503
+    } else {
+        query.get("status").map_or(200, |s| s.parse().unwrap())
+    };
     let status = StatusCode::from_u16(status).unwrap();
     let body = if status == StatusCode::NO_CONTENT {
         Body::empty()
@@ -274,8 +283,17 @@ async fn echo(State(calls): State<Arc<Calls>>, request: Request) -> Response {
     if let Some(status) = query.get("upstream_status") {
         headers.insert("cache-status", HeaderValue::from_str(status).unwrap());
     }
+    headers.insert("x-call", HeaderValue::from(call));
+    if query.contains_key("secret") {
+        headers.insert("x-secret", HeaderValue::from_static("s3cr3t"));
+    }
     if let Some(etag) = query.get("etag") {
         headers.insert("etag", HeaderValue::from_str(etag).unwrap());
+    }
+    if let Some(seconds) = query.get("last_modified") {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds.parse().unwrap());
+        let value = httpdate::fmt_http_date(at);
+        headers.insert("last-modified", HeaderValue::from_str(&value).unwrap());
     }
     if let Some(seconds) = query.get("modified_ago") {
         let at = SystemTime::now() - Duration::from_secs(seconds.parse().unwrap());
@@ -300,6 +318,23 @@ async fn echo(State(calls): State<Arc<Calls>>, request: Request) -> Response {
         headers.insert("date", HeaderValue::from_str(&date).unwrap());
         let expires = httpdate::fmt_http_date(at);
         headers.insert("expires", HeaderValue::from_str(&expires).unwrap());
+    }
+    // Preconditions, as an origin that honours them answers: 304 with the headers but no body.
+    let conditional = request.headers();
+    let etag_matches = conditional
+        .get("if-none-match")
+        .zip(query.get("etag"))
+        .is_some_and(|(sent, etag)| sent.as_bytes() == etag.as_bytes());
+    let unmodified = conditional
+        .get("if-modified-since")
+        .and_then(|since| httpdate::parse_http_date(since.to_str().ok()?).ok())
+        .zip(query.get("last_modified"))
+        .is_some_and(|(since, at)| {
+            since >= SystemTime::UNIX_EPOCH + Duration::from_secs(at.parse().unwrap())
+        });
+    if !failing && (etag_matches || unmodified) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.body_mut() = Body::empty();
     }
     response
 }
