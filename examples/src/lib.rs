@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod freshness;
+pub mod http_proxy;
 pub mod observability;
 pub mod service;
 pub mod two_tiers;
