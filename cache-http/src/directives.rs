@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
 use http::header::CACHE_CONTROL;
+use http::{HeaderMap, HeaderName};
 
 /// The largest delta-seconds value honoured: RFC 9111 section 1.2.2 asks caches to read larger
 /// values as 2^31 seconds.
-const MAX_DELTA_SECONDS: u64 = 1 << 31;
+pub(crate) const MAX_DELTA_SECONDS: u64 = 1 << 31;
 
 /// A delta-seconds value: `Ok` when well formed, `Err` when present but malformed or given
 /// twice with different values (RFC 9111 section 4.2.1: then the response is stale).
@@ -35,8 +35,14 @@ pub(crate) struct ResponseDirectives {
     /// RFC 5861: how long past its freshness the response may be served when revalidating it
     /// fails (an error, or a 500, 502, 503 or 504).
     pub(crate) stale_if_error: Option<Delta>,
+    /// `must-understand`: store only a status whose caching rules this cache knows, and then
+    /// regardless of `no-store` (RFC 9111 section 5.2.2.3).
+    pub(crate) must_understand: bool,
     /// A `Cache-Control` line that is not visible ASCII (`obs-text`), or not parseable.
     pub(crate) unreadable: bool,
+    /// Read from a targeted field such as `CDN-Cache-Control` (RFC 9213): `Cache-Control` and
+    /// `Expires` are then ignored.
+    pub(crate) targeted: bool,
 }
 
 /// What a request's `Cache-Control` asks of the cache.
@@ -61,7 +67,15 @@ impl ResponseDirectives {
         self.must_revalidate || self.proxy_revalidate || self.s_maxage.is_some() || self.no_cache
     }
 
-    pub(crate) fn parse(headers: &HeaderMap) -> Self {
+    /// The directives this cache follows: those of the first valid field of `targeted`
+    /// (RFC 9213), or else those of `Cache-Control`.
+    pub(crate) fn parse(headers: &HeaderMap, targeted: &[HeaderName]) -> Self {
+        crate::targeted::directives(headers, targeted)
+            .unwrap_or_else(|| Self::parse_cache_control(headers))
+    }
+
+    /// The directives of `Cache-Control` alone.
+    pub(crate) fn parse_cache_control(headers: &HeaderMap) -> Self {
         let mut out = Self::default();
         let readable = each_directive(headers, |name, value| match name {
             "no-store" => out.no_store = true,
@@ -78,6 +92,7 @@ impl ResponseDirectives {
             "public" => out.public = true,
             "must-revalidate" => out.must_revalidate = true,
             "proxy-revalidate" => out.proxy_revalidate = true,
+            "must-understand" => out.must_understand = true,
             "max-age" => merge(&mut out.max_age, delta(value)),
             "s-maxage" => merge(&mut out.s_maxage, delta(value)),
             "stale-while-revalidate" => merge(&mut out.stale_while_revalidate, delta(value)),
@@ -261,7 +276,10 @@ mod tests {
 
     #[test]
     fn response_directives_are_read() {
-        let d = ResponseDirectives::parse(&headers(&["Public, MAX-AGE=60", "s-maxage=\"10\""]));
+        let d = ResponseDirectives::parse_cache_control(&headers(&[
+            "Public, MAX-AGE=60",
+            "s-maxage=\"10\"",
+        ]));
         assert!(d.public && !d.private && !d.no_store);
         assert_eq!(d.max_age, Some(Ok(Duration::from_secs(60))));
         assert_eq!(d.s_maxage, Some(Ok(Duration::from_secs(10))));
@@ -270,19 +288,19 @@ mod tests {
 
     #[test]
     fn quoted_field_lists_are_qualified_not_plain() {
-        let d = ResponseDirectives::parse(&headers(&[
+        let d = ResponseDirectives::parse_cache_control(&headers(&[
             r#"private="Set-Cookie, x-a", max-age=5, no-cache="x\"y""#,
         ]));
         assert!(!d.private && !d.no_cache);
         assert_eq!(d.qualified_fields, ["set-cookie", "x-a", "x\"y"]);
         assert_eq!(d.max_age, Some(Ok(Duration::from_secs(5))));
-        let d = ResponseDirectives::parse(&headers(&["private, no-cache=\"\""]));
+        let d = ResponseDirectives::parse_cache_control(&headers(&["private, no-cache=\"\""]));
         assert!(d.private && d.no_cache && d.qualified_fields.is_empty());
     }
 
     #[test]
     fn stale_directives_are_read() {
-        let d = ResponseDirectives::parse(&headers(&[
+        let d = ResponseDirectives::parse_cache_control(&headers(&[
             "max-age=1, stale-while-revalidate=30, stale-if-error=60",
         ]));
         assert_eq!(d.stale_while_revalidate, Some(Ok(Duration::from_secs(30))));
@@ -295,7 +313,7 @@ mod tests {
             "no-cache",
         ] {
             assert!(
-                ResponseDirectives::parse(&headers(&[line])).forbids_stale(),
+                ResponseDirectives::parse_cache_control(&headers(&[line])).forbids_stale(),
                 "{line}"
             );
         }
@@ -314,21 +332,22 @@ mod tests {
             "max-age=-1",
             "max-age=1, max-age=2",
         ] {
-            let d = ResponseDirectives::parse(&headers(&[line]));
+            let d = ResponseDirectives::parse_cache_control(&headers(&[line]));
             assert_eq!(d.max_age, Some(Err(())), "{line}");
         }
-        let d = ResponseDirectives::parse(&headers(&["max-age=7, max-age=7"]));
+        let d = ResponseDirectives::parse_cache_control(&headers(&["max-age=7, max-age=7"]));
         assert_eq!(d.max_age, Some(Ok(Duration::from_secs(7))));
-        let d = ResponseDirectives::parse(&headers(&["max-age=99999999999999999999999"]));
+        let d =
+            ResponseDirectives::parse_cache_control(&headers(&["max-age=99999999999999999999999"]));
         assert_eq!(d.max_age, Some(Ok(Duration::from_secs(1 << 31))));
     }
 
     #[test]
     fn garbage_is_unreadable() {
-        assert!(ResponseDirectives::parse(&headers(&["max-age=1 junk"])).unreadable);
-        assert!(ResponseDirectives::parse(&headers(&["max-age=\"1"])).unreadable);
-        assert!(ResponseDirectives::parse(&headers(&["=1"])).unreadable);
-        assert!(!ResponseDirectives::parse(&headers(&[" , ,no-store,"])).unreadable);
+        assert!(ResponseDirectives::parse_cache_control(&headers(&["max-age=1 junk"])).unreadable);
+        assert!(ResponseDirectives::parse_cache_control(&headers(&["max-age=\"1"])).unreadable);
+        assert!(ResponseDirectives::parse_cache_control(&headers(&["=1"])).unreadable);
+        assert!(!ResponseDirectives::parse_cache_control(&headers(&[" , ,no-store,"])).unreadable);
     }
 
     #[test]

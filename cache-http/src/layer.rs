@@ -89,6 +89,7 @@ impl<E: AsyncCacheEngine> HttpCacheLayer<E> {
             default_ttl: None,
             heuristic_freshness: false,
             any_status: false,
+            targeted: vec![crate::targeted::CDN_CACHE_CONTROL.to_owned()],
             keep_stale: DEFAULT_KEEP_STALE,
             stale_on_error: Duration::ZERO,
             max_ttl: None,
@@ -127,6 +128,7 @@ pub struct HttpCacheBuilder<E> {
     default_ttl: Option<Duration>,
     heuristic_freshness: bool,
     any_status: bool,
+    targeted: Vec<String>,
     keep_stale: Duration,
     stale_on_error: Duration,
     max_ttl: Option<Duration>,
@@ -145,6 +147,7 @@ impl<E: AsyncCacheEngine> fmt::Debug for HttpCacheBuilder<E> {
             .field("default_ttl", &self.default_ttl)
             .field("heuristic_freshness", &self.heuristic_freshness)
             .field("store_any_status", &self.any_status)
+            .field("targeted_cache_control", &self.targeted)
             .field("keep_stale", &self.keep_stale)
             .field("serve_stale_on_error", &self.stale_on_error)
             .field("max_ttl", &self.max_ttl)
@@ -209,6 +212,26 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
     /// carries a `max-age` by accident is not served for its lifetime.
     pub fn store_any_status(mut self, enabled: bool) -> Self {
         self.any_status = enabled;
+        self
+    }
+
+    /// The targeted cache-control fields (RFC 9213) this cache obeys, in order of preference;
+    /// `CDN-Cache-Control` by default. When a response carries one of them with a valid
+    /// value (a Structured Field Dictionary, RFC 8941), its directives alone decide whether
+    /// and for how long the response is stored, in place of `Cache-Control` and `Expires`:
+    /// an origin can give its CDN tier a longer or shorter lifetime than browsers get, or keep
+    /// it from storing a response at all (`no-store`, `private`). An invalid value is ignored.
+    /// The field is passed on to the client unchanged. An empty list turns the feature off.
+    /// Names are case-insensitive; they replace any set before.
+    pub fn targeted_cache_control<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        self.targeted = names
+            .into_iter()
+            .map(|name| name.as_ref().to_owned())
+            .collect();
         self
     }
 
@@ -309,6 +332,17 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
                 self.cache_name
             )));
         }
+        let targeted = self
+            .targeted
+            .iter()
+            .map(|name| {
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    CacheError::invalid_config(format!(
+                        "targeted cache-control field {name:?} is not a header name"
+                    ))
+                })
+            })
+            .collect::<cache_core::Result<Vec<_>>>()?;
         let mut key_headers = Vec::with_capacity(self.key_headers.len());
         for name in &self.key_headers {
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -334,6 +368,7 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
             default_ttl: self.default_ttl,
             heuristic_freshness: self.heuristic_freshness,
             any_status: self.any_status,
+            targeted,
             max_ttl,
             keep_stale: self.keep_stale,
             stale_on_error: self.stale_on_error,
@@ -361,6 +396,8 @@ pub(crate) struct Settings {
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) heuristic_freshness: bool,
     pub(crate) any_status: bool,
+    /// The targeted cache-control fields obeyed, in order (RFC 9213).
+    pub(crate) targeted: Vec<HeaderName>,
     pub(crate) max_ttl: Duration,
     /// How long past its freshness a response with a validator is kept, to be revalidated.
     pub(crate) keep_stale: Duration,

@@ -4,6 +4,7 @@
 
 mod body;
 mod conditional;
+mod date;
 mod directives;
 mod entry;
 mod flight;
@@ -11,6 +12,7 @@ mod key;
 mod layer;
 mod policy;
 mod service;
+mod targeted;
 
 pub use body::CacheBody;
 pub use layer::{

@@ -32,6 +32,14 @@ fn status_is_storable(status: StatusCode) -> bool {
     status.as_u16() >= 200 && !matches!(status.as_u16(), 206 | 304)
 }
 
+/// Statuses whose caching rules RFC 9110 defines, which `must-understand` lets this cache store.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
 /// Who a stored response may be served to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -83,7 +91,7 @@ pub(crate) fn has_validator(headers: &HeaderMap) -> bool {
 
 /// The inputs of a decision besides the response's headers.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Context {
+pub(crate) struct Context<'a> {
     /// Whether the request carried `Authorization`.
     pub(crate) authorized: bool,
     /// How long the inner service took to produce the response head.
@@ -95,6 +103,8 @@ pub(crate) struct Context {
     /// Whether every final status but 206 and 304 may be stored with explicit freshness;
     /// otherwise only the heuristically cacheable ones.
     pub(crate) any_status: bool,
+    /// The targeted cache-control fields this cache obeys (RFC 9213), in order.
+    pub(crate) targeted: &'a [HeaderName],
     pub(crate) now: SystemTime,
 }
 
@@ -102,7 +112,7 @@ pub(crate) struct Context {
 pub(crate) fn decide(
     status: StatusCode,
     headers: &HeaderMap,
-    context: Context,
+    context: Context<'_>,
 ) -> Result<Storable, NotStorable> {
     let status_allowed = if context.any_status {
         status_is_storable(status)
@@ -112,11 +122,16 @@ pub(crate) fn decide(
     if !status_allowed {
         return Err(NotStorable::Status);
     }
-    let directives = ResponseDirectives::parse(headers);
+    let directives = ResponseDirectives::parse(headers, context.targeted);
     if directives.unreadable {
         return Err(NotStorable::Unreadable);
     }
-    if directives.no_store {
+    // `must-understand` overrides `no-store` for a status whose rules this cache knows, and
+    // forbids storing any other (RFC 9111 section 5.2.2.3).
+    if directives.must_understand && !understood(status) {
+        return Err(NotStorable::Status);
+    }
+    if directives.no_store && !directives.must_understand {
         return Err(NotStorable::NoStore);
     }
     if directives.private {
@@ -177,12 +192,13 @@ pub(crate) fn decide(
 fn explicit_lifetime(
     headers: &HeaderMap,
     directives: &ResponseDirectives,
-    context: &Context,
+    context: &Context<'_>,
 ) -> Option<Duration> {
     if let Some(value) = directives.s_maxage.or(directives.max_age) {
         return Some(value.unwrap_or(Duration::ZERO));
     }
-    if headers.contains_key(EXPIRES) {
+    // A targeted field replaces `Expires` as well as `Cache-Control` (RFC 9213 section 2.2).
+    if headers.contains_key(EXPIRES) && !directives.targeted {
         // An invalid Expires (such as "0") means already expired (section 5.3).
         let Some(expires) = http_date(headers, &EXPIRES) else {
             return Some(Duration::ZERO);
@@ -196,7 +212,7 @@ fn explicit_lifetime(
 /// Freshness without explicit freshness (RFC 9111 section 4.2.2): the configured default, or
 /// else a tenth of the time since `Last-Modified` (at the response's `Date`, or now), at most
 /// a day. `None` when neither gives any.
-fn heuristic_lifetime(headers: &HeaderMap, context: &Context) -> Option<Duration> {
+fn heuristic_lifetime(headers: &HeaderMap, context: &Context<'_>) -> Option<Duration> {
     if let Some(ttl) = context.default_ttl {
         return Some(ttl);
     }
@@ -211,7 +227,7 @@ fn heuristic_lifetime(headers: &HeaderMap, context: &Context) -> Option<Duration
 
 /// RFC 9111 section 4.2.3, with the response time taken as now: the larger of the apparent age
 /// (now - Date) and the `Age` header plus the time the inner service took.
-fn corrected_initial_age(headers: &HeaderMap, context: &Context) -> Duration {
+fn corrected_initial_age(headers: &HeaderMap, context: &Context<'_>) -> Duration {
     let apparent = http_date(headers, &DATE)
         .and_then(|date| context.now.duration_since(date).ok())
         .unwrap_or(Duration::ZERO);
@@ -226,7 +242,7 @@ pub(crate) fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<System
     if values.next().is_some() {
         return None;
     }
-    httpdate::parse_http_date(value.to_str().ok()?).ok()
+    crate::date::parse(value.to_str().ok()?)
 }
 
 /// The names a response varies on, normalized; `None` for `Vary: *`, an unreadable `Vary`, or
@@ -260,13 +276,16 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn context() -> Context {
+    fn context() -> Context<'static> {
         Context {
             authorized: false,
             response_delay: Duration::ZERO,
             default_ttl: None,
             heuristic: true,
             any_status: true,
+            targeted: Box::leak(Box::new([HeaderName::from_static(
+                crate::targeted::CDN_CACHE_CONTROL,
+            )])),
             now: SystemTime::now(),
         }
     }
@@ -293,6 +312,84 @@ mod tests {
         assert_eq!(s.scope, Scope::Shared);
         let s = decide_ok(&[("cache-control", "max-age=60")]).unwrap();
         assert_eq!(s.lifetime, Duration::from_secs(60));
+    }
+
+    /// The cases of the conformance suite's `cdn-cache-control` tests (RFC 9213).
+    #[test]
+    fn cdn_cache_control_replaces_cache_control_and_expires() {
+        let past = "Thu, 01 Jan 2015 00:00:00 GMT";
+        let lifetime = |pairs: &[(&str, &str)]| decide_ok(pairs).map(|s| s.lifetime.as_secs());
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "max-age=1"),
+                ("cdn-cache-control", "max-age=3600")
+            ]),
+            Ok(3600)
+        );
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "max-age=3600"),
+                ("cdn-cache-control", "max-age=1")
+            ]),
+            Ok(1)
+        );
+        assert_eq!(
+            lifetime(&[("cdn-cache-control", "max-age=3600"), ("expires", past)]),
+            Ok(3600)
+        );
+        // A fresh targeted lifetime stores what Cache-Control alone would not.
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=10000")
+            ]),
+            Ok(10000)
+        );
+        for (cdn, refused) in [
+            ("no-store", NotStorable::NoStore),
+            ("private", NotStorable::Private),
+        ] {
+            let pairs = [
+                ("cache-control", "max-age=10000"),
+                ("cdn-cache-control", cdn),
+            ];
+            assert_eq!(decide_ok(&pairs), Err(refused), "{cdn}");
+        }
+        // Without a lifetime of its own, the targeted field still replaces Expires.
+        let far = "Thu, 01 Jan 2099 00:00:00 GMT";
+        assert_eq!(
+            lifetime(&[("cdn-cache-control", "max-age=0"), ("expires", far)]),
+            Err(NotStorable::Stale)
+        );
+        // An invalid field is ignored: Cache-Control decides.
+        for invalid in ["max-age=10000, &&&&&", "max-age=\"10000\""] {
+            let pairs = [
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", invalid),
+            ];
+            assert_eq!(decide_ok(&pairs), Err(NotStorable::NoStore), "{invalid}");
+        }
+        // With no targeted names configured, the field means nothing.
+        let off = Context {
+            targeted: &[],
+            ..context()
+        };
+        let headers = with(&[
+            ("cache-control", "max-age=5"),
+            ("cdn-cache-control", "no-store"),
+        ]);
+        assert!(decide(StatusCode::OK, &headers, off).is_ok());
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_for_known_statuses_only() {
+        let pairs = [("cache-control", "must-understand, no-store, max-age=60")];
+        assert!(decide_ok(&pairs).is_ok());
+        let unknown = StatusCode::from_u16(299).unwrap();
+        assert_eq!(
+            decide(unknown, &with(&pairs), context()),
+            Err(NotStorable::Status)
+        );
     }
 
     #[test]

@@ -410,7 +410,7 @@ impl<E: AsyncCacheEngine> State<E> {
         directives: &RequestDirectives,
         now: SystemTime,
     ) -> Use {
-        let response = ResponseDirectives::parse(&stored.headers);
+        let response = ResponseDirectives::parse(&stored.headers, &self.settings.targeted);
         if response.no_cache || directives.wants_reload() {
             return Use::Revalidate;
         }
@@ -448,7 +448,7 @@ impl<E: AsyncCacheEngine> State<E> {
     ///
     /// [`serve_stale_on_error`]: crate::HttpCacheBuilder::serve_stale_on_error
     fn stale_on_error(&self, stored: &StoredResponse) -> bool {
-        let response = ResponseDirectives::parse(&stored.headers);
+        let response = ResponseDirectives::parse(&stored.headers, &self.settings.targeted);
         if response.forbids_stale() {
             return false;
         }
@@ -712,7 +712,9 @@ impl<E: AsyncCacheEngine> State<E> {
         let decision = policy::decide(status, response.headers(), context)
             .ok()
             .and_then(|storable| {
-                let forbids = ResponseDirectives::parse(response.headers()).forbids_stale();
+                let forbids =
+                    ResponseDirectives::parse(response.headers(), &self.settings.targeted)
+                        .forbids_stale();
                 let ttl = self.engine_ttl(&storable, forbids);
                 (ttl >= Duration::from_millis(1)).then_some((storable, ttl))
             });
@@ -813,13 +815,14 @@ impl<E: AsyncCacheEngine> State<E> {
     }
 
     /// The policy's inputs for a response received now, to a request that started at `started`.
-    fn context(&self, lookup: &Lookup, started: Instant) -> policy::Context {
+    fn context(&self, lookup: &Lookup, started: Instant) -> policy::Context<'_> {
         policy::Context {
             authorized: lookup.user_key.is_some(),
             response_delay: started.elapsed(),
             default_ttl: self.settings.default_ttl,
             heuristic: self.settings.heuristic_freshness,
             any_status: self.settings.any_status,
+            targeted: &self.settings.targeted,
             now: SystemTime::now(),
         }
     }
@@ -872,7 +875,8 @@ impl<E: AsyncCacheEngine> State<E> {
                 for name in &storable.strip {
                     stored.headers.remove(name);
                 }
-                let forbids = ResponseDirectives::parse(&stored.headers).forbids_stale();
+                let forbids = ResponseDirectives::parse(&stored.headers, &self.settings.targeted)
+                    .forbids_stale();
                 let ttl = self.engine_ttl(&storable, forbids);
                 let variant;
                 (variant, written) = self.store(&stored, &storable, ttl, &lookup).await;

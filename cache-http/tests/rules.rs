@@ -57,6 +57,8 @@ on_every_engine!(
     stale_while_revalidate_serves_stale_and_refreshes_in_the_background,
     max_stale_requests_accept_stale_responses,
     qualified_no_cache_and_private_store_the_rest,
+    cdn_cache_control_decides_for_this_cache,
+    expires_dates_are_read_leniently_but_not_guessed,
 );
 
 async fn a_fresh_response_is_served_from_the_cache(backend: Backend) {
@@ -971,5 +973,64 @@ async fn qualified_no_cache_and_private_store_the_rest(backend: Backend) {
         assert!(hit.hit(), "{cc}");
         assert_eq!(hit.header("x-secret"), None, "{cc}");
         assert_eq!(hit.body, first.body);
+    }
+}
+
+async fn cdn_cache_control_decides_for_this_cache(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    // CDN-Cache-Control restricts what Cache-Control allows, and is passed on to the client.
+    for target in [
+        "/cdn?cc=max-age=600&cdn=no-store",
+        "/cdn?cc=max-age=600&cdn=private",
+        "/cdn?cc=max-age=600&cdn=max-age=0",
+    ] {
+        let first = app.get(target).await;
+        assert!(first.header("cdn-cache-control").is_some(), "{target}");
+        assert!(!app.get(target).await.hit(), "{target}");
+    }
+    // And allows what Cache-Control does not.
+    let target = "/cdn?cc=no-store&cdn=max-age=600";
+    app.get(target).await;
+    assert!(app.get(target).await.hit());
+    // An invalid field is ignored.
+    let target = "/cdn?cc=no-store&cdn=max-age=600,%20%26%26";
+    app.get(target).await;
+    assert!(!app.get(target).await.hit());
+    // Other names can be configured; then CDN-Cache-Control means nothing to this cache.
+    let Some(app) = App::start(backend, |b| {
+        b.targeted_cache_control(["Edge-Cache-Control"])
+    })
+    .await
+    else {
+        return;
+    };
+    let target = "/cdn?cc=max-age=600&cdn=no-store";
+    app.get(target).await;
+    assert!(app.get(target).await.hit());
+}
+
+async fn expires_dates_are_read_leniently_but_not_guessed(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    for expires in [
+        "THU,%2018%20AUG%202050%2002:01:18%20gmt",
+        "Mon,%2018%20Aug%202050%2002:01:18%20GMT",
+        "Thu%20Aug%20%208%2002:01:18%202050",
+    ] {
+        let target = format!("/expires?expires={expires}");
+        app.get(&target).await;
+        assert!(app.get(&target).await.hit(), "{expires}");
+    }
+    for expires in [
+        "Thu,%2018%20Aug%202050%2002:01:18%20UTC",
+        "Thu,%2018%20Aug%2050%2002:01:18%20GMT",
+        "0",
+    ] {
+        let target = format!("/expires?expires={expires}");
+        app.get(&target).await;
+        assert!(!app.get(&target).await.hit(), "{expires}");
     }
 }

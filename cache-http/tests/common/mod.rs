@@ -211,7 +211,8 @@ fn query(request: &Request) -> HashMap<String, String> {
                 .replace("%20", " ")
                 .replace("%22", "\"")
                 .replace("%2C", ",")
-                .replace("%3B", ";");
+                .replace("%3B", ";")
+                .replace("%26", "&");
             (name.to_owned(), value)
         })
         .collect()
@@ -233,7 +234,8 @@ fn target(request: &Request) -> String {
         .map_or("/".to_owned(), |target| target.as_str().to_owned())
 }
 
-/// Answers as its query says: `cc` (Cache-Control), `vary`, `status`, `age`, `etag`,
+/// Answers as its query says: `cc` (Cache-Control), `cdn` (CDN-Cache-Control), `expires` (an
+/// `Expires` value as given), `vary`, `status`, `age`, `etag`,
 /// `modified_ago` (seconds), `last_modified` (Unix seconds), `cookie`, `secret` (an
 /// `x-secret` header), `expires_in` (seconds, negative for the past), `sleep_ms`, `fail_after`
 /// (503 from that many calls on). Its body names the call and the request headers a test
@@ -273,6 +275,12 @@ async fn echo(State(calls): State<Arc<Calls>>, request: Request) -> Response {
     let headers = response.headers_mut();
     if let Some(cc) = query.get("cc") {
         headers.insert("cache-control", HeaderValue::from_str(cc).unwrap());
+    }
+    if let Some(cdn) = query.get("cdn") {
+        headers.insert("cdn-cache-control", HeaderValue::from_str(cdn).unwrap());
+    }
+    if let Some(expires) = query.get("expires") {
+        headers.insert("expires", HeaderValue::from_str(expires).unwrap());
     }
     if let Some(vary) = query.get("vary") {
         headers.insert("vary", HeaderValue::from_str(vary).unwrap());
