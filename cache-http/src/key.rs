@@ -88,6 +88,30 @@ impl Keys {
     }
 }
 
+/// Request fields whose values are case-insensitive tokens, compared without case.
+const CASE_INSENSITIVE: [&str; 3] = ["accept-language", "accept-encoding", "accept-charset"];
+
+/// The members of a comma-separated list, each without the whitespace around it; commas in
+/// quoted strings do not separate. A value that is not a list is its one member.
+fn list_members(value: &[u8]) -> Vec<&[u8]> {
+    let mut members = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (at, &byte) in value.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && byte == b'\\' {
+            escaped = true;
+        } else if byte == b'"' {
+            quoted = !quoted;
+        } else if byte == b',' && !quoted {
+            members.push(value[start..at].trim_ascii());
+            start = at + 1;
+        }
+    }
+    members.push(value[start..].trim_ascii());
+    members
+}
+
 /// SHA-256 over length-prefixed fields, so that no two different field lists hash alike.
 struct Hasher(Sha256);
 
@@ -114,15 +138,40 @@ impl Hasher {
         }
     }
 
-    /// Every value of `name`, in order; absent and empty differ. Whitespace around values is
-    /// not significant (the normalization RFC 9111 section 4.1 allows).
+    /// The value of `name`, its lines joined as one list; absent and empty differ. Values
+    /// that mean the same to any recipient hash alike (the normalization RFC 9111 section
+    /// 4.1 allows): whitespace around list members and commas does not count, nor does case
+    /// in the fields whose values are case-insensitive tokens (`Accept-Language`,
+    /// `Accept-Encoding`, `Accept-Charset`). Order does count: RFC 9110 section 12.5.4 notes
+    /// that servers read it as preference.
     fn header_values(&mut self, headers: &HeaderMap, name: &HeaderName) {
-        let values = headers.get_all(name);
-        let count = values.iter().count();
-        self.0.update((count as u64).to_be_bytes());
-        for value in values {
-            self.field(value.as_bytes().trim_ascii());
+        let mut values = headers.get_all(name).iter().peekable();
+        if values.peek().is_none() {
+            self.0.update([0]);
+            return;
         }
+        self.0.update([1]);
+        let lowercase = CASE_INSENSITIVE.contains(&name.as_str());
+        let mut normalized = Vec::new();
+        for value in values {
+            // Credentials are compared exactly.
+            let members = if *name == AUTHORIZATION {
+                vec![value.as_bytes()]
+            } else {
+                list_members(value.as_bytes())
+            };
+            for member in members {
+                if !normalized.is_empty() {
+                    normalized.push(b',');
+                }
+                if lowercase {
+                    normalized.extend(member.iter().map(u8::to_ascii_lowercase));
+                } else {
+                    normalized.extend_from_slice(member);
+                }
+            }
+        }
+        self.field(&normalized);
     }
 
     fn finish(self, hex_digits: usize) -> String {
@@ -211,6 +260,34 @@ mod tests {
         assert_eq!(variant(&en, 1), variant(&en2, 1));
         assert_ne!(variant(&en, 1), variant(&fr, 1));
         assert_ne!(variant(&none, 1), variant(&empty, 1));
+        // Whitespace around members, lines, and case where values are case-insensitive.
+        let spaced = parts("/", &[("accept-language", " EN ,   de"), ("foo", " 1, 2 ")]);
+        let lines = parts(
+            "/",
+            &[
+                ("accept-language", "en"),
+                ("accept-language", "de"),
+                ("foo", "1,2"),
+            ],
+        );
+        let both = [
+            HeaderName::from_static("accept-language"),
+            HeaderName::from_static("foo"),
+        ];
+        let variant2 = |p: &Parts| keys.variant("p", 1, &both, &p.headers);
+        assert_eq!(variant2(&spaced), variant2(&lines));
+        // Order, case elsewhere, and whitespace inside quotes count.
+        let reordered = parts("/", &[("accept-language", "de, en"), ("foo", "1,2")]);
+        assert_ne!(variant2(&spaced), variant2(&reordered));
+        let quoted = |v: &'static str| parts("/", &[("foo", v)]);
+        let foo = [HeaderName::from_static("foo")];
+        let variant3 = |p: &Parts| keys.variant("p", 1, &foo, &p.headers);
+        assert_ne!(variant3(&quoted("\"a , b\"")), variant3(&quoted("\"a,b\"")));
+        assert_eq!(
+            variant3(&quoted("\"a,b\" , c")),
+            variant3(&quoted("\"a,b\",c"))
+        );
+        assert_ne!(variant3(&quoted("A")), variant3(&quoted("a")));
         assert_ne!(
             variant(&en, 1),
             variant(&en, 2),

@@ -90,6 +90,7 @@ impl<E: AsyncCacheEngine> HttpCacheLayer<E> {
             heuristic_freshness: false,
             any_status: false,
             targeted: vec![crate::targeted::CDN_CACHE_CONTROL.to_owned()],
+            share_must_revalidate: false,
             keep_stale: DEFAULT_KEEP_STALE,
             stale_on_error: Duration::ZERO,
             max_ttl: None,
@@ -129,6 +130,7 @@ pub struct HttpCacheBuilder<E> {
     heuristic_freshness: bool,
     any_status: bool,
     targeted: Vec<String>,
+    share_must_revalidate: bool,
     keep_stale: Duration,
     stale_on_error: Duration,
     max_ttl: Option<Duration>,
@@ -148,6 +150,7 @@ impl<E: AsyncCacheEngine> fmt::Debug for HttpCacheBuilder<E> {
             .field("heuristic_freshness", &self.heuristic_freshness)
             .field("store_any_status", &self.any_status)
             .field("targeted_cache_control", &self.targeted)
+            .field("share_must_revalidate", &self.share_must_revalidate)
             .field("keep_stale", &self.keep_stale)
             .field("serve_stale_on_error", &self.stale_on_error)
             .field("max_ttl", &self.max_ttl)
@@ -235,6 +238,18 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
         self
     }
 
+    /// Whether a response to a request with `Authorization` whose only permission to be
+    /// stored is `must-revalidate` is served to every request for the URL, as RFC 9111
+    /// section 3.5 allows, or only to requests with the same `Authorization` value. Off by
+    /// default (on in the [`reverse_proxy`](Self::reverse_proxy) preset): services send
+    /// `must-revalidate` on per-user pages without meaning to share them, and a stale one
+    /// revalidated with another user's request would be answered from the first user's
+    /// response on a 304. `public` and `s-maxage` share such responses in any case.
+    pub fn share_must_revalidate(mut self, enabled: bool) -> Self {
+        self.share_must_revalidate = enabled;
+        self
+    }
+
     /// How long past its freshness a response with a validator (`ETag` or `Last-Modified`)
     /// stays stored, so that the next request revalidates it with a conditional request
     /// (`If-None-Match`, `If-Modified-Since`) and, on `304 Not Modified`, is served from the
@@ -261,12 +276,14 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
     /// The settings of a reverse proxy in front of an origin you own, whose headers are
     /// written for caches, as a shared cache such as Squid or Varnish runs:
     /// [`heuristic_freshness`](Self::heuristic_freshness) and
-    /// [`store_any_status`](Self::store_any_status) on, and
+    /// [`store_any_status`](Self::store_any_status) and
+    /// [`share_must_revalidate`](Self::share_must_revalidate) on, and
     /// [`serve_stale_on_error`](Self::serve_stale_on_error) for an hour. Setters called after
     /// it change single settings back.
     pub fn reverse_proxy(self) -> Self {
         self.heuristic_freshness(true)
             .store_any_status(true)
+            .share_must_revalidate(true)
             .serve_stale_on_error(REVERSE_PROXY_STALE_ON_ERROR)
     }
 
@@ -369,6 +386,7 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
             heuristic_freshness: self.heuristic_freshness,
             any_status: self.any_status,
             targeted,
+            share_must_revalidate: self.share_must_revalidate,
             max_ttl,
             keep_stale: self.keep_stale,
             stale_on_error: self.stale_on_error,
@@ -398,6 +416,8 @@ pub(crate) struct Settings {
     pub(crate) any_status: bool,
     /// The targeted cache-control fields obeyed, in order (RFC 9213).
     pub(crate) targeted: Vec<HeaderName>,
+    /// Whether `must-revalidate` alone shares a response to an authorized request.
+    pub(crate) share_must_revalidate: bool,
     pub(crate) max_ttl: Duration,
     /// How long past its freshness a response with a validator is kept, to be revalidated.
     pub(crate) keep_stale: Duration,

@@ -105,6 +105,10 @@ pub(crate) struct Context<'a> {
     pub(crate) any_status: bool,
     /// The targeted cache-control fields this cache obeys (RFC 9213), in order.
     pub(crate) targeted: &'a [HeaderName],
+    /// Whether a response to an authorized request that says only `must-revalidate` is
+    /// shared with every request, as RFC 9111 section 3.5 allows, rather than kept for
+    /// requests with the same `Authorization`.
+    pub(crate) share_must_revalidate: bool,
     pub(crate) now: SystemTime,
 }
 
@@ -143,7 +147,10 @@ pub(crate) fn decide(
     let vary = vary_names(headers).ok_or(NotStorable::VaryStar)?;
     // Without credentials, or with a response that says it may be shared (public, s-maxage).
     let shareable = directives.public || directives.s_maxage.is_some();
-    let scope = if !context.authorized || shareable {
+    let scope = if !context.authorized
+        || shareable
+        || (directives.must_revalidate && context.share_must_revalidate)
+    {
         Scope::Shared
     } else if directives.must_revalidate {
         Scope::User
@@ -152,6 +159,9 @@ pub(crate) fn decide(
     };
     let lifetime = match explicit_lifetime(headers, &directives, &context) {
         Some(lifetime) => lifetime,
+        // `no-cache` allows storing a response that is revalidated on every use (RFC 9111
+        // section 5.2.2.4); with a validator, that saves the body on a 304.
+        None if directives.no_cache && has_validator(headers) => Duration::ZERO,
         // `public` allows heuristics on any status (RFC 9111 section 4.2.2).
         None if heuristically_cacheable(status) || directives.public => {
             heuristic_lifetime(headers, &context).ok_or(NotStorable::NoFreshness)?
@@ -283,6 +293,7 @@ mod tests {
             default_ttl: None,
             heuristic: true,
             any_status: true,
+            share_must_revalidate: false,
             targeted: Box::leak(Box::new([HeaderName::from_static(
                 crate::targeted::CDN_CACHE_CONTROL,
             )])),
@@ -543,6 +554,16 @@ mod tests {
         assert_eq!(scope("public, max-age=60"), Ok(Scope::Shared));
         assert_eq!(scope("s-maxage=60"), Ok(Scope::Shared));
         assert_eq!(scope("must-revalidate, max-age=60"), Ok(Scope::User));
+        let shared = Context {
+            authorized: true,
+            share_must_revalidate: true,
+            ..context()
+        };
+        let headers = with(&[("cache-control", "must-revalidate, max-age=60")]);
+        assert_eq!(
+            decide(StatusCode::OK, &headers, shared).map(|s| s.scope),
+            Ok(Scope::Shared)
+        );
     }
 
     #[test]

@@ -823,6 +823,7 @@ impl<E: AsyncCacheEngine> State<E> {
             heuristic: self.settings.heuristic_freshness,
             any_status: self.settings.any_status,
             targeted: &self.settings.targeted,
+            share_must_revalidate: self.settings.share_must_revalidate,
             now: SystemTime::now(),
         }
     }

@@ -217,6 +217,13 @@ async fn vary_gives_each_variant_its_own_response(backend: Backend) {
     assert!(app.get(target).await.hit());
     assert_eq!(app.calls("GET", target), 3);
     assert_eq!(en_again.header("vary"), Some("accept-language"));
+    // Whitespace and case do not make another variant; order does.
+    let list = "/vary-list?cc=max-age=60&vary=accept-language";
+    app.get_with(list, &[("accept-language", "en, de")]).await;
+    let spaced = app.get_with(list, &[("accept-language", " EN ,de ")]).await;
+    assert!(spaced.hit());
+    let reordered = app.get_with(list, &[("accept-language", "de, en")]).await;
+    assert!(!reordered.hit());
     // A reload of one variant (a request that skips the cache) keeps the others.
     let reloaded = app
         .get_with(
@@ -300,6 +307,15 @@ async fn authorization_is_cached_only_when_the_response_allows_it(backend: Backe
     assert!(!anonymous.hit(), "nor for a request without credentials");
     assert!(anonymous.text().contains("user=-"));
     assert_eq!(app.calls("GET", own), 3);
+
+    // Unless the layer is told to share them, as RFC 9111 section 3.5 allows.
+    let Some(app) = App::start(backend, |b| b.share_must_revalidate(true)).await else {
+        return;
+    };
+    let first = app.get_with(own, &alice).await;
+    let anonymous = app.get(own).await;
+    assert!(anonymous.hit());
+    assert_eq!(anonymous.body, first.body);
 }
 
 async fn statuses_are_stored_as_rfc_9111_says(backend: Backend) {
@@ -863,6 +879,17 @@ async fn no_cache_responses_are_stored_and_revalidated_every_time(backend: Backe
         );
     }
     assert_eq!(app.calls("GET", target), 4, "every request revalidated");
+    // No freshness at all: stored all the same, to be revalidated.
+    let target = "/no-cache?cc=no-cache&etag=%22m%22";
+    let first = app.get(target).await;
+    let second = app.get(target).await;
+    assert_eq!(second.body, first.body);
+    assert!(
+        second
+            .header("cache-status")
+            .unwrap()
+            .contains("fwd-status=304")
+    );
     // Without a validator, every request gets the whole response.
     let target = "/no-cache?cc=no-cache,max-age=60";
     app.get(target).await;
