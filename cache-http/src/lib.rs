@@ -11,6 +11,7 @@ mod flight;
 mod key;
 mod layer;
 mod policy;
+mod range;
 mod service;
 mod targeted;
 

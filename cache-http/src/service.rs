@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use cache_core::{AsyncCacheEngine, CacheError, Remaining, Ttl};
-use http::header::{AGE, CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    AGE, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use tower::Service;
@@ -24,6 +26,7 @@ use crate::entry::{self, Entry, StoredResponse, Variants};
 use crate::flight::{self, Fetched, LeaderGuard, Role};
 use crate::layer::{CACHE_STATUS_HEADER, HttpCacheStats, State, count};
 use crate::policy::{self, Scope};
+use crate::range;
 
 /// The [`tower::Service`] an [`HttpCacheLayer`](crate::HttpCacheLayer) wraps around an inner service.
 pub struct HttpCache<S, E> {
@@ -535,10 +538,39 @@ impl<E: AsyncCacheEngine> State<E> {
             headers.insert(AGE, HeaderValue::from(age.as_secs()));
             return self.mark(response, served);
         }
-        let body = if head { Bytes::new() } else { stored.body };
+        let mut status = stored.status;
+        let mut headers = stored.headers;
+        let mut body = stored.body;
+        if status == StatusCode::OK {
+            let len = body.len() as u64;
+            match range::select(request, &headers, len) {
+                range::Part::Whole => {}
+                range::Part::Bytes { start, end } => {
+                    // Both fit in usize: they are offsets into a body in memory.
+                    let (from, to) = (
+                        usize::try_from(start).unwrap_or(usize::MAX),
+                        usize::try_from(end).unwrap_or(usize::MAX),
+                    );
+                    body = body.slice(from..=to.min(body.len().saturating_sub(1)));
+                    status = StatusCode::PARTIAL_CONTENT;
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                    headers.insert(
+                        CONTENT_RANGE,
+                        content_range(&format!("bytes {start}-{end}/{len}")),
+                    );
+                }
+                range::Part::Unsatisfiable => {
+                    body = Bytes::new();
+                    status = StatusCode::RANGE_NOT_SATISFIABLE;
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+                    headers.insert(CONTENT_RANGE, content_range(&format!("bytes */{len}")));
+                }
+            }
+        }
+        let body = if head { Bytes::new() } else { body };
         let mut response = Response::new(CacheBody::full(body));
-        *response.status_mut() = stored.status;
-        *response.headers_mut() = stored.headers;
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
         response
             .headers_mut()
             .insert(AGE, HeaderValue::from(age.as_secs()));
@@ -1077,4 +1109,9 @@ fn random_generation() -> u64 {
         .unwrap_or_default();
     hasher.write_u128(now.as_nanos());
     hasher.finish()
+}
+
+/// A `Content-Range` value; its text is digits and ASCII only.
+fn content_range(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
 }

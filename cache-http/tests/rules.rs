@@ -59,6 +59,7 @@ on_every_engine!(
     qualified_no_cache_and_private_store_the_rest,
     cdn_cache_control_decides_for_this_cache,
     expires_dates_are_read_leniently_but_not_guessed,
+    ranges_are_served_from_a_stored_complete_response,
 );
 
 async fn a_fresh_response_is_served_from_the_cache(backend: Backend) {
@@ -1060,4 +1061,49 @@ async fn expires_dates_are_read_leniently_but_not_guessed(backend: Backend) {
         app.get(&target).await;
         assert!(!app.get(&target).await.hit(), "{expires}");
     }
+}
+
+async fn ranges_are_served_from_a_stored_complete_response(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b).await else {
+        return;
+    };
+    let target = "/ranged?cc=max-age=60&etag=%22r%22";
+    let whole = app.get(target).await.text();
+    let len = whole.len();
+    let first = app.get_with(target, &[("range", "bytes=0-3")]).await;
+    assert_eq!(first.status, 206);
+    assert!(first.hit());
+    assert_eq!(first.text(), whole[..4]);
+    assert_eq!(
+        first.header("content-range"),
+        Some(format!("bytes 0-3/{len}").as_str())
+    );
+    let suffix = app.get_with(target, &[("range", "bytes=-5")]).await;
+    assert_eq!(
+        (suffix.status, suffix.text()),
+        (206, whole[len - 5..].to_owned())
+    );
+    let past = app.get_with(target, &[("range", "bytes=9999-")]).await;
+    assert_eq!(past.status, 416);
+    assert_eq!(
+        past.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+    // Several ranges, or an If-Range for another version: the whole response.
+    for headers in [
+        [("range", "bytes=0-1,4-5"), ("x-other", "1")],
+        [("range", "bytes=0-1"), ("if-range", "\"old\"")],
+    ] {
+        let reply = app.get_with(target, &headers).await;
+        assert_eq!((reply.status, reply.text()), (200, whole.clone()));
+    }
+    let matching = app
+        .get_with(target, &[("range", "bytes=0-1"), ("if-range", "\"r\"")])
+        .await;
+    assert_eq!(matching.status, 206);
+    assert_eq!(
+        app.calls("GET", target),
+        1,
+        "every range came from the cache"
+    );
 }
