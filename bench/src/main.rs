@@ -13,6 +13,7 @@
 mod asynchronous;
 mod batch;
 mod compression;
+mod http;
 mod layers;
 mod local;
 mod measure;
@@ -227,6 +228,13 @@ fn main() {
         step("local engines");
         local::run(&plan, &mut rows);
         asynchronous::run_local(&plan, &mut rows);
+    }
+    if wanted("http") {
+        step("http cache");
+        if let Err(e) = http::run(&plan, &mut rows) {
+            eprintln!("http comparisons failed: {e}");
+            std::process::exit(1);
+        }
     }
     if wanted("typed") {
         step("typed layer");
