@@ -334,13 +334,13 @@ impl<E: AsyncCacheEngine> HttpCacheBuilder<E> {
     /// # Errors
     ///
     /// [`CacheError::InvalidConfig`] when the engine does not offer the remaining TTL (a
-    /// response's `Age` is computed from it), a key header is not a valid header name, or when the
-    /// engine's keys (`capabilities().max_key_len`) have no room for a key of the layer
+    /// variant list is rewritten with the lifetime it has left), a key header or a targeted
+    /// cache-control name is not a valid header name, or when the engine's keys (`capabilities().max_key_len`) have no room for a key of the layer
     /// (`http:` and at least 32 hex digits of a SHA-256), or the `Cache-Status` name is not a
     /// token.
     pub fn build(self) -> cache_core::Result<HttpCacheLayer<E>> {
         let capabilities = self.engine.capabilities();
-        // A response's `Age` and its freshness come from the entry's remaining TTL.
+        // A variant list keeps its remaining lifetime when a variant is added to it.
         capabilities.require(cache_core::Operation::RemainingTtl, "HTTP caches")?;
         if !is_token(&self.cache_name) {
             return Err(CacheError::invalid_config(format!(
