@@ -57,15 +57,40 @@ pub fn parse_ttl(name: &str, text: &str) -> Result<Ttl> {
         .map_err(|_| CacheError::invalid_config(format!("{name} is out of range: {text:?}")))
 }
 
-/// Hides the password of a URL (`scheme://user:password@host/...`) behind `***`.
+/// Hides the password of a URL (`scheme://user:password@host/...`, or a `pass=` or
+/// `password=` query parameter, as Unix socket URLs carry it) behind `***`.
 ///
 /// ```
 /// use cache_core::config::redact_url;
 ///
 /// assert_eq!(redact_url("redis://app:s3cret@host:6379/2"), "redis://app:***@host:6379/2");
 /// assert_eq!(redact_url("memcached://host:11211"), "memcached://host:11211");
+/// assert_eq!(
+///     redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+///     "redis+unix:///run/redis.sock?db=1&pass=***"
+/// );
 /// ```
 pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((url, query)) => (url, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_authority(url);
+    if let Some(query) = query {
+        let hidden: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if matches!(name, "pass" | "password") => format!("{name}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&hidden.join("&"));
+    }
+    out
+}
+
+fn redact_authority(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

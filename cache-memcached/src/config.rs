@@ -85,7 +85,10 @@ impl<Face> fmt::Debug for MemcachedEngineBuilder<Face> {
 
 impl<Face> MemcachedEngineBuilder<Face> {
     /// The server: `memcached://host[:port]`, `memcache://host[:port]` or `host[:port]`;
-    /// port 11211 by default. Replaces any server set before.
+    /// port 11211 by default. A server on the same host can be reached through its Unix domain
+    /// socket (memcached's `-s PATH`): `memcached+unix:///path/to/memcached.sock`,
+    /// `unix:///path...`, or the absolute path alone, as libmemcached takes it. Replaces any
+    /// server set before.
     pub fn server(mut self, server: impl Into<String>) -> Self {
         self.servers = vec![server.into()];
         self
@@ -184,8 +187,30 @@ fn to_usize(name: &str, n: u64) -> Result<usize> {
     usize::try_from(n).map_err(|_| CacheError::invalid_config(format!("{name} is too large")))
 }
 
-/// `host:port` of a server given as a URL or an address.
+/// `host:port` of a server given as a URL or an address, or `unix:PATH` for a Unix domain
+/// socket.
 pub(crate) fn parse_server(server: &str) -> Result<String> {
+    let unix = server
+        .strip_prefix("memcached+unix://")
+        .or_else(|| server.strip_prefix("memcache+unix://"))
+        .or_else(|| server.strip_prefix("unix://"))
+        .or_else(|| server.starts_with('/').then_some(server));
+    if let Some(path) = unix {
+        if !path.starts_with('/') || path.contains(['?', '#']) {
+            return Err(CacheError::invalid_config(format!(
+                "a memcached socket must be an absolute path (memcached+unix:///run/memcached.sock), \
+                 got {server:?}"
+            )));
+        }
+        let path = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| {
+                CacheError::invalid_config(format!(
+                    "memcached socket {server:?} is not UTF-8 once percent-decoded"
+                ))
+            })?;
+        return Ok(format!("{}{path}", cache_remote::UNIX_PREFIX));
+    }
     let rest = server
         .strip_prefix("memcached://")
         .or_else(|| server.strip_prefix("memcache://"))
@@ -229,6 +254,15 @@ mod tests {
         assert_eq!(parse_server("[::1]:11212").unwrap(), "[::1]:11212");
         assert_eq!(parse_server("[::1]").unwrap(), "[::1]:11211");
         assert!(parse_server("http://x/y").is_err());
+        for unix in [
+            "memcached+unix:///run/mc.sock",
+            "unix:///run/mc.sock",
+            "/run/mc.sock",
+        ] {
+            assert_eq!(parse_server(unix).unwrap(), "unix:/run/mc.sock", "{unix}");
+        }
+        assert!(parse_server("unix://run/mc.sock").is_err());
+        assert!(parse_server("memcached+unix:///run/mc.sock?x=1").is_err());
         assert!(parse_server("cache:port").is_err());
         assert!(parse_server("").is_err());
     }

@@ -90,6 +90,7 @@ impl<Face> RedisEngineBuilder<Face> {
     /// | `redis://[user][:password@]host[:port][/db]` | one server (port 6379, database 0 by default) |
     /// | `redis-cluster://[user][:password@]host:port[,host:port...]` | a Redis Cluster, found through any of these nodes (database 0 only) |
     /// | `redis-sentinel://[user][:password@]host:port[,host:port...]/master[/db]` | the master named `master`, found through these sentinels (port 26379 by default) |
+    /// | `redis+unix:///path/to/redis.sock[?db=N&user=NAME&pass=PASSWORD]` or `unix:///path...` | one server on the same host, through its Unix domain socket (`unixsocket` in redis.conf); the `redis` crate's forms |
     ///
     /// `rediss://`, `rediss-cluster://` and `rediss-sentinel://` are the same over TLS (feature
     /// `tls`). Credentials are those of the data servers; a password with special characters is
@@ -217,12 +218,18 @@ pub(crate) struct ServerUrl {
     pub(crate) username: Option<String>,
     pub(crate) password: Option<Secret>,
     pub(crate) tls: bool,
+    /// `host` is the path of a Unix domain socket (`port` is then 0).
+    pub(crate) unix: bool,
 }
 
 impl ServerUrl {
-    /// `host:port`, to connect to and to name in errors.
+    /// `host:port`, or `unix:` and the socket's path, to connect to and to name in errors.
     pub(crate) fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        if self.unix {
+            format!("{}{}", cache_remote::UNIX_PREFIX, self.host)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -380,11 +387,18 @@ pub(crate) fn parse_target(text: &str) -> Result<Target> {
     }
 }
 
-/// Parses `redis://[user][:password@]host[:port][/db]` or `rediss://...`.
+/// Parses `redis://[user][:password@]host[:port][/db]` or `rediss://...`, or a Unix socket's
+/// URL (`redis+unix:///path` or `unix:///path`).
 pub(crate) fn parse_url(text: &str) -> Result<ServerUrl> {
     let bad = |why: &str| {
         CacheError::invalid_config(format!("cannot use Redis URL {}: {why}", redact(text)))
     };
+    if let Some(rest) = text
+        .strip_prefix("redis+unix://")
+        .or_else(|| text.strip_prefix("unix://"))
+    {
+        return parse_unix_url(rest).map_err(|why| bad(&why));
+    }
     if text.contains('#') {
         return Err(bad("fragments are not accepted (insecure TLS is only \
              RedisEngineBuilder::danger_accept_invalid_certs)"));
@@ -428,7 +442,56 @@ pub(crate) fn parse_url(text: &str) -> Result<ServerUrl> {
         username,
         password,
         tls,
+        unix: false,
     })
+}
+
+/// The part of `redis+unix://` or `unix://` URL after the scheme: `/path/to/socket`, then
+/// optionally `?db=N&user=NAME&pass=PASSWORD`, the parameters the `redis` crate reads there.
+fn parse_unix_url(rest: &str) -> std::result::Result<ServerUrl, String> {
+    if rest.contains('#') {
+        return Err("fragments are not accepted".into());
+    }
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !path.starts_with('/') {
+        return Err("the socket path must be absolute: redis+unix:///run/redis/redis.sock".into());
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| "the URL must be UTF-8 once percent-decoded".to_string())
+    };
+    let mut url = ServerUrl {
+        host: decode(path)?,
+        port: 0,
+        db: 0,
+        username: None,
+        password: None,
+        tls: false,
+        unix: true,
+    };
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = decode(value)?;
+        match name {
+            "db" => {
+                url.db = value
+                    .parse()
+                    .map_err(|_| format!("db must be a database number, not {value:?}"))?;
+            }
+            "user" => url.username = Some(value).filter(|user| !user.is_empty()),
+            "pass" | "password" => url.password = Some(Secret(value)),
+            "protocol" if matches!(value.as_str(), "resp2" | "2") => {}
+            "protocol" => {
+                return Err(format!(
+                    "protocol {value:?} is not supported: this engine speaks RESP2"
+                ));
+            }
+            other => return Err(format!("unknown parameter {other:?} (db, user, pass)")),
+        }
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -455,6 +518,33 @@ mod tests {
             parse_url("redis://[::1]:7000").unwrap().address(),
             "[::1]:7000"
         );
+    }
+
+    #[test]
+    fn unix_socket_urls() {
+        let plain = parse_url("redis+unix:///run/redis/redis.sock").unwrap();
+        assert_eq!(plain.address(), "unix:/run/redis/redis.sock");
+        assert_eq!((plain.db, plain.tls, plain.unix), (0, false, true));
+        let full = parse_url("unix:///tmp/r%20s.sock?db=3&user=app&pass=p%40ss").unwrap();
+        assert_eq!(full.address(), "unix:/tmp/r s.sock");
+        assert_eq!(full.db, 3);
+        assert_eq!(full.username.as_deref(), Some("app"));
+        assert_eq!(full.password, Some(Secret("p@ss".into())));
+        assert!(parse_url("unix:///tmp/r.sock?protocol=resp2").is_ok());
+        for bad in [
+            "redis+unix://relative/path",
+            "unix:///tmp/r.sock?db=x",
+            "unix:///tmp/r.sock?pass=hunter2&timeout=5",
+            "unix:///tmp/r.sock?protocol=resp3&pass=hunter2",
+            "unix:///tmp/r.sock#insecure",
+        ] {
+            let err = parse_url(bad).unwrap_err();
+            assert!(
+                matches!(err, CacheError::InvalidConfig { .. }),
+                "{bad}: {err}"
+            );
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

@@ -655,22 +655,37 @@ async fn open<B: Backend>(
         address: address.to_string(),
         after: budget,
     };
-    let tcp = match ::tokio::time::timeout_at(deadline, ::tokio::net::TcpStream::connect(address))
-        .await
-    {
-        Err(_) => return Err(timed_out()),
-        Ok(Err(e)) => {
-            return Err(Broken::Io(e).into_error(name, operation, address, budget));
+    let (read, write) = match crate::backend::unix_path(address) {
+        Some(path) => match ::tokio::time::timeout_at(deadline, connect_unix(path)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(halves) => {
+                halves.map_err(|e| Broken::Io(e).into_error(name, operation, address, budget))?
+            }
+        },
+        None => {
+            let tcp = match ::tokio::time::timeout_at(
+                deadline,
+                ::tokio::net::TcpStream::connect(address),
+            )
+            .await
+            {
+                Err(_) => return Err(timed_out()),
+                Ok(Err(e)) => {
+                    return Err(Broken::Io(e).into_error(name, operation, address, budget));
+                }
+                Ok(Ok(tcp)) => tcp,
+            };
+            tcp.set_nodelay(true)
+                .map_err(|e| Broken::Io(e).into_error(name, operation, address, budget))?;
+            crate::settings::set_tcp_keepalive(&tcp, settings.keepalive)
+                .map_err(|e| Broken::Io(e).into_error(name, operation, address, budget))?;
+            match ::tokio::time::timeout_at(deadline, wrap(&**backend, tcp)).await {
+                Err(_) => return Err(timed_out()),
+                Ok(halves) => {
+                    halves.map_err(|why| why.into_error(name, operation, address, budget))?
+                }
+            }
         }
-        Ok(Ok(tcp)) => tcp,
-    };
-    tcp.set_nodelay(true)
-        .map_err(|e| Broken::Io(e).into_error(name, operation, address, budget))?;
-    crate::settings::set_tcp_keepalive(&tcp, settings.keepalive)
-        .map_err(|e| Broken::Io(e).into_error(name, operation, address, budget))?;
-    let (read, write) = match ::tokio::time::timeout_at(deadline, wrap(&**backend, tcp)).await {
-        Err(_) => return Err(timed_out()),
-        Ok(halves) => halves.map_err(|why| why.into_error(name, operation, address, budget))?,
     };
     let pipe = start(Arc::clone(backend), read, write, settings);
     if let Some(mut handshake) = backend.handshake() {
@@ -684,6 +699,22 @@ async fn open<B: Backend>(
         }
     }
     Ok(pipe)
+}
+
+/// A connection to the Unix domain socket at `path`, split in halves.
+#[cfg(unix)]
+async fn connect_unix(path: &std::path::Path) -> std::io::Result<(ReadHalf, WriteHalf)> {
+    let stream = ::tokio::net::UnixStream::connect(path).await?;
+    let (read, write) = stream.into_split();
+    Ok((Box::new(read), Box::new(write)))
+}
+
+#[cfg(not(unix))]
+async fn connect_unix(_path: &std::path::Path) -> std::io::Result<(ReadHalf, WriteHalf)> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "Unix domain sockets need a Unix platform",
+    ))
 }
 
 #[cfg(feature = "tls")]

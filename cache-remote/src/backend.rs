@@ -25,7 +25,9 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// The decoder.
     fn decoder(&self) -> &Self::Decoder;
 
-    /// Where to connect: `host:port`. Also named in errors, so it holds no credentials.
+    /// Where to connect: `host:port`, or `unix:` and the path of a Unix domain socket
+    /// (`unix:/run/redis/redis.sock`; see [`UNIX_PREFIX`]). Also named in errors, so it holds
+    /// no credentials.
     fn address(&self) -> &str;
 
     /// The exchange run on every new connection before it is used (authentication, choosing
@@ -45,6 +47,14 @@ pub trait Backend: Send + Sync + Debug + 'static {
     fn tls(&self) -> Option<&TlsSettings> {
         None
     }
+}
+
+/// The prefix of a [`Backend::address`] that names a Unix domain socket by its path.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// The socket path of an address of the form `unix:PATH`, if it is one.
+pub(crate) fn unix_path(address: &str) -> Option<&std::path::Path> {
+    address.strip_prefix(UNIX_PREFIX).map(std::path::Path::new)
 }
 
 /// How to wrap a connection in TLS (rustls).

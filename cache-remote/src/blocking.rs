@@ -42,6 +42,17 @@ impl SyncStream for TcpStream {
     }
 }
 
+#[cfg(unix)]
+impl SyncStream for std::os::unix::net::UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_write_timeout(self, timeout)
+    }
+}
+
 #[cfg(feature = "tls")]
 impl SyncStream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
@@ -793,6 +804,56 @@ impl<B: Backend> Client<B> {
             address: address.to_string(),
             after: budget,
         };
+        let stream = match crate::backend::unix_path(address) {
+            Some(path) => connect_unix(path).map_err(unreachable)?,
+            None => {
+                let tcp = self.connect_tcp(address, &deadline, operation)?;
+                self.wrap(tcp, &deadline)
+                    .map_err(|why| why.into_error(backend, operation, address, budget))?
+            }
+        };
+        let mut conn = Conn::new(stream);
+        if let Some(mut handshake) = self.backend.handshake() {
+            match drive(
+                &mut conn,
+                self.backend.decoder(),
+                &mut handshake,
+                deadline,
+                budget,
+            ) {
+                Ok(()) => {}
+                Err(Failure::Reply(e)) => return Err(e),
+                Err(Failure::Full(_)) => return Err(timed_out()),
+                Err(Failure::Broken { why, .. }) => {
+                    return Err(why.into_error(backend, operation, address, budget));
+                }
+            }
+        }
+        Ok(conn)
+    }
+
+    /// A TCP connection to `address` (`host:port`, every address it resolves to in turn),
+    /// with `TCP_NODELAY` and the keepalive setting.
+    fn connect_tcp(
+        &self,
+        address: &str,
+        deadline: &Deadline,
+        operation: &'static str,
+    ) -> Result<TcpStream> {
+        let backend = self.backend.name();
+        let budget = self.settings.connect_timeout;
+        let unreachable = |e: io::Error| CacheError::Connection {
+            backend,
+            operation,
+            address: address.to_string(),
+            source: Some(Box::new(e)),
+        };
+        let timed_out = || CacheError::Timeout {
+            backend,
+            operation,
+            address: address.to_string(),
+            after: budget,
+        };
         let addrs: Vec<SocketAddr> = address.to_socket_addrs().map_err(unreachable)?.collect();
         let mut last = None;
         let mut tcp = None;
@@ -816,27 +877,7 @@ impl<B: Backend> Client<B> {
         };
         tcp.set_nodelay(true).map_err(unreachable)?;
         crate::settings::set_tcp_keepalive(&tcp, self.settings.keepalive).map_err(unreachable)?;
-        let stream = self
-            .wrap(tcp, &deadline)
-            .map_err(|why| why.into_error(backend, operation, address, budget))?;
-        let mut conn = Conn::new(stream);
-        if let Some(mut handshake) = self.backend.handshake() {
-            match drive(
-                &mut conn,
-                self.backend.decoder(),
-                &mut handshake,
-                deadline,
-                budget,
-            ) {
-                Ok(()) => {}
-                Err(Failure::Reply(e)) => return Err(e),
-                Err(Failure::Full(_)) => return Err(timed_out()),
-                Err(Failure::Broken { why, .. }) => {
-                    return Err(why.into_error(backend, operation, address, budget));
-                }
-            }
-        }
-        Ok(conn)
+        Ok(tcp)
     }
 
     #[cfg(feature = "tls")]
@@ -874,6 +915,22 @@ impl<B: Backend> Client<B> {
     ) -> std::result::Result<Box<dyn SyncStream>, Broken> {
         Ok(Box::new(tcp))
     }
+}
+
+/// A connection to the Unix domain socket at `path`. Connecting to a local socket does not
+/// wait on a network: it succeeds or fails at once (a full listen queue fails with
+/// `EAGAIN`), so the connect timeout has nothing to bound.
+#[cfg(unix)]
+fn connect_unix(path: &std::path::Path) -> io::Result<Box<dyn SyncStream>> {
+    Ok(Box::new(std::os::unix::net::UnixStream::connect(path)?))
+}
+
+#[cfg(not(unix))]
+fn connect_unix(_path: &std::path::Path) -> io::Result<Box<dyn SyncStream>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "Unix domain sockets need a Unix platform",
+    ))
 }
 
 /// A connection outside the pool, from [`Client::dedicated`]: the caller sends requests and

@@ -45,7 +45,7 @@ mod transport;
 
 #[cfg(feature = "tls")]
 pub use backend::TlsSettings;
-pub use backend::{Backend, Broken, ReplyOf};
+pub use backend::{Backend, Broken, ReplyOf, UNIX_PREFIX};
 pub use buffer::ReadBuffer;
 pub use cache_core::block_on;
 pub use cache_core::{Async, Blocking};

@@ -18,7 +18,7 @@
 //! A test never flushes or relies on a server it did not start: with an external server, tests
 //! work only in their own random namespaces.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -76,6 +76,8 @@ pub struct TestServer {
     host: String,
     external: Option<String>,
     extra_args: Vec<String>,
+    /// Whether it also listens on a Unix domain socket (memcached: only there).
+    unix: bool,
     process: Mutex<Option<Running>>,
 }
 
@@ -179,6 +181,7 @@ impl TestServer {
                     host: String::new(),
                     external: Some(external),
                     extra_args: Vec::new(),
+                    unix: false,
                     process: Mutex::new(None),
                 });
             }
@@ -191,10 +194,57 @@ impl TestServer {
             host: "127.0.0.1".into(),
             external: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            unix: false,
             process: Mutex::new(None),
         };
         server.launch()?;
         Ok(server)
+    }
+
+    /// A server of the harness's own listening on a Unix domain socket in its working
+    /// directory ([`unix_socket`](Self::unix_socket)): Redis also on its loopback port,
+    /// memcached only on the socket (its `-s` turns the network off).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when the binary is missing or the server does not start.
+    pub fn start_unix(kind: ServerKind) -> Result<Self, Unavailable> {
+        find_binary(kind)?;
+        let server = Self {
+            kind,
+            port: free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?,
+            host: "127.0.0.1".into(),
+            external: None,
+            extra_args: Vec::new(),
+            unix: true,
+            process: Mutex::new(None),
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// The path of the server's Unix domain socket, if it listens on one.
+    pub fn unix_socket(&self) -> Option<PathBuf> {
+        self.unix.then(|| self.work_dir().join("server.sock"))
+    }
+
+    /// A URL for the server's Unix domain socket: `redis+unix:///PATH` or
+    /// `memcached+unix:///PATH`.
+    pub fn unix_url(&self) -> Option<String> {
+        let path = self.unix_socket()?;
+        let scheme = match self.kind {
+            ServerKind::Memcached => "memcached+unix",
+            ServerKind::Redis | ServerKind::Sentinel => "redis+unix",
+        };
+        Some(format!("{scheme}://{}", path.display()))
+    }
+
+    /// Where readiness is probed: the socket for a memcached that listens only there.
+    fn probe_address(&self) -> String {
+        match self.unix_socket() {
+            Some(path) if self.kind == ServerKind::Memcached => format!("unix:{}", path.display()),
+            _ => self.address(),
+        }
     }
 
     /// A sentinel monitoring the master at `master` (`host:port`) under `name`, with a quorum of
@@ -276,7 +326,7 @@ impl TestServer {
                 .status();
             let _ = running.wrapper.kill();
             let _ = running.wrapper.wait();
-            wait_until_closed(&self.address(), Duration::from_secs(5));
+            wait_until_closed(&self.probe_address(), Duration::from_secs(5));
         }
     }
 
@@ -444,6 +494,21 @@ impl TestServer {
         if self.kind != ServerKind::Sentinel {
             args.extend(self.extra_args.iter().cloned());
         }
+        if let Some(socket) = self.unix_socket() {
+            let socket = socket.to_string_lossy().into_owned();
+            let _ = std::fs::remove_file(&socket);
+            match self.kind {
+                ServerKind::Memcached => {
+                    args.extend(["-s".into(), socket, "-a".into(), "0700".into()])
+                }
+                ServerKind::Redis | ServerKind::Sentinel => args.extend([
+                    "--unixsocket".into(),
+                    socket,
+                    "--unixsocketperm".into(),
+                    "700".into(),
+                ]),
+            }
+        }
         // The wrapper starts the server, prints its pid, and stops it when stdin closes.
         let script = r#"bin="$1"; shift; "$bin" "$@" >/dev/null 2>&1 & child=$!; echo "$child"; cat >/dev/null; kill -9 "$child" 2>/dev/null; wait "$child" 2>/dev/null"#;
         let mut wrapper = Command::new("sh")
@@ -476,7 +541,7 @@ impl TestServer {
             _lifeline: lifeline,
             pid,
         });
-        if wait_until_ready(self.kind, &self.address(), Duration::from_secs(10)) {
+        if wait_until_ready(self.kind, &self.probe_address(), Duration::from_secs(10)) {
             Ok(())
         } else {
             self.stop();
@@ -484,7 +549,7 @@ impl TestServer {
                 "{} {} did not accept connections on {} within 10 s",
                 binary.display(),
                 args.join(" "),
-                self.address()
+                self.probe_address()
             )))
         }
     }
@@ -600,27 +665,36 @@ fn wait_until_ready(kind: ServerKind, address: &str, within: Duration) -> bool {
 fn wait_until_closed(address: &str, within: Duration) {
     let start = Instant::now();
     while start.elapsed() < within {
-        let open = address
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_ok());
-        if !open {
+        if connect(address).is_none() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// A byte stream to a test server.
+trait Probe: Read + Write {}
+impl<T: Read + Write> Probe for T {}
+
+/// A connection to `host:port` or `unix:PATH`, with a read timeout; `None` if none opens.
+fn connect(address: &str) -> Option<Box<dyn Probe>> {
+    let read_timeout = Some(Duration::from_millis(500));
+    if let Some(path) = address.strip_prefix("unix:") {
+        let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+        let _ = stream.set_read_timeout(read_timeout);
+        return Some(Box::new(stream));
+    }
+    let addr = address.to_socket_addrs().ok()?.next()?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    let _ = stream.set_read_timeout(read_timeout);
+    Some(Box::new(stream))
+}
+
 /// Sends a ping the server must answer.
 fn probe(kind: ServerKind, address: &str) -> bool {
-    let Some(addr) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+    let Some(mut stream) = connect(address) else {
         return false;
     };
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let (request, expected): (&[u8], &str) = match kind {
         ServerKind::Redis | ServerKind::Sentinel => (b"PING\r\n", "+PONG"),
         ServerKind::Memcached => (b"version\r\n", "VERSION"),
