@@ -26,6 +26,7 @@ mod scale;
 mod tiered;
 mod traces;
 mod typed;
+mod unix;
 mod workload;
 
 use std::fmt;
@@ -262,6 +263,10 @@ fn main() {
                         step("several servers");
                         scale::run(&plan, &redis, &memcached, &mut rows)
                     })
+                    .and_then(|()| {
+                        step("unix sockets");
+                        unix::run(&plan, &memcached, &mut rows)
+                    })
                 {
                     eprintln!("remote comparisons failed: {e}");
                     std::process::exit(1);
@@ -354,6 +359,8 @@ fn write_docs(table: &str, rows: &[Row], sections: &[String], seconds: f64) {
          scales 1.25x from one thread to two; in the other it drops to about 0.42x, and so does\n\
          every ratio that depends on cross-core traffic (our hits ratio was 0.93 in the first mode\n\
          and 0.70 in the second). The reference rows show which mode a run was in.\n\n\
+         The HTTP cache's result on the standard conformance suite, beside the published caches, is in\n\
+         [HTTP-CACHE-TESTS.md](HTTP-CACHE-TESTS.md).\n\n\
          ![ratios against goals](benchmarks.svg)\n\n\
          {table}\n\
          {}\
