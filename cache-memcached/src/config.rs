@@ -36,7 +36,33 @@ pub struct MemcachedEngineBuilder<Face = Blocking> {
     pub(crate) generation_refresh: Duration,
     pub(crate) failure_limit: u32,
     pub(crate) retry_after: Duration,
+    pub(crate) credentials: Option<(String, Secret)>,
+    pub(crate) tls_root_certificate: Option<Vec<u8>>,
+    pub(crate) danger_accept_invalid_certs: bool,
     face: PhantomData<fn() -> Face>,
+}
+
+/// A password, never shown in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// One server, as given: where, and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Server {
+    /// `host:port`, or `unix:PATH`: where to connect, and the server's name in the ring.
+    pub(crate) address: String,
+    /// The host alone (no port, IPv6 without brackets), for TLS.
+    pub(crate) host: String,
+    /// `memcacheds://`.
+    pub(crate) tls: bool,
+    /// ASCII authentication (`memcached -Y`), from the URL.
+    pub(crate) credentials: Option<(String, Secret)>,
 }
 
 impl<Face> Default for MemcachedEngineBuilder<Face> {
@@ -49,6 +75,9 @@ impl<Face> Default for MemcachedEngineBuilder<Face> {
             generation_refresh: DEFAULT_GENERATION_REFRESH,
             failure_limit: DEFAULT_FAILURE_LIMIT,
             retry_after: DEFAULT_RETRY_AFTER,
+            credentials: None,
+            tls_root_certificate: None,
+            danger_accept_invalid_certs: false,
             face: PhantomData,
         }
     }
@@ -64,6 +93,9 @@ impl<Face> Clone for MemcachedEngineBuilder<Face> {
             generation_refresh: self.generation_refresh,
             failure_limit: self.failure_limit,
             retry_after: self.retry_after,
+            credentials: self.credentials.clone(),
+            tls_root_certificate: self.tls_root_certificate.clone(),
+            danger_accept_invalid_certs: self.danger_accept_invalid_certs,
             face: PhantomData,
         }
     }
@@ -78,14 +110,25 @@ impl<Face> fmt::Debug for MemcachedEngineBuilder<Face> {
             .field("hash_keys", &self.hash_keys)
             .field("generation_refresh", &self.generation_refresh)
             .field("failure_limit", &self.failure_limit)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(user, _)| (user, "***")),
+            )
+            .field("tls_root_certificate", &self.tls_root_certificate.is_some())
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
             .field("retry_after", &self.retry_after)
             .finish()
     }
 }
 
 impl<Face> MemcachedEngineBuilder<Face> {
-    /// The server: `memcached://host[:port]`, `memcache://host[:port]` or `host[:port]`;
-    /// port 11211 by default. A server on the same host can be reached through its Unix domain
+    /// The server: `memcached://[user:password@]host[:port]`, `memcache://...` or
+    /// `host[:port]`; port 11211 by default. `memcacheds://` connects over TLS (memcached
+    /// 1.5.13+ started with `-Z`; feature `tls`). A user and password (percent-encoded) log in
+    /// with memcached's ASCII authentication (`-Y` auth file) on every new connection. A server on the same host can be reached through its Unix domain
     /// socket (memcached's `-s PATH`): `memcached+unix:///path/to/memcached.sock`,
     /// `unix:///path...`, or the absolute path alone, as libmemcached takes it. Replaces any
     /// server set before.
@@ -125,6 +168,31 @@ impl<Face> MemcachedEngineBuilder<Face> {
     }
 
     cache_remote::remote_builder_setters!();
+
+    /// Logs in on every new connection with memcached's ASCII authentication (memcached 1.5.15+
+    /// started with `-Y` and an auth file of `user:password` lines), for servers whose URL
+    /// names no user. Over plain TCP the password crosses the network in the clear: use
+    /// `memcacheds://` beyond the host. A wrong password fails every operation with
+    /// `CacheError::Authentication`.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), Secret(password.into())));
+        self
+    }
+
+    /// Trusts the CA certificate(s) in `pem` (PEM format) for `memcacheds://` servers, instead
+    /// of the system's and the webpki roots. Needs the `tls` feature.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Accepts any server certificate on `memcacheds://` servers: **no protection against a
+    /// man in the middle**; for tests against self-signed servers only. A URL can never turn
+    /// this on. Needs the `tls` feature.
+    pub fn danger_accept_invalid_certs(mut self) -> Self {
+        self.danger_accept_invalid_certs = true;
+        self
+    }
 
     /// The item size limit (`memcached -I`); default 1 MiB. The engine also learns the server's
     /// own limit (`stats settings`) on every new connection and uses the smaller, so values the
@@ -187,9 +255,8 @@ fn to_usize(name: &str, n: u64) -> Result<usize> {
     usize::try_from(n).map_err(|_| CacheError::invalid_config(format!("{name} is too large")))
 }
 
-/// `host:port` of a server given as a URL or an address, or `unix:PATH` for a Unix domain
-/// socket.
-pub(crate) fn parse_server(server: &str) -> Result<String> {
+/// A server given as a URL, an address or a socket path.
+pub(crate) fn parse_server(server: &str) -> Result<Server> {
     let unix = server
         .strip_prefix("memcached+unix://")
         .or_else(|| server.strip_prefix("memcache+unix://"))
@@ -202,41 +269,85 @@ pub(crate) fn parse_server(server: &str) -> Result<String> {
                  got {server:?}"
             )));
         }
-        let path = percent_encoding::percent_decode_str(path)
-            .decode_utf8()
-            .map_err(|_| {
-                CacheError::invalid_config(format!(
-                    "memcached socket {server:?} is not UTF-8 once percent-decoded"
-                ))
-            })?;
-        return Ok(format!("{}{path}", cache_remote::UNIX_PREFIX));
+        let path = decode(path, server)?;
+        return Ok(Server {
+            address: format!("{}{path}", cache_remote::UNIX_PREFIX),
+            host: path,
+            tls: false,
+            credentials: None,
+        });
     }
-    let rest = server
-        .strip_prefix("memcached://")
-        .or_else(|| server.strip_prefix("memcache://"))
-        .unwrap_or(server);
+    let (tls, rest) = if let Some(rest) = server.strip_prefix("memcacheds://") {
+        (true, rest)
+    } else {
+        let rest = server
+            .strip_prefix("memcached://")
+            .or_else(|| server.strip_prefix("memcache://"))
+            .unwrap_or(server);
+        (false, rest)
+    };
+    let shown = match server.rsplit_once('@') {
+        Some((_, host)) if !server.contains("://") => format!("***@{host}"),
+        _ => cache_core::config::redact_url(server),
+    };
     let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains(['/', '@', '?', ' ']) || rest.contains("://") {
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((info, rest)) => (Some(info), rest),
+        None => (None, rest),
+    };
+    if rest.is_empty() || rest.contains(['/', '@', '?', '#', ' ']) || rest.contains("://") {
         return Err(CacheError::invalid_config(format!(
-            "memcached server must be memcached://host[:port] or host[:port], got {server:?}"
+            "memcached server must be memcached://[user:password@]host[:port] or host[:port], \
+             got {shown:?}"
         )));
     }
+    let credentials = match userinfo {
+        None => None,
+        Some(info) => {
+            let (user, password) = info.split_once(':').ok_or_else(|| {
+                CacheError::invalid_config(format!(
+                    "memcached server {shown:?}: credentials must be user:password"
+                ))
+            })?;
+            Some((decode(user, &shown)?, Secret(decode(password, &shown)?)))
+        }
+    };
     // An IPv6 literal is bracketed: [::1]:11211.
     let has_port = match rest.rfind(']') {
         Some(close) => rest[close..].contains(':'),
         None => rest.contains(':'),
     };
-    if has_port {
-        let port = rest.rsplit(':').next().unwrap_or_default();
+    let (host, address) = if has_port {
+        let (host, port) = rest.rsplit_once(':').unwrap_or((rest, ""));
         if port.parse::<u16>().is_err() {
             return Err(CacheError::invalid_config(format!(
-                "memcached server {server:?} has an invalid port"
+                "memcached server {shown:?} has an invalid port"
             )));
         }
-        Ok(rest.to_string())
+        (host, rest.to_string())
     } else {
-        Ok(format!("{rest}:11211"))
-    }
+        (rest, format!("{rest}:11211"))
+    };
+    Ok(Server {
+        address,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        tls,
+        credentials,
+    })
+}
+
+fn decode(part: &str, shown: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| {
+            CacheError::invalid_config(format!(
+                "memcached server {shown:?} is not UTF-8 once percent-decoded"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -245,21 +356,35 @@ mod tests {
 
     #[test]
     fn server_forms() {
+        let address = |text: &str| parse_server(text).map(|server| server.address);
+        assert_eq!(address("memcached://cache:11300").unwrap(), "cache:11300");
+        assert_eq!(address("memcache://cache").unwrap(), "cache:11211");
+        assert_eq!(address("10.0.0.1").unwrap(), "10.0.0.1:11211");
+        assert_eq!(address("[::1]:11212").unwrap(), "[::1]:11212");
+        assert_eq!(address("[::1]").unwrap(), "[::1]:11211");
+        let secure = parse_server("memcacheds://app:p%40ss@[::1]:11300").unwrap();
         assert_eq!(
-            parse_server("memcached://cache:11300").unwrap(),
-            "cache:11300"
+            (secure.address.as_str(), secure.host.as_str(), secure.tls),
+            ("[::1]:11300", "::1", true)
         );
-        assert_eq!(parse_server("memcache://cache").unwrap(), "cache:11211");
-        assert_eq!(parse_server("10.0.0.1").unwrap(), "10.0.0.1:11211");
-        assert_eq!(parse_server("[::1]:11212").unwrap(), "[::1]:11212");
-        assert_eq!(parse_server("[::1]").unwrap(), "[::1]:11211");
+        assert_eq!(
+            secure.credentials,
+            Some(("app".into(), Secret("p@ss".into())))
+        );
+        assert!(!format!("{secure:?}").contains("p@ss"));
+        let err = parse_server("memcached://app@h").unwrap_err().to_string();
+        assert!(err.contains("user:password"), "{err}");
+        let err = parse_server("memcached://app:hunter2@h:x")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
         assert!(parse_server("http://x/y").is_err());
         for unix in [
             "memcached+unix:///run/mc.sock",
             "unix:///run/mc.sock",
             "/run/mc.sock",
         ] {
-            assert_eq!(parse_server(unix).unwrap(), "unix:/run/mc.sock", "{unix}");
+            assert_eq!(address(unix).unwrap(), "unix:/run/mc.sock", "{unix}");
         }
         assert!(parse_server("unix://run/mc.sock").is_err());
         assert!(parse_server("memcached+unix:///run/mc.sock?x=1").is_err());

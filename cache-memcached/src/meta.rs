@@ -144,7 +144,8 @@ impl Decode for Meta {
             ))
         };
         match word {
-            b"HD" => status(Code::Hd),
+            // `STORED` answers only the text `set` that logs in (`-Y`): the meta `HD`.
+            b"HD" | b"STORED" => status(Code::Hd),
             b"EN" => status(Code::En),
             b"NF" => status(Code::Nf),
             b"NS" => status(Code::Ns),
@@ -221,6 +222,12 @@ impl Meta {
     }
 }
 
+/// Whether a `CLIENT_ERROR` is memcached's answer about authentication (`-Y`): a refused
+/// login, or a request on a connection that has not logged in.
+pub(crate) fn is_authentication(message: &str) -> bool {
+    message.starts_with("authentication failure") || message.starts_with("unauthenticated")
+}
+
 /// Checks a reply against its command (see [`Decode::check`]): an echoed opaque token must be
 /// the command's index in its request, and `ERROR` or `CLIENT_ERROR` (the server did not
 /// understand a request, so it may have read part of one as another) drop the connection.
@@ -232,6 +239,11 @@ fn check_reply(reply: &Reply, index: usize) -> Result<(), ProtocolError> {
         } if message.contains("Too many open connections") => {
             Err(ProtocolError::Refused(message.clone()))
         }
+        // A refused login, or a request before one: the handshake reports it as such.
+        Reply::Error {
+            kind: ErrorKind::Client,
+            message,
+        } if is_authentication(message) => Ok(()),
         Reply::Error {
             kind: kind @ (ErrorKind::Error | ErrorKind::Client),
             message,

@@ -10,7 +10,7 @@ use cache_remote::RemoteOptions;
 
 use crate::backend::Memcached;
 use crate::commands::Commands;
-use crate::config::{MemcachedEngineBuilder, parse_server};
+use crate::config::{MemcachedEngineBuilder, Server, parse_server};
 use crate::core::{Core, Ejection};
 use crate::generation::Generation;
 use crate::keys::{GENERATION_LEN, ITEM_OVERHEAD, Keys, exptime, max_ttl};
@@ -44,15 +44,23 @@ impl<Face> MemcachedEngineBuilder<Face> {
         if self.servers.is_empty() {
             return Err(CacheError::invalid_config("no memcached server given"));
         }
-        let mut addresses = Vec::with_capacity(self.servers.len());
+        let mut servers: Vec<Server> = Vec::with_capacity(self.servers.len());
         for server in &self.servers {
-            let address = parse_server(server)?;
-            if addresses.contains(&address) {
+            let server = parse_server(server)?;
+            if servers.iter().any(|known| known.address == server.address) {
                 return Err(CacheError::invalid_config(format!(
-                    "memcached server {address} is given twice"
+                    "memcached server {} is given twice",
+                    server.address
                 )));
             }
-            addresses.push(address);
+            servers.push(server);
+        }
+        if (self.tls_root_certificate.is_some() || self.danger_accept_invalid_certs)
+            && !servers.iter().any(|server| server.tls)
+        {
+            return Err(CacheError::invalid_config(
+                "TLS settings need a memcacheds:// server",
+            ));
         }
         if self.item_size_limit <= ITEM_OVERHEAD {
             return Err(CacheError::invalid_config(format!(
@@ -86,11 +94,23 @@ impl<Face> MemcachedEngineBuilder<Face> {
             self.item_size_limit,
             Arc::clone(&learned),
         );
+        let mut backends = Vec::with_capacity(servers.len());
+        for server in servers {
+            let tls = tls_settings(
+                &server,
+                self.tls_root_certificate.as_deref(),
+                self.danger_accept_invalid_certs,
+            )?;
+            let credentials = server.credentials.or_else(|| self.credentials.clone());
+            backends.push(Memcached::new(
+                server.address,
+                Arc::clone(&learned),
+                credentials,
+                tls,
+            ));
+        }
         Ok(Parts {
-            backends: addresses
-                .into_iter()
-                .map(|address| Memcached::new(address, Arc::clone(&learned)))
-                .collect(),
+            backends,
             commands,
             generation,
             options: self.options,
@@ -101,4 +121,27 @@ impl<Face> MemcachedEngineBuilder<Face> {
             },
         })
     }
+}
+
+/// The TLS settings of a `memcacheds://` server; `None` for plain ones.
+#[cfg(feature = "tls")]
+fn tls_settings(
+    server: &Server,
+    root: Option<&[u8]>,
+    danger: bool,
+) -> Result<Option<cache_remote::TlsSettings>> {
+    if !server.tls {
+        return Ok(None);
+    }
+    cache_remote::tls::settings(&server.host, root, danger).map(Some)
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_settings(server: &Server, _root: Option<&[u8]>, _danger: bool) -> Result<Option<()>> {
+    if server.tls {
+        return Err(CacheError::invalid_config(
+            "memcacheds:// servers need the `tls` feature of cache-memcached",
+        ));
+    }
+    Ok(None)
 }

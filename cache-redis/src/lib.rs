@@ -14,8 +14,6 @@ mod parts;
 #[doc(hidden)]
 pub mod resp;
 mod sentinel;
-#[cfg(feature = "tls")]
-mod tls;
 
 pub use cache_remote::blocking::PoolState;
 pub use cache_remote::{Async, Blocking};

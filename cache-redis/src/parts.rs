@@ -162,7 +162,7 @@ impl<Face> RedisEngineBuilder<Face> {
 #[cfg(feature = "tls")]
 fn backend(url: &ServerUrl, root: Option<&[u8]>, danger: bool) -> Result<Redis> {
     let tls = if url.tls {
-        Some(crate::tls::settings(&url.host, root, danger)?)
+        Some(cache_remote::tls::settings(&url.host, root, danger)?)
     } else {
         if root.is_some() || danger {
             return Err(CacheError::invalid_config(

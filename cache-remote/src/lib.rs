@@ -41,6 +41,8 @@ mod exchange;
 mod pool;
 mod protocol;
 mod settings;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 #[cfg(feature = "tls")]

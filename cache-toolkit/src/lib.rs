@@ -30,7 +30,7 @@
 //! | `redis` | `redis`: `RedisEngine` | `cache-redis` |
 //! | `memcached` | `memcached`: `MemcachedEngine` | `cache-memcached` |
 //! | `tokio` | `AsyncRedisEngine`, `AsyncMemcachedEngine`, async leases and refresh | |
-//! | `tls` | `rediss://` URLs, with rustls | `cache-redis` |
+//! | `tls` | `rediss://` URLs (and `memcacheds://` with `memcached`), with rustls | `cache-redis`, `cache-memcached` |
 //! | `layers`, `metrics`, `tracing` | `layers`: stats, fail-open, metrics, tracing | `cache-layers` |
 //! | `tiered` | `tiered`: `TieredEngine` | `cache-tiered` |
 //! | `http` | `http`: `HttpCacheLayer` | `cache-http` |

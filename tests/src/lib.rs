@@ -89,6 +89,7 @@ use cache_core::{CacheEngine, Capabilities};
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
 pub mod behaviours;
+pub mod certificates;
 pub mod faults;
 pub mod hostile;
 pub mod proxy;

@@ -223,6 +223,46 @@ impl TestServer {
         Ok(server)
     }
 
+    /// A memcached of the harness's own speaking TLS (`-Z`, with `cert` and `key`, PEM) on the
+    /// returned port, with ASCII authentication (`-Y auth_file`, `user:password` lines) when
+    /// given one. It also listens without TLS on [`address`](Self::address), where the harness
+    /// checks that it is up.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when the binary is missing or the server does not start.
+    pub fn memcached_tls(
+        cert: &str,
+        key: &str,
+        auth_file: Option<&str>,
+    ) -> Result<(Self, u16), Unavailable> {
+        find_binary(ServerKind::Memcached)?;
+        let port = free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?;
+        let tls_port =
+            free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?;
+        let mut extra_args = vec![
+            "-Z".to_string(),
+            "-o".to_string(),
+            format!("ssl_chain_cert={cert},ssl_key={key}"),
+            "-l".to_string(),
+            format!("notls:127.0.0.1:{port},127.0.0.1:{tls_port}"),
+        ];
+        if let Some(file) = auth_file {
+            extra_args.extend(["-Y".to_string(), file.to_string()]);
+        }
+        let server = Self {
+            kind: ServerKind::Memcached,
+            port,
+            host: "127.0.0.1".into(),
+            external: None,
+            extra_args,
+            unix: false,
+            process: Mutex::new(None),
+        };
+        server.launch()?;
+        Ok((server, tls_port))
+    }
+
     /// The path of the server's Unix domain socket, if it listens on one.
     pub fn unix_socket(&self) -> Option<PathBuf> {
         self.unix.then(|| self.work_dir().join("server.sock"))
@@ -480,10 +520,14 @@ impl TestServer {
                 ]
             }
             ServerKind::Memcached => {
-                let mut args: Vec<String> = ["-p", &port, "-l", "127.0.0.1", "-U", "0", "-m", "64"]
+                let mut args: Vec<String> = ["-p", &port, "-U", "0", "-m", "64"]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
+                // Loopback only, unless the caller names its own listeners.
+                if !self.extra_args.iter().any(|arg| arg == "-l") {
+                    args.extend(["-l".to_string(), "127.0.0.1".to_string()]);
+                }
                 // memcached refuses to run as root without naming a user to run as.
                 if running_as_root() {
                     args.extend(["-u".to_string(), "root".to_string()]);
@@ -695,13 +739,15 @@ fn probe(kind: ServerKind, address: &str) -> bool {
     let Some(mut stream) = connect(address) else {
         return false;
     };
-    let (request, expected): (&[u8], &str) = match kind {
-        ServerKind::Redis | ServerKind::Sentinel => (b"PING\r\n", "+PONG"),
-        ServerKind::Memcached => (b"version\r\n", "VERSION"),
+    // A memcached that wants a login (`-Y`) answers `CLIENT_ERROR unauthenticated`: up too.
+    let (request, expected): (&[u8], &[&str]) = match kind {
+        ServerKind::Redis | ServerKind::Sentinel => (b"PING\r\n", &["+PONG"]),
+        ServerKind::Memcached => (b"version\r\n", &["VERSION", "CLIENT_ERROR unauthenticated"]),
     };
     if stream.write_all(request).is_err() {
         return false;
     }
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with(expected)
+    BufReader::new(stream).read_line(&mut line).is_ok()
+        && expected.iter().any(|start| line.starts_with(start))
 }

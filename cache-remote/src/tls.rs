@@ -1,18 +1,25 @@
-//! TLS settings for `rediss://` URLs: rustls with the ring provider.
+//! TLS client settings for the engines (`rediss://`, `memcacheds://`): rustls with the ring
+//! provider, the system's and webpki's roots or a given CA, never OpenSSL.
 
 use std::sync::Arc;
 
+use crate::backend::TlsSettings;
 use cache_core::{CacheError, Result};
-use cache_remote::TlsSettings;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-/// The client configuration for `host`: trusting the CA certificates in `root_pem`, or the
-/// system's and webpki's roots; or, with `insecure`, any certificate.
-pub(crate) fn settings(host: &str, root_pem: Option<&[u8]>, insecure: bool) -> Result<TlsSettings> {
+/// The client configuration for a server named `host` (a name or an IP address, IPv6 in
+/// brackets or not): trusting the CA certificates in `root_pem` (PEM), or else the system's and
+/// webpki's roots; or, with `insecure`, any certificate at all (for tests only).
+///
+/// # Errors
+///
+/// [`CacheError::InvalidConfig`] when `root_pem` holds no certificate or `host` is no valid
+/// server name.
+pub fn settings(host: &str, root_pem: Option<&[u8]>, insecure: bool) -> Result<TlsSettings> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
