@@ -60,6 +60,7 @@ on_every_engine!(
     cdn_cache_control_decides_for_this_cache,
     expires_dates_are_read_leniently_but_not_guessed,
     ranges_are_served_from_a_stored_complete_response,
+    must_understand_stores_known_statuses_despite_no_store,
 );
 
 async fn a_fresh_response_is_served_from_the_cache(backend: Backend) {
@@ -1106,4 +1107,18 @@ async fn ranges_are_served_from_a_stored_complete_response(backend: Backend) {
         1,
         "every range came from the cache"
     );
+}
+
+async fn must_understand_stores_known_statuses_despite_no_store(backend: Backend) {
+    let Some(app) = App::start(backend, |b| b.store_any_status(true)).await else {
+        return;
+    };
+    let known = "/mu?cc=must-understand,no-store,max-age=60";
+    app.get(known).await;
+    assert!(app.get(known).await.hit());
+    // A status whose caching rules this cache does not know: not stored, no-store or not.
+    let unknown = "/mu?cc=must-understand,max-age=60&status=299";
+    app.get(unknown).await;
+    assert!(!app.get(unknown).await.hit());
+    assert_eq!(app.calls("GET", unknown), 2);
 }
