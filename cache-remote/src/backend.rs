@@ -25,8 +25,8 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// The decoder.
     fn decoder(&self) -> &Self::Decoder;
 
-    /// Where to connect: `host:port`, or `unix:` and the path of a Unix domain socket
-    /// (`unix:/run/redis/redis.sock`; see [`UNIX_PREFIX`]). Also named in errors, so it holds
+    /// Where to connect: `host:port`, or `unix:` and the absolute path of a Unix domain
+    /// socket (`unix:/run/redis/redis.sock`; see [`UNIX_PREFIX`]). Also named in errors, so it holds
     /// no credentials.
     fn address(&self) -> &str;
 
@@ -52,9 +52,13 @@ pub trait Backend: Send + Sync + Debug + 'static {
 /// The prefix of a [`Backend::address`] that names a Unix domain socket by its path.
 pub const UNIX_PREFIX: &str = "unix:";
 
-/// The socket path of an address of the form `unix:PATH`, if it is one.
+/// The socket path of an address of the form `unix:/PATH`, if it is one. The path must be
+/// absolute: a host name never holds a `/`, so a host called `unix` (`unix:6379`) stays TCP.
 pub(crate) fn unix_path(address: &str) -> Option<&std::path::Path> {
-    address.strip_prefix(UNIX_PREFIX).map(std::path::Path::new)
+    address
+        .strip_prefix(UNIX_PREFIX)
+        .filter(|path| path.starts_with('/'))
+        .map(std::path::Path::new)
 }
 
 /// How to wrap a connection in TLS (rustls).
@@ -230,5 +234,20 @@ impl Failures {
     /// One more failure in the row.
     pub(crate) fn failed(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absolute_paths_are_sockets() {
+        assert_eq!(
+            unix_path("unix:/run/redis.sock"),
+            Some(std::path::Path::new("/run/redis.sock"))
+        );
+        assert_eq!(unix_path("unix:6379"), None);
+        assert_eq!(unix_path("127.0.0.1:6379"), None);
     }
 }
