@@ -18,8 +18,10 @@ pub(crate) struct ServerError(pub(crate) String);
 #[derive(Debug)]
 pub(crate) struct Redis {
     address: String,
-    /// `AUTH` and `SELECT`, encoded once, and how many replies they get.
+    /// `HELLO 3` or `AUTH`, and `SELECT`, encoded once, and how many replies they get.
     handshake: Option<(Vec<u8>, usize)>,
+    /// Whether connections speak RESP3 (the handshake starts with `HELLO 3`).
+    resp3: bool,
     /// Whether the handshake ends with `ROLE`, refusing a server that is not a master.
     require_master: bool,
     #[cfg(feature = "tls")]
@@ -33,7 +35,18 @@ impl Redis {
     ) -> Self {
         let mut bytes = Vec::new();
         let mut replies = 0;
-        if let Some(password) = &url.password {
+        let resp3 = url.protocol == Some(crate::RedisProtocol::Resp3);
+        if resp3 {
+            // HELLO authenticates too; its AUTH needs a user name, `default` when none is set.
+            let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+            if let Some(password) = &url.password {
+                args.push(b"AUTH");
+                args.push(url.username.as_deref().unwrap_or("default").as_bytes());
+                args.push(password.0.as_bytes());
+            }
+            resp::command(&mut bytes, &args);
+            replies += 1;
+        } else if let Some(password) = &url.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(user) = &url.username {
                 args.push(user.as_bytes());
@@ -49,6 +62,7 @@ impl Redis {
         Self {
             address: url.address(),
             handshake: (replies > 0).then_some((bytes, replies)),
+            resp3,
             require_master: false,
             #[cfg(feature = "tls")]
             tls,
@@ -61,6 +75,11 @@ impl Redis {
     pub(crate) fn requiring_master(mut self) -> Self {
         self.require_master = true;
         self
+    }
+
+    /// Whether connections speak RESP3.
+    pub(crate) fn resp3(&self) -> bool {
+        self.resp3
     }
 }
 
@@ -96,7 +115,9 @@ impl Backend for Redis {
         }
         let address = self.address.clone();
         let require_master = self.require_master;
+        let resp3 = self.resp3;
         // ROLE of a replica names its master and a few numbers; of a master, its replicas.
+        // HELLO's map holds seven fields, one of them the list of modules.
         let limits = ReplyLimits::scalar(1024).with_arrays(1024, 3);
         let request = Request::new(bytes, replies, limits);
         Some(Box::new(single(request, move |replies: Vec<Value>| {
@@ -104,6 +125,14 @@ impl Backend for Redis {
             for (index, reply) in replies.into_iter().enumerate() {
                 match reply {
                     Value::Simple(_) => {}
+                    // HELLO's answer: the server's name, version, protocol and role.
+                    Value::Array(_) if resp3 && index == 0 => {}
+                    Value::Error(text) if resp3 && index == 0 && refuses_hello(&text) => {
+                        return Err(CacheError::invalid_config(format!(
+                            "the Redis server at {address} does not speak RESP3 (HELLO 3: \
+                             {text}); it needs Redis 6 or later: use protocol=resp2"
+                        )));
+                    }
                     Value::Array(role) if require_master && index + 1 == count => {
                         if !matches!(role.first(), Some(Value::Bulk(name)) if name == b"master") {
                             return Err(CacheError::Connection {
@@ -128,6 +157,12 @@ impl Backend for Redis {
     fn tls(&self) -> Option<&cache_remote::TlsSettings> {
         self.tls.as_ref()
     }
+}
+
+/// Whether an error answering `HELLO 3` says the server cannot speak RESP3 (`NOPROTO`, or
+/// a server before Redis 6 that does not know `HELLO`), rather than refusing the credentials.
+fn refuses_hello(text: &str) -> bool {
+    text.starts_with("NOPROTO") || text.contains("unknown command")
 }
 
 /// A cluster node's answer that a key's slot is served elsewhere (`-MOVED slot host:port`), or

@@ -29,7 +29,41 @@ pub struct RedisEngineBuilder<Face = Blocking> {
     pub(crate) colocate_namespace: bool,
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
     pub(crate) danger_accept_invalid_certs: bool,
+    pub(crate) protocol: Option<RedisProtocol>,
     face: PhantomData<fn() -> Face>,
+}
+
+/// The RESP version the engine speaks with the data servers: RESP2 by default, RESP3 when
+/// asked (`?protocol=resp3` or [`RedisEngineBuilder::protocol`]).
+///
+/// Both give the same results: every operation reads either protocol's replies. RESP3
+/// (`HELLO 3`, Redis 6 or later) lets a server send pushes on the same connection as replies;
+/// the engine sets them apart from replies, and the invalidation feed
+/// ([`RedisEngine::invalidations`](crate::RedisEngine::invalidations)) uses them to hear its
+/// invalidations on one connection instead of a redirected subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RedisProtocol {
+    /// RESP2, which every Redis speaks.
+    #[default]
+    Resp2,
+    /// RESP3, negotiated with `HELLO 3` on every connection; a server that refuses it fails
+    /// the connection with `InvalidConfig`.
+    Resp3,
+}
+
+impl RedisProtocol {
+    /// Reads the `protocol` URL parameter's forms, as the `redis` crate does: `resp2` or `2`,
+    /// `resp3` or `3`.
+    fn parse(value: &str) -> std::result::Result<Self, String> {
+        match value {
+            "resp2" | "2" => Ok(Self::Resp2),
+            "resp3" | "3" => Ok(Self::Resp3),
+            other => Err(format!(
+                "protocol {other:?} is not a RESP version (resp2 or resp3)"
+            )),
+        }
+    }
 }
 
 impl<Face> Default for RedisEngineBuilder<Face> {
@@ -42,6 +76,7 @@ impl<Face> Default for RedisEngineBuilder<Face> {
             colocate_namespace: false,
             tls_root_certificate: None,
             danger_accept_invalid_certs: false,
+            protocol: None,
             face: PhantomData,
         }
     }
@@ -57,6 +92,7 @@ impl<Face> Clone for RedisEngineBuilder<Face> {
             colocate_namespace: self.colocate_namespace,
             tls_root_certificate: self.tls_root_certificate.clone(),
             danger_accept_invalid_certs: self.danger_accept_invalid_certs,
+            protocol: self.protocol,
             face: PhantomData,
         }
     }
@@ -78,6 +114,7 @@ impl<Face> fmt::Debug for RedisEngineBuilder<Face> {
                 "danger_accept_invalid_certs",
                 &self.danger_accept_invalid_certs,
             )
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -92,7 +129,8 @@ impl<Face> RedisEngineBuilder<Face> {
     /// | `redis-sentinel://[user][:password@]host:port[,host:port...]/master[/db]` | the master named `master`, found through these sentinels (port 26379 by default) |
     /// | `redis+unix:///path/to/redis.sock[?db=N&user=NAME&pass=PASSWORD]` or `unix:///path...` | one server on the same host, through its Unix domain socket (`unixsocket` in redis.conf); the `redis` crate's forms |
     ///
-    /// `rediss://`, `rediss-cluster://` and `rediss-sentinel://` are the same over TLS (feature
+    /// A one-server URL may end with `?protocol=resp3` (or `resp2`, `3`, `2`), as with the
+    /// `redis` crate; see [`protocol`](Self::protocol). `rediss://`, `rediss-cluster://` and `rediss-sentinel://` are the same over TLS (feature
     /// `tls`). Credentials are those of the data servers; a password with special characters is
     /// percent-encoded. See [`cluster`](Self::cluster) and [`sentinels`](Self::sentinels) for
     /// the same without a URL.
@@ -160,6 +198,15 @@ impl<Face> RedisEngineBuilder<Face> {
         self
     }
 
+    /// The RESP version to speak with the data servers (one server, every cluster node, the
+    /// master found through sentinels; sentinels themselves are asked in RESP2). Default: what
+    /// the URL's `protocol` parameter says, else [`RedisProtocol::Resp2`]. `build` refuses a
+    /// setting that contradicts the URL's.
+    pub fn protocol(mut self, protocol: RedisProtocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
     /// Trusts the CA certificate(s) in `pem` (PEM format) for `rediss://` URLs, instead of the
     /// system's and the webpki roots. Needs the `tls` feature.
     pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
@@ -220,6 +267,8 @@ pub(crate) struct ServerUrl {
     pub(crate) tls: bool,
     /// `host` is the path of a Unix domain socket (`port` is then 0).
     pub(crate) unix: bool,
+    /// The RESP version the URL asks for, if it says.
+    pub(crate) protocol: Option<RedisProtocol>,
 }
 
 impl ServerUrl {
@@ -418,8 +467,16 @@ pub(crate) fn parse_url(text: &str) -> Result<ServerUrl> {
         Some(host) => host.to_string(),
         None => return Err(bad("no host")),
     };
-    if url.query().is_some() {
-        return Err(bad("query parameters are not accepted"));
+    let mut protocol = None;
+    for (name, value) in url.query_pairs() {
+        match name.as_ref() {
+            "protocol" => protocol = Some(RedisProtocol::parse(&value).map_err(|why| bad(&why))?),
+            other => {
+                return Err(bad(&format!(
+                    "unknown parameter {other:?} (protocol is the only one)"
+                )));
+            }
+        }
     }
     let db = match url.path().trim_start_matches('/') {
         "" => 0,
@@ -443,6 +500,7 @@ pub(crate) fn parse_url(text: &str) -> Result<ServerUrl> {
         password,
         tls,
         unix: false,
+        protocol,
     })
 }
 
@@ -470,6 +528,7 @@ fn parse_unix_url(rest: &str) -> std::result::Result<ServerUrl, String> {
         password: None,
         tls: false,
         unix: true,
+        protocol: None,
     };
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -482,13 +541,12 @@ fn parse_unix_url(rest: &str) -> std::result::Result<ServerUrl, String> {
             }
             "user" => url.username = Some(value).filter(|user| !user.is_empty()),
             "pass" | "password" => url.password = Some(Secret(value)),
-            "protocol" if matches!(value.as_str(), "resp2" | "2") => {}
-            "protocol" => {
+            "protocol" => url.protocol = Some(RedisProtocol::parse(&value)?),
+            other => {
                 return Err(format!(
-                    "protocol {value:?} is not supported: this engine speaks RESP2"
+                    "unknown parameter {other:?} (db, user, pass, protocol)"
                 ));
             }
-            other => return Err(format!("unknown parameter {other:?} (db, user, pass)")),
         }
     }
     Ok(url)
@@ -518,6 +576,14 @@ mod tests {
             parse_url("redis://[::1]:7000").unwrap().address(),
             "[::1]:7000"
         );
+        assert_eq!(plain.protocol, None);
+        for (url, protocol) in [
+            ("redis://h/?protocol=resp3", RedisProtocol::Resp3),
+            ("rediss://h:6380/1?protocol=3", RedisProtocol::Resp3),
+            ("redis://h?protocol=2", RedisProtocol::Resp2),
+        ] {
+            assert_eq!(parse_url(url).unwrap().protocol, Some(protocol), "{url}");
+        }
     }
 
     #[test]
@@ -530,12 +596,19 @@ mod tests {
         assert_eq!(full.db, 3);
         assert_eq!(full.username.as_deref(), Some("app"));
         assert_eq!(full.password, Some(Secret("p@ss".into())));
-        assert!(parse_url("unix:///tmp/r.sock?protocol=resp2").is_ok());
+        assert_eq!(
+            parse_url("unix:///tmp/r.sock?protocol=resp2")
+                .unwrap()
+                .protocol,
+            Some(RedisProtocol::Resp2)
+        );
+        let resp3 = parse_url("unix:///tmp/r.sock?protocol=resp3&pass=hunter2").unwrap();
+        assert_eq!(resp3.protocol, Some(RedisProtocol::Resp3));
         for bad in [
             "redis+unix://relative/path",
             "unix:///tmp/r.sock?db=x",
             "unix:///tmp/r.sock?pass=hunter2&timeout=5",
-            "unix:///tmp/r.sock?protocol=resp3&pass=hunter2",
+            "unix:///tmp/r.sock?protocol=resp4&pass=hunter2",
             "unix:///tmp/r.sock#insecure",
         ] {
             let err = parse_url(bad).unwrap_err();
@@ -553,11 +626,13 @@ mod tests {
             "http://h",
             "redis://",
             "redis://h/x",
-            "redis://h?protocol=resp3",
+            "redis://h?protocol=resp4",
+            "redis://u:hunter2@h?timeout=5",
+            "redis-cluster://h:1,h:2?protocol=resp3",
             "redis://u:hunter2@h#insecure",
             "not a url",
         ] {
-            let err = parse_url(bad).unwrap_err();
+            let err = parse_target(bad).unwrap_err();
             assert!(
                 matches!(err, CacheError::InvalidConfig { .. }),
                 "{bad}: {err}"

@@ -6,8 +6,9 @@
 //! `__redis__:invalidate`. From then on the server itself reports every key of the namespace
 //! that anyone changes (writes by any client, deletes, expiry, eviction, `FLUSHDB`), so
 //! processes that write through a plain engine, or `redis-cli`, invalidate local tiers too.
-//! Tracking works over RESP2 with a redirect to a subscribed connection, which is what this
-//! engine speaks.
+//! Over RESP2, tracking redirects the invalidations to a subscribed connection (the same
+//! one); over RESP3 (`protocol=resp3`), the server pushes them on the tracking connection
+//! itself, set apart from replies by the reader.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -229,17 +230,28 @@ impl Listener {
 
     fn setup(&self, conn: &mut Dedicated<'_, Redis>) -> Result<()> {
         let unexpected = |v: &Value| crate::backend::unexpected(v, "invalidations");
-        let id = match self.ask(conn, &[b"CLIENT", b"ID"])? {
-            Value::Integer(id) => resp::decimal(id),
-            other => return Err(unexpected(&other)),
+        let resp3 = self.client.backend().resp3();
+        // RESP3 pushes the invalidations on the tracking connection itself; RESP2 redirects
+        // them to a subscribed connection, this same one.
+        let id = if resp3 {
+            Vec::new()
+        } else {
+            match self.ask(conn, &[b"CLIENT", b"ID"])? {
+                Value::Integer(id) => resp::decimal(id),
+                other => return Err(unexpected(&other)),
+            }
         };
-        let mut tracking: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", &id];
+        let mut tracking: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING", b"ON"];
+        if !resp3 {
+            tracking.extend([b"REDIRECT".as_slice(), &id]);
+        }
         tracking.push(b"BCAST");
         if !self.prefix.is_empty() {
             tracking.push(b"PREFIX");
             tracking.push(self.prefix.as_bytes());
         }
         match self.ask(conn, &tracking)? {
+            Value::Simple(_) if resp3 => return Ok(()),
             Value::Simple(_) => {}
             other => return Err(unexpected(&other)),
         }
@@ -289,42 +301,54 @@ impl Listener {
     /// Hands a pushed message to the sink; `false` for one that cannot come from a healthy
     /// subscription (the feed is then restarted).
     fn deliver(&mut self, message: Value) -> bool {
-        let Value::Array(items) = message else {
-            return false;
-        };
-        let mut items = items.into_iter();
-        match (items.next(), items.next(), items.next()) {
-            (Some(Value::Bulk(kind)), Some(_), Some(payload)) if kind == b"message" => {
-                match payload {
-                    Value::Nil => (self.sink)(Invalidation::All),
-                    Value::Array(keys) => {
-                        for key in keys {
-                            let Value::Bulk(key) = key else { continue };
-                            let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
-                                continue;
-                            };
-                            // A key no caller of this engine could have written is no one's.
-                            if let Ok(key) = std::str::from_utf8(rest) {
-                                (self.sink)(Invalidation::Key(key));
-                            }
-                        }
+        match message {
+            // RESP3: `>2 invalidate [keys]` on the tracking connection itself.
+            Value::Push(items) => match <[Value; 2]>::try_from(items) {
+                Ok([Value::Bulk(kind), payload]) if kind == b"invalidate" => self.keys(payload),
+                _ => false,
+            },
+            // RESP3: the answer to a heartbeat.
+            Value::Simple(pong) => pong == "PONG",
+            // RESP2: `message __redis__:invalidate [keys]` on the subscribed connection.
+            Value::Array(items) => {
+                let mut items = items.into_iter();
+                match (items.next(), items.next(), items.next()) {
+                    (Some(Value::Bulk(kind)), Some(_), Some(payload)) if kind == b"message" => {
+                        self.keys(payload)
                     }
-                    Value::Bulk(key) => {
-                        if let Some(Ok(key)) = key
-                            .strip_prefix(self.prefix.as_bytes())
-                            .map(std::str::from_utf8)
-                        {
-                            (self.sink)(Invalidation::Key(key));
-                        }
-                    }
-                    _ => return false,
+                    // The answer to a heartbeat.
+                    (Some(Value::Bulk(kind)), _, _) if kind == b"pong" => true,
+                    (Some(Value::Bulk(kind)), _, _) if kind == b"subscribe" => true,
+                    _ => false,
                 }
-                true
             }
-            // The answer to a heartbeat.
-            (Some(Value::Bulk(kind)), _, _) if kind == b"pong" => true,
-            (Some(Value::Bulk(kind)), _, _) if kind == b"subscribe" => true,
             _ => false,
+        }
+    }
+
+    /// Reports the keys of an invalidation: all of them (`nil`: a flush), a list, or one.
+    fn keys(&mut self, payload: Value) -> bool {
+        match payload {
+            Value::Nil => (self.sink)(Invalidation::All),
+            Value::Array(keys) => {
+                for key in keys {
+                    let Value::Bulk(key) = key else { continue };
+                    self.key(&key);
+                }
+            }
+            Value::Bulk(key) => self.key(&key),
+            _ => return false,
+        }
+        true
+    }
+
+    fn key(&mut self, key: &[u8]) {
+        let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
+            return;
+        };
+        // A key no caller of this engine could have written is no one's.
+        if let Ok(key) = std::str::from_utf8(rest) {
+            (self.sink)(Invalidation::Key(key));
         }
     }
 }

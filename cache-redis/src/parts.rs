@@ -13,7 +13,7 @@ use cache_remote::{RemoteOptions, Transport};
 use crate::backend::Redis;
 use crate::cluster::{Cluster, NodeFactory};
 use crate::commands::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN};
-use crate::config::{RedisEngineBuilder, ServerUrl, Target, parse_target};
+use crate::config::{RedisEngineBuilder, RedisProtocol, ServerUrl, Target, parse_target};
 use crate::core::{Core, Topology};
 use crate::sentinel::Sentinel;
 
@@ -100,7 +100,8 @@ impl Parts {
 impl<Face> RedisEngineBuilder<Face> {
     /// Checks the settings and builds what both faces share.
     pub(crate) fn parts(self) -> Result<Parts> {
-        let target = parse_target(&self.url)?;
+        let mut target = parse_target(&self.url)?;
+        set_protocol(&mut target, self.protocol)?;
         let mut keys = self.options.validate(MAX_TTL)?;
         if self.colocate_namespace {
             let namespace = match (&target, self.options.namespace.as_deref()) {
@@ -157,6 +158,36 @@ impl<Face> RedisEngineBuilder<Face> {
             danger_accept_invalid_certs: self.danger_accept_invalid_certs,
         })
     }
+}
+
+/// Settles the RESP version of every data server: the builder's, else the URL's, else RESP2.
+/// Sentinels are asked in RESP2 whatever the data servers speak.
+fn set_protocol(target: &mut Target, chosen: Option<RedisProtocol>) -> Result<()> {
+    let data: Vec<&mut ServerUrl> = match target {
+        Target::Single(url) => vec![url],
+        Target::Cluster(seeds) => seeds.iter_mut().collect(),
+        Target::Sentinel {
+            sentinels, data, ..
+        } => {
+            for sentinel in sentinels.iter_mut() {
+                sentinel.protocol = Some(RedisProtocol::Resp2);
+            }
+            vec![data]
+        }
+    };
+    for url in data {
+        match (url.protocol, chosen) {
+            (Some(asked), Some(chosen)) if asked != chosen => {
+                return Err(CacheError::invalid_config(format!(
+                    "the URL asks for {asked:?} and the builder for {chosen:?}: choose one"
+                )));
+            }
+            (asked, chosen) => {
+                url.protocol = Some(chosen.or(asked).unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(feature = "tls")]

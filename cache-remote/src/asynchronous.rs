@@ -1020,13 +1020,16 @@ async fn read_loop<B: Backend>(
         loop {
             let front = shared.pending().front().map(|p| (p.limits, p.got.len()));
             let Some((limits, index)) = front else {
-                if !buffer.is_empty() {
-                    shared.kill(&Broken::Protocol(ProtocolError::Unexpected(
+                // Out-of-band frames (RESP3 pushes) may come while nothing is asked; any
+                // other byte means the stream is out of step with its requests.
+                match buffer.holds_only_pushes(decoder) {
+                    Ok(true) => break,
+                    Ok(false) => shared.kill(&Broken::Protocol(ProtocolError::Unexpected(
                         "bytes arrived that no request asked for".into(),
-                    )));
-                    return;
+                    ))),
+                    Err(e) => shared.kill(&Broken::Protocol(e)),
                 }
-                break;
+                return;
             };
             let reply = match buffer.decode(decoder, &limits) {
                 Ok(Some(reply)) => reply,

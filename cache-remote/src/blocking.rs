@@ -226,21 +226,27 @@ impl Conn {
         Ok(replies)
     }
 
-    /// Writes `request`, after checking that no reply is waiting unread.
-    fn send_request(
+    /// Writes `request`, after checking that no reply is waiting unread (out-of-band frames,
+    /// such as RESP3 pushes, are dropped).
+    fn send_request<D: Decode>(
         &mut self,
+        decoder: &D,
         request: &Request,
         deadline: &Deadline,
     ) -> std::result::Result<(), (Broken, bool)> {
         let mut sent = false;
-        if !self.buf.is_empty() {
+        match self.buf.holds_only_pushes(decoder) {
+            Ok(true) => {}
             // Bytes nobody asked for: the stream is out of step with its requests.
-            return Err((
-                Broken::Protocol(crate::protocol::ProtocolError::Unexpected(
-                    "bytes arrived before the request".into(),
-                )),
-                false,
-            ));
+            Ok(false) => {
+                return Err((
+                    Broken::Protocol(crate::protocol::ProtocolError::Unexpected(
+                        "bytes arrived before the request".into(),
+                    )),
+                    false,
+                ));
+            }
+            Err(e) => return Err((Broken::Protocol(e), false)),
         }
         self.send(&request.bytes, deadline, &mut sent)
             .map_err(|b| (b, sent))
@@ -253,7 +259,7 @@ impl Conn {
         request: &Request,
         deadline: &Deadline,
     ) -> std::result::Result<Vec<D::Reply>, (Broken, bool)> {
-        self.send_request(request, deadline)?;
+        self.send_request(decoder, request, deadline)?;
         self.receive_all(decoder, request, deadline)
             .map_err(|b| (b, true))
     }
@@ -340,7 +346,10 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
         let Some(guard) = self.guard.as_mut() else {
             return;
         };
-        match guard.conn().send_request(request, &self.in_flight) {
+        match guard
+            .conn()
+            .send_request(self.client.backend.decoder(), request, &self.in_flight)
+        {
             Ok(()) => self.waiting = true,
             Err((why, sent)) => self.broken(operation, why, sent),
         }
@@ -786,30 +795,27 @@ impl<B: Backend> Client<B> {
         }
     }
 
+    /// The error a caller sees when connecting to `address` failed for `why`.
+    fn connect_error(&self, why: Broken, operation: &'static str, address: &str) -> CacheError {
+        why.into_error(
+            self.backend.name(),
+            operation,
+            address,
+            self.settings.connect_timeout,
+        )
+    }
+
     /// Opens a connection and runs the backend's handshake on it, within `connect_timeout`.
     fn open(&self, operation: &'static str) -> Result<Conn> {
-        let backend = self.backend.name();
         let address = self.backend.address();
         let budget = self.settings.connect_timeout;
         let deadline = Deadline::after(budget);
-        let unreachable = |e: io::Error| CacheError::Connection {
-            backend,
-            operation,
-            address: address.to_string(),
-            source: Some(Box::new(e)),
-        };
-        let timed_out = || CacheError::Timeout {
-            backend,
-            operation,
-            address: address.to_string(),
-            after: budget,
-        };
+        let failed = |why: Broken| self.connect_error(why, operation, address);
         let stream = match crate::backend::unix_path(address) {
-            Some(path) => connect_unix(path).map_err(unreachable)?,
+            Some(path) => connect_unix(path).map_err(|e| failed(Broken::Io(e)))?,
             None => {
                 let tcp = self.connect_tcp(address, &deadline, operation)?;
-                self.wrap(tcp, &deadline)
-                    .map_err(|why| why.into_error(backend, operation, address, budget))?
+                self.wrap(tcp, &deadline).map_err(failed)?
             }
         };
         let mut conn = Conn::new(stream);
@@ -823,10 +829,8 @@ impl<B: Backend> Client<B> {
             ) {
                 Ok(()) => {}
                 Err(Failure::Reply(e)) => return Err(e),
-                Err(Failure::Full(_)) => return Err(timed_out()),
-                Err(Failure::Broken { why, .. }) => {
-                    return Err(why.into_error(backend, operation, address, budget));
-                }
+                Err(Failure::Full(_)) => return Err(failed(Broken::Timeout)),
+                Err(Failure::Broken { why, .. }) => return Err(failed(why)),
             }
         }
         Ok(conn)
@@ -840,20 +844,8 @@ impl<B: Backend> Client<B> {
         deadline: &Deadline,
         operation: &'static str,
     ) -> Result<TcpStream> {
-        let backend = self.backend.name();
-        let budget = self.settings.connect_timeout;
-        let unreachable = |e: io::Error| CacheError::Connection {
-            backend,
-            operation,
-            address: address.to_string(),
-            source: Some(Box::new(e)),
-        };
-        let timed_out = || CacheError::Timeout {
-            backend,
-            operation,
-            address: address.to_string(),
-            after: budget,
-        };
+        let unreachable = |e: io::Error| self.connect_error(Broken::Io(e), operation, address);
+        let timed_out = || self.connect_error(Broken::Timeout, operation, address);
         let addrs: Vec<SocketAddr> = address.to_socket_addrs().map_err(unreachable)?.collect();
         let mut last = None;
         let mut tcp = None;
@@ -984,7 +976,7 @@ impl<B: Backend> Dedicated<'_, B> {
         let deadline = Deadline::after(wait);
         let decoder = self.client.backend.decoder();
         loop {
-            match self.conn.buf.decode(decoder, limits) {
+            match self.conn.buf.decode_any(decoder, limits) {
                 Ok(Some(reply)) => return Ok(Some(reply)),
                 Ok(None) => {}
                 Err(e) => return Err(self.error(Broken::Protocol(e), wait)),

@@ -10,6 +10,10 @@ const KEEP: usize = 256 * 1024;
 /// the limit) is given room as its bytes come, never all at once before they do.
 const MAX_GROWTH: usize = 1024 * 1024;
 
+/// The bounds on an out-of-band frame (a RESP3 push) on a connection that carries requests:
+/// decoded apart from any request's own bounds, since it answers none.
+pub(crate) const PUSH_LIMITS: ReplyLimits = ReplyLimits::scalar(64 * 1024).with_arrays(1024, 4);
+
 /// Bytes read from a connection and not yet decoded.
 ///
 /// Like `BufReader`, it keeps its memory initialized, so reading into it costs no zeroing; it
@@ -22,6 +26,8 @@ pub struct ReadBuffer {
     end: usize,
     /// The decoder needs at least this many buffered bytes before it can make progress.
     needed: usize,
+    /// Out-of-band frames dropped.
+    pushes: u64,
 }
 
 impl ReadBuffer {
@@ -35,12 +41,39 @@ impl ReadBuffer {
         self.start == self.end
     }
 
-    /// Decodes the next reply if the buffer holds a whole one.
+    /// Decodes the next reply if the buffer holds a whole one. Out-of-band frames (RESP3
+    /// pushes, see [`Decode::is_push`]) before it are decoded within bounds of their own
+    /// (64 KiB values, 1,024 elements) and dropped: they never answer a request, and a
+    /// connection that carries requests has not asked for any.
     ///
     /// # Errors
     ///
     /// The decoder's [`ProtocolError`].
     pub fn decode<D: Decode>(
+        &mut self,
+        decoder: &D,
+        limits: &ReplyLimits,
+    ) -> Result<Option<D::Reply>, ProtocolError> {
+        loop {
+            let front = &self.data[self.start..self.end];
+            let limits = if decoder.begins_push(front) {
+                &PUSH_LIMITS
+            } else {
+                limits
+            };
+            match self.decode_any(decoder, limits)? {
+                Some(reply) if decoder.is_push(&reply) => self.pushes += 1,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Decodes the next frame if the buffer holds a whole one, out-of-band frames included.
+    ///
+    /// # Errors
+    ///
+    /// The decoder's [`ProtocolError`].
+    pub fn decode_any<D: Decode>(
         &mut self,
         decoder: &D,
         limits: &ReplyLimits,
@@ -68,6 +101,34 @@ impl ReadBuffer {
                 Ok(None)
             }
         }
+    }
+
+    /// Drops the whole out-of-band frames at the front of the buffer (decoded within their
+    /// own bounds), and says whether nothing else is buffered: no byte, or only the start
+    /// of another such frame. `false` means bytes of a reply that no request asked for.
+    ///
+    /// # Errors
+    ///
+    /// The decoder's [`ProtocolError`] for a malformed frame.
+    pub fn holds_only_pushes<D: Decode>(&mut self, decoder: &D) -> Result<bool, ProtocolError> {
+        loop {
+            if self.is_empty() {
+                return Ok(true);
+            }
+            if !decoder.begins_push(&self.data[self.start..self.end]) {
+                return Ok(false);
+            }
+            match self.decode_any(decoder, &PUSH_LIMITS)? {
+                Some(frame) if decoder.is_push(&frame) => self.pushes += 1,
+                Some(_) => return Ok(false),
+                None => return Ok(true),
+            }
+        }
+    }
+
+    /// How many out-of-band frames were dropped.
+    pub fn pushes_dropped(&self) -> u64 {
+        self.pushes
     }
 
     /// Room to read into: at least 16 KiB, or what the reply being decoded still needs, up
@@ -102,11 +163,13 @@ mod tests {
     use super::*;
     use crate::protocol::{Decode, Decoded, ProtocolError, line_end, parse_i64};
 
-    /// A reply of the test protocol: `+line` or `$<length>` followed by that many bytes.
+    /// A reply of the test protocol: `+line` or `$<length>` followed by that many bytes, or
+    /// an out-of-band `>line`.
     #[derive(Debug, PartialEq, Eq)]
     enum Value {
         Simple(String),
         Bulk(Vec<u8>),
+        Push(String),
     }
 
     /// The test protocol's decoder (the two RESP forms the tests need).
@@ -132,6 +195,10 @@ mod tests {
                     Value::Simple(String::from_utf8_lossy(line).into_owned()),
                     end + 2,
                 )),
+                b'>' => Ok(Decoded::Reply(
+                    Value::Push(String::from_utf8_lossy(line).into_owned()),
+                    end + 2,
+                )),
                 b'$' => {
                     let len = parse_i64(line)
                         .and_then(|n| usize::try_from(n).ok())
@@ -154,6 +221,45 @@ mod tests {
                 _ => Err(ProtocolError::Malformed("unknown reply".into())),
             }
         }
+
+        fn is_push(&self, reply: &Value) -> bool {
+            matches!(reply, Value::Push(_))
+        }
+
+        fn begins_push(&self, input: &[u8]) -> bool {
+            input.first() == Some(&b'>')
+        }
+    }
+
+    fn fill(buf: &mut ReadBuffer, bytes: &[u8]) {
+        buf.spare()[..bytes.len()].copy_from_slice(bytes);
+        buf.advance(bytes.len());
+    }
+
+    #[test]
+    fn pushes_are_set_apart_from_replies() {
+        let limits = ReplyLimits::scalar(64);
+        let mut buf = ReadBuffer::new();
+        fill(&mut buf, b">one\r\n+OK\r\n>two\r\n>thr");
+        assert_eq!(
+            buf.decode(&Resp, &limits).unwrap(),
+            Some(Value::Simple("OK".into()))
+        );
+        assert_eq!(buf.decode(&Resp, &limits).unwrap(), None);
+        assert_eq!(buf.pushes_dropped(), 2);
+        // What is left is the start of a push: no reply waits unread.
+        assert!(buf.holds_only_pushes(&Resp).unwrap());
+        fill(&mut buf, b"ee\r\n$2\r\nhi\r\n");
+        assert!(!buf.holds_only_pushes(&Resp).unwrap());
+        assert_eq!(buf.pushes_dropped(), 3);
+        // A dedicated reader sees the pushes.
+        let mut buf = ReadBuffer::new();
+        fill(&mut buf, b">one\r\n+OK\r\n");
+        assert_eq!(
+            buf.decode_any(&Resp, &limits).unwrap(),
+            Some(Value::Push("one".into()))
+        );
+        assert!(!buf.holds_only_pushes(&Resp).unwrap());
     }
 
     #[test]

@@ -80,6 +80,21 @@ pub trait Decode: Send + Sync + Debug + 'static {
         let _ = (reply, index);
         Ok(())
     }
+
+    /// Whether `reply` is an out-of-band frame the server sends on its own (a RESP3 push),
+    /// never the answer to a command: the transports set it aside instead of matching it to a
+    /// request. The default: no reply is.
+    fn is_push(&self, reply: &Self::Reply) -> bool {
+        let _ = reply;
+        false
+    }
+
+    /// Whether `input`, the start of a frame that may not have arrived whole, begins such an
+    /// out-of-band frame. The default: none does.
+    fn begins_push(&self, input: &[u8]) -> bool {
+        let _ = input;
+        false
+    }
 }
 
 /// A reply that cannot be used: the connection it came on is dropped.

@@ -22,15 +22,24 @@ fn v(s: &str) -> Bytes {
 }
 
 fn redis(server: &TestServer, namespace: &str) -> RedisEngine {
+    redis_at(&server.url(), namespace)
+}
+
+fn redis_at(url: &str, namespace: &str) -> RedisEngine {
     RedisEngine::builder()
-        .url(server.url())
+        .url(url)
         .namespace(namespace)
         .build()
         .unwrap()
 }
 
 fn tiered(server: &TestServer, namespace: &str) -> TieredEngine<InMemoryEngine, RedisEngine> {
-    let shared = redis(server, namespace);
+    tiered_at(&server.url(), namespace)
+}
+
+/// A tiered engine whose shared tier and feed speak the protocol `url` asks for.
+fn tiered_at(url: &str, namespace: &str) -> TieredEngine<InMemoryEngine, RedisEngine> {
+    let shared = redis_at(url, namespace);
     let feed = shared.invalidations();
     TieredEngine::builder(InMemoryEngine::new(), shared)
         .invalidations(feed)
@@ -57,11 +66,22 @@ fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> 
 
 #[test]
 fn changes_by_anyone_reach_the_local_tier() {
+    changes_by_anyone_reach_the_local_tier_over("");
+}
+
+/// The same over RESP3, where the invalidations are pushed on the tracking connection itself.
+#[test]
+fn changes_by_anyone_reach_the_local_tier_over_resp3() {
+    changes_by_anyone_reach_the_local_tier_over("?protocol=resp3");
+}
+
+fn changes_by_anyone_reach_the_local_tier_over(query: &str) {
     let Some(server) = TestServer::start(ServerKind::Redis, &[]).or_skip() else {
         return;
     };
-    let a = tiered(&server, "co");
-    let b = tiered(&server, "co");
+    let url = format!("{}{query}", server.url());
+    let a = tiered_at(&url, "co");
+    let b = tiered_at(&url, "co");
     let plain = redis(&server, "co");
     let mut raw = admin(&server);
     assert!(
@@ -168,10 +188,43 @@ fn refills_live_no_longer_than_the_shared_entry_or_the_cap() {
 
 #[test]
 fn a_killed_feed_stops_local_caching_until_it_is_back() {
+    a_killed_feed_stops_local_caching_over("");
+}
+
+#[test]
+fn a_killed_resp3_feed_stops_local_caching_until_it_is_back() {
+    a_killed_feed_stops_local_caching_over("?protocol=resp3");
+}
+
+/// Kills the feed's connection: the one subscriber over RESP2, the one connection with
+/// tracking on (flag `t`) over RESP3. Returns the `resp=` and `sub=` fields of each connection
+/// killed.
+fn kill_feed(raw: &mut redis::Connection) -> Vec<(String, String)> {
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(raw).unwrap();
+    let mut killed = Vec::new();
+    for line in clients.lines() {
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or_default()
+                .to_string()
+        };
+        if field("sub") != "0" || field("flags").contains('t') {
+            redis::cmd("CLIENT")
+                .arg(&["KILL", "ID", &field("id")][..])
+                .exec(raw)
+                .unwrap();
+            killed.push((field("resp"), field("sub")));
+        }
+    }
+    killed
+}
+
+fn a_killed_feed_stops_local_caching_over(query: &str) {
     let Some(server) = TestServer::start(ServerKind::Redis, &[]).or_skip() else {
         return;
     };
-    let b = tiered(&server, "kill");
+    let b = tiered_at(&format!("{}{query}", server.url()), "kill");
     let plain = redis(&server, "kill");
     let mut raw = admin(&server);
     for round in 0..3 {
@@ -180,11 +233,17 @@ fn a_killed_feed_stops_local_caching_until_it_is_back() {
             b.get("k").unwrap() == Some(v("old")) && b.local().get("k").unwrap().is_some()
         });
         let lost = b.stats().feed_lost;
-        let killed: u64 = redis::cmd("CLIENT")
-            .arg(&["KILL", "TYPE", "pubsub"][..])
-            .query(&mut raw)
-            .unwrap();
-        assert_eq!(killed, 1, "round {round}: B's feed is the one subscriber");
+        let killed = kill_feed(&mut raw);
+        let (resp, sub) = if query.is_empty() {
+            ("2", "1")
+        } else {
+            ("3", "0")
+        };
+        assert_eq!(
+            killed,
+            [(resp.to_string(), sub.to_string())],
+            "round {round}: B's feed is the one listener, subscribed over RESP2 only"
+        );
         // A change while the feed is down, which no invalidation will report.
         plain.set("k", v("new"), Ttl::Default).unwrap();
         let noticed = eventually("the loss noticed", Duration::from_secs(2), || {

@@ -28,8 +28,11 @@ use cache_core::{Bytes, CacheEngine, CacheError, Ttl};
 /// Which protocol the fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
-    /// RESP, as `redis-server` speaks it.
+    /// RESP2, as `redis-server` speaks it; `HELLO` is an unknown command, as before Redis 6.
     Redis,
+    /// RESP3, as `redis-server` speaks it after `HELLO 3`: misbehaviours use RESP3's types
+    /// (nulls, verbatim strings, maps, sets, doubles) where RESP2 has its own.
+    Resp3,
     /// memcached's text and meta protocol.
     Memcached,
 }
@@ -67,6 +70,14 @@ pub enum Misbehaviour {
     /// connecting (memcached's `stats settings`, Redis's `AUTH` or `SELECT`): a handshake
     /// never ends.
     Silent,
+    /// Redis dialects: answers with push frames (`>2 invalidate [key]`, as RESP3 tracking
+    /// sends them) without end, never with the reply. memcached: never answers.
+    PushFlood,
+    /// Redis dialects: answers every data request with a miss between two push frames (one
+    /// before it, one after, which arrives while the connection is idle): nothing hostile
+    /// once pushes are set apart from replies, so every `get` must be a miss. memcached: a
+    /// plain miss.
+    PushAroundMiss,
     /// Announces a value of `announced` bytes (within the engine's limit), then sends its
     /// bytes one every `every`.
     SlowValue {
@@ -184,7 +195,7 @@ fn serve(
     }
     while !stop.load(Ordering::SeqCst) {
         let request = match dialect {
-            Dialect::Redis => read_resp_request(&mut reader),
+            Dialect::Redis | Dialect::Resp3 => read_resp_request(&mut reader),
             Dialect::Memcached => read_memcached_request(&mut reader),
         };
         let Some(request) = request else { return };
@@ -211,9 +222,12 @@ fn connection_setup_answer(
 ) -> Option<Vec<u8>> {
     let command = request.first()?.to_ascii_lowercase();
     let answer: &[u8] = match (dialect, command.as_slice()) {
-        (Dialect::Redis, b"ping") => b"+PONG\r\n",
-        (Dialect::Redis, b"auth" | b"select" | b"client" | b"readonly") => b"+OK\r\n",
+        (Dialect::Redis | Dialect::Resp3, b"ping") => b"+PONG\r\n",
+        (Dialect::Redis | Dialect::Resp3, b"auth" | b"select" | b"client" | b"readonly") => {
+            b"+OK\r\n"
+        }
         (Dialect::Redis, b"hello") => b"-ERR unknown command 'HELLO'\r\n",
+        (Dialect::Resp3, b"hello") => b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n",
         (Dialect::Memcached, b"version") => b"VERSION 1.6.99-hostile\r\n",
         (Dialect::Memcached, b"mn") => b"MN\r\n",
         (Dialect::Memcached, b"stats") => match misbehaviour {
@@ -236,6 +250,7 @@ fn misbehave(
 ) -> bool {
     let miss: &[u8] = match dialect {
         Dialect::Redis => b"$-1\r\n",
+        Dialect::Resp3 => b"_\r\n",
         Dialect::Memcached => b"EN\r\n",
     };
     match misbehaviour {
@@ -252,6 +267,7 @@ fn misbehave(
         Misbehaviour::OversizedValue { announced } => {
             let head = match dialect {
                 Dialect::Redis => format!("${announced}\r\n"),
+                Dialect::Resp3 => format!("={announced}\r\n"),
                 Dialect::Memcached => format!("VA {announced} f0\r\n"),
             };
             writer.write_all(head.as_bytes()).is_ok() && stream_filler(writer, b'x', stop)
@@ -262,20 +278,52 @@ fn misbehave(
                 writer.write_all(head.as_bytes()).is_ok()
                     && stream_repeated(writer, b":1\r\n", stop)
             }
+            Dialect::Resp3 => {
+                let head = format!("%{announced}\r\n");
+                writer.write_all(head.as_bytes()).is_ok()
+                    && stream_repeated(writer, b"#t\r\n,1.5\r\n", stop)
+            }
             Dialect::Memcached => stream_repeated(writer, b"STAT filler 1\r\n", stop),
         },
         Misbehaviour::DeepArray { depth } => match dialect {
-            Dialect::Redis => {
-                let mut reply = b"*1\r\n".repeat(*depth);
+            Dialect::Redis | Dialect::Resp3 => {
+                let level: &[u8] = if dialect == Dialect::Redis {
+                    b"*1\r\n"
+                } else {
+                    b"~1\r\n"
+                };
+                let mut reply = level.repeat(*depth);
                 reply.extend_from_slice(miss);
                 writer.write_all(&reply).is_ok()
             }
             Dialect::Memcached => writer.write_all(miss).is_ok(),
         },
         Misbehaviour::Silent => true,
+        Misbehaviour::PushFlood => match dialect {
+            Dialect::Redis | Dialect::Resp3 => stream_repeated(
+                writer,
+                b">2\r\n$10\r\ninvalidate\r\n*1\r\n$8\r\nhostile:\r\n",
+                stop,
+            ),
+            Dialect::Memcached => true,
+        },
+        Misbehaviour::PushAroundMiss => {
+            let push: &[u8] = match dialect {
+                Dialect::Redis | Dialect::Resp3 => {
+                    b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+                }
+                Dialect::Memcached => b"",
+            };
+            writer.write_all(&[push, miss].concat()).is_ok() && {
+                // The second push comes once the reply has been read.
+                std::thread::sleep(Duration::from_millis(5));
+                writer.write_all(push).is_ok()
+            }
+        }
         Misbehaviour::SlowValue { announced, every } => {
             let head = match dialect {
                 Dialect::Redis => format!("${announced}\r\n"),
+                Dialect::Resp3 => format!("={announced}\r\n"),
                 Dialect::Memcached => format!("VA {announced} f0\r\n"),
             };
             if writer.write_all(head.as_bytes()).is_err() {
@@ -292,6 +340,7 @@ fn misbehave(
         Misbehaviour::EndlessLine => {
             let head: &[u8] = match dialect {
                 Dialect::Redis => b"+",
+                Dialect::Resp3 => b",",
                 Dialect::Memcached => b"HD ",
             };
             writer.write_all(head).is_ok() && stream_filler(writer, b'y', stop)
