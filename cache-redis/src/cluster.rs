@@ -99,7 +99,7 @@ impl<T: Transport> Cluster<T> {
             refreshing: AtomicBool::new(false),
             refreshed: Mutex::new(None),
             // CLUSTER SLOTS: an entry per range, each with a few nodes of a few fields.
-            limits: ReplyLimits::scalar(1024).with_arrays(SLOTS * 2, 4),
+            limits: read_slots().limits,
         }
     }
 
@@ -255,8 +255,21 @@ impl<T: Transport> Cluster<T> {
     }
 }
 
+/// `CLUSTER SLOTS`, read once: `(first slot, last slot, master address)` per range.
+pub(crate) fn read_slots() -> ReadSlots {
+    ReadSlots {
+        limits: ReplyLimits::scalar(1024).with_arrays(SLOTS * 2, 4),
+        sent: false,
+    }
+}
+
+/// The masters serving slots in `CLUSTER SLOTS` ranges read from the node at `asked`.
+pub(crate) fn masters_of(ranges: Vec<(u16, u16, String)>, asked: &str) -> Vec<String> {
+    slot_map(ranges, asked).masters
+}
+
 /// `CLUSTER SLOTS`: `(first slot, last slot, master address)` per range.
-struct ReadSlots {
+pub(crate) struct ReadSlots {
     limits: ReplyLimits,
     sent: bool,
 }

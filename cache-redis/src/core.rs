@@ -32,9 +32,8 @@ pub(crate) enum Topology<T: Transport> {
 /// The engine's state, shared by its clones.
 pub(crate) struct Core<T: Transport> {
     pub(crate) topology: Topology<T>,
-    /// A blocking client of the one server, for invalidation feeds (none for a cluster or
-    /// sentinels).
-    pub(crate) feed: Option<Arc<cache_remote::blocking::Client<Redis>>>,
+    /// Where invalidation feeds find the masters to track, with blocking clients of their own.
+    pub(crate) feed: Arc<crate::invalidation::FeedTarget>,
     pub(crate) commands: Commands,
     pub(crate) options: RemoteOptions,
     /// The URL with the password hidden.
@@ -61,7 +60,7 @@ impl<T: Transport> Core<T> {
     /// The feed of this engine's invalidations (see [`RedisInvalidations`]).
     pub(crate) fn invalidations(&self) -> crate::RedisInvalidations {
         crate::RedisInvalidations {
-            client: self.feed.clone(),
+            target: Arc::clone(&self.feed),
             prefix: self.commands.keys.prefix().to_string(),
             timeout: self.options.client.timeout,
             heartbeat: crate::invalidation::DEFAULT_HEARTBEAT,

@@ -15,6 +15,7 @@ use crate::cluster::{Cluster, NodeFactory};
 use crate::commands::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN};
 use crate::config::{RedisEngineBuilder, RedisProtocol, ServerUrl, Target, parse_target};
 use crate::core::{Core, Topology};
+use crate::invalidation::FeedTarget;
 use crate::sentinel::Sentinel;
 
 /// What both faces of the engine are built from.
@@ -74,18 +75,34 @@ impl Parts {
                 settings,
             )),
         };
-        // The invalidation feed's own client: one server only, for now.
+        // The invalidation feed's own clients, blocking whatever the engine's face.
         let feed = match &self.target {
-            Target::Single(url) => Some(Arc::new(cache_remote::blocking::Client::new(
+            Target::Single(url) => FeedTarget::single(cache_remote::blocking::Client::new(
                 backend(
                     url,
                     self.tls_root_certificate.as_deref(),
                     self.danger_accept_invalid_certs,
                 )?,
                 self.options.client.clone(),
-            ))),
-            _ => None,
+            )),
+            Target::Cluster(seeds) => FeedTarget::cluster(
+                seeds.iter().map(ServerUrl::address).collect(),
+                self.factory(&seeds[0]),
+                self.options.client.clone(),
+            ),
+            Target::Sentinel {
+                sentinels,
+                master,
+                data,
+            } => FeedTarget::sentinel(
+                master.clone(),
+                sentinels.iter().map(ServerUrl::address).collect(),
+                self.factory(&sentinels[0]),
+                self.factory(data),
+                self.options.client.clone(),
+            ),
         };
+        let feed = Arc::new(feed);
         Ok(Arc::new(Core {
             feed,
             topology,

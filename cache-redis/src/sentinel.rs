@@ -284,9 +284,14 @@ impl<T: Transport> Sentinel<T> {
     }
 }
 
+/// Asks a sentinel once where the master named `name` is.
+pub(crate) fn master_address(name: &str) -> MasterAddress<'_> {
+    MasterAddress { name, sent: false }
+}
+
 /// `SENTINEL GET-MASTER-ADDR-BY-NAME name`: `host:port`, or `None` for a name the sentinel
 /// does not monitor.
-struct MasterAddress<'a> {
+pub(crate) struct MasterAddress<'a> {
     name: &'a str,
     sent: bool,
 }
