@@ -186,19 +186,16 @@ impl TestServer {
                 });
             }
         }
-        let binary = find_binary(kind)?;
-        let _ = binary;
-        let server = Self {
+        find_binary(kind)?;
+        on_a_free_port(|port| Self {
             kind,
-            port: free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?,
+            port,
             host: "127.0.0.1".into(),
             external: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             unix: false,
             process: Mutex::new(None),
-        };
-        server.launch()?;
-        Ok(server)
+        })
     }
 
     /// A server of the harness's own listening on a Unix domain socket in its working
@@ -210,17 +207,15 @@ impl TestServer {
     /// [`Unavailable`] when the binary is missing or the server does not start.
     pub fn start_unix(kind: ServerKind) -> Result<Self, Unavailable> {
         find_binary(kind)?;
-        let server = Self {
+        on_a_free_port(|port| Self {
             kind,
-            port: free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?,
+            port,
             host: "127.0.0.1".into(),
             external: None,
             extra_args: Vec::new(),
             unix: true,
             process: Mutex::new(None),
-        };
-        server.launch()?;
-        Ok(server)
+        })
     }
 
     /// A memcached of the harness's own speaking TLS (`-Z`, with `cert` and `key`, PEM) on the
@@ -237,9 +232,21 @@ impl TestServer {
         auth_file: Option<&str>,
     ) -> Result<(Self, u16), Unavailable> {
         find_binary(ServerKind::Memcached)?;
-        let port = free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?;
-        let tls_port =
-            free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?;
+        let mut tls_port = 0;
+        let server = on_a_free_port(|port| {
+            tls_port = free_port().unwrap_or(0);
+            Self::memcached_tls_on(port, tls_port, cert, key, auth_file)
+        })?;
+        Ok((server, tls_port))
+    }
+
+    fn memcached_tls_on(
+        port: u16,
+        tls_port: u16,
+        cert: &str,
+        key: &str,
+        auth_file: Option<&str>,
+    ) -> Self {
         let mut extra_args = vec![
             "-Z".to_string(),
             "-o".to_string(),
@@ -250,7 +257,7 @@ impl TestServer {
         if let Some(file) = auth_file {
             extra_args.extend(["-Y".to_string(), file.to_string()]);
         }
-        let server = Self {
+        Self {
             kind: ServerKind::Memcached,
             port,
             host: "127.0.0.1".into(),
@@ -258,9 +265,7 @@ impl TestServer {
             extra_args,
             unix: false,
             process: Mutex::new(None),
-        };
-        server.launch()?;
-        Ok((server, tls_port))
+        }
     }
 
     /// The path of the server's Unix domain socket, if it listens on one.
@@ -585,16 +590,30 @@ impl TestServer {
             _lifeline: lifeline,
             pid,
         });
-        if wait_until_ready(self.kind, &self.probe_address(), Duration::from_secs(10)) {
-            Ok(())
-        } else {
-            self.stop();
-            Err(Unavailable::Failed(format!(
-                "{} {} did not accept connections on {} within 10 s",
-                binary.display(),
-                args.join(" "),
-                self.probe_address()
-            )))
+        match wait_until_ready(
+            self.kind,
+            &self.probe_address(),
+            Duration::from_secs(10),
+            pid,
+        ) {
+            Ready::Yes => Ok(()),
+            Ready::Exited => {
+                self.stop();
+                Err(Unavailable::Failed(format!(
+                    "{} {} {EXITED} (a port taken between choosing and binding it?)",
+                    binary.display(),
+                    args.join(" "),
+                )))
+            }
+            Ready::TimedOut => {
+                self.stop();
+                Err(Unavailable::Failed(format!(
+                    "{} {} did not accept connections on {} within 10 s",
+                    binary.display(),
+                    args.join(" "),
+                    self.probe_address()
+                )))
+            }
         }
     }
 }
@@ -695,15 +714,57 @@ pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn wait_until_ready(kind: ServerKind, address: &str, within: Duration) -> bool {
+/// What a server's start came to.
+enum Ready {
+    Yes,
+    /// The process ended before it answered.
+    Exited,
+    TimedOut,
+}
+
+/// Words of the error of a server that exited at once, which [`on_a_free_port`] retries.
+pub(crate) const EXITED: &str = "exited before it accepted connections";
+
+/// Builds a server on a port chosen free and starts it; when it exits at once (another process
+/// took the port between the choice and the bind: ports are chosen by binding port 0 and
+/// letting go, and any connection's own port may land on one), tries again on a new port, up
+/// to five times.
+fn on_a_free_port(mut make: impl FnMut(u16) -> TestServer) -> Result<TestServer, Unavailable> {
+    let mut tries = 0;
+    loop {
+        let port = free_port().map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?;
+        let server = make(port);
+        match server.launch() {
+            Ok(()) => return Ok(server),
+            Err(Unavailable::Failed(why)) if why.contains(EXITED) && tries < 4 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether the process `pid` still runs (not a zombie); `true` where `/proc` cannot tell.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_none_or(|state| state != 'Z' && state != 'X'),
+        Err(_) => !std::path::Path::new("/proc/self").exists(),
+    }
+}
+
+fn wait_until_ready(kind: ServerKind, address: &str, within: Duration, pid: u32) -> Ready {
     let start = Instant::now();
     while start.elapsed() < within {
         if probe(kind, address) {
-            return true;
+            return Ready::Yes;
+        }
+        if !alive(pid) {
+            return Ready::Exited;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    false
+    Ready::TimedOut
 }
 
 fn wait_until_closed(address: &str, within: Duration) {

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::servers::{OrSkip, ServerKind, TestServer, Unavailable, free_port};
+use crate::servers::{EXITED, OrSkip, ServerKind, TestServer, Unavailable, free_port};
 
 /// Runs `redis-cli` with `args` and gives its output.
 ///
@@ -66,22 +66,33 @@ impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> Result<Self, Unavailable> {
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            let bus = free_port()
-                .map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?
-                .to_string();
-            nodes.push(TestServer::start_owned(
-                ServerKind::Redis,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--cluster-port",
-                    &bus,
-                ],
-            )?);
+            // The bus port is chosen here: when the node exits at once (the port was taken
+            // meanwhile), it is chosen again.
+            let mut tries = 0;
+            let node = loop {
+                let bus = free_port()
+                    .map_err(|e| Unavailable::Failed(format!("no free port: {e}")))?
+                    .to_string();
+                match TestServer::start_owned(
+                    ServerKind::Redis,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-port",
+                        &bus,
+                    ],
+                ) {
+                    Err(Unavailable::Failed(why)) if why.contains(EXITED) && tries < 4 => {
+                        tries += 1;
+                    }
+                    started => break started?,
+                }
+            };
+            nodes.push(node);
         }
         let addresses: Vec<String> = nodes.iter().map(TestServer::address).collect();
         let replicas = replicas.to_string();
