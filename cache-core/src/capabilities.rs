@@ -179,6 +179,11 @@ pub struct Capabilities {
     /// `exists` and `remaining_ttl` do not, and `remaining_ttl` reports whichever ends first.
     /// `None` by default.
     pub time_to_idle: Option<Duration>,
+    /// Whether a read that starts after a write returned sees that write (or a later one).
+    /// `true` by default; `false` for an engine that reads from replicas, which may lag its
+    /// writes (a Redis engine with `read_from(ReplicaPreferred)`). Layers that keep copies of
+    /// what they read (a tiered cache) need it and refuse an engine without it.
+    pub read_your_writes: bool,
 }
 
 impl Capabilities {
@@ -230,6 +235,7 @@ impl Default for Capabilities {
             namespace: None,
             operations: Operations::NONE,
             time_to_idle: None,
+            read_your_writes: true,
         }
     }
 }

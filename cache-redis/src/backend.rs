@@ -77,6 +77,15 @@ impl Redis {
         self
     }
 
+    /// Makes every new connection say `READONLY`, so that a cluster replica answers reads of
+    /// its master's slots (a master ignores it).
+    pub(crate) fn reading_replicas(mut self) -> Self {
+        let (mut bytes, replies) = self.handshake.take().unwrap_or_default();
+        resp::command(&mut bytes, &[b"READONLY"]);
+        self.handshake = Some((bytes, replies + 1));
+        self
+    }
+
     /// Whether connections speak RESP3.
     pub(crate) fn resp3(&self) -> bool {
         self.resp3

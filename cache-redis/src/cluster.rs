@@ -9,7 +9,7 @@
 //! own rule allows it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -42,12 +42,14 @@ pub(crate) fn key_slot(key: &[u8]) -> u16 {
     CRC16.checksum(tagged.unwrap_or(key)) % SLOTS as u16
 }
 
-/// Which master serves each slot.
+/// Which master serves each slot, and its replicas.
 #[derive(Debug, Default)]
 struct SlotMap {
     /// An index into `masters` per slot; `u16::MAX` where none is known.
     owners: Vec<u16>,
     masters: Vec<String>,
+    /// The replicas of each master, by the same index.
+    replicas: Vec<Vec<String>>,
 }
 
 impl SlotMap {
@@ -55,7 +57,17 @@ impl SlotMap {
         let index = *self.owners.get(usize::from(slot))?;
         self.masters.get(usize::from(index)).map(String::as_str)
     }
+
+    fn replicas(&self, slot: u16) -> &[String] {
+        self.owners
+            .get(usize::from(slot))
+            .and_then(|index| self.replicas.get(usize::from(*index)))
+            .map_or(&[], Vec::as_slice)
+    }
 }
+
+/// How often the slot map is read again while reads go to replicas.
+const REPLICAS_EVERY: Duration = Duration::from_secs(2);
 
 /// Builds the backend of a node from its address.
 pub(crate) type NodeFactory = Box<dyn Fn(&str) -> Result<Redis> + Send + Sync>;
@@ -70,6 +82,10 @@ pub(crate) struct Cluster<T: Transport> {
     refreshing: AtomicBool,
     refreshed: Mutex<Option<Instant>>,
     limits: ReplyLimits,
+    /// Whether reads go to replicas.
+    replica_reads: bool,
+    /// Turns of the replicas, for reads.
+    next_replica: AtomicUsize,
 }
 
 impl<T: Transport> std::fmt::Debug for Cluster<T> {
@@ -98,6 +114,8 @@ impl<T: Transport> Cluster<T> {
             map: RwLock::new(Arc::new(SlotMap::default())),
             refreshing: AtomicBool::new(false),
             refreshed: Mutex::new(None),
+            replica_reads: false,
+            next_replica: AtomicUsize::new(0),
             // CLUSTER SLOTS: an entry per range, each with a few nodes of a few fields.
             limits: read_slots().limits,
         }
@@ -105,6 +123,46 @@ impl<T: Transport> Cluster<T> {
 
     fn map(&self) -> Arc<SlotMap> {
         Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends reads to replicas: every node's connections start with `READONLY`, so that a
+    /// replica answers reads of its master's slots.
+    pub(crate) fn reading_replicas(mut self) -> Self {
+        self.replica_reads = true;
+        self
+    }
+
+    /// When reads go to replicas: reads the slot map again if it is older than
+    /// [`REPLICAS_EVERY`], so that replicas are found once they are listed (a cluster lists a
+    /// replica only once its master has heard its replication offset) and their changes are
+    /// followed.
+    pub(crate) async fn refresh_replicas(&self, deadline: Deadline) {
+        if !self.replica_reads {
+            return;
+        }
+        let old = self
+            .refreshed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|at| at.elapsed() >= REPLICAS_EVERY);
+        if old {
+            let _ = self.refresh(deadline, false).await;
+        }
+    }
+
+    /// A replica of the master serving `slot` to read from, in turn, when reads go to
+    /// replicas and it has one (as last known).
+    pub(crate) fn reader(&self, slot: u16) -> Option<String> {
+        if !self.replica_reads {
+            return None;
+        }
+        let map = self.map();
+        let replicas = map.replicas(slot);
+        if replicas.is_empty() {
+            return None;
+        }
+        let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        Some(replicas[turn % replicas.len()].clone())
     }
 
     /// The masters serving slots, as last known.
@@ -132,7 +190,10 @@ impl<T: Transport> Cluster<T> {
         {
             return Ok(Arc::clone(client));
         }
-        let backend = (self.factory)(address)?;
+        let mut backend = (self.factory)(address)?;
+        if self.replica_reads {
+            backend = backend.reading_replicas();
+        }
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         Ok(Arc::clone(
             clients
@@ -174,11 +235,13 @@ impl<T: Transport> Cluster<T> {
         let mut next = SlotMap {
             owners: map.owners.clone(),
             masters: map.masters.clone(),
+            replicas: map.replicas.clone(),
         };
         let index = match next.masters.iter().position(|m| *m == redirect.address) {
             Some(index) => index,
             None => {
                 next.masters.push(redirect.address.clone());
+                next.replicas.push(Vec::new());
                 next.masters.len() - 1
             }
         };
@@ -263,19 +326,22 @@ pub(crate) fn read_slots() -> ReadSlots {
     }
 }
 
+/// A `CLUSTER SLOTS` range: first slot, last slot, master address, replica addresses.
+pub(crate) type SlotRange = (u16, u16, String, Vec<String>);
+
 /// The masters serving slots in `CLUSTER SLOTS` ranges read from the node at `asked`.
-pub(crate) fn masters_of(ranges: Vec<(u16, u16, String)>, asked: &str) -> Vec<String> {
+pub(crate) fn masters_of(ranges: Vec<SlotRange>, asked: &str) -> Vec<String> {
     slot_map(ranges, asked).masters
 }
 
-/// `CLUSTER SLOTS`: `(first slot, last slot, master address)` per range.
+/// `CLUSTER SLOTS`: `(first slot, last slot, master address, replica addresses)` per range.
 pub(crate) struct ReadSlots {
     limits: ReplyLimits,
     sent: bool,
 }
 
 impl Exchange<Value> for ReadSlots {
-    type Output = Vec<(u16, u16, String)>;
+    type Output = Vec<SlotRange>;
 
     fn start(&mut self) -> Result<Step<Self::Output>> {
         if std::mem::replace(&mut self.sent, true) {
@@ -311,49 +377,53 @@ impl Exchange<Value> for ReadSlots {
             else {
                 return Err(bad(&Value::Nil));
             };
-            let Value::Array(node) = master else {
-                return Err(bad(&master));
-            };
-            let mut node = node.into_iter();
-            let (Some(Value::Bulk(host)), Some(Value::Integer(port))) = (node.next(), node.next())
-            else {
+            let master = node_address(master).ok_or_else(|| bad(&Value::Nil))?;
+            // Replicas follow the master; one without a usable address is left out.
+            let replicas = fields.filter_map(node_address).collect();
+            let (Ok(first), Ok(last)) = (u16::try_from(first), u16::try_from(last)) else {
                 return Err(bad(&Value::Nil));
             };
-            let (Ok(first), Ok(last), Ok(port)) = (
-                u16::try_from(first),
-                u16::try_from(last),
-                u16::try_from(port),
-            ) else {
-                return Err(bad(&Value::Nil));
-            };
-            out.push((
-                first,
-                last,
-                format!("{}:{port}", String::from_utf8_lossy(&host)),
-            ));
+            out.push((first, last, master, replicas));
         }
         Ok(Step::Done(out))
     }
 }
 
+/// `host:port` of a `CLUSTER SLOTS` node entry (`[host, port, id, ...]`).
+fn node_address(node: Value) -> Option<String> {
+    let Value::Array(node) = node else {
+        return None;
+    };
+    let mut node = node.into_iter();
+    let (Some(Value::Bulk(host)), Some(Value::Integer(port))) = (node.next(), node.next()) else {
+        return None;
+    };
+    let port = u16::try_from(port).ok()?;
+    Some(format!("{}:{port}", String::from_utf8_lossy(&host)))
+}
+
 /// The map from `CLUSTER SLOTS` ranges read from the node at `asked`: a node that does not know
 /// its own address (an empty host) is the one asked.
-fn slot_map(ranges: Vec<(u16, u16, String)>, asked: &str) -> SlotMap {
+fn slot_map(ranges: Vec<SlotRange>, asked: &str) -> SlotMap {
     let mut map = SlotMap {
         owners: vec![u16::MAX; SLOTS],
         masters: Vec::new(),
+        replicas: Vec::new(),
     };
     let asked_host = asked.rsplit_once(':').map_or(asked, |(h, _)| h);
-    for (first, last, address) in ranges {
-        let address = match address.strip_prefix(':') {
-            Some(port) => format!("{asked_host}:{port}"),
-            None if address.starts_with('?') => asked.to_string(),
-            None => address,
-        };
+    let resolve = |address: String| match address.strip_prefix(':') {
+        Some(port) => format!("{asked_host}:{port}"),
+        None if address.starts_with('?') => asked.to_string(),
+        None => address,
+    };
+    for (first, last, address, replicas) in ranges {
+        let address = resolve(address);
         let index = match map.masters.iter().position(|m| *m == address) {
             Some(index) => index,
             None => {
                 map.masters.push(address);
+                map.replicas
+                    .push(replicas.into_iter().map(&resolve).collect());
                 map.masters.len() - 1
             }
         };
@@ -582,13 +652,25 @@ mod tests {
     fn slot_maps_name_every_served_slot() {
         let map = slot_map(
             vec![
-                (0, 5460, "10.0.0.1:7000".into()),
-                (5461, 16383, ":7001".into()),
+                (
+                    0,
+                    5460,
+                    "10.0.0.1:7000".into(),
+                    vec!["10.0.0.2:7000".into()],
+                ),
+                (
+                    5461,
+                    16383,
+                    ":7001".into(),
+                    vec![":7002".into(), "10.0.0.3:7001".into()],
+                ),
             ],
             "10.0.0.9:7001",
         );
         assert_eq!(map.owner(0), Some("10.0.0.1:7000"));
         assert_eq!(map.owner(16383), Some("10.0.0.9:7001"));
         assert_eq!(map.masters.len(), 2);
+        assert_eq!(map.replicas(0), ["10.0.0.2:7000"]);
+        assert_eq!(map.replicas(16383), ["10.0.0.9:7002", "10.0.0.3:7001"]);
     }
 }

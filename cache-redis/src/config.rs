@@ -30,7 +30,28 @@ pub struct RedisEngineBuilder<Face = Blocking> {
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
     pub(crate) danger_accept_invalid_certs: bool,
     pub(crate) protocol: Option<RedisProtocol>,
+    pub(crate) read_from: ReadFrom,
     face: PhantomData<fn() -> Face>,
+}
+
+/// Where reads go on a Redis Cluster or through Sentinel: the masters (the default), or their
+/// replicas when there are any ([`RedisEngineBuilder::read_from`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReadFrom {
+    /// Every operation goes to the master: reads see every write that returned.
+    #[default]
+    Master,
+    /// `get`, `get_many`, `exists`, `remaining_ttl`, `get_with_ttl` and `get_many_with_ttl`
+    /// go to a replica of the key's master (in turn, when there are several), and to the
+    /// master when it has none or the replica fails. Writes still go to the master.
+    ///
+    /// Replication is asynchronous: a read on a replica may miss a write that returned a
+    /// moment before (see the [crate docs](crate#reading-from-replicas) for how often and how
+    /// old, measured). So it gives up read-your-writes: the conformance kit assumes it, and a
+    /// tiered cache refuses such a shared tier (`InvalidConfig`), through
+    /// [`Capabilities::read_your_writes`](cache_core::Capabilities::read_your_writes).
+    ReplicaPreferred,
 }
 
 /// The RESP version the engine speaks with the data servers: RESP2 by default, RESP3 when
@@ -77,6 +98,7 @@ impl<Face> Default for RedisEngineBuilder<Face> {
             tls_root_certificate: None,
             danger_accept_invalid_certs: false,
             protocol: None,
+            read_from: ReadFrom::Master,
             face: PhantomData,
         }
     }
@@ -93,6 +115,7 @@ impl<Face> Clone for RedisEngineBuilder<Face> {
             tls_root_certificate: self.tls_root_certificate.clone(),
             danger_accept_invalid_certs: self.danger_accept_invalid_certs,
             protocol: self.protocol,
+            read_from: self.read_from,
             face: PhantomData,
         }
     }
@@ -115,6 +138,7 @@ impl<Face> fmt::Debug for RedisEngineBuilder<Face> {
                 &self.danger_accept_invalid_certs,
             )
             .field("protocol", &self.protocol)
+            .field("read_from", &self.read_from)
             .finish()
     }
 }
@@ -204,6 +228,15 @@ impl<Face> RedisEngineBuilder<Face> {
     /// setting that contradicts the URL's.
     pub fn protocol(mut self, protocol: RedisProtocol) -> Self {
         self.protocol = Some(protocol);
+        self
+    }
+
+    /// Where reads go on a cluster or through sentinels: [`ReadFrom::Master`] (the default) or
+    /// [`ReadFrom::ReplicaPreferred`], which spreads reads over replicas at the cost of
+    /// read-your-writes. `build` refuses replicas for a single server (it has none the engine
+    /// knows of).
+    pub fn read_from(mut self, read_from: ReadFrom) -> Self {
+        self.read_from = read_from;
         self
     }
 

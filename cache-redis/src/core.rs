@@ -35,6 +35,8 @@ pub(crate) struct Core<T: Transport> {
     /// Where invalidation feeds find the masters to track, with blocking clients of their own.
     pub(crate) feed: Arc<crate::invalidation::FeedTarget>,
     pub(crate) commands: Commands,
+    /// Where reads go.
+    pub(crate) read_from: crate::ReadFrom,
     pub(crate) options: RemoteOptions,
     /// The URL with the password hidden.
     pub(crate) shown_url: String,
@@ -54,6 +56,7 @@ impl<T: Transport> Core<T> {
         caps.max_ttl = MAX_TTL;
         caps.max_value_size = Some(self.commands.max_value_size);
         caps.max_key_len = self.commands.keys.max_key_len();
+        caps.read_your_writes = self.read_from == crate::ReadFrom::Master;
         caps
     }
 
@@ -163,6 +166,56 @@ impl<T: Transport> Core<T> {
         Err(too_many_redirects(key, operation))
     }
 
+    /// Runs a read of `key`: on a replica when reads go there ([`ReadFrom::ReplicaPreferred`]
+    /// and the key's master has one), else, or when the replica fails in a way that may pass
+    /// or was redirected, as [`keyed`](Self::keyed) on the master.
+    ///
+    /// [`ReadFrom::ReplicaPreferred`]: crate::ReadFrom::ReplicaPreferred
+    async fn keyed_read<M>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        deadline: Deadline,
+        make: M,
+    ) -> Result<Output<Redis, M>>
+    where
+        M: Make<ReplyOf<Redis>> + Clone,
+    {
+        if self.read_from == crate::ReadFrom::Master {
+            return self.keyed(operation, key, deadline, make).await;
+        }
+        self.check_open()?;
+        let route = route_of(key.as_bytes());
+        match &self.topology {
+            Topology::Sentinel(sentinel) => {
+                return sentinel
+                    .run_read(operation, deadline, routed(route, make))
+                    .await;
+            }
+            Topology::Cluster(cluster) => {
+                let slot = key_slot(self.commands.key(key)?.as_bytes());
+                cluster.refresh_replicas(deadline).await;
+                if let Some(address) = cluster.reader(slot) {
+                    let client = cluster.client(&address)?;
+                    match T::run(&client, operation, deadline, routed(route, make.clone())).await {
+                        Ok(output) => return Ok(output),
+                        Err(error)
+                            if (Redirect::of(&error).is_some() || error.is_transient())
+                                && deadline.remaining().is_some() =>
+                        {
+                            // A replica that no longer serves the slot, or failed: the map is
+                            // read again, and the master answers.
+                            let _ = cluster.refresh(deadline, false).await;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            Topology::Single(_) => {}
+        }
+        self.keyed(operation, key, deadline, make).await
+    }
+
     /// Runs an operation on every master (one server, the cluster's masters, or the master the
     /// sentinels name); the first error, once every one answered.
     async fn on_every_master<M>(
@@ -214,6 +267,20 @@ impl<T: Transport> Core<T> {
         Ok(outputs)
     }
 
+    /// Whether `operation` is a read that goes to replicas.
+    fn replica_read(&self, operation: &str) -> bool {
+        self.read_from == crate::ReadFrom::ReplicaPreferred
+            && matches!(
+                operation,
+                "get"
+                    | "get_many"
+                    | "exists"
+                    | "remaining_ttl"
+                    | "get_with_ttl"
+                    | "get_many_with_ttl"
+            )
+    }
+
     /// The keys of a bulk operation grouped by the connection each one goes on (see
     /// [`by_pipeline`]), for [`on_master_in_parts`](Self::on_master_in_parts).
     fn parts<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Vec<(u64, Vec<usize>)> {
@@ -243,6 +310,9 @@ impl<T: Transport> Core<T> {
             let make = routed(*route, move || build(0));
             let output = match &self.topology {
                 Topology::Single(client) => T::run(client, operation, deadline, make).await,
+                Topology::Sentinel(sentinel) if self.replica_read(operation) => {
+                    sentinel.run_read(operation, deadline, make).await
+                }
                 Topology::Sentinel(sentinel) => sentinel.run(operation, deadline, make).await,
                 Topology::Cluster(_) => Err(CacheError::invalid_config(
                     "a cluster's bulk operations go by slot",
@@ -252,6 +322,9 @@ impl<T: Transport> Core<T> {
         }
         let client = match &self.topology {
             Topology::Single(client) => Arc::clone(client),
+            Topology::Sentinel(sentinel) if self.replica_read(operation) => {
+                sentinel.reader(deadline).await?
+            }
             Topology::Sentinel(sentinel) => sentinel.master(deadline).await?,
             Topology::Cluster(_) => {
                 return Err(CacheError::invalid_config(
@@ -259,15 +332,27 @@ impl<T: Transport> Core<T> {
                 ));
             }
         };
-        let jobs = parts
-            .iter()
-            .enumerate()
-            .map(|(index, (route, _))| (&*client, routed(*route, move || build(index))))
-            .collect();
-        let results: Result<Vec<E::Output>> = T::run_each(operation, deadline, jobs)
-            .await
-            .into_iter()
-            .collect();
+        let run = |client: Arc<T::Client<Redis>>| async move {
+            let jobs = parts
+                .iter()
+                .enumerate()
+                .map(|(index, (route, _))| (&*client, routed(*route, move || build(index))))
+                .collect();
+            T::run_each(operation, deadline, jobs)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<E::Output>>>()
+        };
+        let mut results = run(client).await;
+        if let (Topology::Sentinel(sentinel), Err(error)) = (&self.topology, &results) {
+            if self.replica_read(operation)
+                && error.is_transient()
+                && deadline.remaining().is_some()
+            {
+                // The replica failed: the master answers.
+                results = run(sentinel.master(deadline).await?).await;
+            }
+        }
         if let Topology::Sentinel(sentinel) = &self.topology {
             sentinel.after(&results, deadline).await;
         }
@@ -276,7 +361,9 @@ impl<T: Transport> Core<T> {
 
     /// A bulk operation on a cluster: `full` keys grouped by the node serving their slot, one
     /// command per key (`build` makes a node's exchange for some of them), every node at once;
-    /// keys redirected are sent again where they were sent to.
+    /// keys redirected are sent again where they were sent to. With `replicas`, keys go to a
+    /// replica of their master where it has one.
+    #[allow(clippy::too_many_arguments)]
     async fn per_key<'a, V, F>(
         &self,
         cluster: &Cluster<T>,
@@ -284,6 +371,7 @@ impl<T: Transport> Core<T> {
         deadline: Deadline,
         keys: &[&str],
         full: &[String],
+        replicas: bool,
         build: F,
     ) -> Result<Vec<V>>
     where
@@ -303,7 +391,10 @@ impl<T: Transport> Core<T> {
                     Some(address) => (address, true),
                     None => {
                         let slot = key_slot(full[index].as_bytes());
-                        (cluster.owner(slot, deadline).await?, false)
+                        match cluster.reader(slot).filter(|_| replicas) {
+                            Some(replica) => (replica, false),
+                            None => (cluster.owner(slot, deadline).await?, false),
+                        }
                     }
                 };
                 let route = if pipelines > 1 {
@@ -379,7 +470,7 @@ impl<T: Transport> Core<T> {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let commands = &self.commands;
-        self.keyed("get", key, self.deadline(), || commands.get(key))
+        self.keyed_read("get", key, self.deadline(), || commands.get(key))
             .await
     }
 
@@ -408,7 +499,7 @@ impl<T: Transport> Core<T> {
 
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         let commands = &self.commands;
-        self.keyed("exists", key, self.deadline(), || commands.exists(key))
+        self.keyed_read("exists", key, self.deadline(), || commands.exists(key))
             .await
     }
 
@@ -445,26 +536,40 @@ impl<T: Transport> Core<T> {
             .map(|k| commands.key(k))
             .collect::<Result<Vec<_>>>()?;
         let full = &full;
-        self.per_key(
-            cluster,
-            "get_many",
-            self.deadline(),
-            keys,
-            full,
-            move |members, asking| {
-                Box::new(PerKey::new(
-                    commands,
-                    "get_many",
-                    members.len(),
-                    asking,
-                    |j, out| resp::command(out, &[b"GET", full[members[j]].as_bytes()]),
-                    move |_, reply| {
-                        bulk(reply).map_err(|other| commands.failure(other, "get_many", None))
-                    },
-                ))
-            },
-        )
-        .await
+        let deadline = self.deadline();
+        let read = |replicas: bool| {
+            self.per_key(
+                cluster,
+                "get_many",
+                deadline,
+                keys,
+                full,
+                replicas,
+                move |members, asking| {
+                    Box::new(PerKey::new(
+                        commands,
+                        "get_many",
+                        members.len(),
+                        asking,
+                        |j, out| resp::command(out, &[b"GET", full[members[j]].as_bytes()]),
+                        move |_, reply| {
+                            bulk(reply).map_err(|other| commands.failure(other, "get_many", None))
+                        },
+                    )) as Keyed<'_, _>
+                },
+            )
+        };
+        if !self.replica_read("get_many") {
+            return read(false).await;
+        }
+        cluster.refresh_replicas(deadline).await;
+        match read(true).await {
+            // A replica failed: the masters answer.
+            Err(error) if error.is_transient() && deadline.remaining().is_some() => {
+                read(false).await
+            }
+            result => result,
+        }
     }
 
     pub(crate) async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
@@ -511,6 +616,7 @@ impl<T: Transport> Core<T> {
             self.deadline(),
             &keys,
             full,
+            false,
             move |members, asking| {
                 let for_parse = members.clone();
                 Box::new(PerKey::new(
@@ -578,6 +684,7 @@ impl<T: Transport> Core<T> {
                 self.deadline(),
                 keys,
                 full,
+                false,
                 move |members, asking| {
                     Box::new(PerKey::new(
                         commands,
@@ -621,7 +728,7 @@ impl<T: Transport> Core<T> {
 
     pub(crate) async fn remaining_ttl(&self, key: &str) -> Result<Option<Remaining>> {
         let commands = &self.commands;
-        self.keyed("remaining_ttl", key, self.deadline(), || {
+        self.keyed_read("remaining_ttl", key, self.deadline(), || {
             commands.remaining_ttl(key)
         })
         .await
@@ -629,7 +736,7 @@ impl<T: Transport> Core<T> {
 
     pub(crate) async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Remaining)>> {
         let commands = &self.commands;
-        self.keyed("get_with_ttl", key, self.deadline(), || {
+        self.keyed_read("get_with_ttl", key, self.deadline(), || {
             commands.get_with_ttl(key)
         })
         .await
@@ -668,7 +775,7 @@ impl<T: Transport> Core<T> {
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
             found.push(
-                self.keyed("get_many_with_ttl", key, deadline, || {
+                self.keyed_read("get_many_with_ttl", key, deadline, || {
                     commands.get_with_ttl(key)
                 })
                 .await?,

@@ -22,7 +22,9 @@ pub use cache_remote::{
     DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_REQUESTS,
     DEFAULT_PIPELINES, DEFAULT_TIMEOUT,
 };
-pub use config::{DEFAULT_MAX_VALUE_SIZE, DEFAULT_URL, RedisEngineBuilder, RedisProtocol};
+pub use config::{
+    DEFAULT_MAX_VALUE_SIZE, DEFAULT_URL, ReadFrom, RedisEngineBuilder, RedisProtocol,
+};
 #[cfg(feature = "tokio")]
 pub use engine::AsyncRedisEngine;
 pub use engine::RedisEngine;

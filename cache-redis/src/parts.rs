@@ -13,7 +13,7 @@ use cache_remote::{RemoteOptions, Transport};
 use crate::backend::Redis;
 use crate::cluster::{Cluster, NodeFactory};
 use crate::commands::{Commands, MAX_TTL, RELAXED_MAX_KEY_LEN};
-use crate::config::{RedisEngineBuilder, RedisProtocol, ServerUrl, Target, parse_target};
+use crate::config::{ReadFrom, RedisEngineBuilder, RedisProtocol, ServerUrl, Target, parse_target};
 use crate::core::{Core, Topology};
 use crate::invalidation::FeedTarget;
 use crate::sentinel::Sentinel;
@@ -26,6 +26,7 @@ pub(crate) struct Parts {
     pub(crate) shown_url: String,
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
     pub(crate) danger_accept_invalid_certs: bool,
+    pub(crate) read_from: ReadFrom,
 }
 
 impl Parts {
@@ -49,6 +50,7 @@ impl Parts {
 
     pub(crate) fn core<T: Transport>(self) -> Result<Arc<Core<T>>> {
         let settings = self.options.client.clone();
+        let replica_reads = self.read_from == ReadFrom::ReplicaPreferred;
         let topology = match &self.target {
             Target::Single(url) => Topology::Single(Arc::new(T::client(
                 backend(
@@ -58,11 +60,18 @@ impl Parts {
                 )?,
                 settings,
             ))),
-            Target::Cluster(seeds) => Topology::Cluster(Box::new(Cluster::new(
-                seeds.iter().map(ServerUrl::address).collect(),
-                self.factory(&seeds[0]),
-                settings,
-            ))),
+            Target::Cluster(seeds) => {
+                let cluster = Cluster::new(
+                    seeds.iter().map(ServerUrl::address).collect(),
+                    self.factory(&seeds[0]),
+                    settings,
+                );
+                Topology::Cluster(Box::new(if replica_reads {
+                    cluster.reading_replicas()
+                } else {
+                    cluster
+                }))
+            }
             Target::Sentinel {
                 sentinels,
                 master,
@@ -73,6 +82,7 @@ impl Parts {
                 self.factory(&sentinels[0]),
                 self.factory(data),
                 settings,
+                replica_reads,
             )),
         };
         // The invalidation feed's own clients, blocking whatever the engine's face.
@@ -107,6 +117,7 @@ impl Parts {
             feed,
             topology,
             commands: self.commands,
+            read_from: self.read_from,
             options: self.options,
             shown_url: self.shown_url,
             closed: AtomicBool::new(false),
@@ -119,6 +130,12 @@ impl<Face> RedisEngineBuilder<Face> {
     pub(crate) fn parts(self) -> Result<Parts> {
         let mut target = parse_target(&self.url)?;
         set_protocol(&mut target, self.protocol)?;
+        if self.read_from != ReadFrom::Master && matches!(target, Target::Single(_)) {
+            return Err(CacheError::invalid_config(
+                "read_from(ReplicaPreferred) needs a cluster or sentinels, which name the \
+                 replicas; a single server's reads go to it",
+            ));
+        }
         let mut keys = self.options.validate(MAX_TTL)?;
         if self.colocate_namespace {
             let namespace = match (&target, self.options.namespace.as_deref()) {
@@ -173,6 +190,7 @@ impl<Face> RedisEngineBuilder<Face> {
             options: self.options,
             tls_root_certificate: self.tls_root_certificate,
             danger_accept_invalid_certs: self.danger_accept_invalid_certs,
+            read_from: self.read_from,
         })
     }
 }

@@ -6,7 +6,7 @@
 //! them finds the new master.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,11 @@ pub(crate) struct Sentinel<T: Transport> {
     retired: Mutex<Vec<Arc<Client<T>>>>,
     asking: AtomicBool,
     asked: Mutex<Option<Instant>>,
+    /// Whether reads go to replicas.
+    replica_reads: bool,
+    /// The replicas the sentinels name as healthy, with their clients, when reads go there.
+    replicas: RwLock<Vec<(String, Arc<Client<T>>)>>,
+    next_replica: AtomicUsize,
     /// Whether the background check runs.
     watching: AtomicBool,
     closed: AtomicBool,
@@ -65,6 +70,7 @@ impl<T: Transport> Sentinel<T> {
         sentinel_factory: NodeFactory,
         master_factory: NodeFactory,
         settings: ClientSettings,
+        replica_reads: bool,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             name,
@@ -77,6 +83,9 @@ impl<T: Transport> Sentinel<T> {
             retired: Mutex::new(Vec::new()),
             asking: AtomicBool::new(false),
             asked: Mutex::new(None),
+            replica_reads,
+            replicas: RwLock::new(Vec::new()),
+            next_replica: AtomicUsize::new(0),
             watching: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             me: me.clone(),
@@ -150,6 +159,50 @@ impl<T: Transport> Sentinel<T> {
         let result = T::run(&client, operation, deadline, make).await;
         self.after(&result, deadline).await;
         result
+    }
+
+    /// Runs a read: on a replica when reads go there and the sentinels named one, and on the
+    /// master when none is known or the replica failed in a way that may pass.
+    pub(crate) async fn run_read<M>(
+        &self,
+        operation: &'static str,
+        deadline: Deadline,
+        make: M,
+    ) -> Result<Output<Redis, M>>
+    where
+        M: Make<ReplyOf<Redis>> + Clone,
+    {
+        if let Some(client) = self.replica() {
+            let result = T::run(&client, operation, deadline, make.clone()).await;
+            match result {
+                Err(error) if error.is_transient() && deadline.remaining().is_some() => {}
+                result => return result,
+            }
+        }
+        self.run(operation, deadline, make).await
+    }
+
+    /// The client to read from: a replica, in turn, when reads go there and the sentinels
+    /// named one; else the master, found first if need be.
+    pub(crate) async fn reader(&self, deadline: Deadline) -> Result<Arc<Client<T>>> {
+        match self.replica() {
+            Some(client) => Ok(client),
+            None => self.master(deadline).await,
+        }
+    }
+
+    /// A replica to read from, in turn, when reads go to replicas and one is known.
+    fn replica(&self) -> Option<Arc<Client<T>>> {
+        if !self.replica_reads {
+            return None;
+        }
+        self.watch();
+        let replicas = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+        if replicas.is_empty() {
+            return None;
+        }
+        let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::clone(&replicas[turn % replicas.len()].1))
     }
 
     /// The client of the master, finding it first if need be.
@@ -237,6 +290,13 @@ impl<T: Transport> Sentinel<T> {
             Ok(address) => self.use_master(address),
             Err(e) => Err(e),
         };
+        if self.replica_reads {
+            // Reads go on to the master when no replica is known: a failed question leaves
+            // the list as it was.
+            if let Ok(replicas) = self.ask_replicas(deadline).await {
+                self.use_replicas(replicas);
+            }
+        }
         self.asking.store(false, Ordering::Release);
         outcome
     }
@@ -263,6 +323,55 @@ impl<T: Transport> Sentinel<T> {
             }
         }
         Err(last.unwrap_or_else(|| self.no_master("no sentinel answered")))
+    }
+
+    /// The healthy replicas, as the first sentinel that answers names them.
+    async fn ask_replicas(&self, deadline: Deadline) -> Result<Vec<String>> {
+        let mut last = None;
+        for sentinel in &self.sentinels {
+            let client = self.sentinel_client(sentinel)?;
+            let name = self.name.as_str();
+            let answer = T::run(&client, "sentinel replicas", deadline, || {
+                Ok(Replicas { name, sent: false })
+            })
+            .await;
+            match answer {
+                Ok(replicas) => return Ok(replicas),
+                Err(e) => last = Some(e),
+            }
+            if deadline.remaining().is_none() {
+                break;
+            }
+        }
+        Err(last.unwrap_or_else(|| self.no_master("no sentinel answered")))
+    }
+
+    /// Reads go to these replicas from now on; clients of replicas seen before are kept.
+    fn use_replicas(&self, addresses: Vec<String>) {
+        let mut replicas = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let known = replicas
+                .iter()
+                .find(|(a, _)| *a == address)
+                .map(|(_, c)| Arc::clone(c));
+            let client = match known {
+                Some(client) => client,
+                None => {
+                    let Ok(backend) = (self.master_factory)(&address) else {
+                        continue;
+                    };
+                    let client = Arc::new(T::client(backend, self.settings.clone()));
+                    self.retired
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Arc::clone(&client));
+                    client
+                }
+            };
+            next.push((address, client));
+        }
+        *replicas = next;
     }
 
     fn use_master(&self, address: String) -> Result<()> {
@@ -333,6 +442,68 @@ impl Exchange<Value> for MasterAddress<'_> {
             Some(other) => Err(unexpected(&other, "sentinel")),
             None => Err(unexpected(&Value::Nil, "sentinel")),
         }
+    }
+}
+
+/// `SENTINEL REPLICAS name`: the replicas that are up, linked to their master, and not
+/// flagged down or disconnected, as `host:port`.
+struct Replicas<'a> {
+    name: &'a str,
+    sent: bool,
+}
+
+impl Exchange<Value> for Replicas<'_> {
+    type Output = Vec<String>;
+
+    fn start(&mut self) -> Result<Step<Vec<String>>> {
+        if std::mem::replace(&mut self.sent, true) {
+            return Err(CacheError::invalid_config("an exchange was started twice"));
+        }
+        let mut bytes = Vec::new();
+        resp::command(
+            &mut bytes,
+            &[b"SENTINEL", b"REPLICAS", self.name.as_bytes()],
+        );
+        // Each replica is a list of about 40 fields and their values.
+        Ok(Step::Send(Request::new(
+            bytes,
+            1,
+            ReplyLimits::scalar(4096).with_arrays(1024, 2),
+        )))
+    }
+
+    fn next(&mut self, replies: Vec<Value>) -> Result<Step<Vec<String>>> {
+        let reply = replies.into_iter().next().unwrap_or(Value::Nil);
+        let Value::Array(replicas) = reply else {
+            return Err(unexpected(&reply, "sentinel replicas"));
+        };
+        let mut healthy = Vec::new();
+        for replica in replicas {
+            let Value::Array(fields) = replica else {
+                return Err(unexpected(&replica, "sentinel replicas"));
+            };
+            let field = |name: &[u8]| {
+                fields.chunks(2).find_map(|pair| match pair {
+                    [Value::Bulk(key), Value::Bulk(value)] if key == name => {
+                        Some(String::from_utf8_lossy(value).into_owned())
+                    }
+                    _ => None,
+                })
+            };
+            let (Some(ip), Some(port), Some(flags)) =
+                (field(b"ip"), field(b"port"), field(b"flags"))
+            else {
+                continue;
+            };
+            let down = flags
+                .split(',')
+                .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"));
+            let linked = field(b"master-link-status").is_some_and(|status| status == "ok");
+            if !down && linked {
+                healthy.push(format!("{ip}:{port}"));
+            }
+        }
+        Ok(Step::Done(healthy))
     }
 }
 

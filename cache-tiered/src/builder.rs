@@ -280,9 +280,24 @@ impl<L, S> TieredBuilder<L, S, Blocking> {
         S: CacheEngine,
     {
         let caps = self.shared.capabilities();
-        caps.require(cache_core::Operation::RemainingTtl, SHARED_TIER_NEEDS)?;
+        require_shared(&caps)?;
         Ok(crate::TieredEngine::from_tiers(self.tiers(caps)?))
     }
+}
+
+/// What a tiered cache needs of its shared tier: remaining TTLs, so that a local copy never
+/// outlives the shared entry, and reads that see this process's writes, so that a refill is
+/// never older than a write that returned.
+fn require_shared(caps: &Capabilities) -> Result<()> {
+    caps.require(cache_core::Operation::RemainingTtl, SHARED_TIER_NEEDS)?;
+    if !caps.read_your_writes {
+        return Err(cache_core::CacheError::invalid_config(format!(
+            "a tiered cache needs a shared tier whose reads see its writes; {} reads from \
+             replicas, which may lag them: read from the master for the shared tier",
+            caps.backend
+        )));
+    }
+    Ok(())
 }
 
 impl<L, S> TieredBuilder<L, S, Async> {
@@ -297,7 +312,7 @@ impl<L, S> TieredBuilder<L, S, Async> {
         S: cache_core::AsyncCacheEngine,
     {
         let caps = self.shared.capabilities();
-        caps.require(cache_core::Operation::RemainingTtl, SHARED_TIER_NEEDS)?;
+        require_shared(&caps)?;
         Ok(crate::AsyncTieredEngine::from_tiers(self.tiers(caps)?))
     }
 }

@@ -425,6 +425,24 @@ fn a_refill_that_raced_this_process_own_write_is_not_kept() {
     assert_eq!(cache.get("k").unwrap(), Some(v("mine")));
 }
 
+/// A shared tier that reads from replicas may read older than a write that returned: a refill
+/// could then be older than the write, and nothing would invalidate it.
+#[test]
+fn a_shared_tier_reading_replicas_is_refused() {
+    let replicas = RedisEngine::builder()
+        .url("redis-cluster://127.0.0.1:1")
+        .read_from(cache_redis::ReadFrom::ReplicaPreferred)
+        .build()
+        .unwrap();
+    let feed = replicas.invalidations();
+    let error = TieredEngine::builder(InMemoryEngine::new(), replicas)
+        .invalidations(feed)
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, CacheError::InvalidConfig { .. }), "{error}");
+    assert!(error.to_string().contains("replicas"), "{error}");
+}
+
 #[test]
 fn the_builder_refuses_what_cannot_be_coherent() {
     let shared = || ReferenceEngine::in_namespace("b").unwrap();
