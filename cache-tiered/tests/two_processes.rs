@@ -3,10 +3,14 @@
 //! a reader) reads it in a loop through its own tiered engine, and both processes' Redis
 //! connections, B's invalidation feed included, are killed with `CLIENT KILL` every second.
 //!
+//! The same runs on a Redis Cluster (3 masters with a replica each) under topology faults: the
+//! key's slot is migrated to another master, then that master is killed (SIGKILL) and its
+//! replica takes over.
+//!
 //! For each change, the staleness is how long after A's write returned B still served an older
 //! state. The test fails if any exceeds B's stated staleness bound, or if B ever went back to
 //! an older state; it prints p50, p99 and max (and writes them to
-//! `target/tiered-staleness.txt`).
+//! `target/<test name>.txt`).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -20,9 +24,12 @@ use cache_core::{Bytes, CacheEngine, Ttl};
 use cache_local::InMemoryEngine;
 use cache_redis::RedisEngine;
 use cache_tests::servers::{OrSkip, ServerKind, TestServer};
+use cache_tests::topologies::RedisCluster;
 use cache_tiered::TieredEngine;
 
 const READER: &str = "CACHE_TIERED_TWO_PROCESSES_READER";
+/// The key the reader reads, when not [`KEY`].
+const READER_KEY: &str = "CACHE_TIERED_TWO_PROCESSES_KEY";
 const CHANGES: u64 = 10_000;
 const NAMESPACE: &str = "two-processes";
 const KEY: &str = "k";
@@ -56,6 +63,8 @@ struct Run {
 
 /// Process B: reads until its standard input closes, then prints its runs.
 fn reader(url: &str) {
+    let key = std::env::var(READER_KEY).unwrap_or_else(|_| KEY.to_string());
+    let key = key.as_str();
     let cache = tiered(url);
     let start = Instant::now();
     while !cache.is_caching_locally() {
@@ -97,7 +106,7 @@ fn reader(url: &str) {
             }
         }
         let started = now_ns();
-        let state = match cache.get(KEY) {
+        let state = match cache.get(key) {
             Ok(Some(value)) => std::str::from_utf8(&value).unwrap().parse::<i64>().unwrap(),
             Ok(None) => -1,
             Err(_) => {
@@ -143,6 +152,14 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// What a fault thread reports once A is done writing.
+struct Faults {
+    /// What happened, for the report.
+    summary: String,
+    /// Whether every fault meant to happen did.
+    happened: bool,
+}
+
 #[test]
 fn staleness_across_two_processes() {
     if let Ok(url) = std::env::var(READER) {
@@ -152,19 +169,159 @@ fn staleness_across_two_processes() {
     let Some(server) = TestServer::start(ServerKind::Redis, &[]).or_skip() else {
         return;
     };
-    let writer = tiered(&server.url());
+    let url = server.url();
+    // Kill every client but the admin one, alternately the feeds and the normal connections,
+    // every second while A writes.
+    let killer_url = url.clone();
+    let faults = move |writing: Arc<AtomicBool>, _paused: Arc<AtomicBool>| {
+        let mut raw = redis::Client::open(killer_url)
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let (mut rounds, mut kills) = (0u64, 0u64);
+        let mut last = Instant::now();
+        while writing.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(10));
+            if last.elapsed() < Duration::from_secs(1) {
+                continue;
+            }
+            last = Instant::now();
+            let kind = if rounds % 2 == 0 { "pubsub" } else { "normal" };
+            rounds += 1;
+            let killed: u64 = redis::cmd("CLIENT")
+                .arg(&["KILL", "TYPE", kind, "SKIPME", "yes"][..])
+                .query(&mut raw)
+                .unwrap();
+            kills += killed;
+        }
+        Faults {
+            summary: format!("{kills} connections killed in {rounds} rounds"),
+            happened: rounds >= 4 && kills >= rounds,
+        }
+    };
+    two_processes("staleness_across_two_processes", &url, KEY, faults);
+}
+
+/// On a cluster: the key's slot migrates to another master a second into A's writes, and that
+/// master is killed a second after, so that its replica takes over. A pauses while the kill is
+/// made: Redis loses writes a master acknowledged just before it died (asynchronous
+/// replication), which would show here as B going back, not as a fault of the tiers.
+#[test]
+fn staleness_across_two_processes_on_a_cluster() {
+    if let Ok(url) = std::env::var(READER) {
+        reader(&url);
+        return;
+    }
+    let Some(cluster) = RedisCluster::start(3, 1).or_skip() else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    let url = cluster.url();
+    let mut admin = redis::Client::open(format!("redis://{}", cluster.addresses()[0]))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let masters = cluster.masters();
+    let slot_of = |raw: &mut redis::Connection, key: &str| -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(raw)
+            .unwrap()
+    };
+    // The slots of the master holding slot 0, lowest first: `reshard` moves the lowest ones.
+    let first_master = cluster
+        .cluster_nodes()
+        .lines()
+        .find(|line| {
+            line.contains("master") && line.split_whitespace().any(|f| f.starts_with("0-"))
+        })
+        .and_then(|line| line.split_whitespace().next().map(str::to_string))
+        .expect("a master serves slot 0");
+    let key = (0..)
+        .map(|n| format!("k{n}"))
+        .find(|k| slot_of(&mut admin, &format!("{NAMESPACE}:{k}")) < 500)
+        .unwrap();
+    let other = masters
+        .iter()
+        .find(|(_, id)| *id != first_master)
+        .map(|(_, id)| id.clone())
+        .unwrap();
+    let faults_cluster = Arc::clone(&cluster);
+    let faults = move |writing: Arc<AtomicBool>, paused: Arc<AtomicBool>| {
+        let cluster = faults_cluster;
+        let started = Instant::now();
+        let wait_until = |at: Duration| {
+            while started.elapsed() < at && writing.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            writing.load(Ordering::Acquire)
+        };
+        if !wait_until(Duration::from_secs(1)) {
+            return Faults {
+                summary: "A was done before the faults".into(),
+                happened: false,
+            };
+        }
+        let moved = cluster
+            .reshard(&first_master, &other, 1000)
+            .is_ok_and(|out| out.contains("Moving slot"));
+        let resharded = started.elapsed();
+        if !wait_until(resharded + Duration::from_secs(1)) {
+            return Faults {
+                summary: format!("slot migrated: {moved}; A was done before the kill"),
+                happened: false,
+            };
+        }
+        // The key's master now: the one the slot moved to.
+        let victim = cluster
+            .masters()
+            .into_iter()
+            .find(|(_, id)| *id == other)
+            .map(|(address, _)| address);
+        paused.store(true, Ordering::Release);
+        // Let A's last write replicate before the kill.
+        std::thread::sleep(Duration::from_millis(200));
+        let killed = victim
+            .as_deref()
+            .and_then(|address| cluster.node(address))
+            .map(|node| node.stop())
+            .is_some();
+        paused.store(false, Ordering::Release);
+        let failed_over = victim
+            .as_deref()
+            .is_some_and(|address| cluster.wait_for_failover(address, Duration::from_secs(30)));
+        Faults {
+            summary: format!(
+                "slot migrated: {moved} (after {resharded:?}), master killed: {killed}, \
+                 failed over: {failed_over}"
+            ),
+            happened: moved && killed && failed_over,
+        }
+    };
+    two_processes(
+        "staleness_across_two_processes_on_a_cluster",
+        &url,
+        &key,
+        faults,
+    );
+}
+
+/// Runs A here and B as a child process (this test binary again, running `test`), with
+/// `faults` in a thread of A beside the writes, and checks B's staleness.
+fn two_processes<F>(test: &str, url: &str, key: &str, faults: F)
+where
+    F: FnOnce(Arc<AtomicBool>, Arc<AtomicBool>) -> Faults + Send + 'static,
+{
+    let writer = tiered(url);
     writer
-        .set(KEY, Bytes::from_static(b"0"), Ttl::Never)
+        .set(key, Bytes::from_static(b"0"), Ttl::Never)
         .unwrap();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "staleness_across_two_processes",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(READER, server.url())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(READER, url)
+        .env(READER_KEY, key)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -178,32 +335,11 @@ fn staleness_across_two_processes() {
         }
     }
 
-    // Kill every client but the admin one, alternately the feeds and the normal connections,
-    // every second while A writes.
     let writing = Arc::new(AtomicBool::new(true));
-    let killer = {
-        let writing = Arc::clone(&writing);
-        let url = server.url();
-        std::thread::spawn(move || {
-            let mut raw = redis::Client::open(url).unwrap().get_connection().unwrap();
-            let (mut rounds, mut kills) = (0u64, 0u64);
-            let mut last = Instant::now();
-            while writing.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(10));
-                if last.elapsed() < Duration::from_secs(1) {
-                    continue;
-                }
-                last = Instant::now();
-                let kind = if rounds % 2 == 0 { "pubsub" } else { "normal" };
-                rounds += 1;
-                let killed: u64 = redis::cmd("CLIENT")
-                    .arg(&["KILL", "TYPE", kind, "SKIPME", "yes"][..])
-                    .query(&mut raw)
-                    .unwrap();
-                kills += killed;
-            }
-            (rounds, kills)
-        })
+    let paused = Arc::new(AtomicBool::new(false));
+    let fault_thread = {
+        let (writing, paused) = (Arc::clone(&writing), Arc::clone(&paused));
+        std::thread::spawn(move || faults(writing, paused))
     };
 
     // A: every fifth change is a delete; a write cut by a kill is retried (the retry is
@@ -212,19 +348,24 @@ fn staleness_across_two_processes() {
     let mut deleted = vec![false; CHANGES as usize + 1];
     let mut retries = 0u64;
     for version in 1..=CHANGES {
+        while paused.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let is_delete = version % 5 == 0;
         deleted[version as usize] = is_delete;
         loop {
             let result = if is_delete {
-                writer.delete(KEY).map(drop)
+                writer.delete(key).map(drop)
             } else {
-                writer.set(KEY, Bytes::from(version.to_string()), Ttl::Never)
+                writer.set(key, Bytes::from(version.to_string()), Ttl::Never)
             };
             match result {
                 Ok(()) => break,
                 Err(e) => {
                     assert!(e.is_transient(), "{e}");
                     retries += 1;
+                    // While a master is replaced, every try fails for seconds.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }
         }
@@ -232,7 +373,7 @@ fn staleness_across_two_processes() {
         std::thread::sleep(Duration::from_micros(300));
     }
     writing.store(false, Ordering::Release);
-    let (rounds, kills) = killer.join().unwrap();
+    let faults = fault_thread.join().unwrap();
     drop(child.stdin.take());
 
     let mut runs = Vec::new();
@@ -306,10 +447,11 @@ fn staleness_across_two_processes() {
         .and_then(|b| b.parse().ok())
         .expect("the reader reported its bound");
     let report = format!(
-        "two processes, {CHANGES} changes (every 5th a delete), {kills} connections killed in \
-         {rounds} rounds: staleness p50 {:.3} ms, \
+        "two processes ({test}), {CHANGES} changes (every 5th a delete), {}: staleness p50 \
+         {:.3} ms, \
          p99 {:.3} ms, max {:.3} ms; bound {bound_ms} ms; changes with any staleness {}; \
          writer retries {retries}; reader {end}",
+        faults.summary,
         p50 as f64 / 1e6,
         p99 as f64 / 1e6,
         max as f64 / 1e6,
@@ -317,11 +459,8 @@ fn staleness_across_two_processes() {
     );
     eprintln!("{report}");
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let _ = std::fs::write(target.join("tiered-staleness.txt"), format!("{report}\n"));
-    assert!(
-        rounds >= 4 && kills >= rounds,
-        "the kills happened: {report}"
-    );
+    let _ = std::fs::write(target.join(format!("{test}.txt")), format!("{report}\n"));
+    assert!(faults.happened, "the faults happened: {report}");
     assert!(
         max <= bound_ms * 1_000_000,
         "B served an old value longer than its stated bound: {report}"
