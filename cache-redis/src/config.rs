@@ -31,6 +31,9 @@ pub struct RedisEngineBuilder<Face = Blocking> {
     pub(crate) danger_accept_invalid_certs: bool,
     pub(crate) protocol: Option<RedisProtocol>,
     pub(crate) read_from: ReadFrom,
+    /// A `redis` crate connection to run on, instead of the URL's servers.
+    #[cfg(feature = "redis-crate")]
+    pub(crate) external: Option<std::sync::Arc<dyn crate::external::External>>,
     face: PhantomData<fn() -> Face>,
 }
 
@@ -99,6 +102,8 @@ impl<Face> Default for RedisEngineBuilder<Face> {
             danger_accept_invalid_certs: false,
             protocol: None,
             read_from: ReadFrom::Master,
+            #[cfg(feature = "redis-crate")]
+            external: None,
             face: PhantomData,
         }
     }
@@ -116,6 +121,8 @@ impl<Face> Clone for RedisEngineBuilder<Face> {
             danger_accept_invalid_certs: self.danger_accept_invalid_certs,
             protocol: self.protocol,
             read_from: self.read_from,
+            #[cfg(feature = "redis-crate")]
+            external: self.external.clone(),
             face: PhantomData,
         }
     }
@@ -276,6 +283,52 @@ impl RedisEngineBuilder<Blocking> {
 
 impl RedisEngineBuilder<Async> {
     cache_remote::async_builder_setters!();
+
+    /// Runs the engine on a connection of the `redis` crate the service already holds
+    /// (`redis::aio::ConnectionManager`, `redis::aio::MultiplexedConnection`, or another
+    /// `redis::aio::ConnectionLike`), instead of connections of its own to the URL's servers:
+    /// one pool for the whole service, and the crate's features (its reconnection, its
+    /// RESP3 settings). Feature `redis-crate`.
+    ///
+    /// Every operation behaves as on the engine's own connections (the conformance kit passes),
+    /// but for two promises the crate keeps in its own way:
+    ///
+    /// - **Reply bounds**: the crate reads a whole reply before the engine sees it, so a reply
+    ///   over [`max_value_size`](Self::max_value_size) is refused only once read, and a
+    ///   misbehaving server can make the process hold what it sends.
+    /// - **Deadlines**: each request is bounded by the engine's
+    ///   [`timeout`](Self::timeout) (the request fails with `Timeout`), but the crate decides
+    ///   what happens to its connection then (`ConnectionManager` reconnects; its own
+    ///   `response_timeout` applies too); connecting is the crate's
+    ///   (`connection_timeout`).
+    ///
+    /// Against the kit's hostile servers (`tests/redis_crate_hostile.rs`), every operation
+    /// ends within its deadline when the server never answers, trickles a reply, stays silent
+    /// (the crate then fails to connect), nests arrays a million deep or floods pushes; but a
+    /// value announced huge, an endless array or an endless line makes the process hold what
+    /// the server sends (hundreds of MiB within the check; 4 GiB for a 2 GiB announced value,
+    /// with deadlines overrun while the runtime's threads read it). The engine's own
+    /// connections refuse all three before reading them.
+    ///
+    /// The engine never sends a request twice; neither does the crate's
+    /// `ConnectionManager` (it reconnects, it does not resend). The crate's cluster connection
+    /// is refused (`InvalidConfig` at `build`): it resends commands on its own, which could
+    /// apply an `add` or an `increment` twice, and it cannot keep the engine's transactions on
+    /// one node; use a `redis-cluster://` URL. The settings of the engine's own connections
+    /// (the URL's address, TLS, pool bounds, pipelines) do not apply; the namespace, default
+    /// TTL, value limit and timeout do. Replica reads and invalidation feeds need the engine's
+    /// own connections (`InvalidConfig`).
+    #[cfg(feature = "redis-crate")]
+    pub fn redis_connection<C>(mut self, connection: C) -> Self
+    where
+        C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        self.external = Some(std::sync::Arc::new(crate::external::CrateConnection {
+            connection,
+            name: std::any::type_name::<C>(),
+        }));
+        self
+    }
 }
 
 /// A password that never shows in `Debug`.

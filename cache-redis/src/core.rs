@@ -27,6 +27,9 @@ pub(crate) enum Topology<T: Transport> {
     Cluster(Box<Cluster<T>>),
     /// The master some sentinels name.
     Sentinel(Arc<Sentinel<T>>),
+    /// A connection of the `redis` crate the user holds (async face only).
+    #[cfg(feature = "redis-crate")]
+    External(Arc<dyn crate::external::External>),
 }
 
 /// The engine's state, shared by its clones.
@@ -78,6 +81,8 @@ impl<T: Transport> Core<T> {
     /// Every client of the engine (for a cluster or sentinels: those opened so far).
     pub(crate) fn clients(&self) -> Vec<Arc<T::Client<Redis>>> {
         match &self.topology {
+            #[cfg(feature = "redis-crate")]
+            Topology::External(_) => Vec::new(),
             Topology::Single(client) => vec![Arc::clone(client)],
             Topology::Cluster(cluster) => cluster.clients(),
             Topology::Sentinel(sentinel) => sentinel.clients(),
@@ -123,6 +128,16 @@ impl<T: Transport> Core<T> {
         let route = route_of(key.as_bytes());
         let make = routed(route, make);
         let cluster = match &self.topology {
+            #[cfg(feature = "redis-crate")]
+            Topology::External(external) => {
+                return crate::external::drive(
+                    &**external,
+                    deadline,
+                    self.options.client.timeout,
+                    make,
+                )
+                .await;
+            }
             Topology::Single(client) => return T::run(client, operation, deadline, make).await,
             Topology::Sentinel(sentinel) => return sentinel.run(operation, deadline, make).await,
             Topology::Cluster(cluster) => cluster,
@@ -211,7 +226,7 @@ impl<T: Transport> Core<T> {
                     }
                 }
             }
-            Topology::Single(_) => {}
+            _ => {}
         }
         self.keyed(operation, key, deadline, make).await
     }
@@ -229,6 +244,17 @@ impl<T: Transport> Core<T> {
     {
         self.check_open()?;
         let cluster = match &self.topology {
+            #[cfg(feature = "redis-crate")]
+            Topology::External(external) => {
+                return crate::external::drive(
+                    &**external,
+                    deadline,
+                    self.options.client.timeout,
+                    make,
+                )
+                .await
+                .map(|o| vec![o]);
+            }
             Topology::Single(client) => {
                 return T::run(client, operation, deadline, make)
                     .await
@@ -309,6 +335,11 @@ impl<T: Transport> Core<T> {
         if let [(route, _)] = parts {
             let make = routed(*route, move || build(0));
             let output = match &self.topology {
+                #[cfg(feature = "redis-crate")]
+                Topology::External(external) => {
+                    crate::external::drive(&**external, deadline, self.options.client.timeout, make)
+                        .await
+                }
                 Topology::Single(client) => T::run(client, operation, deadline, make).await,
                 Topology::Sentinel(sentinel) if self.replica_read(operation) => {
                     sentinel.run_read(operation, deadline, make).await
@@ -321,6 +352,23 @@ impl<T: Transport> Core<T> {
             return output.map(|output| vec![output]);
         }
         let client = match &self.topology {
+            #[cfg(feature = "redis-crate")]
+            Topology::External(external) => {
+                // The crate pipelines on its one connection: the parts in turn.
+                let mut outputs = Vec::with_capacity(parts.len());
+                for index in 0..parts.len() {
+                    outputs.push(
+                        crate::external::drive(
+                            &**external,
+                            deadline,
+                            self.options.client.timeout,
+                            move || build(index),
+                        )
+                        .await?,
+                    );
+                }
+                return Ok(outputs);
+            }
             Topology::Single(client) => Arc::clone(client),
             Topology::Sentinel(sentinel) if self.replica_read(operation) => {
                 sentinel.reader(deadline).await?

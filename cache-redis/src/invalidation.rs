@@ -105,6 +105,9 @@ impl RedisInvalidations {
 
 impl InvalidationSource for RedisInvalidations {
     fn subscribe(&self, sink: Sink) -> Result<Subscription> {
+        if let TargetKind::Unavailable(why) = &self.target.kind {
+            return Err(CacheError::invalid_config(*why));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let listener = Listener {
@@ -156,6 +159,9 @@ pub(crate) struct FeedTarget {
 }
 
 enum TargetKind {
+    /// No feed can be had (the engine runs on a connection it does not own): why.
+    #[cfg_attr(not(feature = "redis-crate"), allow(dead_code))]
+    Unavailable(&'static str),
     Single(Arc<Client<Redis>>),
     Cluster {
         seeds: Vec<String>,
@@ -172,6 +178,7 @@ enum TargetKind {
 impl fmt::Debug for FeedTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
+            TargetKind::Unavailable(_) => "unavailable",
             TargetKind::Single(_) => "single",
             TargetKind::Cluster { .. } => "cluster",
             TargetKind::Sentinel { .. } => "sentinel",
@@ -191,6 +198,12 @@ impl FeedTarget {
             clients: Mutex::new(HashMap::new()),
             known: Mutex::new(Vec::new()),
         }
+    }
+
+    /// No feed: subscribing says `why`, as `InvalidConfig`.
+    #[cfg_attr(not(feature = "redis-crate"), allow(dead_code))]
+    pub(crate) fn unavailable(why: &'static str) -> Self {
+        Self::new(TargetKind::Unavailable(why), ClientSettings::default())
     }
 
     /// One server, through `client`.
@@ -229,7 +242,10 @@ impl FeedTarget {
 
     /// Whether the masters can change under the feed: then they are asked for every heartbeat.
     fn moves(&self) -> bool {
-        !matches!(self.kind, TargetKind::Single(_))
+        matches!(
+            self.kind,
+            TargetKind::Cluster { .. } | TargetKind::Sentinel { .. }
+        )
     }
 
     fn is_sentinel(&self) -> bool {
@@ -260,6 +276,7 @@ impl FeedTarget {
     /// The masters now, by address.
     fn masters(&self) -> Result<Vec<(String, Arc<Client<Redis>>)>> {
         match &self.kind {
+            TargetKind::Unavailable(why) => Err(CacheError::invalid_config(*why)),
             TargetKind::Single(client) => Ok(vec![(
                 client.backend().address().to_string(),
                 Arc::clone(client),

@@ -9,6 +9,8 @@ mod commands;
 mod config;
 mod core;
 mod engine;
+#[cfg(feature = "redis-crate")]
+mod external;
 mod invalidation;
 mod parts;
 #[doc(hidden)]

@@ -27,6 +27,8 @@ pub(crate) struct Parts {
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
     pub(crate) danger_accept_invalid_certs: bool,
     pub(crate) read_from: ReadFrom,
+    #[cfg(feature = "redis-crate")]
+    pub(crate) external: Option<Arc<dyn crate::external::External>>,
 }
 
 impl Parts {
@@ -51,6 +53,21 @@ impl Parts {
     pub(crate) fn core<T: Transport>(self) -> Result<Arc<Core<T>>> {
         let settings = self.options.client.clone();
         let replica_reads = self.read_from == ReadFrom::ReplicaPreferred;
+        #[cfg(feature = "redis-crate")]
+        if let Some(external) = &self.external {
+            return Ok(Arc::new(Core {
+                feed: Arc::new(FeedTarget::unavailable(
+                    "invalidation feeds need the engine's own connections, not a redis crate \
+                     connection",
+                )),
+                topology: Topology::External(Arc::clone(external)),
+                commands: self.commands,
+                read_from: self.read_from,
+                options: self.options,
+                shown_url: "a redis crate connection".into(),
+                closed: AtomicBool::new(false),
+            }));
+        }
         let topology = match &self.target {
             Target::Single(url) => Topology::Single(Arc::new(T::client(
                 backend(
@@ -130,6 +147,26 @@ impl<Face> RedisEngineBuilder<Face> {
     pub(crate) fn parts(self) -> Result<Parts> {
         let mut target = parse_target(&self.url)?;
         set_protocol(&mut target, self.protocol)?;
+        #[cfg(feature = "redis-crate")]
+        let external = self.external.clone();
+        #[cfg(not(feature = "redis-crate"))]
+        let external: Option<()> = None;
+        #[cfg(feature = "redis-crate")]
+        if let Some(external) = &external {
+            if external.is_cluster() {
+                return Err(CacheError::invalid_config(
+                    "a redis crate cluster connection resends commands on its own (an add or \
+                     an increment could apply twice) and cannot keep a transaction on one \
+                     node: use a redis-cluster:// URL with the engine's own connections",
+                ));
+            }
+        }
+        if self.read_from != ReadFrom::Master && external.is_some() {
+            return Err(CacheError::invalid_config(
+                "read_from(ReplicaPreferred) needs the engine's own connections, not a redis \
+                 crate connection",
+            ));
+        }
         if self.read_from != ReadFrom::Master && matches!(target, Target::Single(_)) {
             return Err(CacheError::invalid_config(
                 "read_from(ReplicaPreferred) needs a cluster or sentinels, which name the \
@@ -168,6 +205,7 @@ impl<Face> RedisEngineBuilder<Face> {
             self.danger_accept_invalid_certs,
         )?;
         let address = match &target {
+            _ if external.is_some() => "a redis crate connection".to_string(),
             Target::Single(url) => url.address(),
             Target::Cluster(seeds) => seeds
                 .iter()
@@ -191,6 +229,8 @@ impl<Face> RedisEngineBuilder<Face> {
             tls_root_certificate: self.tls_root_certificate,
             danger_accept_invalid_certs: self.danger_accept_invalid_certs,
             read_from: self.read_from,
+            #[cfg(feature = "redis-crate")]
+            external,
         })
     }
 }

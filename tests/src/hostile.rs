@@ -480,9 +480,50 @@ const CHILD: &str = "CACHE_TESTS_CHILD";
 ///
 /// In the parent, when the child fails, runs past `limit`, or did not run the test.
 pub fn run_in_child(test: &str, limit: Duration) -> bool {
-    if std::env::var(CHILD).ok().as_deref() == Some(test) {
+    if is_child(test) {
         return true;
     }
+    match child_outcome(test, limit) {
+        ChildOutcome::Passed => false,
+        ChildOutcome::Killed { output } => {
+            panic!("the child process running {test} was killed after {limit:?}:\n{output}")
+        }
+        ChildOutcome::Failed { output } => panic!("{test} failed in its child process:\n{output}"),
+    }
+}
+
+/// Whether this process is the child [`child_outcome`] (or [`run_in_child`]) started for
+/// `test`.
+pub fn is_child(test: &str) -> bool {
+    std::env::var(CHILD).ok().as_deref() == Some(test)
+}
+
+/// How a test run in a child process of its own ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildOutcome {
+    /// The test ran and passed.
+    Passed,
+    /// The test failed, or the process ended otherwise (a panic, an abort, a signal such as a
+    /// stack overflow's), or did not run the test; with what it printed.
+    Failed {
+        /// Its standard output and error.
+        output: String,
+    },
+    /// It ran past its time limit and was killed.
+    Killed {
+        /// Its standard output and error.
+        output: String,
+    },
+}
+
+/// Runs the test named `test` in a child process of its own (where [`is_child`] is `true`) and
+/// tells how it ended, waiting at most `limit`: for checks whose failure may take the process
+/// down (an abort, a stack overflow), or whose memory is counted per process.
+///
+/// # Panics
+///
+/// When this test binary or the child process cannot be started.
+pub fn child_outcome(test: &str, limit: Duration) -> ChildOutcome {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("this test binary: {e}"));
     let mut child = std::process::Command::new(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
@@ -527,19 +568,14 @@ pub fn run_in_child(test: &str, limit: Duration) -> bool {
     };
     let out = stdout.join().unwrap_or_default();
     let err = stderr.join().unwrap_or_default();
-    eprintln!("{err}");
-    let Some(status) = status else {
-        panic!("the child process running {test} was killed after {limit:?}:\n{out}");
-    };
-    assert!(
-        status.success(),
-        "{test} failed in its child process:\n{out}"
-    );
-    assert!(
-        out.contains("1 passed"),
-        "the child process did not run {test}:\n{out}"
-    );
-    false
+    let output = format!("{out}\n{err}");
+    match status {
+        None => ChildOutcome::Killed { output },
+        Some(status) if status.success() && out.contains("1 passed") => ChildOutcome::Passed,
+        Some(status) => ChildOutcome::Failed {
+            output: format!("{status}\n{output}"),
+        },
+    }
 }
 
 /// The operations every engine offers, each run once by [`every_operation_ends_in_time`].
