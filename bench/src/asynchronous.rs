@@ -147,6 +147,12 @@ pub(crate) fn run_remote(
             }
         }
     };
+    // The engine on the crate's multiplexed connection (feature redis-crate).
+    let over_crate = RedisEngine::async_builder()
+        .redis_connection(raw.clone())
+        .namespace("bench-async")
+        .build()
+        .map_err(fail("async redis over the redis crate"))?;
     let our_get = |engine: AsyncRedisEngine| {
         move || {
             let engine = engine.clone();
@@ -165,8 +171,17 @@ pub(crate) fn run_remote(
                     std::hint::black_box(CacheEngine::get(&blocking, "k").ok());
                 })
             },
+            &mut || tasks(&rt, 64, each, our_get(over_crate.clone())),
         ],
     );
+    rows.push(Row::rate(
+        11,
+        "AsyncRedisEngine on the redis crate's multiplexed connection (redis_connection), gets, \
+         64 tasks / the crate's connection used directly",
+        r[3],
+        r[1],
+        Goal::None,
+    ));
     rows.push(Row::rate(
         11,
         "AsyncRedisEngine gets, 64 tasks / redis crate multiplexed connection, 64 tasks",
@@ -187,8 +202,17 @@ pub(crate) fn run_remote(
         &mut [
             &mut || tasks(&rt, 1, single, our_get(ours.clone())),
             &mut || tasks(&rt, 1, single, raw_get(raw.clone())),
+            &mut || tasks(&rt, 1, single, our_get(over_crate.clone())),
         ],
     );
+    rows.push(Row::rate(
+        11,
+        "AsyncRedisEngine on the redis crate's multiplexed connection, gets, 1 task / the \
+         crate's connection used directly",
+        r[2],
+        r[1],
+        Goal::None,
+    ));
     rows.push(Row::rate(
         11,
         "AsyncRedisEngine gets, 1 task / redis crate multiplexed connection, 1 task",

@@ -68,17 +68,28 @@ where
         deadline: Deadline,
     ) -> Pending<'a, Result<Vec<Value>>> {
         Box::pin(async move {
-            let pipeline = pipeline_of(request)?;
+            let mut commands = commands_of(request)?;
             let count = request.replies;
             let mut connection = self.connection.clone();
             let budget = deadline.budget();
             let left = deadline.remaining().ok_or_else(|| timed_out(budget))?;
-            let replies = match tokio::time::timeout(
-                left,
-                connection.req_packed_commands(&pipeline, 0, count),
-            )
-            .await
-            {
+            // One command goes alone: the crate's path for a lone command is the shorter one.
+            let sent = async {
+                match (commands.len(), commands.pop()) {
+                    (1, Some(command)) => connection
+                        .req_packed_command(&command)
+                        .await
+                        .map(|reply| vec![reply]),
+                    (_, last) => {
+                        let mut pipeline = redis::pipe();
+                        for command in commands.into_iter().chain(last) {
+                            pipeline.add_command(command);
+                        }
+                        connection.req_packed_commands(&pipeline, 0, count).await
+                    }
+                }
+            };
+            let replies = match tokio::time::timeout(left, sent).await {
                 Err(_) => return Err(timed_out(budget)),
                 Ok(Err(error)) => return Err(crate_error(error, budget)),
                 Ok(Ok(replies)) => replies,
@@ -130,11 +141,11 @@ where
     }
 }
 
-/// The commands of `request` (RESP arrays of bulk strings, as our encoder writes them) as a
-/// pipeline of the `redis` crate.
-fn pipeline_of(request: &Request) -> Result<redis::Pipeline> {
+/// The commands of `request` (RESP arrays of bulk strings, as our encoder writes them) as
+/// commands of the `redis` crate.
+fn commands_of(request: &Request) -> Result<Vec<redis::Cmd>> {
     let limits = ReplyLimits::scalar(usize::MAX).with_arrays(usize::MAX, 1);
-    let mut pipeline = redis::pipe();
+    let mut commands = Vec::with_capacity(request.replies);
     let mut at = 0;
     while at < request.bytes.len() {
         let Ok(Decoded::Reply(Value::Array(words), used)) =
@@ -161,9 +172,9 @@ fn pipeline_of(request: &Request) -> Result<redis::Pipeline> {
         for word in words {
             command.arg(word?);
         }
-        pipeline.add_command(command);
+        commands.push(command);
     }
-    Ok(pipeline)
+    Ok(commands)
 }
 
 /// A reply of the `redis` crate in our shapes (RESP3's types as the decoder reads them).
