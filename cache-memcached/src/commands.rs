@@ -101,6 +101,10 @@ impl Commands {
     }
 
     fn unexpected(&self, reply: Option<Reply>, operation: &'static str) -> CacheError {
+        // A server that wants a login this connection never made (restarted with `-Y`).
+        if let Some(refused) = crate::meta::login_refused(&reply, operation) {
+            return refused;
+        }
         match reply {
             Some(Reply::Error {
                 kind: ErrorKind::Server,

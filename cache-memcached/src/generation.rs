@@ -292,6 +292,9 @@ impl Exchange<Reply> for Raise<'_> {
 }
 
 fn unexpected(reply: Option<Reply>) -> CacheError {
+    if let Some(refused) = meta::login_refused(&reply, "a generation lookup") {
+        return refused;
+    }
     CacheError::Backend {
         backend: BACKEND,
         source: format!("unexpected reply to a generation lookup: {reply:?}").into(),

@@ -224,6 +224,25 @@ impl Meta {
 
 /// Whether a `CLIENT_ERROR` is memcached's answer about authentication (`-Y`): a refused
 /// login, or a request on a connection that has not logged in.
+/// `Authentication` for a reply refusing a request for want of a login (a server restarted
+/// with `-Y` under a connection that never logged in), else `None`.
+pub(crate) fn login_refused(
+    reply: &Option<Reply>,
+    operation: &'static str,
+) -> Option<cache_core::CacheError> {
+    match reply {
+        Some(Reply::Error {
+            kind: ErrorKind::Client,
+            message,
+        }) if is_authentication(message) => Some(cache_core::CacheError::Authentication {
+            backend: crate::keys::BACKEND,
+            address: "the memcached server".into(),
+            source: Some(format!("{operation}: CLIENT_ERROR {message}").into()),
+        }),
+        _ => None,
+    }
+}
+
 pub(crate) fn is_authentication(message: &str) -> bool {
     message.starts_with("authentication failure") || message.starts_with("unauthenticated")
 }

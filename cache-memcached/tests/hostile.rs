@@ -94,3 +94,18 @@ fn endless_stat_lines() {
 fn an_endless_line() {
     check(Misbehaviour::EndlessLine);
 }
+
+/// A server that wants a login the connection never made (restarted with `-Y`): every
+/// operation says `Authentication` at once, on both faces, and the connection stays in step.
+#[test]
+fn a_server_that_wants_a_login() {
+    let _serial = one_at_a_time();
+    cache_tests::hostile::every_operation_says_authentication(DIALECT, TIMEOUT, MARGIN, engine_at);
+    #[cfg(feature = "tokio")]
+    cache_tests::hostile::every_operation_says_authentication(
+        DIALECT,
+        TIMEOUT,
+        MARGIN,
+        async_engine_at,
+    );
+}

@@ -144,3 +144,25 @@ fn pushes_around_replies_are_set_apart() {
         }
     }
 }
+
+/// A server that wants a login the connection never made (`-NOAUTH` to every command): every
+/// operation says `Authentication` at once, on both faces and protocols.
+#[test]
+fn a_server_that_wants_a_login() {
+    let _serial = one_at_a_time();
+    for (dialect, query) in DIALECTS {
+        cache_tests::hostile::every_operation_says_authentication(
+            dialect,
+            TIMEOUT,
+            MARGIN,
+            |address| engine_at(address, query),
+        );
+        #[cfg(feature = "tokio")]
+        cache_tests::hostile::every_operation_says_authentication(
+            dialect,
+            TIMEOUT,
+            MARGIN,
+            |address| async_engine_at(address, query),
+        );
+    }
+}

@@ -73,6 +73,11 @@ pub enum Misbehaviour {
     /// Redis dialects: answers with push frames (`>2 invalidate [key]`, as RESP3 tracking
     /// sends them) without end, never with the reply. memcached: never answers.
     PushFlood,
+    /// Answers every data request as a server that wants a login the connection never made
+    /// (a server restarted with authentication on, say): memcached's
+    /// `CLIENT_ERROR unauthenticated`, Redis's `-NOAUTH Authentication required.`, one line
+    /// per command, the connection kept open.
+    Unauthenticated,
     /// Redis dialects: answers every data request with a miss between two push frames (one
     /// before it, one after, which arrives while the connection is idle): nothing hostile
     /// once pushes are set apart from replies, so every `get` must be a miss. memcached: a
@@ -307,6 +312,13 @@ fn misbehave(
             ),
             Dialect::Memcached => true,
         },
+        Misbehaviour::Unauthenticated => {
+            let refusal: &[u8] = match dialect {
+                Dialect::Redis | Dialect::Resp3 => b"-NOAUTH Authentication required.\r\n",
+                Dialect::Memcached => b"CLIENT_ERROR unauthenticated\r\n",
+            };
+            writer.write_all(refusal).is_ok()
+        }
         Misbehaviour::PushAroundMiss => {
             let push: &[u8] = match dialect {
                 Dialect::Redis | Dialect::Resp3 => {
@@ -630,6 +642,46 @@ pub fn run_operation(engine: &dyn CacheEngine, name: &str) -> cache_core::Result
         "clear" => engine.clear(),
         other => panic!("no operation named {other:?}"),
     }
+}
+
+/// Against a fake answering every data request as a server that wants a login
+/// ([`Misbehaviour::Unauthenticated`]): every operation fails with
+/// [`CacheError::Authentication`] within `timeout` plus `margin` (never a timeout, never
+/// another error), and the connection stays in step (the next operation gets its own refusal,
+/// not another's reply).
+///
+/// # Panics
+///
+/// When an operation succeeds, takes too long, or fails otherwise.
+pub fn every_operation_says_authentication(
+    dialect: Dialect,
+    timeout: Duration,
+    margin: Duration,
+    engine_at: impl Fn(&str) -> Arc<dyn CacheEngine>,
+) {
+    let server = HostileServer::start(dialect, Misbehaviour::Unauthenticated)
+        .unwrap_or_else(|e| panic!("hostile server: {e}"));
+    let engine = engine_at(server.address());
+    let mut problems = Vec::new();
+    for round in 0..2 {
+        for operation in OPERATIONS {
+            let outcome = timed(Arc::clone(&engine), operation, timeout * 10 + margin * 10);
+            match (&outcome.took, &outcome.result) {
+                (Some(took), Some(Err(CacheError::Authentication { .. })))
+                    if *took <= timeout + margin => {}
+                (took, result) => {
+                    problems.push(format!(
+                        "round {round}, {operation}: {result:?} in {took:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{dialect:?}, a server that wants a login:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// What one operation against a hostile server did.
