@@ -76,20 +76,32 @@ where
             // One command goes alone: the crate's path for a lone command is the shorter one.
             let sent = async {
                 match (commands.len(), commands.pop()) {
-                    (1, Some(command)) => connection
-                        .req_packed_command(&command)
-                        .await
-                        .map(|reply| vec![reply]),
+                    (1, Some(command)) => match connection.req_packed_command(&command).await {
+                        Ok(reply) => Ok(vec![convert(reply)]),
+                        // The crate may hand a lone command's error reply over as an error:
+                        // it is a reply all the same, which the exchange reads.
+                        Err(error) if error.code().is_some() => {
+                            let text = match (error.code(), error.detail()) {
+                                (Some(code), Some(detail)) => format!("{code} {detail}"),
+                                (code, _) => code.unwrap_or("ERR").to_string(),
+                            };
+                            Ok(vec![Value::Error(text)])
+                        }
+                        Err(error) => Err(error),
+                    },
                     (_, last) => {
                         let mut pipeline = redis::pipe();
                         for command in commands.into_iter().chain(last) {
                             pipeline.add_command(command);
                         }
-                        connection.req_packed_commands(&pipeline, 0, count).await
+                        connection
+                            .req_packed_commands(&pipeline, 0, count)
+                            .await
+                            .map(|replies| replies.into_iter().map(convert).collect())
                     }
                 }
             };
-            let replies = match tokio::time::timeout(left, sent).await {
+            let replies: Vec<Value> = match tokio::time::timeout(left, sent).await {
                 Err(_) => return Err(timed_out(budget)),
                 Ok(Err(error)) => return Err(crate_error(error, budget)),
                 Ok(Ok(replies)) => replies,
@@ -100,14 +112,10 @@ where
                     replies.len()
                 ))));
             }
-            replies
-                .into_iter()
-                .map(|reply| {
-                    let value = convert(reply);
-                    within(&value, &request.limits, 0)?;
-                    Ok(value)
-                })
-                .collect()
+            for reply in &replies {
+                within(reply, &request.limits, 0)?;
+            }
+            Ok(replies)
         })
     }
 }

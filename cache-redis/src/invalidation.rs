@@ -493,7 +493,6 @@ impl Listener {
         }
         let addresses: Vec<String> = masters.iter().map(|(a, _)| a.clone()).collect();
         let moved = !self.tracked.is_empty() && self.tracked != addresses;
-        self.tracked = addresses;
         if moved && self.target.is_sentinel() {
             // A new master: the engines of this process read the old one (a replica now, or a
             // master about to become one, serving old values) until they ask the sentinels
@@ -512,6 +511,8 @@ impl Listener {
                 }
             }
         }
+        // Only now: a generation that broke during the wait waits again next time.
+        self.tracked = addresses;
         self.say(Invalidation::Connected);
         self.lost = false;
         self.backoff = FIRST_BACKOFF;

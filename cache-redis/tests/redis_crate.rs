@@ -102,6 +102,56 @@ fn a_reply_over_the_value_limit_is_refused() {
     });
 }
 
+/// The server's error replies keep their meaning: a command refused by an ACL is
+/// `PermissionDenied`, as on the engine's own connections, whether the crate hands it over as
+/// a reply or as an error.
+#[test]
+fn server_errors_keep_their_types() {
+    let Some(server) = server() else { return };
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "crate-tenant",
+                "on",
+                ">pw",
+                "~crate-tenant:*",
+                "+@all",
+            ][..],
+        )
+        .exec(&mut admin)
+        .unwrap();
+    let client =
+        redis::Client::open(format!("redis://crate-tenant:pw@{}", server.address())).unwrap();
+    let manager = runtime()
+        .block_on(redis::aio::ConnectionManager::new(client))
+        .unwrap();
+    let outside = RedisEngine::async_builder()
+        .redis_connection(manager)
+        .namespace("elsewhere")
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        for err in [
+            outside.get("k").await.map(drop).unwrap_err(),
+            outside
+                .set("k", "v".into(), Ttl::Default)
+                .await
+                .unwrap_err(),
+            outside.get_many(&["a", "b"]).await.map(drop).unwrap_err(),
+        ] {
+            assert!(
+                matches!(err, CacheError::PermissionDenied { .. }),
+                "{err:?}"
+            );
+        }
+    });
+}
+
 /// What the engine's own connections offer and this transport cannot is refused at build.
 #[test]
 fn feeds_and_replica_reads_need_the_engines_own_connections() {
