@@ -345,8 +345,15 @@ fn gated() -> (
     Arc<Gated>,
     ManualFeed,
 ) {
+    // The reference engine's store is shared by the whole process: a namespace of its own per
+    // call, so that tests running at the same time never see each other's keys.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let namespace = format!(
+        "race{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let shared = Arc::new(Gated {
-        inner: ReferenceEngine::in_namespace("race").unwrap(),
+        inner: ReferenceEngine::in_namespace(&namespace).unwrap(),
         gate: Mutex::new(None),
     });
     let feed = ManualFeed::default();

@@ -385,12 +385,28 @@ impl TestServer {
         self.launch()
     }
 
-    /// Sends a signal (`STOP`, `CONT`, ...) to the server process.
+    /// Sends a signal (`STOP`, `CONT`, ...) to the server process. After `STOP` it returns
+    /// once every thread of the server has stopped, after `CONT` once none is stopped (within
+    /// 2 s, on Linux): a signal is delivered asynchronously, and on a busy machine a request
+    /// sent right after `kill -STOP` returned could still be served.
     pub fn signal(&self, signal: &str) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill")
-                .args([&format!("-{signal}"), &pid.to_string()])
-                .status();
+        let Some(pid) = self.pid() else { return };
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status();
+        let want_stopped = match signal {
+            "STOP" => true,
+            "CONT" => false,
+            _ => return,
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            match threads_stopped(pid) {
+                Some(stopped) if stopped != want_stopped => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                _ => return,
+            }
         }
     }
 
@@ -740,6 +756,19 @@ fn on_a_free_port(mut make: impl FnMut(u16) -> TestServer) -> Result<TestServer,
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether every thread of the process `pid` is stopped (`T` or `t`); `None` where `/proc`
+/// cannot tell.
+fn threads_stopped(pid: u32) -> Option<bool> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut all = true;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        let state = stat.rsplit_once(") ")?.1.chars().next()?;
+        all &= matches!(state, 'T' | 't');
+    }
+    Some(all)
 }
 
 /// Whether the process `pid` still runs (not a zombie); `true` where `/proc` cannot tell.
