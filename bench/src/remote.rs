@@ -383,6 +383,23 @@ pub(crate) fn run(
             r[1],
             Goal::AtLeast(0.9),
         ));
+        if name == "RedisEngine" {
+            // The server's own client with as many connections as we have threads.
+            let size = payload.len();
+            let r = interleave(
+                plan.rounds,
+                &mut [&mut || threads_rate(&*bounded, 64, ops / 16), &mut || {
+                    redis_benchmark_clients(redis, "get", size, ops * 4, 64).unwrap_or(f64::NAN)
+                }],
+            );
+            rows.push(Row::rate(
+                10,
+                "RedisEngine gets, 64 threads, default bound / redis-benchmark -c 64 -P 1",
+                r[0],
+                r[1],
+                Goal::AtLeast(0.9),
+            ));
+        }
     }
     Ok(())
 }
@@ -404,13 +421,34 @@ fn threads_rate(engine: &dyn CacheEngine, threads: usize, each: usize) -> f64 {
 
 /// Requests per second reported by `redis-benchmark -c 1 -P 1` for one test.
 fn redis_benchmark(server: &TestServer, test: &str, size: usize, requests: usize) -> Option<f64> {
+    redis_benchmark_clients(server, test, size, requests, 1)
+}
+
+/// Requests per second reported by `redis-benchmark -c CLIENTS -P 1` for one test.
+fn redis_benchmark_clients(
+    server: &TestServer,
+    test: &str,
+    size: usize,
+    requests: usize,
+    clients: usize,
+) -> Option<f64> {
     let address = server.address();
     let (host, port) = address.rsplit_once(':')?;
     // On the benchmark's CPU, like the other clients.
     let out = Command::new("taskset")
         .args(["-c", "0", "redis-benchmark"])
         .args([
-            "-h", host, "-p", port, "-c", "1", "-P", "1", "--csv", "-t", test,
+            "-h",
+            host,
+            "-p",
+            port,
+            "-c",
+            &clients.to_string(),
+            "-P",
+            "1",
+            "--csv",
+            "-t",
+            test,
         ])
         .args(["-n", &requests.to_string(), "-d", &size.to_string()])
         .output()

@@ -471,6 +471,23 @@ fn operations_recover_after_a_server_restart() {
 }
 
 #[test]
+fn callers_sharing_two_connections_survive_a_freeze() {
+    let Some(server) = server() else { return };
+    let engine = RedisEngine::builder()
+        .url(server.url())
+        .namespace("shared")
+        .max_connections(2)
+        .timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    cache_tests::faults::callers_sharing_connections_survive_a_freeze(
+        &server,
+        std::sync::Arc::new(engine.clone()),
+    );
+    assert!(engine.pool_state().peak <= 2, "{:?}", engine.pool_state());
+}
+
+#[test]
 fn a_frozen_server_times_out_and_the_engine_recovers() {
     let Some(server) = server() else { return };
     let engine = RedisEngine::builder()

@@ -246,18 +246,6 @@ impl<B: Backend> std::fmt::Debug for Client<B> {
     }
 }
 
-impl Broken {
-    /// The same failure, for another waiter.
-    fn duplicate(&self) -> Broken {
-        match self {
-            Self::Timeout => Self::Timeout,
-            Self::Closed => Self::Closed,
-            Self::Io(e) => Self::Io(std::io::Error::new(e.kind(), e.to_string())),
-            Self::Protocol(e) => Self::Protocol(e.clone()),
-        }
-    }
-}
-
 /// Why a request could not be queued.
 enum NotSent {
     /// The connection is dead.

@@ -85,6 +85,16 @@ pub enum Broken {
 }
 
 impl Broken {
+    /// The same failure, for another caller on the same connection.
+    pub(crate) fn duplicate(&self) -> Broken {
+        match self {
+            Self::Timeout => Self::Timeout,
+            Self::Closed => Self::Closed,
+            Self::Io(e) => Self::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Self::Protocol(e) => Self::Protocol(e.clone()),
+        }
+    }
+
     /// Whether the connection may have died while it sat idle (the server restarted or cut
     /// it): the error came from the socket, not from a slow or misbehaving server.
     pub fn is_dead_socket(&self) -> bool {

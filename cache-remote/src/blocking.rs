@@ -1,8 +1,11 @@
-//! The blocking transport: pooled connections, each carrying one request at a time, every read
-//! and write bounded by the operation's deadline.
+//! The blocking transport: a bounded pool of connections, every read and write bounded by the
+//! operation's deadline. Below the bound each caller has a connection to itself; past it,
+//! callers share connections, their requests pipelined and their replies handed out in order
+//! (`link.rs`), rather than waiting for a connection to come back.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,7 @@ use cache_core::{CacheError, Result};
 use crate::backend::{Backend, Broken, Failure, Failures, ReplyOf, Retry};
 use crate::buffer::ReadBuffer;
 use crate::exchange::{Deadline, Exchange, Request, Step};
+use crate::link::{Link, Ticket};
 use crate::pool::{Pool, Refusal, Slot};
 use crate::protocol::Decode;
 use crate::settings::ClientSettings;
@@ -30,6 +34,17 @@ pub trait SyncStream: Read + Write + Send + 'static {
     ///
     /// The socket's.
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// A second handle on the same stream, so that one thread may read while another writes
+    /// (a duplicated socket). `None` (the default) when the stream cannot be used that way,
+    /// as TLS, whose reads and writes share one session: callers then take turns on it.
+    fn try_split(&self) -> Option<Box<dyn SyncStream>> {
+        None
+    }
+
+    /// Shuts the stream down in both directions, waking a thread blocked reading it. The
+    /// default does nothing.
+    fn shutdown(&self) {}
 }
 
 impl SyncStream for TcpStream {
@@ -39,6 +54,17 @@ impl SyncStream for TcpStream {
 
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_write_timeout(self, timeout)
+    }
+
+    fn try_split(&self) -> Option<Box<dyn SyncStream>> {
+        self.try_clone()
+            .ok()
+            .map(|s| Box::new(s) as Box<dyn SyncStream>)
+    }
+
+    fn shutdown(&self) {
+        // Already shut or reset: nothing left to wake.
+        let _ = TcpStream::shutdown(self, std::net::Shutdown::Both);
     }
 }
 
@@ -50,6 +76,61 @@ impl SyncStream for std::os::unix::net::UnixStream {
 
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         std::os::unix::net::UnixStream::set_write_timeout(self, timeout)
+    }
+
+    fn try_split(&self) -> Option<Box<dyn SyncStream>> {
+        self.try_clone()
+            .ok()
+            .map(|s| Box::new(s) as Box<dyn SyncStream>)
+    }
+
+    fn shutdown(&self) {
+        // Already shut or reset: nothing left to wake.
+        let _ = std::os::unix::net::UnixStream::shutdown(self, std::net::Shutdown::Both);
+    }
+}
+
+/// A stream that cannot be split, shared by the read and write sides of one link: they never
+/// use it at once, since such a link carries one caller at a time.
+struct Turns(std::sync::Arc<std::sync::Mutex<Box<dyn SyncStream>>>);
+
+impl Turns {
+    fn with<T>(&self, f: impl FnOnce(&mut Box<dyn SyncStream>) -> T) -> T {
+        let mut stream = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut stream)
+    }
+}
+
+impl Read for Turns {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.with(|s| s.read(buf))
+    }
+}
+
+impl Write for Turns {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.with(|s| s.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.with(|s| s.flush())
+    }
+}
+
+impl SyncStream for Turns {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.with(|s| s.set_read_timeout(timeout))
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.with(|s| s.set_write_timeout(timeout))
+    }
+
+    fn shutdown(&self) {
+        // Never waits: the other side holds it only while its own caller uses it.
+        if let Ok(stream) = self.0.try_lock() {
+            stream.shutdown();
+        }
     }
 }
 
@@ -65,19 +146,27 @@ impl SyncStream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
         self.sock.set_read_timeout(timeout)?;
         self.sock.set_write_timeout(timeout)
     }
+
+    fn shutdown(&self) {
+        // Already shut or reset: nothing left to wake.
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// How long a read may wait for bytes that have already arrived, once the deadline passed.
 const LAST_LOOK: Duration = Duration::from_millis(1);
 
-/// One connection.
-struct Conn {
+/// One connection (or one side of a [`Link`](crate::link::Link)).
+pub(crate) struct Conn {
     stream: Box<dyn SyncStream>,
-    buf: ReadBuffer,
+    pub(crate) buf: ReadBuffer,
     /// What the socket's timeouts are set to, so they are changed only when the time left is
     /// shorter: most operations then make no extra system call.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// The stream is shared with another `Conn` that may change its timeouts (a TLS session
+    /// taken in turns): they are set before every blocking call instead of remembered.
+    forgetful: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -93,7 +182,41 @@ impl Conn {
             buf: ReadBuffer::new(),
             read_timeout: None,
             write_timeout: None,
+            forgetful: false,
         }
+    }
+
+    /// The read side and the write side of this connection, and whether they may be used by
+    /// two threads at once (see [`SyncStream::try_split`]).
+    pub(crate) fn split(self) -> (Conn, Conn, bool) {
+        match self.stream.try_split() {
+            Some(write) => {
+                let writer = Conn {
+                    stream: write,
+                    buf: ReadBuffer::new(),
+                    read_timeout: None,
+                    write_timeout: self.write_timeout,
+                    forgetful: false,
+                };
+                (self, writer, true)
+            }
+            None => {
+                let shared = std::sync::Arc::new(std::sync::Mutex::new(self.stream));
+                let side = |buf| Conn {
+                    stream: Box::new(Turns(std::sync::Arc::clone(&shared))),
+                    buf,
+                    read_timeout: None,
+                    write_timeout: None,
+                    forgetful: true,
+                };
+                (side(self.buf), side(ReadBuffer::new()), false)
+            }
+        }
+    }
+
+    /// Shuts the stream down, waking a thread blocked reading it.
+    pub(crate) fn shutdown(&self) {
+        self.stream.shutdown();
     }
 
     /// Makes the next blocking call end by `deadline`.
@@ -107,7 +230,7 @@ impl Conn {
             Direction::Read => &mut self.read_timeout,
             Direction::Write => &mut self.write_timeout,
         };
-        if current.is_none_or(|set| set > left) {
+        if self.forgetful || current.is_none_or(|set| set > left) {
             match direction {
                 Direction::Read => self.stream.set_read_timeout(Some(left)),
                 Direction::Write => self.stream.set_write_timeout(Some(left)),
@@ -139,7 +262,7 @@ impl Conn {
     }
 
     /// Writes the whole request; `sent` tells whether any byte left.
-    fn send(
+    pub(crate) fn send(
         &mut self,
         bytes: &[u8],
         deadline: &Deadline,
@@ -187,26 +310,54 @@ impl Conn {
             {
                 return Ok(reply);
             }
-            if deadline.remaining().is_some() {
-                self.arm(Direction::Read, deadline)?;
-            } else if last_look {
+            if last_look {
                 return Err(Broken::Timeout);
-            } else {
-                last_look = true;
-                self.stream
-                    .set_read_timeout(Some(LAST_LOOK))
-                    .map_err(Broken::Io)?;
-                self.read_timeout = Some(LAST_LOOK);
             }
-            let spare = self.buf.spare();
-            match self.stream.read(spare) {
-                Ok(0) => return Err(Broken::Closed),
-                Ok(n) => self.buf.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) && last_look => return Err(Broken::Timeout),
-                Err(e) if is_timeout(&e) => self.timed_out(Direction::Read, deadline)?,
-                Err(e) => return Err(Broken::Io(e)),
+            match self.fill(deadline, false) {
+                Ok(()) => {}
+                Err(Broken::Timeout) => {
+                    last_look = true;
+                    match self.fill(deadline, true) {
+                        Ok(()) | Err(Broken::Timeout) => {}
+                        Err(why) => return Err(why),
+                    }
+                }
+                Err(why) => return Err(why),
             }
+        }
+    }
+
+    /// One read into the buffer, blocking until `deadline` at most; with `last_look`, for
+    /// what has already arrived only ([`LAST_LOOK`]). `Ok` may have read nothing (a signal,
+    /// or a socket timeout shorter than the time left, now set again).
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` once the deadline passed (or the last look found nothing); `Closed`; `Io`.
+    pub(crate) fn fill(
+        &mut self,
+        deadline: &Deadline,
+        last_look: bool,
+    ) -> std::result::Result<(), Broken> {
+        if last_look {
+            self.stream
+                .set_read_timeout(Some(LAST_LOOK))
+                .map_err(Broken::Io)?;
+            self.read_timeout = Some(LAST_LOOK);
+        } else {
+            self.arm(Direction::Read, deadline)?;
+        }
+        let spare = self.buf.spare();
+        match self.stream.read(spare) {
+            Ok(0) => Err(Broken::Closed),
+            Ok(n) => {
+                self.buf.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) if is_timeout(&e) && last_look => Err(Broken::Timeout),
+            Err(e) if is_timeout(&e) => self.timed_out(Direction::Read, deadline),
+            Err(e) => Err(Broken::Io(e)),
         }
     }
 
@@ -272,7 +423,9 @@ struct Job<'c, B: Backend, E: Exchange<ReplyOf<B>>, F> {
     make: F,
     attempt: u8,
     deadline: Deadline,
-    guard: Option<PoolGuard<'c>>,
+    guard: Option<Lease<'c, ReplyOf<B>>>,
+    /// The request in flight, once written.
+    ticket: Option<Ticket>,
     exchange: Option<E>,
     /// The request to write next, or whose replies are awaited (`waiting`).
     request: Option<Request>,
@@ -285,9 +438,8 @@ struct Job<'c, B: Backend, E: Exchange<ReplyOf<B>>, F> {
 
 impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E, F> {
     fn finish(&mut self, result: Result<E::Output>) {
-        if let Some(guard) = self.guard.take() {
-            guard.checkin();
-        }
+        self.guard = None;
+        self.ticket = None;
         if result.is_ok() || matches!(&result, Err(e) if !e.is_transient()) {
             // The server answered (perhaps with an error of the operation's own).
             if self.exchange.is_some() {
@@ -346,30 +498,30 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
         let Some(guard) = self.guard.as_mut() else {
             return;
         };
-        match guard
-            .conn()
-            .send_request(self.client.backend.decoder(), request, &self.in_flight)
-        {
-            Ok(()) => self.waiting = true,
+        match guard.send(self.client.backend.decoder(), request, &self.in_flight) {
+            Ok(ticket) => {
+                self.ticket = Some(ticket);
+                self.waiting = true;
+            }
             Err((why, sent)) => self.broken(operation, why, sent),
         }
     }
 
     /// Reads the replies of the request in flight and takes the exchange's next step.
     fn receive(&mut self, operation: &'static str) {
-        let (Some(guard), Some(request)) = (self.guard.as_mut(), self.request.as_ref()) else {
+        let (Some(guard), Some(ticket)) = (self.guard.as_ref(), self.ticket.take()) else {
             return;
         };
         let replies =
             match guard
-                .conn()
-                .receive_all(self.client.backend.decoder(), request, &self.in_flight)
+                .link
+                .receive(self.client.backend.decoder(), ticket, &self.in_flight)
             {
                 Ok(replies) => replies,
                 Err(why) => return self.broken(operation, why, true),
             };
         self.waiting = false;
-        self.before_idempotent &= request.idempotent;
+        self.before_idempotent &= self.request.as_ref().is_none_or(|r| r.idempotent);
         self.request = None;
         let Some(exchange) = self.exchange.as_mut() else {
             return;
@@ -390,6 +542,7 @@ impl<B: Backend, E: Exchange<ReplyOf<B>>, F: FnMut() -> Result<E>> Job<'_, B, E,
         };
         self.waiting = false;
         self.request = None;
+        self.ticket = None;
         self.exchange = None;
         let Some(guard) = self.guard.take() else {
             return;
@@ -412,10 +565,10 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Runs `exchange` on `conn`: each request gets the operation's deadline, or its own.
-fn drive<D: Decode, E: Exchange<D::Reply>>(
-    conn: &mut Conn,
-    decoder: &D,
+/// Runs `exchange`, each request through `round_trip` (write it, read all its replies): each
+/// request gets the operation's deadline, or its own.
+fn drive<R, E: Exchange<R>>(
+    mut round_trip: impl FnMut(&Request, &Deadline) -> std::result::Result<Vec<R>, (Broken, bool)>,
     exchange: &mut E,
     deadline: Deadline,
     timeout: Duration,
@@ -433,13 +586,12 @@ fn drive<D: Decode, E: Exchange<D::Reply>>(
             deadline
         };
         let replies =
-            conn.round_trip(decoder, &request, &this_deadline)
-                .map_err(|(why, sent)| Failure::Broken {
-                    why,
-                    sent,
-                    before_idempotent,
-                    idempotent: request.idempotent,
-                })?;
+            round_trip(&request, &this_deadline).map_err(|(why, sent)| Failure::Broken {
+                why,
+                sent,
+                before_idempotent,
+                idempotent: request.idempotent,
+            })?;
         before_idempotent &= request.idempotent;
         step = exchange.next(replies).map_err(Failure::Reply)?;
     }
@@ -449,7 +601,7 @@ fn drive<D: Decode, E: Exchange<D::Reply>>(
 /// operations are run: deadlines, the connection bound, retries by idempotency, close.
 pub struct Client<B: Backend> {
     backend: B,
-    pool: Pool<Conn>,
+    pool: Pool<Link<ReplyOf<B>>>,
     settings: ClientSettings,
     closed: AtomicBool,
     /// Operations in a row that failed on the connection or while opening one.
@@ -467,33 +619,52 @@ impl<B: Backend> std::fmt::Debug for Client<B> {
     }
 }
 
-/// A connection counted against the pool's bound: it goes back with [`PoolGuard::checkin`], and
-/// gives its room back when dropped otherwise (a broken connection, a panic).
-struct PoolGuard<'a> {
-    conn: Option<Conn>,
-    pool: &'a Pool<Conn>,
-    reused: bool,
+/// A caller's hold on a pooled link: given back to the pool when dropped (a dead link then
+/// leaves the pool).
+struct Lease<'a, R> {
+    link: Arc<Link<R>>,
+    pool: &'a Pool<Link<R>>,
+    /// The last request found the link idle (no reply on it since it last went idle): a dead
+    /// socket then may mean the server closed it while it sat in the pool.
+    after_idle: bool,
 }
 
-impl PoolGuard<'_> {
-    fn conn(&mut self) -> &mut Conn {
-        // Present until `checkin` consumes the guard.
-        self.conn
-            .get_or_insert_with(|| unreachable!("a guard holds its connection"))
+impl<R> Lease<'_, R> {
+    /// Writes `request` and waits for its replies.
+    fn round_trip<D: Decode<Reply = R>>(
+        &mut self,
+        decoder: &D,
+        request: &Request,
+        deadline: &Deadline,
+    ) -> std::result::Result<Vec<R>, (Broken, bool)> {
+        let ticket = self.send(decoder, request, deadline)?;
+        self.link
+            .receive(decoder, ticket, deadline)
+            .map_err(|why| (why, true))
     }
 
-    fn checkin(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool.checkin(conn);
+    fn send<D: Decode<Reply = R>>(
+        &mut self,
+        decoder: &D,
+        request: &Request,
+        deadline: &Deadline,
+    ) -> std::result::Result<Ticket, (Broken, bool)> {
+        match self.link.send(decoder, request, deadline) {
+            Ok(ticket) => {
+                self.after_idle = ticket.after_idle;
+                Ok(ticket)
+            }
+            Err((why, sent, after_idle)) => {
+                self.after_idle = after_idle;
+                Err((why, sent))
+            }
         }
     }
 }
 
-impl Drop for PoolGuard<'_> {
+impl<R> Drop for Lease<'_, R> {
     fn drop(&mut self) {
-        if self.conn.take().is_some() {
-            self.pool.release();
-        }
+        self.pool.checkin(&self.link);
     }
 }
 
@@ -577,7 +748,8 @@ impl<B: Backend> Client<B> {
     ///
     /// # Errors
     ///
-    /// `Closed`; `Timeout` (no free connection in time, or no whole answer); `Connection`;
+    /// `Closed`; `Timeout` (no whole answer in time, or, on a TLS connection, which is never
+    /// shared, no free connection in time); `Connection`;
     /// `Backend` for a reply over a limit or malformed; and the exchange's own errors.
     pub fn run<E, F>(&self, operation: &'static str, make: F) -> Result<E::Output>
     where
@@ -611,26 +783,26 @@ impl<B: Backend> Client<B> {
         for attempt in 0..2 {
             let mut exchange = make()?;
             let mut guard = self.checkout(operation, &mut deadline)?;
+            let decoder = self.backend.decoder();
             match drive(
-                guard.conn(),
-                self.backend.decoder(),
+                |request, deadline| guard.round_trip(decoder, request, deadline),
                 &mut exchange,
                 deadline,
                 self.settings.timeout,
             ) {
                 Ok(output) => {
-                    guard.checkin();
+                    drop(guard);
                     self.failures.answered();
                     return Ok(output);
                 }
                 Err(Failure::Reply(error)) => {
-                    guard.checkin();
+                    drop(guard);
                     self.failures.answered();
                     return Err(error);
                 }
                 // The blocking transport has no queue: it never refuses for a full one.
                 Err(Failure::Full(_)) => {
-                    guard.checkin();
+                    drop(guard);
                     return Err(CacheError::Closed { backend });
                 }
                 Err(Failure::Broken {
@@ -660,12 +832,12 @@ impl<B: Backend> Client<B> {
     fn broken(
         &self,
         operation: &'static str,
-        guard: PoolGuard<'_>,
+        guard: Lease<'_, ReplyOf<B>>,
         why: Broken,
         retry: Retry,
         deadline: &Deadline,
     ) -> Option<CacheError> {
-        let dead_while_idle = guard.reused && why.is_dead_socket();
+        let dead_while_idle = guard.after_idle && why.is_dead_socket();
         drop(guard);
         if dead_while_idle {
             self.pool.drain_idle();
@@ -705,6 +877,7 @@ impl<B: Backend> Client<B> {
                 make,
                 attempt: 0,
                 guard: None,
+                ticket: None,
                 exchange: None,
                 request: None,
                 waiting: false,
@@ -755,29 +928,35 @@ impl<B: Backend> Client<B> {
         })
     }
 
-    /// A connection: an idle one, or a new one (then `deadline` is extended by the time spent
-    /// opening it).
-    fn checkout(&self, operation: &'static str, deadline: &mut Deadline) -> Result<PoolGuard<'_>> {
+    /// A connection: an idle one, a new one (then `deadline` is extended by the time spent
+    /// opening it), or, past the bound, a share of a busy one.
+    fn checkout(
+        &self,
+        operation: &'static str,
+        deadline: &mut Deadline,
+    ) -> Result<Lease<'_, ReplyOf<B>>> {
         let backend = self.backend.name();
         match self.pool.checkout(deadline) {
-            Ok(Slot::Idle(conn)) => Ok(PoolGuard {
-                conn: Some(conn),
+            Ok(Slot::Taken(link)) => Ok(Lease {
+                link,
                 pool: &self.pool,
-                reused: true,
+                after_idle: false,
             }),
             Ok(Slot::Vacant) => {
                 let started = Instant::now();
                 match self.open(operation) {
                     Ok(conn) => {
                         *deadline = deadline.extended(started.elapsed());
-                        Ok(PoolGuard {
-                            conn: Some(conn),
+                        let link = Arc::new(Link::new(conn, self.settings.timeout));
+                        self.pool.opened(Arc::clone(&link));
+                        Ok(Lease {
+                            link,
                             pool: &self.pool,
-                            reused: false,
+                            after_idle: false,
                         })
                     }
                     Err(e) => {
-                        self.pool.release();
+                        self.pool.failed();
                         if e.is_transient() {
                             self.failures.failed();
                         }
@@ -820,9 +999,9 @@ impl<B: Backend> Client<B> {
         };
         let mut conn = Conn::new(stream);
         if let Some(mut handshake) = self.backend.handshake() {
+            let decoder = self.backend.decoder();
             match drive(
-                &mut conn,
-                self.backend.decoder(),
+                |request, deadline| conn.round_trip(decoder, request, deadline),
                 &mut handshake,
                 deadline,
                 budget,

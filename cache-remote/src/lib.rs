@@ -38,6 +38,7 @@ mod backend;
 pub mod blocking;
 mod buffer;
 mod exchange;
+mod link;
 mod pool;
 mod protocol;
 mod settings;

@@ -1,9 +1,23 @@
-//! A bounded pool: at most `max_open` connections open at once, at most `max_idle` kept.
+//! A bounded pool: at most `max_open` connections open at once, at most `max_idle` kept idle.
+//!
+//! A connection is handed to one caller at a time while an idle one exists or another may be
+//! opened. Past the bound, a caller shares the least busy connection that allows it
+//! ([`Pooled::shareable`]): its request is pipelined behind the others' (see `link.rs`),
+//! instead of waiting for a connection to come back and then waiting again for its reply.
+//! Only when none may be shared (TLS) does a caller wait for one, until its deadline.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::exchange::Deadline;
+
+/// What the pool needs to know of a connection.
+pub(crate) trait Pooled {
+    /// Whether several callers may have requests in flight on it at once.
+    fn shareable(&self) -> bool;
+    /// Whether it broke (it is then never handed out again).
+    fn is_dead(&self) -> bool;
+}
 
 /// Why no connection was handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,28 +28,45 @@ pub(crate) enum Refusal {
     Closed,
 }
 
-/// What a checkout gives: an idle connection, or the right to open a new one.
-pub(crate) enum Slot<C> {
-    /// A connection that was idle.
-    Idle(C),
-    /// Room for one more connection; the caller opens it.
+/// What a checkout gives.
+pub(crate) enum Slot<L> {
+    /// A connection: idle until now, or shared with callers already on it.
+    Taken(Arc<L>),
+    /// Room for one more connection; the caller opens it and hands it to [`Pool::opened`].
     Vacant,
 }
 
-struct State<C> {
-    /// Idle connections, each with the moment it went idle.
-    idle: Vec<(C, Instant)>,
-    /// Connections counted against `max_open`: idle, in use, and being opened.
-    open: usize,
+struct Entry<L> {
+    link: Arc<L>,
+    /// Callers holding it now.
+    users: usize,
+    /// When `users` last fell to 0.
+    idle_since: Instant,
+}
+
+struct State<L> {
+    links: Vec<Entry<L>>,
+    /// Rooms taken by callers that are opening a connection.
+    opening: usize,
     waiting: usize,
     closed: bool,
     /// The most connections ever open at once, for tests and statistics.
     peak: usize,
 }
 
-/// A bounded pool of `C`.
-pub(crate) struct Pool<C> {
-    state: Mutex<State<C>>,
+impl<L> State<L> {
+    fn open(&self) -> usize {
+        self.links.len() + self.opening
+    }
+
+    fn idle(&self) -> usize {
+        self.links.iter().filter(|e| e.users == 0).count()
+    }
+}
+
+/// A bounded pool of shared connections `L`.
+pub(crate) struct Pool<L> {
+    state: Mutex<State<L>>,
     freed: Condvar,
     max_open: usize,
     max_idle: usize,
@@ -44,12 +75,12 @@ pub(crate) struct Pool<C> {
     max_idle_time: Option<Duration>,
 }
 
-impl<C> Pool<C> {
+impl<L: Pooled> Pool<L> {
     pub(crate) fn new(max_open: usize, max_idle: usize, max_idle_time: Option<Duration>) -> Self {
         Self {
             state: Mutex::new(State {
-                idle: Vec::new(),
-                open: 0,
+                links: Vec::new(),
+                opening: 0,
                 waiting: 0,
                 closed: false,
                 peak: 0,
@@ -61,35 +92,57 @@ impl<C> Pool<C> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<C>> {
+    fn lock(&self) -> MutexGuard<'_, State<L>> {
         // Every critical section leaves the state consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle connection or room for a new one, waiting until `deadline` for either.
-    pub(crate) fn checkout(&self, deadline: &Deadline) -> Result<Slot<C>, Refusal> {
+    /// A connection, or room for a new one, waiting until `deadline` only when every
+    /// connection is busy and none may be shared.
+    pub(crate) fn checkout(&self, deadline: &Deadline) -> Result<Slot<L>, Refusal> {
         let mut state = self.lock();
         loop {
             if state.closed {
                 return Err(Refusal::Closed);
             }
-            if let Some((conn, since)) = state.idle.pop() {
+            // The connection that went idle last: the others may then age out.
+            let idle = state
+                .links
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.users == 0)
+                .max_by_key(|(_, e)| e.idle_since)
+                .map(|(at, e)| (at, e.idle_since));
+            if let Some((at, since)) = idle {
                 if self
                     .max_idle_time
                     .is_some_and(|longest| since.elapsed() > longest)
+                    || state.links[at].link.is_dead()
                 {
-                    // Its room is reused for a new connection; the old one is closed outside
-                    // the lock.
+                    // Closed outside the lock; its room is free again.
+                    let old = state.links.swap_remove(at);
                     drop(state);
-                    drop(conn);
-                    return Ok(Slot::Vacant);
+                    drop(old);
+                    state = self.lock();
+                    continue;
                 }
-                return Ok(Slot::Idle(conn));
+                let entry = &mut state.links[at];
+                entry.users = 1;
+                return Ok(Slot::Taken(Arc::clone(&entry.link)));
             }
-            if state.open < self.max_open {
-                state.open += 1;
-                state.peak = state.peak.max(state.open);
+            if state.open() < self.max_open {
+                state.opening += 1;
+                state.peak = state.peak.max(state.open());
                 return Ok(Slot::Vacant);
+            }
+            let shared = state
+                .links
+                .iter_mut()
+                .filter(|e| e.link.shareable() && !e.link.is_dead())
+                .min_by_key(|e| e.users);
+            if let Some(entry) = shared {
+                entry.users += 1;
+                return Ok(Slot::Taken(Arc::clone(&entry.link)));
             }
             let Some(left) = deadline.remaining() else {
                 return Err(Refusal::Timeout);
@@ -104,20 +157,28 @@ impl<C> Pool<C> {
         }
     }
 
-    /// Returns a connection whose last request was answered in full.
-    pub(crate) fn checkin(&self, conn: C) {
+    /// Takes in a connection opened in the room [`checkout`](Self::checkout) gave; the caller
+    /// holds it.
+    pub(crate) fn opened(&self, link: Arc<L>) {
         let mut state = self.lock();
-        if state.closed || state.idle.len() >= self.max_idle {
-            state.open = state.open.saturating_sub(1);
-            let wake = state.waiting > 0;
+        state.opening = state.opening.saturating_sub(1);
+        if state.closed {
+            // Dropped when its caller lets it go.
             drop(state);
-            drop(conn);
-            if wake {
-                self.freed.notify_one();
-            }
+            self.freed.notify_all();
             return;
         }
-        state.idle.push((conn, Instant::now()));
+        state.links.push(Entry {
+            link,
+            users: 1,
+            idle_since: Instant::now(),
+        });
+    }
+
+    /// Gives back the room of a connection that could not be opened.
+    pub(crate) fn failed(&self) {
+        let mut state = self.lock();
+        state.opening = state.opening.saturating_sub(1);
         let wake = state.waiting > 0;
         drop(state);
         if wake {
@@ -125,12 +186,28 @@ impl<C> Pool<C> {
         }
     }
 
-    /// Gives back the room of a connection that was dropped (or never opened).
-    pub(crate) fn release(&self) {
+    /// A caller is done with `link`. A dead connection leaves the pool (its other callers
+    /// still hold it until they see it dead); one left idle beyond `max_idle` is closed.
+    pub(crate) fn checkin(&self, link: &Arc<L>) {
         let mut state = self.lock();
-        state.open = state.open.saturating_sub(1);
+        let Some(at) = state.links.iter().position(|e| Arc::ptr_eq(&e.link, link)) else {
+            // Removed already (dead, drained or closed).
+            return;
+        };
+        let dead = link.is_dead();
+        let entry = &mut state.links[at];
+        entry.users = entry.users.saturating_sub(1);
+        let now_idle = entry.users == 0;
+        if now_idle {
+            entry.idle_since = Instant::now();
+        }
+        let mut gone = None;
+        if dead || (now_idle && (state.closed || state.idle() > self.max_idle)) {
+            gone = Some(state.links.swap_remove(at));
+        }
         let wake = state.waiting > 0;
         drop(state);
+        drop(gone);
         if wake {
             self.freed.notify_one();
         }
@@ -139,8 +216,10 @@ impl<C> Pool<C> {
     /// Drops every idle connection (the server restarted: they are all dead).
     pub(crate) fn drain_idle(&self) {
         let mut state = self.lock();
-        let idle = std::mem::take(&mut state.idle);
-        state.open = state.open.saturating_sub(idle.len());
+        let (idle, busy): (Vec<_>, Vec<_>) = std::mem::take(&mut state.links)
+            .into_iter()
+            .partition(|e| e.users == 0);
+        state.links = busy;
         let wake = state.waiting > 0;
         drop(state);
         drop(idle);
@@ -149,13 +228,15 @@ impl<C> Pool<C> {
         }
     }
 
-    /// Closes the pool: idle connections are dropped now, busy ones when they come back, and
-    /// every waiter and later checkout is refused.
+    /// Closes the pool: idle connections are dropped now, busy ones when their callers are
+    /// done, and every waiter and later checkout is refused.
     pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
-        let idle = std::mem::take(&mut state.idle);
-        state.open = state.open.saturating_sub(idle.len());
+        let (idle, busy): (Vec<_>, Vec<_>) = std::mem::take(&mut state.links)
+            .into_iter()
+            .partition(|e| e.users == 0);
+        state.links = busy;
         drop(state);
         drop(idle);
         self.freed.notify_all();
@@ -164,31 +245,66 @@ impl<C> Pool<C> {
     /// (open, idle, peak open) right now.
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
         let state = self.lock();
-        (state.open, state.idle.len(), state.peak)
+        (state.open(), state.idle(), state.peak)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct Fake {
+        id: u32,
+        shareable: bool,
+        dead: AtomicBool,
+    }
+
+    impl Pooled for Fake {
+        fn shareable(&self) -> bool {
+            self.shareable
+        }
+        fn is_dead(&self) -> bool {
+            self.dead.load(Ordering::Relaxed)
+        }
+    }
+
+    fn fake(id: u32, shareable: bool) -> Arc<Fake> {
+        Arc::new(Fake {
+            id,
+            shareable,
+            dead: AtomicBool::new(false),
+        })
+    }
+
+    fn taken(slot: Result<Slot<Fake>, Refusal>) -> u32 {
+        match slot {
+            Ok(Slot::Taken(link)) => link.id,
+            Ok(Slot::Vacant) => panic!("vacant"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
 
     #[test]
-    fn the_bound_holds_and_waiters_get_freed_room() {
-        let pool: Pool<u32> = Pool::new(2, 1, None);
+    fn exclusive_connections_bound_and_wait() {
+        let pool: Pool<Fake> = Pool::new(2, 1, None);
         let deadline = Deadline::after(Duration::from_millis(50));
+        let (a, b) = (fake(1, false), fake(2, false));
         assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
+        pool.opened(Arc::clone(&a));
         assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
+        pool.opened(Arc::clone(&b));
         assert_eq!(pool.checkout(&deadline).err(), Some(Refusal::Timeout));
         std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(20));
-                pool.checkin(7);
+                pool.checkin(&a);
             });
             let long = Deadline::after(Duration::from_secs(5));
-            assert!(matches!(pool.checkout(&long), Ok(Slot::Idle(7))));
+            assert_eq!(taken(pool.checkout(&long)), 1);
         });
-        pool.checkin(1);
-        pool.checkin(2);
+        pool.checkin(&a);
+        pool.checkin(&b);
         assert_eq!(pool.counts(), (1, 1, 2), "one kept idle, one closed");
         pool.close();
         assert_eq!(pool.checkout(&deadline).err(), Some(Refusal::Closed));
@@ -196,13 +312,40 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_connection_past_its_time_is_not_reused() {
-        let pool: Pool<u32> = Pool::new(1, 1, Some(Duration::from_millis(20)));
+    fn past_the_bound_callers_share_the_least_busy_connection() {
+        let pool: Pool<Fake> = Pool::new(2, 2, None);
         let deadline = Deadline::after(Duration::from_millis(50));
+        let (a, b) = (fake(1, true), fake(2, true));
         assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
-        pool.checkin(7);
-        assert!(matches!(pool.checkout(&deadline), Ok(Slot::Idle(7))));
-        pool.checkin(7);
+        pool.opened(Arc::clone(&a));
+        assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
+        pool.opened(Arc::clone(&b));
+        let first = taken(pool.checkout(&deadline));
+        let second = taken(pool.checkout(&deadline));
+        assert_ne!(first, second, "each connection gets one more caller");
+        assert_eq!(pool.counts(), (2, 0, 2), "never more than the bound");
+        b.dead.store(true, Ordering::Relaxed);
+        assert_eq!(
+            taken(pool.checkout(&deadline)),
+            1,
+            "a dead one is not shared"
+        );
+        for _ in 0..3 {
+            pool.checkin(&b);
+        }
+        assert_eq!(pool.counts().0, 1, "a dead one leaves once given back");
+    }
+
+    #[test]
+    fn an_idle_connection_past_its_time_is_not_reused() {
+        let pool: Pool<Fake> = Pool::new(1, 1, Some(Duration::from_millis(20)));
+        let deadline = Deadline::after(Duration::from_millis(50));
+        let a = fake(7, false);
+        assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
+        pool.opened(Arc::clone(&a));
+        pool.checkin(&a);
+        assert_eq!(taken(pool.checkout(&deadline)), 7);
+        pool.checkin(&a);
         std::thread::sleep(Duration::from_millis(40));
         assert!(matches!(pool.checkout(&deadline), Ok(Slot::Vacant)));
         assert_eq!(

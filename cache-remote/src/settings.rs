@@ -32,7 +32,8 @@ pub struct ClientSettings {
     pub timeout: Duration,
     /// The longest opening a connection may take, handshake included.
     pub connect_timeout: Duration,
-    /// The most connections open at once; more callers wait (until their deadline) for one.
+    /// The most connections open at once; past it, blocking callers share connections
+    /// (pipelined), except over TLS, where they wait (until their deadline) for one.
     pub max_connections: usize,
     /// The most idle connections kept for reuse.
     pub max_idle_connections: usize,
@@ -276,8 +277,10 @@ macro_rules! remote_builder_setters {
 #[macro_export]
 macro_rules! blocking_builder_setters {
     () => {
-        /// The most connections open at once; default 32. More concurrent callers wait for a
-        /// free one until their deadline, then get `Timeout`.
+        /// The most connections open at once; default 32. More concurrent callers share the
+        /// least busy connections: their requests are pipelined on them and each caller gets
+        /// its own replies, within its own deadline. Over TLS a connection is never shared:
+        /// more callers wait for a free one until their deadline, then get `Timeout`.
         pub fn max_connections(mut self, connections: usize) -> Self {
             self.options.client.max_connections = connections;
             self

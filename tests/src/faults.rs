@@ -128,8 +128,107 @@ pub fn survives_freeze(server: &TestServer, engine: Arc<dyn CacheEngine>) {
     assert_eq!(engine.get("other").ok().flatten(), Some(value("y")));
 }
 
+/// 16 threads share `engine`, whose connection bound must be 2 (so that callers share
+/// connections), each writing and reading keys of its own; then `server` is frozen (SIGSTOP)
+/// for 1.5 s. During the freeze every operation fails with a transient error within 2 s (the
+/// engine's timeout must be under 1 s); after SIGCONT every thread is served again within 3 s,
+/// and from then on every read gets its own key's value, never a late reply meant for
+/// another caller.
+///
+/// # Panics
+///
+/// When an operation hangs, fails outside the freeze, or reads a value it did not write.
+pub fn callers_sharing_connections_survive_a_freeze(
+    server: &TestServer,
+    engine: Arc<dyn CacheEngine>,
+) {
+    use std::sync::Barrier;
+
+    let round = |engine: &dyn CacheEngine, t: usize, i: usize| -> Result<Option<String>> {
+        let key = format!("shared-{t}-{}", i % 8);
+        let text = format!("{key}={i}");
+        engine.set(&key, value(&text), Ttl::Default)?;
+        let got = engine.get(&key)?;
+        Ok(match got {
+            Some(v) if v == value(&text) => None,
+            Some(_) => Some(format!("{key}: read another value than its own write")),
+            None => Some(format!("{key}: a miss right after the set")),
+        })
+    };
+    let threads = 16;
+    let ready = Barrier::new(threads + 1);
+    let frozen = Barrier::new(threads + 1);
+    let thawed = Barrier::new(threads + 1);
+    let problems = std::sync::Mutex::new(Vec::<String>::new());
+    let note = |p: String| problems.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (engine, ready, frozen, thawed, note) =
+                (Arc::clone(&engine), &ready, &frozen, &thawed, &note);
+            s.spawn(move || {
+                for i in 0..50 {
+                    match round(&*engine, t, i) {
+                        Ok(None) => {}
+                        Ok(Some(p)) => note(p),
+                        Err(e) => note(format!("before the freeze: {e}")),
+                    }
+                }
+                ready.wait();
+                frozen.wait();
+                let start = Instant::now();
+                match engine.get(&format!("shared-{t}-0")) {
+                    Err(e) if e.is_transient() => {}
+                    other => note(format!("during the freeze: {other:?}")),
+                }
+                if start.elapsed() >= Duration::from_secs(2) {
+                    note(format!(
+                        "an operation took {:?} in the freeze",
+                        start.elapsed()
+                    ));
+                }
+                thawed.wait();
+                let start = Instant::now();
+                let mut served = false;
+                let mut i = 50;
+                while start.elapsed() < Duration::from_secs(3) && !served {
+                    match round(&*engine, t, i) {
+                        Ok(None) => served = true,
+                        Ok(Some(p)) => note(p),
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                    i += 1;
+                }
+                if !served {
+                    note(format!("thread {t} not served 3 s after the freeze"));
+                }
+                for i in i..i + 50 {
+                    match round(&*engine, t, i) {
+                        Ok(None) => {}
+                        Ok(Some(p)) => note(p),
+                        Err(e) => note(format!("after the freeze: {e}")),
+                    }
+                }
+            });
+        }
+        ready.wait();
+        server.signal("STOP");
+        frozen.wait();
+        std::thread::sleep(Duration::from_millis(1500));
+        server.signal("CONT");
+        thawed.wait();
+    });
+    let problems = problems.into_inner().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        problems.is_empty(),
+        "{} problems, first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(3)]
+    );
+}
+
 /// 256 threads share `engine`, whose connection bound is `bound`, each running sets and gets:
-/// every operation succeeds, and the server never counts more than `bound` connections from it.
+/// every operation succeeds and reads its own key's value, and the server never counts more
+/// than `bound` connections from it.
 /// `connections` asks the server how many client connections it has (Redis
 /// `connected_clients`, memcached `curr_connections`) and `baseline` is its answer before the
 /// engine connected (its own connection included).
@@ -162,10 +261,16 @@ pub fn connection_bound_holds(
                     for i in 0..20 {
                         let key = format!("bound-{t}-{i}");
                         let result = engine
-                            .set(&key, value("x"), Ttl::Default)
+                            .set(&key, value(&key), Ttl::Default)
                             .and_then(|()| engine.get(&key));
                         match result {
-                            Ok(Some(_)) => {}
+                            Ok(Some(got)) if got == value(&key) => {}
+                            // Callers share connections past the bound: a reply handed to
+                            // the wrong caller shows here.
+                            Ok(Some(_)) => errors
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(format!("{key}: another key's value")),
                             Ok(None) => errors
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
