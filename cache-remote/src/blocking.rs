@@ -176,7 +176,7 @@ enum Direction {
 }
 
 impl Conn {
-    fn new(stream: Box<dyn SyncStream>) -> Self {
+    pub(crate) fn new(stream: Box<dyn SyncStream>) -> Self {
         Self {
             stream,
             buf: ReadBuffer::new(),

@@ -38,6 +38,8 @@ struct Expected<R> {
     deadline: Instant,
     /// Its caller gave up: its replies are read and dropped.
     abandoned: bool,
+    /// Its caller sleeps on `wake`, and may lead when woken.
+    waiting: bool,
     wake: Arc<Condvar>,
 }
 
@@ -58,9 +60,6 @@ struct State<R> {
     next_id: u64,
     /// Why the link was closed.
     dead: Option<Broken>,
-    /// No reply arrived since the link last went idle: a failure now may mean the server
-    /// closed it while it sat idle.
-    idle: bool,
 }
 
 /// A request written on a link, whose replies [`Link::receive`] collects.
@@ -68,7 +67,8 @@ pub(crate) struct Ticket {
     /// `None` for a request that expects no reply.
     id: Option<u64>,
     wake: Arc<Condvar>,
-    /// The link had been idle when the request was queued.
+    /// The link had been taken idle from the pool, and no reply had arrived since, when the
+    /// request was queued.
     pub(crate) after_idle: bool,
 }
 
@@ -78,6 +78,9 @@ pub(crate) struct Link<R> {
     state: Mutex<State<R>>,
     /// Set once the link is closed, for the pool (read without the state lock).
     dead: AtomicBool,
+    /// The pool handed the link out idle and no reply arrived since: a dead socket now may
+    /// mean the server closed it while it sat in the pool.
+    unproven: AtomicBool,
     shareable: bool,
     /// The operation timeout: how long past its deadline an abandoned request may stay
     /// unanswered before the link counts as stalled.
@@ -91,6 +94,10 @@ impl<R> Pooled for Link<R> {
 
     fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
+    }
+
+    fn taken_idle(&self) {
+        self.unproven.store(true, Ordering::Relaxed);
     }
 }
 
@@ -124,9 +131,9 @@ impl<R> Link<R> {
                 done: Vec::new(),
                 next_id: 0,
                 dead: None,
-                idle: false,
             }),
             dead: AtomicBool::new(false),
+            unproven: AtomicBool::new(false),
             shareable,
             timeout,
         }
@@ -167,7 +174,7 @@ impl<R> Link<R> {
         let wake = Arc::new(Condvar::new());
         let ticket = {
             let mut state = self.lock();
-            let after_idle = state.idle && state.queue.is_empty();
+            let after_idle = self.unproven.load(Ordering::Relaxed);
             if let Some(why) = &state.dead {
                 return Err((why.duplicate(), false, after_idle));
             }
@@ -198,6 +205,7 @@ impl<R> Link<R> {
                     got: Vec::with_capacity(request.replies),
                     deadline: deadline.instant(),
                     abandoned: false,
+                    waiting: false,
                     wake: Arc::clone(&wake),
                 });
                 id
@@ -212,6 +220,8 @@ impl<R> Link<R> {
         match writer.send(&request.bytes, deadline, &mut sent) {
             Ok(()) => Ok(ticket),
             Err(why) => {
+                // A leader blocked reading wakes up at once.
+                writer.shutdown();
                 drop(writer);
                 let mut state = self.lock();
                 self.kill(&mut state, &why);
@@ -246,14 +256,19 @@ impl<R> Link<R> {
                 return self.lead(state, reader, decoder, id, deadline);
             }
             let Some(left) = deadline.remaining() else {
-                self.abandon(&mut state, id);
+                // Someone else reads: its replies will be read and dropped.
+                if let Some(expected) = state.queue.iter_mut().find(|e| e.id == id) {
+                    expected.abandon();
+                }
                 return Err(Broken::Timeout);
             };
+            Self::set_waiting(&mut state, id, true);
             state = ticket
                 .wake
                 .wait_timeout(state, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            Self::set_waiting(&mut state, id, false);
         }
     }
 
@@ -268,9 +283,13 @@ impl<R> Link<R> {
     ) -> Result<Vec<R>, Broken> {
         let mut last_look = false;
         loop {
-            if let Err(why) = Self::dispatch(&mut state, &mut reader, decoder) {
+            if let Err(why) = self.dispatch(&mut state, &mut reader, decoder) {
                 self.kill(&mut state, &why);
-                return Err(why);
+                // Replies handed out before the fault stand (as on a connection of its own,
+                // whose next request would have found the stray bytes).
+                if !state.done.iter().any(|(done, _)| *done == id) {
+                    return Err(why);
+                }
             }
             if let Some(at) = state.done.iter().position(|(done, _)| *done == id) {
                 let answer = state.done.swap_remove(at).1;
@@ -285,10 +304,10 @@ impl<R> Link<R> {
                 if let Some(expected) = state.queue.iter_mut().find(|e| e.id == id) {
                     expected.abandon();
                 }
-                let stalled = self.stalled(&state);
-                self.hand_over(&mut state, reader);
-                if stalled || Self::orphaned(&state) {
+                if self.stalled(&state) {
                     self.kill(&mut state, &Broken::Timeout);
+                } else {
+                    self.hand_over(&mut state, reader);
                 }
                 return Err(Broken::Timeout);
             }
@@ -320,27 +339,29 @@ impl<R> Link<R> {
 
     /// The oldest request is an abandoned one a whole `timeout` past its deadline.
     fn stalled(&self, state: &State<R>) -> bool {
-        state
-            .queue
-            .front()
-            .is_some_and(|e| e.abandoned && e.deadline + self.timeout <= Instant::now())
+        state.queue.front().is_some_and(|e| {
+            e.abandoned
+                && e.deadline
+                    .checked_add(self.timeout)
+                    .is_some_and(|overdue| overdue <= Instant::now())
+        })
     }
 
-    /// Puts the read side back and wakes the oldest caller still waiting, to lead next.
+    fn set_waiting(state: &mut State<R>, id: u64, waiting: bool) {
+        if let Some(expected) = state.queue.iter_mut().find(|e| e.id == id) {
+            expected.waiting = waiting;
+        }
+    }
+
+    /// Puts the read side back and wakes the oldest caller asleep waiting for its replies, to
+    /// lead next (a caller not asleep takes the read side when it comes to wait). When replies
+    /// are still due but no caller waits for any, the link is closed instead.
     fn hand_over(&self, state: &mut State<R>, reader: Conn) {
         state.reader = Some(reader);
-        if let Some(next) = state.queue.iter().find(|e| !e.abandoned) {
-            next.wake.notify_one();
-        }
-    }
-
-    /// Request `id`'s caller gave up while another caller was reading (or about to).
-    fn abandon(&self, state: &mut State<R>, id: u64) {
-        if let Some(expected) = state.queue.iter_mut().find(|e| e.id == id) {
-            expected.abandon();
-        }
-        if state.reader.is_some() && Self::orphaned(state) {
+        if Self::orphaned(state) {
             self.kill(state, &Broken::Timeout);
+        } else if let Some(next) = state.queue.iter().find(|e| !e.abandoned && e.waiting) {
+            next.wake.notify_one();
         }
     }
 
@@ -353,6 +374,7 @@ impl<R> Link<R> {
 
     /// Hands every whole reply in the read buffer to the request it answers, in order.
     fn dispatch<D: Decode<Reply = R>>(
+        &self,
         state: &mut State<R>,
         reader: &mut Conn,
         decoder: &D,
@@ -365,7 +387,9 @@ impl<R> Link<R> {
             else {
                 return Ok(());
             };
-            state.idle = false;
+            if self.unproven.load(Ordering::Relaxed) {
+                self.unproven.store(false, Ordering::Relaxed);
+            }
             decoder.check(&reply, head.seen).map_err(Broken::Protocol)?;
             head.seen += 1;
             if !head.abandoned {
@@ -381,14 +405,153 @@ impl<R> Link<R> {
         }
         // Nothing is expected: only pushes may be buffered.
         match reader.buf.holds_only_pushes(decoder) {
-            Ok(true) => {
-                state.idle = true;
-                Ok(())
-            }
+            Ok(true) => Ok(()),
             Ok(false) => Err(Broken::Protocol(ProtocolError::Unexpected(
                 "a reply arrived that no request asked for".into(),
             ))),
             Err(e) => Err(Broken::Protocol(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+
+    /// Replies are lines.
+    #[derive(Debug)]
+    struct Lines;
+
+    impl Decode for Lines {
+        type Reply = String;
+
+        fn decode(
+            &self,
+            input: &[u8],
+            _limits: &ReplyLimits,
+        ) -> Result<crate::protocol::Decoded<String>, ProtocolError> {
+            Ok(match input.iter().position(|b| *b == b'\n') {
+                Some(end) => crate::protocol::Decoded::Reply(
+                    String::from_utf8_lossy(&input[..end]).into_owned(),
+                    end + 1,
+                ),
+                None => crate::protocol::Decoded::Incomplete {
+                    needed: input.len() + 1,
+                },
+            })
+        }
+    }
+
+    /// A link to a server that answers each line with the line itself, after sleeping the
+    /// milliseconds a line `sleep:N:text` asks for.
+    fn link(timeout: Duration) -> Arc<Link<String>> {
+        let (ours, theirs) = UnixStream::pair().expect("socket pair");
+        std::thread::spawn(move || {
+            let mut out = theirs.try_clone().expect("clone");
+            for line in BufReader::new(theirs).lines() {
+                let Ok(line) = line else { return };
+                let text = match line.strip_prefix("sleep:") {
+                    Some(rest) => {
+                        let (ms, text) = rest.split_once(':').unwrap_or((rest, ""));
+                        std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+                        text.to_string()
+                    }
+                    None => line,
+                };
+                if writeln!(out, "{text}").is_err() {
+                    return;
+                }
+            }
+        });
+        Arc::new(Link::new(Conn::new(Box::new(ours)), timeout))
+    }
+
+    fn call(link: &Link<String>, line: &str, within: Duration) -> Result<Vec<String>, Broken> {
+        let request = Request::new(format!("{line}\n").into_bytes(), 1, ReplyLimits::scalar(64));
+        let deadline = Deadline::after(within);
+        let ticket = link
+            .send(&Lines, &request, &deadline)
+            .map_err(|(why, _, _)| why)?;
+        link.receive(&Lines, ticket, &deadline)
+    }
+
+    #[test]
+    fn many_callers_on_one_link_each_get_their_own_replies() {
+        let link = link(Duration::from_secs(5));
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let link = &link;
+                s.spawn(move || {
+                    for i in 0..300 {
+                        let token = format!("{t}-{i}");
+                        let got = call(link, &token, Duration::from_secs(5));
+                        assert_eq!(got.ok(), Some(vec![token]));
+                    }
+                });
+            }
+        });
+        assert!(!link.is_dead());
+    }
+
+    #[test]
+    fn a_caller_that_gives_up_leaves_the_stream_in_step() {
+        let link = link(Duration::from_secs(5));
+        std::thread::scope(|s| {
+            let slow = s.spawn(|| call(&link, "sleep:400:late", Duration::from_millis(100)));
+            // Queued behind the slow request, with time enough to wait it out.
+            std::thread::sleep(Duration::from_millis(30));
+            let patient = call(&link, "mine", Duration::from_secs(5));
+            assert!(matches!(slow.join().ok(), Some(Err(Broken::Timeout))));
+            assert_eq!(patient.ok(), Some(vec!["mine".to_string()]));
+        });
+        assert!(
+            !link.is_dead(),
+            "a caller still waited when the other gave up"
+        );
+        let next = call(&link, "next", Duration::from_secs(5));
+        assert_eq!(next.ok(), Some(vec!["next".to_string()]));
+    }
+
+    #[test]
+    fn the_last_caller_giving_up_closes_the_link() {
+        let link = link(Duration::from_secs(5));
+        let started = Instant::now();
+        let slow = call(&link, "sleep:400:late", Duration::from_millis(100));
+        assert!(matches!(slow, Err(Broken::Timeout)), "{slow:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(350),
+            "gave up at its deadline, not when the reply came"
+        );
+        assert!(
+            link.is_dead(),
+            "a reply is still due and nobody waits for it"
+        );
+        assert!(call(&link, "after", Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_reply_nobody_asked_for_closes_the_link() {
+        let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+        let link: Link<String> = Link::new(Conn::new(Box::new(ours)), Duration::from_secs(1));
+        let answer = std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut reader = BufReader::new(theirs.try_clone().expect("clone"));
+            let _ = reader.read_line(&mut line);
+            // Two replies to one request.
+            let _ = theirs.write_all(b"one\ntwo\n");
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let first = call(&link, "q", Duration::from_secs(1));
+        assert_eq!(first.ok(), Some(vec!["one".to_string()]));
+        std::thread::sleep(Duration::from_millis(50));
+        let second = call(&link, "r", Duration::from_secs(1));
+        assert!(
+            matches!(second, Err(Broken::Protocol(_))),
+            "the extra reply is never taken for the next request's: {second:?}"
+        );
+        assert!(link.is_dead());
+        let _ = answer.join();
     }
 }

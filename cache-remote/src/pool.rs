@@ -17,6 +17,8 @@ pub(crate) trait Pooled {
     fn shareable(&self) -> bool;
     /// Whether it broke (it is then never handed out again).
     fn is_dead(&self) -> bool;
+    /// It is being handed out after sitting idle.
+    fn taken_idle(&self) {}
 }
 
 /// Why no connection was handed out.
@@ -54,13 +56,16 @@ struct State<L> {
     peak: usize,
 }
 
-impl<L> State<L> {
+impl<L: Pooled> State<L> {
     fn open(&self) -> usize {
         self.links.len() + self.opening
     }
 
     fn idle(&self) -> usize {
-        self.links.iter().filter(|e| e.users == 0).count()
+        self.links
+            .iter()
+            .filter(|e| e.users == 0 && !e.link.is_dead())
+            .count()
     }
 }
 
@@ -128,6 +133,7 @@ impl<L: Pooled> Pool<L> {
                 }
                 let entry = &mut state.links[at];
                 entry.users = 1;
+                entry.link.taken_idle();
                 return Ok(Slot::Taken(Arc::clone(&entry.link)));
             }
             if state.open() < self.max_open {
@@ -168,11 +174,18 @@ impl<L: Pooled> Pool<L> {
             self.freed.notify_all();
             return;
         }
+        let shareable = link.shareable();
         state.links.push(Entry {
             link,
             users: 1,
             idle_since: Instant::now(),
         });
+        // Callers that found nothing to share may share this one.
+        let wake = shareable && state.waiting > 0;
+        drop(state);
+        if wake {
+            self.freed.notify_all();
+        }
     }
 
     /// Gives back the room of a connection that could not be opened.
@@ -201,14 +214,20 @@ impl<L: Pooled> Pool<L> {
         if now_idle {
             entry.idle_since = Instant::now();
         }
+        // A dead link stays counted until its last caller lets it go (its socket is open
+        // until then), but is never handed out again.
         let mut gone = None;
-        if dead || (now_idle && (state.closed || state.idle() > self.max_idle)) {
+        if now_idle && (dead || state.closed || state.idle() > self.max_idle) {
             gone = Some(state.links.swap_remove(at));
         }
         let wake = state.waiting > 0;
+        // Waiters may share a live shareable link; otherwise one of them may take the room.
+        let everyone = !dead && link.shareable();
         drop(state);
         drop(gone);
-        if wake {
+        if wake && everyone {
+            self.freed.notify_all();
+        } else if wake {
             self.freed.notify_one();
         }
     }
@@ -330,10 +349,10 @@ mod tests {
             1,
             "a dead one is not shared"
         );
-        for _ in 0..3 {
-            pool.checkin(&b);
-        }
-        assert_eq!(pool.counts().0, 1, "a dead one leaves once given back");
+        pool.checkin(&b);
+        assert_eq!(pool.counts().0, 2, "counted while a caller holds it");
+        pool.checkin(&b);
+        assert_eq!(pool.counts().0, 1, "gone once its last caller let it go");
     }
 
     #[test]
