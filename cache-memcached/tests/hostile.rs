@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use cache_core::CacheEngine;
 use cache_memcached::MemcachedEngine;
-use cache_tests::hostile::{Dialect, Misbehaviour, every_operation_ends_in_time};
+use cache_tests::hostile::{
+    Dialect, Misbehaviour, every_operation_ends_in_time, every_operation_ends_in_time_for_callers,
+};
 
 const DIALECT: Dialect = Dialect::Memcached;
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -22,12 +24,17 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 fn engine_at(address: &str) -> Arc<dyn CacheEngine> {
+    engine_with(address, 32)
+}
+
+fn engine_with(address: &str, connections: usize) -> Arc<dyn CacheEngine> {
     Arc::new(
         MemcachedEngine::builder()
             .server(address)
             .namespace("hostile")
             .timeout(TIMEOUT)
             .item_size_limit(VALUE_LIMIT)
+            .max_connections(connections)
             .build()
             .expect("valid settings"),
     )
@@ -60,11 +67,22 @@ fn check(misbehaviour: Misbehaviour) {
     #[cfg(feature = "tokio")]
     every_operation_ends_in_time(
         DIALECT,
-        misbehaviour,
+        misbehaviour.clone(),
         TIMEOUT,
         MARGIN,
         MEMORY_BOUND,
         async_engine_at,
+    );
+    // Eight callers on two connections of the blocking engine: callers sharing a connection
+    // each keep their own deadline.
+    every_operation_ends_in_time_for_callers(
+        DIALECT,
+        misbehaviour,
+        TIMEOUT,
+        MARGIN,
+        MEMORY_BOUND,
+        8,
+        |address| engine_with(address, 2),
     );
 }
 

@@ -111,6 +111,20 @@ impl<T: Transport> Core<T> {
         Ok(())
     }
 
+    /// Runs an operation on the `redis` crate's connection the engine was built on.
+    #[cfg(feature = "redis-crate")]
+    async fn on_external<M>(
+        &self,
+        external: &dyn crate::external::External,
+        deadline: Deadline,
+        make: M,
+    ) -> Result<Output<Redis, M>>
+    where
+        M: Make<ReplyOf<Redis>>,
+    {
+        crate::external::drive(external, deadline, self.options.client.timeout, make).await
+    }
+
     /// Runs an operation on the server of `key`: in a cluster, the master serving its slot,
     /// following MOVED and ASK.
     async fn keyed<M>(
@@ -130,13 +144,7 @@ impl<T: Transport> Core<T> {
         let cluster = match &self.topology {
             #[cfg(feature = "redis-crate")]
             Topology::External(external) => {
-                return crate::external::drive(
-                    &**external,
-                    deadline,
-                    self.options.client.timeout,
-                    make,
-                )
-                .await;
+                return self.on_external(&**external, deadline, make).await;
             }
             Topology::Single(client) => return T::run(client, operation, deadline, make).await,
             Topology::Sentinel(sentinel) => return sentinel.run(operation, deadline, make).await,
@@ -246,14 +254,10 @@ impl<T: Transport> Core<T> {
         let cluster = match &self.topology {
             #[cfg(feature = "redis-crate")]
             Topology::External(external) => {
-                return crate::external::drive(
-                    &**external,
-                    deadline,
-                    self.options.client.timeout,
-                    make,
-                )
-                .await
-                .map(|o| vec![o]);
+                return self
+                    .on_external(&**external, deadline, make)
+                    .await
+                    .map(|o| vec![o]);
             }
             Topology::Single(client) => {
                 return T::run(client, operation, deadline, make)
@@ -336,10 +340,7 @@ impl<T: Transport> Core<T> {
             let make = routed(*route, move || build(0));
             let output = match &self.topology {
                 #[cfg(feature = "redis-crate")]
-                Topology::External(external) => {
-                    crate::external::drive(&**external, deadline, self.options.client.timeout, make)
-                        .await
-                }
+                Topology::External(external) => self.on_external(&**external, deadline, make).await,
                 Topology::Single(client) => T::run(client, operation, deadline, make).await,
                 Topology::Sentinel(sentinel) if self.replica_read(operation) => {
                     sentinel.run_read(operation, deadline, make).await
@@ -358,13 +359,8 @@ impl<T: Transport> Core<T> {
                 let mut outputs = Vec::with_capacity(parts.len());
                 for index in 0..parts.len() {
                     outputs.push(
-                        crate::external::drive(
-                            &**external,
-                            deadline,
-                            self.options.client.timeout,
-                            move || build(index),
-                        )
-                        .await?,
+                        self.on_external(&**external, deadline, move || build(index))
+                            .await?,
                     );
                 }
                 return Ok(outputs);

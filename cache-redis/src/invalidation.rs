@@ -395,6 +395,19 @@ impl Listener {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// Waits one slice for a word from the trackers: `Ok(true)` when one says it tracks,
+    /// `Ok(false)` when none spoke, the end when the listener stops or a tracker broke.
+    fn hear(&self, heard: &mpsc::Receiver<Event>) -> std::result::Result<bool, End> {
+        if self.stopped() {
+            return Err(End::Stopped);
+        }
+        match heard.recv_timeout(SLICE) {
+            Ok(Event::Tracking) => Ok(true),
+            Ok(Event::Broken) | Err(mpsc::RecvTimeoutError::Disconnected) => Err(End::Broken),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(false),
+        }
+    }
+
     fn say(&mut self, event: Invalidation<'_>) {
         (self.sink)(event);
         if let Some(ready) = self.ready.take() {
@@ -477,18 +490,11 @@ impl Listener {
         let until = Instant::now() + listener_wait(self.tracking.timeout);
         let mut tracking = 0;
         while tracking < masters.len() {
-            if self.stopped() {
-                return End::Stopped;
-            }
-            match heard.recv_timeout(SLICE) {
-                Ok(Event::Tracking) => tracking += 1,
-                Ok(Event::Broken) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return End::Broken;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= until => {
-                    return End::Broken;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            match self.hear(heard) {
+                Err(end) => return end,
+                Ok(true) => tracking += 1,
+                Ok(false) if Instant::now() >= until => return End::Broken,
+                Ok(false) => {}
             }
         }
         let addresses: Vec<String> = masters.iter().map(|(a, _)| a.clone()).collect();
@@ -500,14 +506,8 @@ impl Listener {
             // they have.
             let until = Instant::now() + crate::sentinel::CHECK_EVERY * 2 + self.tracking.timeout;
             while Instant::now() < until {
-                if self.stopped() {
-                    return End::Stopped;
-                }
-                match heard.recv_timeout(SLICE) {
-                    Ok(Event::Broken) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        return End::Broken;
-                    }
-                    Ok(Event::Tracking) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                if let Err(end) = self.hear(heard) {
+                    return end;
                 }
             }
         }
@@ -518,14 +518,8 @@ impl Listener {
         self.backoff = FIRST_BACKOFF;
         let mut asked = Instant::now();
         loop {
-            if self.stopped() {
-                return End::Stopped;
-            }
-            match heard.recv_timeout(SLICE) {
-                Ok(Event::Broken) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return End::Broken;
-                }
-                Ok(Event::Tracking) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            if let Err(end) = self.hear(heard) {
+                return end;
             }
             if self.target.moves() && asked.elapsed() >= self.tracking.heartbeat {
                 asked = Instant::now();

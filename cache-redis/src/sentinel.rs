@@ -301,42 +301,51 @@ impl<T: Transport> Sentinel<T> {
         outcome
     }
 
+    /// The master's address, as the first sentinel that knows it names it.
     async fn ask_sentinels(&self, deadline: Deadline) -> Result<String> {
-        let mut last = None;
-        for sentinel in &self.sentinels {
-            let client = self.sentinel_client(sentinel)?;
-            let name = self.name.as_str();
-            let answer = T::run(
-                &client,
-                "sentinel get-master-addr-by-name",
-                deadline,
-                || Ok(MasterAddress { name, sent: false }),
-            )
-            .await;
-            match answer {
-                Ok(Some(address)) => return Ok(address),
-                Ok(None) => last = Some(self.no_master("the sentinel knows no such master")),
-                Err(e) => last = Some(e),
-            }
-            if deadline.remaining().is_none() {
-                break;
-            }
-        }
-        Err(last.unwrap_or_else(|| self.no_master("no sentinel answered")))
+        let name = self.name.as_str();
+        self.first_answer(
+            "sentinel get-master-addr-by-name",
+            deadline,
+            move || Ok(MasterAddress { name, sent: false }),
+            |address| address.ok_or_else(|| self.no_master("the sentinel knows no such master")),
+        )
+        .await
     }
 
     /// The healthy replicas, as the first sentinel that answers names them.
     async fn ask_replicas(&self, deadline: Deadline) -> Result<Vec<String>> {
+        let name = self.name.as_str();
+        self.first_answer(
+            "sentinel replicas",
+            deadline,
+            move || Ok(Replicas { name, sent: false }),
+            Ok,
+        )
+        .await
+    }
+
+    /// Asks the sentinels in turn, until `deadline`, until one gives an answer `accept` takes;
+    /// otherwise the last error.
+    async fn first_answer<F, E, X>(
+        &self,
+        operation: &'static str,
+        deadline: Deadline,
+        make: F,
+        accept: impl Fn(E::Output) -> Result<X>,
+    ) -> Result<X>
+    where
+        F: FnMut() -> Result<E> + Clone + Send,
+        E: Exchange<Value>,
+    {
         let mut last = None;
         for sentinel in &self.sentinels {
             let client = self.sentinel_client(sentinel)?;
-            let name = self.name.as_str();
-            let answer = T::run(&client, "sentinel replicas", deadline, || {
-                Ok(Replicas { name, sent: false })
-            })
-            .await;
-            match answer {
-                Ok(replicas) => return Ok(replicas),
+            match T::run(&client, operation, deadline, make.clone())
+                .await
+                .and_then(&accept)
+            {
+                Ok(answer) => return Ok(answer),
                 Err(e) => last = Some(e),
             }
             if deadline.remaining().is_none() {

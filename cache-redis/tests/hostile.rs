@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use cache_core::CacheEngine;
 use cache_redis::RedisEngine;
-use cache_tests::hostile::{Dialect, HostileServer, Misbehaviour, every_operation_ends_in_time};
+use cache_tests::hostile::{
+    Dialect, HostileServer, Misbehaviour, every_operation_ends_in_time,
+    every_operation_ends_in_time_for_callers,
+};
 
 /// The dialects the fake speaks, each with the URL query that makes the engine speak it.
 const DIALECTS: [(Dialect, &str); 2] = [(Dialect::Redis, ""), (Dialect::Resp3, "?protocol=resp3")];
@@ -24,12 +27,17 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 fn engine_at(address: &str, query: &str) -> Arc<dyn CacheEngine> {
+    engine_with(address, query, 32)
+}
+
+fn engine_with(address: &str, query: &str, connections: usize) -> Arc<dyn CacheEngine> {
     Arc::new(
         RedisEngine::builder()
             .url(format!("redis://{address}{query}"))
             .namespace("hostile")
             .timeout(TIMEOUT)
             .max_value_size(VALUE_LIMIT)
+            .max_connections(connections)
             .build()
             .expect("valid settings"),
     )
@@ -70,6 +78,17 @@ fn check(misbehaviour: Misbehaviour) {
             |address| async_engine_at(address, query),
         );
     }
+    // Eight callers on two connections of the blocking engine: callers sharing a connection
+    // each keep their own deadline (one dialect: the sharing does not depend on it).
+    every_operation_ends_in_time_for_callers(
+        Dialect::Redis,
+        misbehaviour,
+        TIMEOUT,
+        MARGIN,
+        MEMORY_BOUND,
+        8,
+        |address| engine_with(address, "", 2),
+    );
 }
 
 #[test]

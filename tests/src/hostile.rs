@@ -737,6 +737,33 @@ pub fn every_operation_ends_in_time(
     memory_bound: u64,
     engine_at: impl Fn(&str) -> Arc<dyn CacheEngine>,
 ) {
+    every_operation_ends_in_time_for_callers(
+        dialect,
+        misbehaviour,
+        timeout,
+        margin,
+        memory_bound,
+        1,
+        engine_at,
+    );
+}
+
+/// [`every_operation_ends_in_time`], with `callers` threads running each operation at once on
+/// the one engine: build it with fewer connections than callers (`max_connections(2)` for 8
+/// callers, say) to check that callers sharing a connection each keep their own deadline.
+///
+/// # Panics
+///
+/// As [`every_operation_ends_in_time`], for any caller.
+pub fn every_operation_ends_in_time_for_callers(
+    dialect: Dialect,
+    misbehaviour: Misbehaviour,
+    timeout: Duration,
+    margin: Duration,
+    memory_bound: u64,
+    callers: usize,
+    engine_at: impl Fn(&str) -> Arc<dyn CacheEngine>,
+) {
     let server = HostileServer::start(dialect, misbehaviour.clone())
         .unwrap_or_else(|e| panic!("hostile server: {e}"));
     let engine = engine_at(server.address());
@@ -744,24 +771,37 @@ pub fn every_operation_ends_in_time(
     let before = peak_rss();
     let mut problems = Vec::new();
     for operation in OPERATIONS {
-        let outcome = timed(Arc::clone(&engine), operation, timeout * 10 + margin * 10);
-        match (&outcome.took, &outcome.result) {
-            (None, _) => problems.push(format!(
-                "{operation}: still running after {:?}",
-                timeout * 10 + margin * 10
-            )),
-            (Some(took), _) if *took > timeout + margin => {
-                problems.push(format!("{operation}: took {took:?}"));
-            }
-            (
-                _,
-                Some(Err(
-                    CacheError::Timeout { .. }
-                    | CacheError::Connection { .. }
-                    | CacheError::Backend { .. },
+        let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+            let running: Vec<_> = (0..callers.max(1))
+                .map(|_| {
+                    let engine = Arc::clone(&engine);
+                    s.spawn(move || timed(engine, operation, timeout * 10 + margin * 10))
+                })
+                .collect();
+            running.into_iter().filter_map(|t| t.join().ok()).collect()
+        });
+        if outcomes.len() < callers.max(1) {
+            problems.push(format!("{operation}: a caller's thread panicked"));
+        }
+        for outcome in outcomes {
+            match (&outcome.took, &outcome.result) {
+                (None, _) => problems.push(format!(
+                    "{operation}: still running after {:?}",
+                    timeout * 10 + margin * 10
                 )),
-            ) => {}
-            (_, result) => problems.push(format!("{operation}: {result:?}")),
+                (Some(took), _) if *took > timeout + margin => {
+                    problems.push(format!("{operation}: took {took:?}"));
+                }
+                (
+                    _,
+                    Some(Err(
+                        CacheError::Timeout { .. }
+                        | CacheError::Connection { .. }
+                        | CacheError::Backend { .. },
+                    )),
+                ) => {}
+                (_, result) => problems.push(format!("{operation}: {result:?}")),
+            }
         }
     }
     if let (Some(before), Some(after)) = (before, peak_rss()) {
