@@ -312,9 +312,10 @@ impl RedisEngineBuilder<Async> {
     ///
     /// The engine never sends a request twice; neither does the crate's
     /// `ConnectionManager` (it reconnects, it does not resend). The crate's cluster connection
-    /// is refused (`InvalidConfig` at `build`): it resends commands on its own, which could
-    /// apply an `add` or an `increment` twice, and it cannot keep the engine's transactions on
-    /// one node; use a `redis-cluster://` URL. The settings of the engine's own connections
+    /// is refused here (`InvalidConfig` at `build`): built elsewhere, it may resend commands on
+    /// its own, which could apply an `add` or an `increment` twice; hand the engine its
+    /// `ClusterClientBuilder` with [`redis_cluster`](Self::redis_cluster) instead, or use a
+    /// `redis-cluster://` URL. The settings of the engine's own connections
     /// (the URL's address, TLS, pool bounds, pipelines) do not apply; the namespace, default
     /// TTL, value limit and timeout do. Replica reads and invalidation feeds need the engine's
     /// own connections (`InvalidConfig`).
@@ -327,6 +328,43 @@ impl RedisEngineBuilder<Async> {
             connection,
             name: std::any::type_name::<C>(),
         }));
+        self
+    }
+
+    /// Runs the engine on a Redis Cluster through the `redis` crate's cluster connection
+    /// (feature `redis-crate`), made from `cluster` with its retries turned off, so that the
+    /// crate never sends a command twice (`add`, `increment` and the delete of
+    /// `delete_if_equals` must not be), and opened at the first operation.
+    ///
+    /// Every request goes to the master of one slot: the engine needs a
+    /// [`namespace`](Self::namespace) and [`colocate_namespace`](Self::colocate_namespace), so
+    /// that every key of the namespace lives on that master (`InvalidConfig` otherwise). With
+    /// keys spread over the masters, use a `redis-cluster://` URL and the engine's own
+    /// connections. While the namespace's slot moves or its master fails over, operations fail
+    /// with a transient `Connection` error (the crate's `MOVED`, `ASK`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`), and succeed again once the crate has read the new slot map; nothing is
+    /// resent for them. What else this transport does and does not keep is as for
+    /// [`redis_connection`](Self::redis_connection).
+    ///
+    /// ```no_run
+    /// # fn main() -> cache_core::Result<()> {
+    /// use cache_redis::RedisEngine;
+    ///
+    /// let nodes = vec!["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"];
+    /// let engine = RedisEngine::async_builder()
+    ///     .redis_cluster(redis::cluster::ClusterClientBuilder::new(nodes))
+    ///     .namespace("sessions")
+    ///     .colocate_namespace(true)
+    ///     .build()?;
+    /// # let _ = engine;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis-crate")]
+    pub fn redis_cluster(mut self, cluster: redis::cluster::ClusterClientBuilder) -> Self {
+        self.external = Some(std::sync::Arc::new(crate::external::CrateCluster::new(
+            cluster,
+        )));
         self
     }
 }

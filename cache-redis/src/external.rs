@@ -26,8 +26,26 @@ pub(crate) type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs requests on a connection of the `redis` crate.
 pub(crate) trait External: Send + Sync + fmt::Debug {
-    /// Whether the connection is the crate's cluster connection, which the engine refuses.
-    fn is_cluster(&self) -> bool;
+    /// Refuses, with the reason, a connection the engine cannot run on.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidConfig`.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether every request must go to one slot's master: the engine then needs a co-located
+    /// namespace, and tells its hash tag with [`use_tag`](Self::use_tag).
+    fn one_slot(&self) -> bool {
+        false
+    }
+
+    /// The co-located namespace's key prefix (`{namespace}:`, escaped as stored), whose hash
+    /// tag's slot every request goes to (see [`one_slot`](Self::one_slot)).
+    fn use_tag(&self, prefix: &str) {
+        let _ = prefix;
+    }
 
     /// Sends the commands of `request` as one pipeline; the replies, one per command.
     fn send<'a>(
@@ -56,10 +74,18 @@ impl<C> External for CrateConnection<C>
 where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
-    fn is_cluster(&self) -> bool {
-        // The crate's `cluster_async::ClusterConnection` (behind its `cluster-async` feature,
-        // which this crate does not turn on, so the type cannot be named here).
-        self.name.contains("cluster_async") || self.name.contains("ClusterConnection")
+    fn check(&self) -> Result<()> {
+        // The crate's `cluster_async::ClusterConnection`, built by the user: its retry
+        // settings cannot be read, and by default it resends commands on its own.
+        if self.name.contains("cluster_async") || self.name.contains("ClusterConnection") {
+            return Err(CacheError::invalid_config(
+                "a redis crate cluster connection built elsewhere may resend commands on its \
+                 own (an add or an increment could apply twice): hand the engine its \
+                 ClusterClientBuilder with redis_cluster(), which turns retries off, or use a \
+                 redis-cluster:// URL with the engine's own connections",
+            ));
+        }
+        Ok(())
     }
 
     fn send<'a>(
@@ -67,28 +93,14 @@ where
         request: &'a Request,
         deadline: Deadline,
     ) -> Pending<'a, Result<Vec<Value>>> {
-        Box::pin(async move {
-            let mut commands = commands_of(request)?;
-            let count = request.replies;
-            let mut connection = self.connection.clone();
-            let budget = deadline.budget();
-            let left = deadline.remaining().ok_or_else(|| timed_out(budget))?;
-            // One command goes alone: the crate's path for a lone command is the shorter one.
-            let sent = async {
+        Box::pin(run(
+            request,
+            deadline,
+            move |mut commands, count| async move {
+                let mut connection = self.connection.clone();
+                // One command goes alone: the crate's path for a lone command is the shorter one.
                 match (commands.len(), commands.pop()) {
-                    (1, Some(command)) => match connection.req_packed_command(&command).await {
-                        Ok(reply) => Ok(vec![convert(reply)]),
-                        // The crate may hand a lone command's error reply over as an error:
-                        // it is a reply all the same, which the exchange reads.
-                        Err(error) if error.code().is_some() => {
-                            let text = match (error.code(), error.detail()) {
-                                (Some(code), Some(detail)) => format!("{code} {detail}"),
-                                (code, _) => code.unwrap_or("ERR").to_string(),
-                            };
-                            Ok(vec![Value::Error(text)])
-                        }
-                        Err(error) => Err(error),
-                    },
+                    (1, Some(command)) => lone(connection.req_packed_command(&command).await),
                     (_, last) => {
                         let mut pipeline = redis::pipe();
                         for command in commands.into_iter().chain(last) {
@@ -100,24 +112,234 @@ where
                             .map(|replies| replies.into_iter().map(convert).collect())
                     }
                 }
-            };
-            let replies: Vec<Value> = match tokio::time::timeout(left, sent).await {
-                Err(_) => return Err(timed_out(budget)),
-                Ok(Err(error)) => return Err(crate_error(error, budget)),
-                Ok(Ok(replies)) => replies,
-            };
-            if replies.len() != count {
-                return Err(protocol(ProtocolError::Unexpected(format!(
-                    "{count} commands got {} replies",
-                    replies.len()
-                ))));
-            }
-            for reply in &replies {
-                within(reply, &request.limits, 0)?;
-            }
-            Ok(replies)
-        })
+            },
+        ))
     }
+}
+
+/// The crate's cluster connection, made from the user's `ClusterClientBuilder` with retries
+/// off (the crate then never sends a command twice, redirections included) and opened at the
+/// first request. Every request goes to the master of one slot, the co-located namespace's.
+pub(crate) struct CrateCluster {
+    client: std::result::Result<redis::cluster::ClusterClient, String>,
+    connection: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
+    /// The co-located namespace's key prefix and its slot.
+    tag: std::sync::OnceLock<(String, u16)>,
+}
+
+impl CrateCluster {
+    pub(crate) fn new(builder: redis::cluster::ClusterClientBuilder) -> Self {
+        Self {
+            client: builder.retries(0).build().map_err(|e| e.to_string()),
+            connection: tokio::sync::OnceCell::new(),
+            tag: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl fmt::Debug for CrateCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrateCluster")
+            .field("tag", &self.tag.get())
+            .field("connected", &self.connection.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl External for CrateCluster {
+    fn check(&self) -> Result<()> {
+        match &self.client {
+            Ok(_) => Ok(()),
+            Err(e) => Err(CacheError::invalid_config(format!(
+                "the redis crate cluster client cannot be built: {e}"
+            ))),
+        }
+    }
+
+    fn one_slot(&self) -> bool {
+        true
+    }
+
+    fn use_tag(&self, prefix: &str) {
+        let _ = self.tag.set((
+            prefix.to_string(),
+            crate::cluster::key_slot(prefix.as_bytes()),
+        ));
+    }
+
+    fn send<'a>(
+        &'a self,
+        request: &'a Request,
+        deadline: Deadline,
+    ) -> Pending<'a, Result<Vec<Value>>> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        Box::pin(run(request, deadline, move |commands, count| async move {
+            let (Ok(client), Some((tag, slot))) = (&self.client, self.tag.get()) else {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the cluster transport was not set up by the engine's builder",
+                )));
+            };
+            let mut connection = self
+                .connection
+                .get_or_try_init(|| client.get_async_connection())
+                .await?
+                .clone();
+            let mut node = SingleNodeRoutingInfo::SpecificNode(Route::new(*slot, SlotAddr::Master));
+            let mut asking = false;
+            // A command without a key (`SCAN`) is answered by any node, right or wrong: a key
+            // of the slot goes first (`EXISTS` of the bare prefix), so that a node that does not
+            // serve the slot says so, and the request follows the redirection.
+            let anchored = commands.iter().any(|command| {
+                command.args_iter().next().is_some_and(|name| {
+                    matches!(name, redis::Arg::Simple(name) if name.eq_ignore_ascii_case(b"SCAN"))
+                })
+            });
+            // The crate's retries are off, so a redirection comes back: nothing was applied
+            // (a transaction whose commands were redirected is aborted at EXEC), and the
+            // request goes where the redirection says, as the engine's own cluster
+            // connections do (the deadline bounds the whole).
+            let mut redirections = 0;
+            loop {
+                let sent = if commands.len() == 1 && !asking && !anchored {
+                    let command = commands[0].clone();
+                    connection
+                        .route_command(command, RoutingInfo::SingleNode(node.clone()))
+                        .await
+                        .map(|reply| vec![reply])
+                } else {
+                    let mut pipeline = redis::pipe();
+                    if asking {
+                        pipeline.add_command(redis::cmd("ASKING"));
+                    }
+                    if anchored {
+                        pipeline.add_command(redis::cmd("EXISTS").arg(tag.as_str()).clone());
+                    }
+                    for command in &commands {
+                        pipeline.add_command(command.clone());
+                    }
+                    // The anchor's reply comes back too (the crate checks only the replies it
+                    // returns for redirections); ASKING's does not.
+                    connection
+                        .route_pipeline(
+                            pipeline,
+                            usize::from(asking),
+                            count + usize::from(anchored),
+                            node.clone(),
+                        )
+                        .await
+                };
+                let redirect = if redirections < MAX_REDIRECTIONS {
+                    redirection(&sent, anchored)
+                } else {
+                    None
+                };
+                match redirect {
+                    Some((host, port, ask)) => {
+                        node = SingleNodeRoutingInfo::ByAddress { host, port };
+                        asking = ask;
+                        redirections += 1;
+                    }
+                    None => {
+                        // The anchor's reply is not the request's.
+                        let sent = sent.map(|replies| {
+                            replies
+                                .into_iter()
+                                .skip(usize::from(anchored))
+                                .collect::<Vec<_>>()
+                        });
+                        if commands.len() == 1 {
+                            return lone(sent.and_then(|replies| {
+                                replies.into_iter().next().ok_or_else(|| {
+                                    redis::RedisError::from((
+                                        redis::ErrorKind::Parse,
+                                        "no reply to a command",
+                                    ))
+                                })
+                            }));
+                        }
+                        return sent.map(|replies| replies.into_iter().map(convert).collect());
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// Where a request sent through the crate's cluster connection was redirected, if it was:
+/// `(host, port, ask)`, from the crate's error or, for an anchored request, from the anchor's
+/// own reply.
+fn redirection(
+    sent: &redis::RedisResult<Vec<redis::Value>>,
+    anchored: bool,
+) -> Option<(String, u16, bool)> {
+    let (address, ask) = match sent {
+        Err(error) => {
+            let (address, _) = error.redirect_node()?;
+            let ask = matches!(
+                error.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::Ask)
+            );
+            (address.to_string(), ask)
+        }
+        Ok(replies) if anchored => match replies.first() {
+            Some(redis::Value::ServerError(error)) if matches!(error.code(), "MOVED" | "ASK") => {
+                let address = error.details()?.split_ascii_whitespace().nth(1)?;
+                (address.to_string(), error.code() == "ASK")
+            }
+            _ => return None,
+        },
+        Ok(_) => return None,
+    };
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?, ask))
+}
+
+/// How many redirections one request follows through the crate's cluster connection.
+const MAX_REDIRECTIONS: usize = 5;
+
+/// A lone command's reply. The crate may hand an error reply over as an error: it is a reply
+/// all the same, which the exchange reads.
+fn lone(reply: redis::RedisResult<redis::Value>) -> redis::RedisResult<Vec<Value>> {
+    match reply {
+        Ok(reply) => Ok(vec![convert(reply)]),
+        Err(error) if error.code().is_some() => {
+            let text = match (error.code(), error.detail()) {
+                (Some(code), Some(detail)) => format!("{code} {detail}"),
+                (code, _) => code.unwrap_or("ERR").to_string(),
+            };
+            Ok(vec![Value::Error(text)])
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Runs `request` through `send` (given its commands and their count) within `deadline`, and
+/// checks the replies: one per command, each within the request's limits.
+async fn run<F, S>(request: &Request, deadline: Deadline, send: S) -> Result<Vec<Value>>
+where
+    S: FnOnce(Vec<redis::Cmd>, usize) -> F,
+    F: Future<Output = redis::RedisResult<Vec<Value>>>,
+{
+    let commands = commands_of(request)?;
+    let count = request.replies;
+    let budget = deadline.budget();
+    let left = deadline.remaining().ok_or_else(|| timed_out(budget))?;
+    let replies: Vec<Value> = match tokio::time::timeout(left, send(commands, count)).await {
+        Err(_) => return Err(timed_out(budget)),
+        Ok(Err(error)) => return Err(crate_error(error, budget)),
+        Ok(Ok(replies)) => replies,
+    };
+    if replies.len() != count {
+        return Err(protocol(ProtocolError::Unexpected(format!(
+            "{count} commands got {} replies",
+            replies.len()
+        ))));
+    }
+    for reply in &replies {
+        within(reply, &request.limits, 0)?;
+    }
+    Ok(replies)
 }
 
 /// Runs the exchange `make` builds on `external`, within `deadline` (a request with a deadline
@@ -269,7 +491,23 @@ fn crate_error(error: redis::RedisError, budget: Duration) -> CacheError {
     if error.is_timeout() {
         return timed_out(budget);
     }
-    if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+    // A cluster in motion (a slot moving, a failover under way): nothing was applied, and the
+    // crate, whose retries are off, has begun to read the new slot map.
+    let moving = matches!(
+        error.kind(),
+        redis::ErrorKind::Server(
+            redis::ServerErrorKind::Moved
+                | redis::ServerErrorKind::Ask
+                | redis::ServerErrorKind::TryAgain
+                | redis::ServerErrorKind::ClusterDown
+                | redis::ServerErrorKind::MasterDown
+        ) | redis::ErrorKind::ClusterConnectionNotFound
+    );
+    if moving
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+    {
         return CacheError::Connection {
             backend: BACKEND,
             operation: "redis crate",

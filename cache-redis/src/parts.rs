@@ -153,11 +153,14 @@ impl<Face> RedisEngineBuilder<Face> {
         let external: Option<()> = None;
         #[cfg(feature = "redis-crate")]
         if let Some(external) = &external {
-            if external.is_cluster() {
+            external.check()?;
+            if external.one_slot() && !(self.colocate_namespace && self.options.namespace.is_some())
+            {
                 return Err(CacheError::invalid_config(
-                    "a redis crate cluster connection resends commands on its own (an add or \
-                     an increment could apply twice) and cannot keep a transaction on one \
-                     node: use a redis-cluster:// URL with the engine's own connections",
+                    "the redis crate's cluster connection runs a co-located namespace only \
+                     (namespace(..) and colocate_namespace(true): every key on one master); \
+                     with keys spread over the masters, use a redis-cluster:// URL and the \
+                     engine's own connections",
                 ));
             }
         }
@@ -173,11 +176,16 @@ impl<Face> RedisEngineBuilder<Face> {
                  replicas; a single server's reads go to it",
             ));
         }
+        #[cfg(feature = "redis-crate")]
+        let one_slot = external.as_ref().is_some_and(|e| e.one_slot());
+        #[cfg(not(feature = "redis-crate"))]
+        let one_slot = false;
+        let cluster = one_slot || matches!(target, Target::Cluster(_));
         let mut keys = self.options.validate(MAX_TTL)?;
         if self.colocate_namespace {
-            let namespace = match (&target, self.options.namespace.as_deref()) {
-                (Target::Cluster(_), Some(namespace)) => namespace,
-                (Target::Cluster(_), None) => {
+            let namespace = match (cluster, self.options.namespace.as_deref()) {
+                (true, Some(namespace)) => namespace,
+                (true, None) => {
                     return Err(CacheError::invalid_config(
                         "colocate_namespace needs a namespace to co-locate",
                     ));
@@ -194,6 +202,11 @@ impl<Face> RedisEngineBuilder<Face> {
                 ));
             }
             keys = KeySpace::new(Some(&format!("{{{namespace}}}")))?;
+            // The prefix as stored (the namespace escaped), whose hash tag places every key.
+            #[cfg(feature = "redis-crate")]
+            if let Some(external) = &external {
+                external.use_tag(keys.prefix());
+            }
         }
         if self.relaxed_keys {
             keys = keys.relaxed(RELAXED_MAX_KEY_LEN);

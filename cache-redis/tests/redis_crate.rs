@@ -1,6 +1,7 @@
 //! The `redis` crate as a transport (feature `redis-crate`): an `AsyncRedisEngine` over the
 //! crate's `ConnectionManager` and `MultiplexedConnection` passes the whole conformance kit
-//! against a real `redis-server`, and the kit's fault checks are run on it, with what each
+//! against a real `redis-server`, and over the crate's cluster connection against a real Redis
+//! Cluster (a co-located namespace); the kit's fault checks are run on it, with what each
 //! shows stated here.
 
 #![cfg(feature = "redis-crate")]
@@ -14,6 +15,7 @@ use cache_redis::{AsyncRedisEngine, RedisEngine};
 use cache_tests::TestContext;
 use cache_tests::asynchronous::{BlockingFace, runtime};
 use cache_tests::servers::{ServerKind, TestServer};
+use cache_tests::topologies::{RedisCluster, redis_cli_at};
 
 fn server() -> Option<Arc<TestServer>> {
     TestServer::shared(ServerKind::Redis)
@@ -64,6 +66,247 @@ cache_tests::async_conformance_suite!(
     over_multiplexed,
     require = server().is_some()
 );
+
+/// The crate's cluster client for the harness's cluster, as a user would build it.
+fn cluster_client(cluster: &RedisCluster) -> redis::cluster::ClusterClientBuilder {
+    redis::cluster::ClusterClientBuilder::new(
+        cluster
+            .addresses()
+            .iter()
+            .map(|address| format!("redis://{address}"))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn over_cluster(ctx: &TestContext) -> AsyncRedisEngine {
+    let cluster = RedisCluster::shared().expect("checked by `require`");
+    RedisEngine::async_builder()
+        .redis_cluster(cluster_client(&cluster))
+        .namespace(ctx.namespace())
+        .colocate_namespace(true)
+        .default_ttl(ctx.default_ttl())
+        .max_value_size(1 << 20)
+        .build()
+        .expect("valid settings")
+}
+
+cache_tests::async_conformance_suite!(
+    cluster_connection_kit,
+    over_cluster,
+    require = RedisCluster::shared().is_some()
+);
+
+/// Through the crate's cluster connection, a co-located namespace's keys all live on one
+/// master, and its clear removes them there and nothing of another namespace.
+#[test]
+fn the_cluster_transport_keeps_its_namespace_on_one_master() {
+    let Some(cluster) = RedisCluster::shared() else {
+        return;
+    };
+    let namespace = format!("crate-together-{}", std::process::id());
+    let engine = BlockingFace(
+        RedisEngine::async_builder()
+            .redis_cluster(cluster_client(&cluster))
+            .namespace(&namespace)
+            .colocate_namespace(true)
+            .build()
+            .unwrap(),
+    );
+    let other = RedisEngine::builder()
+        .url(cluster.url())
+        .namespace(format!("crate-other-{}", std::process::id()))
+        .build()
+        .unwrap();
+    use cache_core::CacheEngine;
+    for i in 0..100 {
+        let key = format!("k{i}");
+        engine
+            .set(&key, key.clone().into_bytes().into(), Ttl::Default)
+            .unwrap();
+        other
+            .set(&key, key.clone().into_bytes().into(), Ttl::Default)
+            .unwrap();
+    }
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let found = engine.get_many(&refs).unwrap();
+    assert_eq!(found.len(), 100, "get_many reads every key back");
+    let per_master = |pattern: &str| -> Vec<usize> {
+        let mut counts: Vec<usize> = cluster
+            .masters()
+            .iter()
+            .map(|(address, _)| {
+                redis_cli_at(address, &["--scan", "--pattern", pattern])
+                    .unwrap()
+                    .lines()
+                    .count()
+            })
+            .collect();
+        counts.sort_unstable();
+        counts
+    };
+    let pattern = format!("{{{namespace}}}:*");
+    assert_eq!(per_master(&pattern), vec![0, 0, 100]);
+    engine.clear().unwrap();
+    assert_eq!(per_master(&pattern), vec![0, 0, 0]);
+    assert_eq!(engine.get("k1").unwrap(), None);
+    assert!(
+        other.get("k1").unwrap().is_some(),
+        "another namespace is untouched"
+    );
+    other.clear().unwrap();
+}
+
+/// The namespace's slot is migrated by hand to another master while the engine runs on the
+/// crate's cluster connection (retries off): during the migration the old master answers `ASK`
+/// for the keys already moved, after it `MOVED`; the engine follows both and reads every key
+/// back, and a clear made before the crate has heard of the move (its `SCAN` has no key to be
+/// redirected by) still finds every key on the new master.
+#[test]
+fn the_cluster_transport_follows_a_migrating_slot() {
+    let Some(cluster) = RedisCluster::shared() else {
+        return;
+    };
+    use cache_core::CacheEngine;
+    let namespace = format!("crate-moving-{}", std::process::id());
+    let engine = BlockingFace(
+        RedisEngine::async_builder()
+            .redis_cluster(cluster_client(&cluster))
+            .namespace(&namespace)
+            .colocate_namespace(true)
+            .build()
+            .unwrap(),
+    );
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        engine
+            .set(key, key.clone().into_bytes().into(), Ttl::Default)
+            .unwrap();
+    }
+    let stored = |key: &str| format!("{{{namespace}}}:{key}");
+    let cli = |address: &str, args: &[&str]| redis_cli_at(address, args).unwrap();
+    let masters = cluster.masters();
+    let slot = cli(&masters[0].0, &["CLUSTER", "KEYSLOT", &stored("k0")]);
+    let slot = slot.trim();
+    let owner = masters
+        .iter()
+        .find(|(address, _)| cli(address, &["CLUSTER", "COUNTKEYSINSLOT", slot]).trim() != "0")
+        .cloned()
+        .unwrap();
+    let target = masters.iter().find(|m| **m != owner).cloned().unwrap();
+    let (target_host, target_port) = target.0.rsplit_once(':').unwrap();
+    cli(
+        &target.0,
+        &["CLUSTER", "SETSLOT", slot, "IMPORTING", &owner.1],
+    );
+    cli(
+        &owner.0,
+        &["CLUSTER", "SETSLOT", slot, "MIGRATING", &target.1],
+    );
+    let migrate = |some: &[String]| {
+        let names: Vec<String> = some.iter().map(|k| stored(k)).collect();
+        let mut args = vec!["MIGRATE", target_host, target_port, "", "0", "5000", "KEYS"];
+        args.extend(names.iter().map(String::as_str));
+        cli(&owner.0, &args)
+    };
+    migrate(&keys[..20]);
+    // Half moved: reads of moved keys are answered ASK by the old master.
+    for key in &keys {
+        assert_eq!(
+            engine.get(key).unwrap().as_deref(),
+            Some(key.as_bytes()),
+            "{key} mid-migration"
+        );
+    }
+    assert_eq!(engine.increment("counter", 1).unwrap(), 1);
+    migrate(&keys[20..]);
+    migrate(&["counter".to_string()]);
+    for (address, _) in &masters {
+        cli(address, &["CLUSTER", "SETSLOT", slot, "NODE", &target.1]);
+    }
+    // Moved, and the crate's slot map still names the old master: first a clear, whose SCAN
+    // alone the old master would answer with nothing, then reads, answered MOVED.
+    engine.clear().unwrap();
+    assert_eq!(
+        cli(&target.0, &["CLUSTER", "COUNTKEYSINSLOT", slot]).trim(),
+        "0",
+        "the clear found every key on the new master"
+    );
+    for key in &keys {
+        assert_eq!(engine.get(key).unwrap(), None, "{key} after the clear");
+    }
+    engine.set("after", "v".into(), Ttl::Default).unwrap();
+    assert_eq!(
+        cli(&target.0, &["CLUSTER", "COUNTKEYSINSLOT", slot]).trim(),
+        "1",
+        "a write after the migration lands on the new master"
+    );
+    assert_eq!(
+        engine.increment("counter", 1).unwrap(),
+        1,
+        "cleared with the rest"
+    );
+}
+
+/// The crate's cluster connection is refused where it cannot keep the engine's promises: built
+/// by the user (its retries cannot be turned off), without a co-located namespace, or from a
+/// client that cannot be built.
+#[test]
+fn the_cluster_transport_is_refused_where_it_cannot_keep_the_promises() {
+    let Some(cluster) = RedisCluster::shared() else {
+        return;
+    };
+    let spread = RedisEngine::async_builder()
+        .redis_cluster(cluster_client(&cluster))
+        .namespace("spread")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(spread, CacheError::InvalidConfig { .. }),
+        "{spread}"
+    );
+    assert!(
+        spread.to_string().contains("colocate_namespace"),
+        "{spread}"
+    );
+    let unnamed = RedisEngine::async_builder()
+        .redis_cluster(cluster_client(&cluster))
+        .colocate_namespace(true)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(unnamed, CacheError::InvalidConfig { .. }),
+        "{unnamed}"
+    );
+    let broken = RedisEngine::async_builder()
+        .redis_cluster(redis::cluster::ClusterClientBuilder::new(vec!["not a url"]))
+        .namespace("n")
+        .colocate_namespace(true)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(broken, CacheError::InvalidConfig { .. }),
+        "{broken}"
+    );
+    let connection = runtime()
+        .block_on(
+            cluster_client(&cluster)
+                .build()
+                .unwrap()
+                .get_async_connection(),
+        )
+        .unwrap();
+    let theirs = RedisEngine::async_builder()
+        .redis_connection(connection)
+        .namespace("n")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(theirs, CacheError::InvalidConfig { .. }),
+        "{theirs}"
+    );
+    assert!(theirs.to_string().contains("redis_cluster"), "{theirs}");
+}
 
 /// A reply over the engine's reply bound (the value limit, and at least 64 KiB, which keys
 /// may need) is refused, though the crate has read it whole (the bound on memory is the
