@@ -367,6 +367,44 @@ impl RedisEngineBuilder<Async> {
         )));
         self
     }
+
+    /// Runs the engine on the master some sentinels name, through the `redis` crate's
+    /// `SentinelClient` (feature `redis-crate`; build it for `SentinelServerType::Master`).
+    /// The engine asks it for the master at the first operation and keeps one multiplexed
+    /// connection to it; when that connection fails, an operation times out on it, or the
+    /// server answers `READONLY` (it was demoted), the operation fails (nothing is resent) and
+    /// the next one asks the sentinels again. So after a failover the engine serves again
+    /// once the sentinels name the new master. What else this transport does and does not
+    /// keep is as for [`redis_connection`](Self::redis_connection); the engine's own sentinel
+    /// support (`redis-sentinel://` URLs) also checks the master in the background and reads
+    /// from replicas on request.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use cache_redis::RedisEngine;
+    /// use redis::sentinel::{SentinelClient, SentinelServerType};
+    ///
+    /// let sentinel = SentinelClient::build(
+    ///     vec!["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
+    ///     "mymaster".to_string(),
+    ///     None,
+    ///     SentinelServerType::Master,
+    /// )?;
+    /// let engine = RedisEngine::async_builder()
+    ///     .redis_sentinel(sentinel)
+    ///     .namespace("sessions")
+    ///     .build()?;
+    /// # let _ = engine;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis-crate")]
+    pub fn redis_sentinel(mut self, sentinel: redis::sentinel::SentinelClient) -> Self {
+        self.external = Some(std::sync::Arc::new(crate::external::CrateSentinel::new(
+            sentinel,
+        )));
+        self
+    }
 }
 
 /// A password that never shows in `Debug`.

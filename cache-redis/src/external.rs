@@ -298,6 +298,165 @@ fn redirection(
 /// How many redirections one request follows through the crate's cluster connection.
 const MAX_REDIRECTIONS: usize = 5;
 
+/// The master some sentinels name, through the crate's `SentinelClient`: a multiplexed
+/// connection to the master of the moment, forgotten when it fails, times out or the server
+/// says it is no longer the master (`READONLY`), so that the next request asks the sentinels
+/// again. Nothing is resent.
+pub(crate) struct CrateSentinel {
+    sentinel: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    current: std::sync::Mutex<Option<Master>>,
+}
+
+/// The connection to the master the sentinels named, with its address and when they were
+/// last asked.
+#[derive(Clone)]
+struct Master {
+    connection: redis::aio::MultiplexedConnection,
+    address: redis::ConnectionAddr,
+    asked: std::time::Instant,
+}
+
+impl CrateSentinel {
+    pub(crate) fn new(sentinel: redis::sentinel::SentinelClient) -> Self {
+        Self {
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<Master>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection to the master, asking the sentinels when there is none, and again once
+    /// a second while in use: a failover whose old master still accepts writes for a while
+    /// (it is demoted after its replica is promoted) is noticed within about a second, as the
+    /// engine's own sentinel support does.
+    async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let current = self.current().clone();
+        let due = match &current {
+            Some(master) if master.asked.elapsed() < crate::sentinel::CHECK_EVERY => {
+                return Ok(master.connection.clone());
+            }
+            Some(master) => Some(master),
+            None => None,
+        };
+        let mut sentinel = match (due, self.sentinel.try_lock()) {
+            (_, Ok(sentinel)) => sentinel,
+            // Another request is asking: this one goes on with the connection it has.
+            (Some(master), Err(_)) => return Ok(master.connection.clone()),
+            (None, Err(_)) => self.sentinel.lock().await,
+        };
+        // Another request may have asked while this one waited for the sentinels.
+        if let Some(master) = self.current().clone()
+            && master.asked.elapsed() < crate::sentinel::CHECK_EVERY
+        {
+            return Ok(master.connection);
+        }
+        let client = match sentinel.async_get_client().await {
+            Ok(client) => client,
+            // The sentinels did not answer: the master of the moment keeps serving.
+            Err(_) if current.is_some() => {
+                let mut now = self.current();
+                if let Some(master) = now.as_mut() {
+                    master.asked = std::time::Instant::now();
+                    return Ok(master.connection.clone());
+                }
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the connection to the master was dropped",
+                )));
+            }
+            Err(error) => return Err(error),
+        };
+        let address = client.get_connection_info().addr().clone();
+        if let Some(master) = current.filter(|m| m.address == address) {
+            let mut now = self.current();
+            if let Some(kept) = now.as_mut() {
+                kept.asked = std::time::Instant::now();
+            }
+            return Ok(master.connection);
+        }
+        let connection = client.get_multiplexed_async_connection().await?;
+        *self.current() = Some(Master {
+            connection: connection.clone(),
+            address,
+            asked: std::time::Instant::now(),
+        });
+        Ok(connection)
+    }
+}
+
+impl fmt::Debug for CrateSentinel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrateSentinel")
+            .field("connected", &self.current().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Forgets the sentinel transport's connection when dropped armed: a request that failed on
+/// it, or was cut off by its deadline (the master may be frozen, or gone behind a silent
+/// network).
+struct Forget<'a>(Option<&'a CrateSentinel>);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Some(sentinel) = self.0.take() {
+            *sentinel.current() = None;
+        }
+    }
+}
+
+impl External for CrateSentinel {
+    fn send<'a>(
+        &'a self,
+        request: &'a Request,
+        deadline: Deadline,
+    ) -> Pending<'a, Result<Vec<Value>>> {
+        use redis::aio::ConnectionLike;
+        Box::pin(run(
+            request,
+            deadline,
+            move |mut commands, count| async move {
+                let mut forget = Forget(Some(self));
+                let mut connection = self.connection().await?;
+                let sent = match (commands.len(), commands.pop()) {
+                    (1, Some(command)) => lone(connection.req_packed_command(&command).await),
+                    (_, last) => {
+                        let mut pipeline = redis::pipe();
+                        for command in commands.into_iter().chain(last) {
+                            pipeline.add_command(command);
+                        }
+                        connection
+                            .req_packed_commands(&pipeline, 0, count)
+                            .await
+                            .map(|replies| replies.into_iter().map(convert).collect())
+                    }
+                };
+                let keep = match &sent {
+                    Ok(replies) => !replies.iter().any(
+                        |reply| matches!(reply, Value::Error(text) if text.starts_with("READONLY")),
+                    ),
+                    Err(error) => {
+                        !(error.is_io_error()
+                            || error.is_connection_dropped()
+                            || error.is_connection_refusal()
+                            || matches!(
+                                error.kind(),
+                                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                            ))
+                    }
+                };
+                if keep {
+                    forget.0 = None;
+                }
+                sent
+            },
+        ))
+    }
+}
+
 /// A lone command's reply. The crate may hand an error reply over as an error: it is a reply
 /// all the same, which the exchange reads.
 fn lone(reply: redis::RedisResult<redis::Value>) -> redis::RedisResult<Vec<Value>> {
