@@ -248,6 +248,82 @@ fn the_cluster_transport_follows_a_migrating_slot() {
     );
 }
 
+/// The master of the namespace's slot is killed (SIGKILL) on a cluster of the test's own: the
+/// crate's cluster connection, retries off, fails operations with transient errors (never a
+/// wrong value), and within 20 s of the replica's promotion the engine serves again on it.
+#[test]
+fn the_cluster_transport_survives_a_killed_master() {
+    use cache_core::CacheEngine;
+    use cache_tests::servers::OrSkip;
+    let Some(cluster) = RedisCluster::start(3, 1).or_skip() else {
+        return;
+    };
+    let engine = BlockingFace(
+        RedisEngine::async_builder()
+            .redis_cluster(cluster_client(&cluster))
+            .namespace("crate-killed")
+            .colocate_namespace(true)
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
+    );
+    for i in 0..20 {
+        let key = format!("k{i}");
+        engine
+            .set(&key, key.clone().into_bytes().into(), Ttl::Never)
+            .unwrap();
+    }
+    let masters = cluster.masters();
+    let slot = redis_cli_at(&masters[0].0, &["CLUSTER", "KEYSLOT", "{crate-killed}:k0"]).unwrap();
+    let victim = masters
+        .iter()
+        .find(|(address, _)| {
+            redis_cli_at(address, &["CLUSTER", "COUNTKEYSINSLOT", slot.trim()])
+                .unwrap()
+                .trim()
+                != "0"
+        })
+        .map(|(address, _)| address.clone())
+        .unwrap();
+    // Replicated before the kill (replication is asynchronous).
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.node(&victim).unwrap().stop();
+    assert!(
+        cluster.wait_for_failover(&victim, Duration::from_secs(20)),
+        "no failover within 20 s"
+    );
+    let failed_over = std::time::Instant::now();
+    let mut errors = 0;
+    loop {
+        match engine.get("k1") {
+            Ok(Some(value)) => {
+                assert_eq!(&value[..], b"k1", "never another key's value");
+                break;
+            }
+            Ok(None) => panic!("a key written before the kill is gone"),
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                errors += 1;
+                assert!(
+                    failed_over.elapsed() < Duration::from_secs(20),
+                    "not served 20 s after the failover ({errors} errors, last: {e})"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    for i in 0..20 {
+        let key = format!("k{i}");
+        assert_eq!(
+            engine.get(&key).unwrap().as_deref(),
+            Some(key.as_bytes()),
+            "{key} after the failover"
+        );
+    }
+    engine.set("after", "v".into(), Ttl::Never).unwrap();
+    assert_eq!(engine.increment("n", 1).unwrap(), 1);
+}
+
 /// The crate's sentinel client for `sentinels`, as a user would build it.
 fn sentinel_client(sentinels: &RedisSentinels) -> redis::sentinel::SentinelClient {
     redis::sentinel::SentinelClient::build(
