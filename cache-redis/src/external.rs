@@ -93,27 +93,10 @@ where
         request: &'a Request,
         deadline: Deadline,
     ) -> Pending<'a, Result<Vec<Value>>> {
-        Box::pin(run(
-            request,
-            deadline,
-            move |mut commands, count| async move {
-                let mut connection = self.connection.clone();
-                // One command goes alone: the crate's path for a lone command is the shorter one.
-                match (commands.len(), commands.pop()) {
-                    (1, Some(command)) => lone(connection.req_packed_command(&command).await),
-                    (_, last) => {
-                        let mut pipeline = redis::pipe();
-                        for command in commands.into_iter().chain(last) {
-                            pipeline.add_command(command);
-                        }
-                        connection
-                            .req_packed_commands(&pipeline, 0, count)
-                            .await
-                            .map(|replies| replies.into_iter().map(convert).collect())
-                    }
-                }
-            },
-        ))
+        Box::pin(run(request, deadline, move |commands, count| async move {
+            let mut connection = self.connection.clone();
+            send_on(&mut connection, commands, count).await
+        }))
     }
 }
 
@@ -414,46 +397,51 @@ impl External for CrateSentinel {
         request: &'a Request,
         deadline: Deadline,
     ) -> Pending<'a, Result<Vec<Value>>> {
-        use redis::aio::ConnectionLike;
-        Box::pin(run(
-            request,
-            deadline,
-            move |mut commands, count| async move {
-                let mut forget = Forget(Some(self));
-                let mut connection = self.connection().await?;
-                let sent = match (commands.len(), commands.pop()) {
-                    (1, Some(command)) => lone(connection.req_packed_command(&command).await),
-                    (_, last) => {
-                        let mut pipeline = redis::pipe();
-                        for command in commands.into_iter().chain(last) {
-                            pipeline.add_command(command);
-                        }
-                        connection
-                            .req_packed_commands(&pipeline, 0, count)
-                            .await
-                            .map(|replies| replies.into_iter().map(convert).collect())
-                    }
-                };
-                let keep = match &sent {
-                    Ok(replies) => !replies.iter().any(
-                        |reply| matches!(reply, Value::Error(text) if text.starts_with("READONLY")),
-                    ),
-                    Err(error) => {
-                        !(error.is_io_error()
-                            || error.is_connection_dropped()
-                            || error.is_connection_refusal()
-                            || matches!(
-                                error.kind(),
-                                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-                            ))
-                    }
-                };
-                if keep {
-                    forget.0 = None;
+        Box::pin(run(request, deadline, move |commands, count| async move {
+            let mut forget = Forget(Some(self));
+            let mut connection = self.connection().await?;
+            let sent = send_on(&mut connection, commands, count).await;
+            let keep = match &sent {
+                Ok(replies) => !replies.iter().any(
+                    |reply| matches!(reply, Value::Error(text) if text.starts_with("READONLY")),
+                ),
+                Err(error) => {
+                    !(error.is_io_error()
+                        || error.is_connection_dropped()
+                        || error.is_connection_refusal()
+                        || matches!(
+                            error.kind(),
+                            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                        ))
                 }
-                sent
-            },
-        ))
+            };
+            if keep {
+                forget.0 = None;
+            }
+            sent
+        }))
+    }
+}
+
+/// Sends `commands` on a connection of the crate: one command alone (the crate's shorter path
+/// for a lone command), several as one pipeline of `count` replies.
+async fn send_on<C: redis::aio::ConnectionLike>(
+    connection: &mut C,
+    mut commands: Vec<redis::Cmd>,
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    match (commands.len(), commands.pop()) {
+        (1, Some(command)) => lone(connection.req_packed_command(&command).await),
+        (_, last) => {
+            let mut pipeline = redis::pipe();
+            for command in commands.into_iter().chain(last) {
+                pipeline.add_command(command);
+            }
+            connection
+                .req_packed_commands(&pipeline, 0, count)
+                .await
+                .map(|replies| replies.into_iter().map(convert).collect())
+        }
     }
 }
 
