@@ -28,6 +28,8 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use std::hash::BuildHasher;
+
 use hashbrown::HashTable;
 
 use crate::common::{Entry, EntryWeighter};
@@ -62,7 +64,6 @@ enum Queue {
 pub(crate) struct Node {
     pub(crate) key: Box<str>,
     pub(crate) entry: Entry,
-    hash: u64,
     prev: u32,
     next: u32,
     queue: Queue,
@@ -166,6 +167,10 @@ impl Ghosts {
 }
 
 pub(crate) struct Shard {
+    /// The store's hasher: a node's hash is computed again from its key when needed rather
+    /// than kept in every node (8 bytes per entry; hashing a short key takes a few nanoseconds,
+    /// and only writes need it).
+    hasher: foldhash::fast::RandomState,
     table: HashTable<u32>,
     nodes: Vec<Option<Node>>,
     sketch: Sketch,
@@ -188,13 +193,19 @@ pub(crate) struct Shard {
 
 impl Shard {
     /// A shard holding at most `capacity` in weight, about `entries` entries.
-    pub(crate) fn new(capacity: u64, entries: u64, weighter: EntryWeighter) -> Self {
+    pub(crate) fn new(
+        capacity: u64,
+        entries: u64,
+        weighter: EntryWeighter,
+        hasher: foldhash::fast::RandomState,
+    ) -> Self {
         let entries = entries.max(1);
         let unit = (capacity / entries).max(1);
         let window = (capacity - (capacity as f64 * (1.0 - INITIAL_WINDOW)) as u64).max(unit);
         let window = window.min(capacity);
         let ghosts = (entries as f64 * GHOSTS) as usize;
         Self {
+            hasher,
             table: HashTable::new(),
             nodes: Vec::new(),
             free: Vec::new(),
@@ -235,6 +246,12 @@ impl Shard {
             Some(node) => node,
             None => unreachable!("a linked or indexed slot holds a node"),
         }
+    }
+
+    /// The hash of a node's key, as the store computed it.
+    #[inline]
+    fn hash_of(&self, idx: u32) -> u64 {
+        self.hasher.hash_one(&*self.node(idx).key)
     }
 
     #[inline]
@@ -328,14 +345,19 @@ impl Shard {
 
     /// Takes the node out of the table and the queues.
     fn detach(&mut self, idx: u32) -> Node {
+        self.detach_hashed(idx).1
+    }
+
+    /// Takes the node out of the table and the queues, with its key's hash.
+    fn detach_hashed(&mut self, idx: u32) -> (u64, Node) {
         self.unlink(idx);
-        let hash = self.node(idx).hash;
+        let hash = self.hash_of(idx);
         if let Ok(found) = self.table.find_entry(hash, |&i| i == idx) {
             found.remove();
         }
         self.free.push(idx);
         match self.nodes[idx as usize].take() {
-            Some(node) => node,
+            Some(node) => (hash, node),
             None => unreachable!("a linked slot holds a node"),
         }
     }
@@ -359,7 +381,6 @@ impl Shard {
         let node = Node {
             key: key.into(),
             entry,
-            hash,
             prev: NIL,
             next: NIL,
             queue: Queue::Window,
@@ -375,9 +396,11 @@ impl Shard {
                 u32::try_from(self.nodes.len() - 1).unwrap_or(NIL - 1)
             }
         };
-        let nodes = &self.nodes;
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
         self.table.insert_unique(hash, idx, |&i| {
-            nodes[i as usize].as_ref().map_or(0, |n| n.hash)
+            nodes[i as usize]
+                .as_ref()
+                .map_or(0, |n| hasher.hash_one(&*n.key))
         });
         self.push_back(idx, Queue::Window);
         self.evict(removed);
@@ -497,7 +520,7 @@ impl Shard {
             // admission next time: its return says nothing about recency.
             let victim = self.queues[Queue::Probation as usize].head;
             if victim != NIL
-                && self.sketch.frequency(hash) > self.sketch.frequency(self.node(victim).hash)
+                && self.sketch.frequency(hash) > self.sketch.frequency(self.hash_of(victim))
             {
                 return;
             }
@@ -659,19 +682,19 @@ impl Shard {
 
     /// Evicts the node, remembering its key in the ghosts of the area it left.
     fn drop_node(&mut self, idx: u32, window: bool, removed: &mut Removed) {
-        let node = self.detach(idx);
+        let (hash, node) = self.detach_hashed(idx);
         if window {
-            self.window_ghosts.add(node.hash);
+            self.window_ghosts.add(hash);
         } else {
-            self.main_ghosts.add(node.hash);
+            self.main_ghosts.add(hash);
         }
         removed.push((node.key, node.entry, RemovalCause::Size));
     }
 
     /// Whether the candidate leaving the window should take the victim's place.
     fn admit(&mut self, candidate: u32, victim: u32) -> bool {
-        let candidate = self.sketch.frequency(self.node(candidate).hash);
-        let victim = self.sketch.frequency(self.node(victim).hash);
+        let candidate = self.sketch.frequency(self.hash_of(candidate));
+        let victim = self.sketch.frequency(self.hash_of(victim));
         if candidate > victim {
             return true;
         }
@@ -689,15 +712,11 @@ impl Shard {
 mod tests {
     use super::*;
     use cache_core::Bytes;
+    use foldhash::fast::RandomState;
 
     fn entry(len: usize) -> Entry {
         let timer = crate::common::Timer::new(None, None);
         Entry::new(Bytes::from(vec![7u8; len]), crate::common::NEVER, &timer)
-    }
-
-    fn hash(key: &str) -> u64 {
-        use std::hash::BuildHasher;
-        foldhash::fast::FixedState::with_seed(1).hash_one(key)
     }
 
     impl Shard {
@@ -727,18 +746,18 @@ mod tests {
 
         fn put(&mut self, key: &str, len: usize) -> usize {
             let mut evicted = Vec::new();
-            self.insert(hash(key), key, entry(len), &mut evicted);
+            self.insert(self.hasher.hash_one(key), key, entry(len), &mut evicted);
             evicted.len()
         }
 
         fn read(&self, key: &str) -> bool {
-            self.get(hash(key), key, true).is_some()
+            self.get(self.hasher.hash_one(key), key, true).is_some()
         }
     }
 
     #[test]
     fn holds_its_bound_in_entries_and_in_bytes() {
-        let mut shard = Shard::new(100, 100, EntryWeighter::UNIT);
+        let mut shard = Shard::new(100, 100, EntryWeighter::UNIT, RandomState::default());
         for i in 0..1_000 {
             shard.put(&format!("k{i}"), 3);
             if i % 3 == 0 {
@@ -748,7 +767,7 @@ mod tests {
         }
         assert_eq!(shard.len(), 100);
 
-        let mut shard = Shard::new(1_000, 50, EntryWeighter::BYTES);
+        let mut shard = Shard::new(1_000, 50, EntryWeighter::BYTES, RandomState::default());
         for i in 0..2_000usize {
             shard.put(&format!("k{i}"), (i * 37) % 60);
             shard.read(&format!("k{}", i % 7));
@@ -759,7 +778,7 @@ mod tests {
 
     #[test]
     fn a_scan_does_not_flush_the_hot_set() {
-        let mut shard = Shard::new(100, 100, EntryWeighter::UNIT);
+        let mut shard = Shard::new(100, 100, EntryWeighter::UNIT, RandomState::default());
         let hot: Vec<String> = (0..50).map(|i| format!("hot{i}")).collect();
         for key in &hot {
             shard.put(key, 1);
@@ -781,7 +800,7 @@ mod tests {
     fn recency_grows_the_window_and_frequency_shrinks_it() {
         // A stream that cycles over 150 keys through a 100-entry shard: each key comes back
         // after the window dropped it, so the window grows towards an LRU.
-        let mut shard = Shard::new(100, 100, EntryWeighter::UNIT);
+        let mut shard = Shard::new(100, 100, EntryWeighter::UNIT, RandomState::default());
         let start = shard.window_target;
         for round in 0..50 {
             for i in 0..30 {
@@ -814,14 +833,14 @@ mod tests {
 
     #[test]
     fn updates_reweigh_and_evict() {
-        let mut shard = Shard::new(100, 10, EntryWeighter::BYTES);
+        let mut shard = Shard::new(100, 10, EntryWeighter::BYTES, RandomState::default());
         for i in 0..9 {
             shard.put(&format!("k{i}"), 8);
         }
         shard.check();
         // Growing one entry in place pushes others out to stay within the bound.
         let mut evicted = Vec::new();
-        shard.update(hash("k0"), "k0", &mut evicted, |e| {
+        shard.update(shard.hasher.hash_one("k0"), "k0", &mut evicted, |e| {
             if let Some(e) = e {
                 e.value = Bytes::from(vec![1u8; 60]);
             }
@@ -833,10 +852,15 @@ mod tests {
         // Removing through update, and putting in an absent key's place.
         let present = shard.read("k1");
         evicted.clear();
-        let removed = shard.update(hash("k1"), "k1", &mut evicted, |e| match e {
-            Some(_) => Update::Remove(true),
-            None => Update::Keep(false),
-        });
+        let removed = shard.update(
+            shard.hasher.hash_one("k1"),
+            "k1",
+            &mut evicted,
+            |e| match e {
+                Some(_) => Update::Remove(true),
+                None => Update::Keep(false),
+            },
+        );
         assert_eq!(removed, present);
         assert_eq!(evicted.len(), usize::from(present));
         assert!(
@@ -845,7 +869,7 @@ mod tests {
                 .all(|(k, _, cause)| &**k == "k1" && *cause == RemovalCause::Removed)
         );
         assert!(!shard.read("k1"));
-        shard.update(hash("new"), "new", &mut evicted, |e| {
+        shard.update(shard.hasher.hash_one("new"), "new", &mut evicted, |e| {
             assert!(e.is_none());
             Update::Put(entry(2), ())
         });

@@ -32,6 +32,7 @@ impl Store {
         weighter: EntryWeighter,
     ) -> Self {
         let shards = shards.max(1).next_power_of_two();
+        let hasher = foldhash::fast::RandomState::default();
         Self {
             shards: (0..shards)
                 .map(|_| {
@@ -39,10 +40,11 @@ impl Store {
                         shard_capacity,
                         shard_entries,
                         weighter,
+                        hasher.clone(),
                     )))
                 })
                 .collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher,
             mask: shards - 1,
         }
     }
@@ -135,9 +137,10 @@ pub(crate) struct Unshared {
 impl Unshared {
     /// A store of `capacity` in weight and about `entries` entries.
     pub(crate) fn new(capacity: u64, entries: u64, weighter: EntryWeighter) -> Self {
+        let hasher = foldhash::fast::RandomState::default();
         Self {
-            shard: Shard::new(capacity, entries, weighter),
-            hasher: foldhash::fast::RandomState::default(),
+            shard: Shard::new(capacity, entries, weighter, hasher.clone()),
+            hasher,
         }
     }
 
