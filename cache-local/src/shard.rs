@@ -26,9 +26,8 @@
 //! writes, under the exclusive lock, move entries.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use hashbrown::HashTable;
 
